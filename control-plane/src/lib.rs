@@ -1,0 +1,1 @@
+//! seam-control-plane: arrives in a following commit.

@@ -1,0 +1,3 @@
+//! seam-control-plane: arrives in a following commit.
+
+fn main() {}

@@ -1,0 +1,14 @@
+//! The contract between `seam-proxy` and `seam-control-plane`: the `seam.v1` gRPC API
+//! (generated from `seam/v1/seam.proto`) and the SPIFFE identity both sides must read
+//! the same way. Each side converts these messages into its own validated types at
+//! its edge; nothing here carries behaviour beyond parsing.
+
+pub mod spiffe;
+
+pub use spiffe::{SpiffeId, SpiffeIdError};
+
+/// Generated `seam.v1` messages, clients and servers.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("seam.v1");
+}

@@ -1,0 +1,3 @@
+//! seam-proxy: arrives in a following commit.
+
+fn main() {}

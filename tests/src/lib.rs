@@ -1,0 +1,1 @@
+//! End-to-end tests of Seam's binaries: arrive in a following commit.
