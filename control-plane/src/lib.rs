@@ -1,1 +1,16 @@
-//! seam-control-plane: arrives in a following commit.
+//! seam-control-plane: the mesh's certificate authority, its model of services built from
+//! service discovery, and the gRPC push of that model to every proxy; plus `seamctl`.
+
+pub mod admin;
+pub mod app;
+pub mod ca;
+pub mod config;
+pub mod discovery;
+pub mod identity;
+pub mod launch;
+pub mod mesh_file;
+pub mod metrics;
+pub mod model;
+pub mod registry;
+pub mod source;
+pub mod tls;

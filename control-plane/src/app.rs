@@ -1,0 +1,106 @@
+//! Wiring and lifecycle of the control plane: CA, mesh source, gRPC and admin listeners,
+//! and an orderly stop on SIGTERM or Ctrl-C.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use seam_proto::v1::discovery_server::DiscoveryServer;
+use seam_proto::v1::identity_server::IdentityServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::ca::CertificateAuthority;
+use crate::config::Args;
+use crate::discovery::DiscoveryService;
+use crate::identity::IdentityService;
+use crate::launch::print_listening_line;
+use crate::metrics::Metrics;
+use crate::registry::ProxyRegistry;
+use crate::source::MeshSource;
+use crate::tls;
+
+/// How long open discovery streams get to close after a stop is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let ca = Arc::new(
+        CertificateAuthority::load_or_create(&args.state_dir, &args.trust_domain)
+            .context("cannot set up the mesh CA")?,
+    );
+    let metrics = Arc::new(Metrics::new());
+    let source = MeshSource::load(&args.mesh_file, ca.trust_domain(), metrics.clone())
+        .context("cannot load the mesh file")?;
+    let _watch = source
+        .watch()
+        .with_context(|| format!("cannot watch {}", args.mesh_file.display()))?;
+    let registry = Arc::new(ProxyRegistry::default());
+    let shutdown = CancellationToken::new();
+
+    let (tls_config, _renewal) = tls::serving_config(ca.clone(), args.cert_ttl)
+        .context("cannot issue the control plane's certificate")?;
+    let grpc_listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
+    let admin_listener = TcpListener::bind(args.admin)
+        .await
+        .with_context(|| format!("cannot listen on {} (--admin)", args.admin))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let identity = IdentityService {
+        ca,
+        model: source.subscribe(),
+        certificate_lifetime: args.cert_ttl,
+        metrics: metrics.clone(),
+    };
+    let discovery = DiscoveryService {
+        model: source.subscribe(),
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let incoming = ReceiverStream::new(tls::accept_tls(grpc_listener, tls_config));
+    let grpc_shutdown = shutdown.clone();
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+            .add_service(IdentityServer::new(identity))
+            .add_service(DiscoveryServer::new(discovery))
+            .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned()),
+    );
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::new(AdminState {
+            metrics,
+            registry,
+            source,
+        }),
+    ));
+    tracing::info!(%grpc_addr, %admin_addr, "control plane serving");
+    print_listening_line(&[("grpc", grpc_addr), ("admin", admin_addr)]);
+
+    stop_signal().await?;
+    tracing::info!("stopping");
+    shutdown.cancel();
+    match tokio::time::timeout(SHUTDOWN_GRACE, grpc).await {
+        Ok(Ok(result)) => result.context("gRPC server failed")?,
+        Ok(Err(join)) => return Err(join).context("gRPC server task failed"),
+        Err(_) => tracing::warn!("gRPC connections did not close within {SHUTDOWN_GRACE:?}"),
+    }
+    admin.abort();
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn stop_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        result = tokio::signal::ctrl_c() => result?,
+    }
+    Ok(())
+}

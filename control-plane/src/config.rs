@@ -1,0 +1,44 @@
+//! The control plane's command line; every flag can also be set as `SEAM_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "seam-control-plane",
+    version,
+    about = "The Seam control plane: mesh CA and discovery push"
+)]
+pub struct Args {
+    /// The mesh file (YAML) listing services; watched and reloaded on change.
+    #[arg(long, env = "SEAM_MESH_FILE")]
+    pub mesh_file: PathBuf,
+    /// Where proxies reach the gRPC API (TLS).
+    #[arg(long, env = "SEAM_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// The admin HTTP listener: /ready, /live, /metrics, /proxies, /mesh.
+    #[arg(long, env = "SEAM_ADMIN", default_value = "127.0.0.1:9990")]
+    pub admin: SocketAddr,
+    /// Holds the mesh CA (ca.pem, the trust anchor for proxies; ca.key, mode 0600).
+    #[arg(long, env = "SEAM_STATE_DIR", default_value = "./seam-state")]
+    pub state_dir: PathBuf,
+    /// The SPIFFE trust domain of the mesh.
+    #[arg(long, env = "SEAM_TRUST_DOMAIN", default_value = "seam.local")]
+    pub trust_domain: String,
+    /// Lifetime of the workload certificates the CA signs (e.g. 24h, 20s).
+    #[arg(long, env = "SEAM_CERT_TTL", default_value = "24h", value_parser = parse_lifetime)]
+    pub cert_ttl: Duration,
+}
+
+fn parse_lifetime(text: &str) -> Result<Duration, String> {
+    let lifetime = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if lifetime < Duration::from_secs(5) {
+        return Err(format!(
+            "{text} is too short; certificates must live at least 5s"
+        ));
+    }
+    Ok(lifetime)
+}

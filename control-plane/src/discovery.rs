@@ -1,0 +1,238 @@
+//! `seam.v1.Discovery`: one stream per proxy. The proxy (known by its mesh certificate)
+//! subscribes to authorities; each subscription is answered at once and again whenever
+//! what it resolves to changes; the proxy's ACKs and NACKs are recorded for operators.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use seam_proto::SpiffeId;
+use seam_proto::v1::discovery_server::Discovery;
+use seam_proto::v1::{self, ServiceUpdate, WatchRequest, service_update, watch_request};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::metrics::Metrics;
+use crate::model::{MeshModel, Resolution};
+use crate::registry::{ProxyEntry, ProxyRegistry};
+
+/// The most authorities one proxy may subscribe to.
+const MAX_SUBSCRIPTIONS: usize = 10_000;
+/// The longest authority accepted (a DNS name's limit, plus a port).
+const MAX_AUTHORITY_LEN: usize = 260;
+
+pub struct DiscoveryService {
+    pub model: watch::Receiver<Arc<MeshModel>>,
+    pub registry: Arc<ProxyRegistry>,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+}
+
+type UpdateStream = Pin<Box<dyn Stream<Item = Result<ServiceUpdate, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Discovery for DiscoveryService {
+    type WatchStream = UpdateStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let trust_domain = self.model.borrow().trust_domain.clone();
+        let peer = peer_identity(&request, &trust_domain)?;
+        let service = peer.service_account().unwrap_or(peer.as_str()).to_owned();
+        let entry = self
+            .registry
+            .register(&service, peer.as_str(), self.metrics.clone());
+        tracing::info!(proxy = entry.id(), spiffe_id = %peer, "proxy connected");
+        let (updates, receiver) = mpsc::channel(64);
+        let session = Session {
+            entry,
+            peer,
+            model: self.model.clone(),
+            metrics: self.metrics.clone(),
+            updates,
+            subscriptions: BTreeMap::new(),
+        };
+        tokio::spawn(session.run(request.into_inner(), self.shutdown.clone()));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+/// The SPIFFE id in the client certificate the stream's TLS connection presented.
+fn peer_identity<T>(request: &Request<T>, trust_domain: &str) -> Result<SpiffeId, Status> {
+    let certs = request.peer_certs().ok_or_else(|| {
+        Status::unauthenticated("the discovery stream requires the proxy's mesh certificate")
+    })?;
+    let leaf = certs.first().ok_or_else(|| {
+        Status::unauthenticated("the discovery stream requires the proxy's mesh certificate")
+    })?;
+    let id = SpiffeId::from_certificate_der(leaf)
+        .map_err(|err| Status::unauthenticated(format!("client certificate: {err}")))?;
+    if id.trust_domain() != trust_domain {
+        return Err(Status::permission_denied(format!(
+            "{id} is not in trust domain {trust_domain}"
+        )));
+    }
+    Ok(id)
+}
+
+struct Session {
+    entry: ProxyEntry,
+    peer: SpiffeId,
+    model: watch::Receiver<Arc<MeshModel>>,
+    metrics: Arc<Metrics>,
+    updates: mpsc::Sender<Result<ServiceUpdate, Status>>,
+    /// What each subscribed authority was last sent as.
+    subscriptions: BTreeMap<String, Resolution>,
+}
+
+/// Whether the session goes on after handling something.
+enum Next {
+    Continue,
+    End,
+}
+
+impl Session {
+    async fn run(mut self, mut requests: Streaming<WatchRequest>, shutdown: CancellationToken) {
+        self.model.mark_unchanged();
+        loop {
+            let next = tokio::select! {
+                () = shutdown.cancelled() => {
+                    let _ = self.updates.send(Err(Status::unavailable("control plane shutting down"))).await;
+                    Next::End
+                }
+                request = requests.message() => match request {
+                    Ok(Some(request)) => self.handle(request).await,
+                    Ok(None) => Next::End,
+                    Err(status) => {
+                        tracing::debug!(proxy = self.entry.id(), %status, "discovery stream broke");
+                        Next::End
+                    }
+                },
+                changed = self.model.changed() => match changed {
+                    Ok(()) => self.push_changes().await,
+                    Err(_) => Next::End,
+                },
+            };
+            if let Next::End = next {
+                break;
+            }
+        }
+        tracing::info!(proxy = self.entry.id(), spiffe_id = %self.peer, "proxy disconnected");
+    }
+
+    async fn handle(&mut self, request: WatchRequest) -> Next {
+        match request.kind {
+            Some(watch_request::Kind::Hello(hello)) => {
+                self.entry.hello(hello.admin_addr, hello.proxy_version);
+                Next::Continue
+            }
+            Some(watch_request::Kind::Subscribe(subscribe)) => {
+                self.subscribe(subscribe.authority).await
+            }
+            Some(watch_request::Kind::Unsubscribe(unsubscribe)) => {
+                self.subscriptions.remove(&unsubscribe.authority);
+                self.entry.unsubscribed(&unsubscribe.authority);
+                Next::Continue
+            }
+            Some(watch_request::Kind::Ack(ack)) => {
+                self.entry.acked(&ack.authority, ack.version);
+                Next::Continue
+            }
+            Some(watch_request::Kind::Nack(nack)) => {
+                self.metrics.discovery_nacks.inc();
+                tracing::warn!(
+                    proxy = self.entry.id(), spiffe_id = %self.peer, authority = nack.authority,
+                    version = nack.version, reason = nack.reason, "a proxy refused an update"
+                );
+                self.entry
+                    .nacked(&nack.authority, nack.version, nack.reason);
+                Next::Continue
+            }
+            None => Next::Continue,
+        }
+    }
+
+    async fn subscribe(&mut self, authority: String) -> Next {
+        if authority.is_empty() || authority.len() > MAX_AUTHORITY_LEN {
+            return self
+                .fail(Status::invalid_argument(format!(
+                    "authority {authority:?} must be 1 to {MAX_AUTHORITY_LEN} bytes"
+                )))
+                .await;
+        }
+        if self.subscriptions.len() >= MAX_SUBSCRIPTIONS
+            && !self.subscriptions.contains_key(&authority)
+        {
+            return self
+                .fail(Status::resource_exhausted(format!(
+                    "a proxy may subscribe to at most {MAX_SUBSCRIPTIONS} authorities"
+                )))
+                .await;
+        }
+        let model = self.model.borrow().clone();
+        let resolution = model.resolve(&authority);
+        self.entry.subscribed(&authority);
+        let next = self.send(&authority, model.version, &resolution).await;
+        self.subscriptions.insert(authority, resolution);
+        next
+    }
+
+    async fn push_changes(&mut self) -> Next {
+        let model = self.model.borrow_and_update().clone();
+        let mut changed = Vec::new();
+        for (authority, sent) in &mut self.subscriptions {
+            let resolution = model.resolve(authority);
+            if resolution != *sent {
+                *sent = resolution.clone();
+                changed.push((authority.clone(), resolution));
+            }
+        }
+        for (authority, resolution) in changed {
+            if let Next::End = self.send(&authority, model.version, &resolution).await {
+                return Next::End;
+            }
+        }
+        Next::Continue
+    }
+
+    async fn send(&self, authority: &str, version: u64, resolution: &Resolution) -> Next {
+        let update = to_proto(authority, version, resolution);
+        if self.updates.send(Ok(update)).await.is_err() {
+            return Next::End;
+        }
+        self.metrics.discovery_updates.inc();
+        self.entry.sent(authority, version);
+        Next::Continue
+    }
+
+    async fn fail(&self, status: Status) -> Next {
+        let _ = self.updates.send(Err(status)).await;
+        Next::End
+    }
+}
+
+fn to_proto(authority: &str, version: u64, resolution: &Resolution) -> ServiceUpdate {
+    let state = match resolution {
+        Resolution::Service { name, endpoints } => service_update::State::Service(v1::Service {
+            name: name.clone(),
+            endpoints: endpoints
+                .iter()
+                .map(|endpoint| v1::Endpoint {
+                    address: endpoint.address.to_string(),
+                    identity: endpoint.identity.to_string(),
+                })
+                .collect(),
+        }),
+        Resolution::NotFound => service_update::State::NotFound(v1::NotFound {}),
+    };
+    ServiceUpdate {
+        authority: authority.to_owned(),
+        version,
+        state: Some(state),
+    }
+}

@@ -1,0 +1,173 @@
+//! Reading mesh file v1 (YAML) into a [`MeshModel`]. Every refusal, of syntax or of
+//! meaning, names the file, the line and the reason.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use seam_proto::SpiffeId;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::model::{Endpoint, FILE_NAMESPACE, JoinToken, MeshModel, ServiceModel};
+
+/// Why a mesh file was refused, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshFileError {
+    pub path: PathBuf,
+    /// 1-based; 0 when the problem is the file as a whole.
+    pub line: u64,
+    pub column: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for MeshFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display();
+        match self.line {
+            0 => write!(f, "{path}: {}", self.reason),
+            line => write!(f, "{path}:{line}:{}: {}", self.column, self.reason),
+        }
+    }
+}
+
+impl std::error::Error for MeshFileError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeshFileV1 {
+    trust_domain: Option<Spanned<String>>,
+    #[serde(default)]
+    services: BTreeMap<String, Spanned<ServiceSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceSpec {
+    join_token: Spanned<String>,
+    #[serde(default)]
+    endpoints: Vec<Spanned<String>>,
+}
+
+/// Reads and parses the mesh file at `path`.
+pub fn load(path: &Path, trust_domain: &str) -> Result<MeshModel, MeshFileError> {
+    let text = std::fs::read_to_string(path).map_err(|err| MeshFileError {
+        path: path.to_owned(),
+        line: 0,
+        column: 0,
+        reason: format!("cannot read the mesh file: {err}"),
+    })?;
+    parse(path, &text, trust_domain)
+}
+
+/// Parses mesh file text. `trust_domain` is the control plane's own (its CA's): a file may
+/// repeat it but not change it. The model's `version` is left at 0 for the caller to set.
+pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, MeshFileError> {
+    let at = |line: u64, column: u64, reason: String| MeshFileError {
+        path: path.to_owned(),
+        line,
+        column,
+        reason,
+    };
+    let spanned_error = |location: serde_saphyr::Location, reason: String| {
+        at(location.line(), location.column(), reason)
+    };
+    let file: MeshFileV1 = if text.trim().is_empty() {
+        return Err(at(0, 0, "the mesh file is empty".into()));
+    } else {
+        serde_saphyr::from_str(text).map_err(|err| {
+            let (line, column) = err.location().map_or((0, 0), |l| (l.line(), l.column()));
+            at(line, column, err.without_snippet().to_string())
+        })?
+    };
+
+    if let Some(declared) = &file.trust_domain
+        && declared.value != trust_domain
+    {
+        return Err(spanned_error(
+            declared.referenced,
+            format!(
+                "trust_domain {:?} differs from the control plane's trust domain {trust_domain:?} \
+                 (changing it needs a new CA: use --trust-domain and a new --state-dir)",
+                declared.value
+            ),
+        ));
+    }
+
+    let mut services = BTreeMap::new();
+    let mut seen_addresses = HashSet::new();
+    for (name, spec) in file.services {
+        let location = spec.referenced;
+        let spec = spec.value;
+        if let Err(why) = check_service_name(&name) {
+            return Err(spanned_error(
+                location,
+                format!("service name {name:?} {why}"),
+            ));
+        }
+        if spec.join_token.value.trim().is_empty() {
+            return Err(spanned_error(
+                spec.join_token.referenced,
+                format!("service {name:?} has an empty join_token"),
+            ));
+        }
+        let identity = SpiffeId::workload(trust_domain, FILE_NAMESPACE, &name)
+            .map_err(|err| spanned_error(location, err.to_string()))?;
+        let mut endpoints = Vec::with_capacity(spec.endpoints.len());
+        for endpoint in spec.endpoints {
+            let address: SocketAddr = endpoint.value.parse().map_err(|_| {
+                spanned_error(
+                    endpoint.referenced,
+                    format!(
+                        "endpoint {:?} of service {name:?} is not an IP:port",
+                        endpoint.value
+                    ),
+                )
+            })?;
+            if !seen_addresses.insert(address) {
+                return Err(spanned_error(
+                    endpoint.referenced,
+                    format!("endpoint {address} is listed twice"),
+                ));
+            }
+            endpoints.push(Endpoint {
+                address,
+                identity: identity.clone(),
+            });
+        }
+        services.insert(
+            name.clone(),
+            ServiceModel {
+                name,
+                join_token: JoinToken::new(spec.join_token.value),
+                endpoints,
+            },
+        );
+    }
+    Ok(MeshModel {
+        version: 0,
+        trust_domain: trust_domain.to_owned(),
+        services,
+    })
+}
+
+/// Service names are DNS labels, so they work as hostnames and SPIFFE path segments.
+fn check_service_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 63 {
+        return Err("must be 1 to 63 characters long");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("may hold only lowercase letters, digits and '-'");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) || name.ends_with('-') {
+        return Err("must start with a letter and not end with '-'");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

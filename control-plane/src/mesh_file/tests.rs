@@ -1,0 +1,89 @@
+use super::*;
+
+fn parse_text(text: &str) -> Result<MeshModel, MeshFileError> {
+    parse(Path::new("/etc/seam/mesh.yaml"), text, "seam.local")
+}
+
+#[test]
+fn parses_the_documented_example() {
+    let model = parse_text(
+        "trust_domain: seam.local\nservices:\n  api:\n    join_token: \"s3cret-api\"\n    endpoints: [\"127.0.0.1:24143\"]\n  web:\n    join_token: w\n",
+    )
+    .unwrap();
+    let api = &model.services["api"];
+    assert_eq!(api.endpoints.len(), 1);
+    assert_eq!(api.endpoints[0].address, "127.0.0.1:24143".parse().unwrap());
+    assert_eq!(
+        api.endpoints[0].identity.as_str(),
+        "spiffe://seam.local/ns/default/sa/api"
+    );
+    assert!(api.join_token.matches("s3cret-api"));
+    assert!(model.services["web"].endpoints.is_empty());
+}
+
+#[test]
+fn refusals_name_file_line_and_reason() {
+    let cases: &[(&str, u64, &str)] = &[
+        (
+            "services:\n  api:\n    join_token: t\n    endpoints: [nope]\n",
+            4,
+            "endpoint \"nope\" of service \"api\" is not an IP:port",
+        ),
+        (
+            "services:\n  api:\n    join_token: \"\"\n",
+            3,
+            "empty join_token",
+        ),
+        (
+            "services:\n  API:\n    join_token: t\n",
+            3,
+            "service name \"API\" may hold only lowercase",
+        ),
+        (
+            "trust_domain: other.local\nservices: {}\n",
+            1,
+            "differs from the control plane's trust domain",
+        ),
+        (
+            "services:\n  api:\n    join_token: t\n    endpoint: []\n",
+            4,
+            "endpoint",
+        ),
+        (
+            "services:\n  api:\n    join_token: t\n    endpoints: [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
+            4,
+            "listed twice",
+        ),
+        ("services:\n  api: [unclosed\n", 2, ""),
+        ("services:\n  api:\n    endpoints: []\n", 3, "join_token"),
+    ];
+    for (text, line, reason) in cases {
+        let err = parse_text(text).unwrap_err();
+        assert_eq!(err.line, *line, "{text:?}: {err}");
+        assert!(err.reason.contains(reason), "{text:?}: {err}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("/etc/seam/mesh.yaml:{line}:")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_file_is_refused() {
+    let err = parse_text("  \n").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "/etc/seam/mesh.yaml: the mesh file is empty"
+    );
+}
+
+#[test]
+fn an_unreadable_file_is_refused_with_its_path() {
+    let err = load(Path::new("/nonexistent/mesh.yaml"), "seam.local").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("/nonexistent/mesh.yaml: cannot read"),
+        "{err}"
+    );
+}

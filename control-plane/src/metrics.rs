@@ -1,0 +1,87 @@
+//! The control plane's Prometheus metrics: one registry, every name prefixed `seam_`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub mesh_reloads: Family<ResultLabel, Counter>,
+    pub mesh_version: Gauge,
+    pub certificate_requests: Family<ResultLabel, Counter>,
+    pub connected_proxies: Gauge,
+    pub discovery_updates: Counter,
+    pub discovery_nacks: Counter,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("seam");
+        let mesh_reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "mesh_reloads",
+            "Mesh file reloads, by result (accepted or rejected)",
+            mesh_reloads.clone(),
+        );
+        let mesh_version = Gauge::default();
+        registry.register(
+            "mesh_version",
+            "Version of the mesh model in force",
+            mesh_version.clone(),
+        );
+        let certificate_requests = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "certificate_requests",
+            "Certificate signing requests, by result (issued or rejected)",
+            certificate_requests.clone(),
+        );
+        let connected_proxies = Gauge::default();
+        registry.register(
+            "connected_proxies",
+            "Proxies with an open discovery stream",
+            connected_proxies.clone(),
+        );
+        let discovery_updates = Counter::default();
+        registry.register(
+            "discovery_updates",
+            "Service updates pushed to proxies",
+            discovery_updates.clone(),
+        );
+        let discovery_nacks = Counter::default();
+        registry.register(
+            "discovery_nacks",
+            "Service updates proxies refused",
+            discovery_nacks.clone(),
+        );
+        Self {
+            registry,
+            mesh_reloads,
+            mesh_version,
+            certificate_requests,
+            connected_proxies,
+            discovery_updates,
+            discovery_nacks,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

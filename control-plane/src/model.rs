@@ -1,0 +1,160 @@
+//! The mesh model: the validated, indexed set of services the control plane serves, and
+//! how an authority a proxy subscribes to resolves against it. Pure data, no I/O.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use seam_proto::SpiffeId;
+use subtle::ConstantTimeEq;
+
+/// The namespace every service lives in when the mesh file is the source.
+pub const FILE_NAMESPACE: &str = "default";
+
+/// One accepted version of the mesh.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshModel {
+    /// Increases by one with every accepted change; never reused while the process lives.
+    pub version: u64,
+    pub trust_domain: String,
+    pub services: BTreeMap<String, ServiceModel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceModel {
+    pub name: String,
+    pub join_token: JoinToken,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Where an instance is reached, and who it must prove to be there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub identity: SpiffeId,
+}
+
+/// What an authority currently names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    Service {
+        name: String,
+        endpoints: Vec<Endpoint>,
+    },
+    NotFound,
+}
+
+/// A service's join token. Never printed; compared in constant time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JoinToken(String);
+
+impl JoinToken {
+    pub fn new(token: String) -> Self {
+        Self(token)
+    }
+
+    /// Whether `presented` is this token, in time independent of where they differ.
+    pub fn matches(&self, presented: &str) -> bool {
+        self.0.as_bytes().ct_eq(presented.as_bytes()).into()
+    }
+}
+
+impl fmt::Debug for JoinToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JoinToken(<redacted>)")
+    }
+}
+
+impl MeshModel {
+    /// The empty mesh, before any source has been read.
+    pub fn empty(trust_domain: &str) -> Self {
+        Self {
+            version: 0,
+            trust_domain: trust_domain.to_owned(),
+            services: BTreeMap::new(),
+        }
+    }
+
+    /// Resolves an authority: a service name (with or without a port), or the IP:port of
+    /// one of a service's endpoints.
+    pub fn resolve(&self, authority: &str) -> Resolution {
+        let service = match authority.parse::<SocketAddr>() {
+            Ok(address) => self
+                .services
+                .values()
+                .find(|service| service.endpoints.iter().any(|e| e.address == address)),
+            Err(_) => self.services.get(strip_port(authority)),
+        };
+        match service {
+            Some(service) => Resolution::Service {
+                name: service.name.clone(),
+                endpoints: service.endpoints.clone(),
+            },
+            None => Resolution::NotFound,
+        }
+    }
+}
+
+/// `api:80` → `api`; `api` → `api`.
+pub fn strip_port(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> MeshModel {
+        let endpoint = |address: &str, service: &str| Endpoint {
+            address: address.parse().unwrap(),
+            identity: SpiffeId::workload("seam.local", FILE_NAMESPACE, service).unwrap(),
+        };
+        let mut services = BTreeMap::new();
+        services.insert(
+            "api".to_owned(),
+            ServiceModel {
+                name: "api".into(),
+                join_token: JoinToken::new("t".into()),
+                endpoints: vec![endpoint("127.0.0.1:1001", "api")],
+            },
+        );
+        MeshModel {
+            version: 1,
+            trust_domain: "seam.local".into(),
+            services,
+        }
+    }
+
+    #[test]
+    fn resolves_names_names_with_ports_and_endpoint_addresses() {
+        let model = model();
+        for authority in ["api", "api:80", "127.0.0.1:1001"] {
+            match model.resolve(authority) {
+                Resolution::Service { name, endpoints } => {
+                    assert_eq!(name, "api", "{authority}");
+                    assert_eq!(endpoints.len(), 1);
+                }
+                Resolution::NotFound => panic!("{authority} did not resolve"),
+            }
+        }
+        for authority in ["web", "127.0.0.1:9", "api:http"] {
+            assert_eq!(
+                model.resolve(authority),
+                Resolution::NotFound,
+                "{authority}"
+            );
+        }
+    }
+
+    #[test]
+    fn join_tokens_match_exactly_and_never_print() {
+        let token = JoinToken::new("s3cret".into());
+        assert!(token.matches("s3cret"));
+        assert!(!token.matches("s3cre"));
+        assert!(!token.matches("s3cret!"));
+        assert!(!format!("{token:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,128 @@
+//! TLS for the control plane's gRPC listener: a serving certificate issued by the mesh CA
+//! (SPIFFE id of the control plane, DNS names `localhost` and `seam-control-plane`),
+//! renewed in place before it expires; client certificates are optional at the handshake
+//! (a proxy has none before its first `Certify`) and required by the Discovery service.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+use seam_proto::SpiffeId;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+use crate::ca::{CaError, CertificateAuthority};
+
+/// DNS names on the serving certificate, for tools such as grpcurl and plain gRPC clients.
+const DNS_NAMES: &[&str] = &["localhost", "seam-control-plane"];
+/// A client has this long to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The control plane's current serving certificate.
+struct ServingCertificate(ArcSwap<CertifiedKey>);
+
+impl std::fmt::Debug for ServingCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServingCertificate")
+    }
+}
+
+impl ResolvesServerCert for ServingCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.load_full())
+    }
+}
+
+fn issue(ca: &CertificateAuthority, lifetime: Duration) -> Result<CertifiedKey, CaError> {
+    let identity = SpiffeId::control_plane(ca.trust_domain()).map_err(|err| CaError::Invalid {
+        path: "--trust-domain".into(),
+        reason: err.to_string(),
+    })?;
+    let (issued, key) = ca.issue_with_key(&identity, DNS_NAMES, lifetime)?;
+    let signing_key =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|err| CaError::Invalid {
+            path: "<serving key>".into(),
+            reason: err.to_string(),
+        })?;
+    Ok(CertifiedKey::new(vec![issued.der], signing_key))
+}
+
+/// Builds the listener's TLS config and keeps its certificate fresh (renewed at half its
+/// lifetime) for as long as the returned task runs.
+pub fn serving_config(
+    ca: Arc<CertificateAuthority>,
+    lifetime: Duration,
+) -> Result<(Arc<ServerConfig>, tokio::task::JoinHandle<()>), CaError> {
+    let certificate = Arc::new(ServingCertificate(ArcSwap::from_pointee(issue(
+        &ca, lifetime,
+    )?)));
+    let mut roots = RootCertStore::empty();
+    for root in ca.trust_bundle() {
+        roots.add(root).map_err(|err| CaError::Invalid {
+            path: "ca.pem".into(),
+            reason: err.to_string(),
+        })?;
+    }
+    let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+        .allow_unauthenticated()
+        .build()
+        .map_err(|err| CaError::Invalid {
+            path: "ca.pem".into(),
+            reason: err.to_string(),
+        })?;
+    let mut config = ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(certificate.clone());
+    config.alpn_protocols = vec![b"h2".to_vec()];
+
+    let renewal = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(lifetime / 2).await;
+            match issue(&ca, lifetime) {
+                Ok(fresh) => certificate.0.store(Arc::new(fresh)),
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot renew the control plane's serving certificate")
+                }
+            }
+        }
+    });
+    Ok((Arc::new(config), renewal))
+}
+
+/// Accepts TCP connections and completes TLS handshakes off the accept loop, handing the
+/// finished streams to the gRPC server.
+pub fn accept_tls(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+) -> mpsc::Receiver<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (streams, receiver) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "gRPC listener accept failed");
+                    continue;
+                }
+            };
+            let acceptor = acceptor.clone();
+            let streams = streams.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = streams.send(Ok(tls)).await;
+                    }
+                    Ok(Err(err)) => tracing::info!(%peer, error = %err, "TLS handshake refused"),
+                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    receiver
+}
