@@ -1,0 +1,138 @@
+//! The proxy's admin HTTP listener (loopback by default): `/ready`, `/live`, `/metrics`,
+//! `/config` (discovery state and subscriptions) and `/identity` (the certificate held).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::metrics::Metrics;
+use crate::state::Directory;
+use crate::tls::TlsState;
+
+pub struct AdminState {
+    pub service: String,
+    pub control_plane: String,
+    pub tls: Arc<TlsState>,
+    pub directory: Arc<Directory>,
+    pub metrics: Arc<Metrics>,
+    pub discovery_connected: Arc<AtomicBool>,
+    pub discovery_ever_connected: watch::Receiver<bool>,
+    /// Set once a stop was asked for: the proxy is draining and should get no new traffic.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl AdminState {
+    /// Why the proxy is not ready, if it is not.
+    fn not_ready_because(&self) -> Option<&'static str> {
+        if self.draining.load(Ordering::Relaxed) {
+            Some("shutting down")
+        } else if self.tls.certificate().is_none() {
+            Some("no certificate yet")
+        } else if !*self.discovery_ever_connected.borrow() {
+            Some("discovery stream not up yet")
+        } else {
+            None
+        }
+    }
+}
+
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, &request)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET is served here\n".into(),
+        );
+    }
+    match request.uri().path() {
+        "/live" => text(StatusCode::OK, "ok\n".into()),
+        "/ready" => match state.not_ready_because() {
+            None => text(StatusCode::OK, "ready\n".into()),
+            Some(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        },
+        "/metrics" => {
+            let connected = state.discovery_connected.load(Ordering::Relaxed);
+            state.metrics.discovery_connected.set(i64::from(connected));
+            Response::builder()
+                .header(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .body(Full::new(Bytes::from(state.metrics.encode())))
+                .expect("static response parts are valid")
+        }
+        "/config" => json_response(&json!({
+            "service": state.service,
+            "discovery": {
+                "control_plane": state.control_plane,
+                "connected": state.discovery_connected.load(Ordering::Relaxed),
+            },
+            "subscriptions": state.directory.describe(),
+        })),
+        "/identity" => match state.tls.certificate() {
+            Some(certificate) => json_response(&json!({
+                "spiffe_id": certificate.spiffe_id.as_str(),
+                "serial": certificate.serial_hex,
+                "not_before": rfc3339(certificate.not_before),
+                "not_after": rfc3339(certificate.not_after),
+            })),
+            None => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no certificate yet\n".into(),
+            ),
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /ready, /live, /metrics, /config or /identity\n".into(),
+        ),
+    }
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+fn json_response(value: &serde_json::Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(value.to_string())))
+        .expect("static response parts are valid")
+}

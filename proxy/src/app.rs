@@ -1,0 +1,185 @@
+//! Wiring and lifecycle of the proxy: identity, discovery, the three listeners, readiness,
+//! and draining on SIGTERM (stop accepting, let in-flight requests finish up to the grace
+//! period, exit).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Context;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::crypto::CryptoProvider;
+use seam_proto::SpiffeId;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
+use crate::config::Args;
+use crate::control_plane::ControlPlane;
+use crate::discovery::DiscoveryClientTask;
+use crate::identity::{IdentityManager, load_trust_anchors};
+use crate::inbound::{self, Inbound};
+use crate::metrics::Metrics;
+use crate::outbound::{self, Outbound};
+use crate::state::Directory;
+use crate::tls::TlsState;
+
+/// The most distinct services one proxy tracks (a bound on what an app can make it hold).
+const MAX_SERVICES: usize = 10_000;
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let provider = CryptoProvider::get_default()
+        .context("no crypto provider installed")?
+        .clone();
+    let (anchors, trust_domain) = load_trust_anchors(&args.trust_anchors)?;
+    let join_token = args.join_token()?;
+    let expected = SpiffeId::workload(&trust_domain, &args.namespace, &args.service)
+        .context("--service and --namespace must make a valid SPIFFE id")?;
+    let tls = TlsState::new(provider.clone(), anchors);
+    let control_plane = ControlPlane::new(args.control_plane.clone(), &trust_domain, tls.clone())?;
+    let metrics = Arc::new(Metrics::new());
+
+    let bind = |address, flag: &'static str| async move {
+        TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot listen on {address} ({flag})"))
+    };
+    let inbound_listener = bind(args.inbound, "--inbound").await?;
+    let outbound_listener = bind(args.outbound, "--outbound").await?;
+    let admin_listener = bind(args.admin, "--admin").await?;
+    let inbound_addr = inbound_listener.local_addr()?;
+    let outbound_addr = outbound_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let (certified, certified_rx) = watch::channel(false);
+    let identity = tokio::spawn(
+        IdentityManager {
+            service: args.service.clone(),
+            namespace: args.namespace.clone(),
+            expected,
+            join_token,
+            control_plane: control_plane.clone(),
+            tls: tls.clone(),
+            provider,
+            certified,
+        }
+        .run(),
+    );
+    let certificate_expiry = metrics.certificate_expiry.clone();
+    let expiry_tls = tls.clone();
+    let mut expiry_watch = certified_rx.clone();
+    let expiry = tokio::spawn(async move {
+        while expiry_watch.changed().await.is_ok() {
+            if let Some(certificate) = expiry_tls.certificate() {
+                let seconds = certificate
+                    .not_after
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                certificate_expiry.set(seconds);
+            }
+        }
+    });
+
+    let (subscribe, new_authorities) = mpsc::unbounded_channel();
+    let directory = Arc::new(Directory::new(subscribe, MAX_SERVICES));
+    let discovery_connected = Arc::new(AtomicBool::new(false));
+    let (ever_connected, discovery_ever_connected) = watch::channel(false);
+    let discovery = tokio::spawn(
+        DiscoveryClientTask {
+            control_plane,
+            directory: directory.clone(),
+            new_authorities,
+            admin_addr: admin_addr.to_string(),
+            connected: discovery_connected.clone(),
+            ever_connected,
+            certified: certified_rx,
+        }
+        .run(),
+    );
+
+    let draining = Arc::new(AtomicBool::new(false));
+    let stop_accepting = CancellationToken::new();
+    let connections = Arc::new(GracefulShutdown::new());
+    let inbound_task = tokio::spawn(inbound::serve(
+        inbound_listener,
+        Arc::new(Inbound::new(
+            args.service.clone(),
+            args.app,
+            tls.clone(),
+            metrics.clone(),
+        )),
+        connections.clone(),
+        stop_accepting.clone(),
+    ));
+    let outbound_task = tokio::spawn(outbound::serve(
+        outbound_listener,
+        Arc::new(Outbound::new(
+            directory.clone(),
+            tls.clone(),
+            metrics.clone(),
+        )),
+        connections.clone(),
+        stop_accepting.clone(),
+    ));
+    let admin_task = tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::new(AdminState {
+            service: args.service.clone(),
+            control_plane: args.control_plane.clone(),
+            tls,
+            directory,
+            metrics,
+            discovery_connected,
+            discovery_ever_connected,
+            draining: draining.clone(),
+        }),
+    ));
+    tracing::info!(%inbound_addr, %outbound_addr, %admin_addr, app = %args.app, "proxy started");
+    print_listening_line(inbound_addr, outbound_addr, admin_addr);
+
+    stop_signal().await?;
+    tracing::info!(grace = ?args.shutdown_grace, "draining");
+    draining.store(true, Ordering::Relaxed);
+    stop_accepting.cancel();
+    let _ = tokio::join!(inbound_task, outbound_task);
+    let connections = Arc::into_inner(connections)
+        .context("a listener still holds the connection tracker after it stopped")?;
+    if tokio::time::timeout(args.shutdown_grace, connections.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(grace = ?args.shutdown_grace, "in-flight requests did not finish within the grace period");
+    }
+    for task in [identity, discovery, admin_task, expiry] {
+        task.abort();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Prints `{"event":"listening",...}`, the line tooling reads to learn the bound ports.
+fn print_listening_line(
+    inbound: std::net::SocketAddr,
+    outbound: std::net::SocketAddr,
+    admin: std::net::SocketAddr,
+) {
+    println!(
+        "{}",
+        serde_json::json!({
+            "event": "listening",
+            "inbound": inbound.to_string(),
+            "outbound": outbound.to_string(),
+            "admin": admin.to_string(),
+        })
+    );
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn stop_signal() -> anyhow::Result<()> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        result = tokio::signal::ctrl_c() => result?,
+    }
+    Ok(())
+}

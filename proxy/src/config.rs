@@ -1,0 +1,60 @@
+//! The proxy's command line; every flag can also be set as `SEAM_<FLAG>`, and the join
+//! token itself as `SEAM_JOIN_TOKEN`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "seam-proxy", version, about = "The Seam sidecar proxy")]
+pub struct Args {
+    /// The service this proxy speaks for (its service account in file mode).
+    #[arg(long, env = "SEAM_SERVICE")]
+    pub service: String,
+    #[arg(long, env = "SEAM_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// The control plane's gRPC address (HOST:PORT).
+    #[arg(long, env = "SEAM_CONTROL_PLANE")]
+    pub control_plane: String,
+    /// PEM file of the mesh's trust anchors (the control plane's `ca.pem`).
+    #[arg(long, env = "SEAM_TRUST_ANCHORS")]
+    pub trust_anchors: PathBuf,
+    /// File holding the service's join token (else SEAM_JOIN_TOKEN is read).
+    #[arg(long, env = "SEAM_JOIN_TOKEN_FILE")]
+    pub join_token_file: Option<PathBuf>,
+    /// mTLS from other proxies.
+    #[arg(long, env = "SEAM_INBOUND", default_value = "0.0.0.0:4143")]
+    pub inbound: SocketAddr,
+    /// Plain HTTP from the local app.
+    #[arg(long, env = "SEAM_OUTBOUND", default_value = "127.0.0.1:4140")]
+    pub outbound: SocketAddr,
+    /// /ready, /live, /metrics, /config, /identity.
+    #[arg(long, env = "SEAM_ADMIN", default_value = "127.0.0.1:4191")]
+    pub admin: SocketAddr,
+    /// Where the local app listens.
+    #[arg(long, env = "SEAM_APP", default_value = "127.0.0.1:8080")]
+    pub app: SocketAddr,
+    /// On SIGTERM, how long in-flight requests get to finish.
+    #[arg(long, env = "SEAM_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+impl Args {
+    /// The join token, from `--join-token-file` or `SEAM_JOIN_TOKEN`.
+    pub fn join_token(&self) -> anyhow::Result<String> {
+        let token = match &self.join_token_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the join token from {}", path.display()))?,
+            None => std::env::var("SEAM_JOIN_TOKEN")
+                .context("no join token: give --join-token-file or set SEAM_JOIN_TOKEN")?,
+        };
+        let token = token.trim().to_owned();
+        if token.is_empty() {
+            bail!("the join token is empty");
+        }
+        Ok(token)
+    }
+}

@@ -1,0 +1,233 @@
+//! The proxy's workload identity: makes a key pair locally (it never leaves the process),
+//! asks the control plane to certify it with the service's join token, installs the
+//! certificate and trust bundle, and renews at ~70% of the lifetime (with jitter), retrying
+//! with backoff and keeping the current certificate until it expires.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
+use rustls::RootCertStore;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::sign::CertifiedKey;
+use seam_proto::SpiffeId;
+use seam_proto::v1::identity_client::IdentityClient;
+use seam_proto::v1::{CertifyRequest, certify_request};
+use tokio::sync::watch;
+
+use crate::backoff::Backoff;
+use crate::control_plane::ControlPlane;
+use crate::tls::{TlsState, WorkloadCertificate};
+
+/// Renew when this share of the certificate's lifetime has passed.
+const RENEW_AT: f64 = 0.7;
+/// Spread renewals of many proxies by up to this share of the lifetime either way.
+const RENEW_JITTER: f64 = 0.05;
+const CERTIFY_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct IdentityManager {
+    pub service: String,
+    pub namespace: String,
+    pub expected: SpiffeId,
+    pub join_token: String,
+    pub control_plane: ControlPlane,
+    pub tls: Arc<TlsState>,
+    pub provider: Arc<CryptoProvider>,
+    /// Set to true once the first certificate is installed.
+    pub certified: watch::Sender<bool>,
+}
+
+impl IdentityManager {
+    /// Certifies, then renews forever.
+    pub async fn run(self) {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        loop {
+            match self.certify().await {
+                Ok(certificate) => {
+                    backoff.reset();
+                    let wait = renewal_delay(certificate.not_before, certificate.not_after);
+                    tracing::info!(
+                        spiffe_id = %certificate.spiffe_id, serial = %certificate.serial_hex,
+                        renew_in = ?wait, "installed a workload certificate"
+                    );
+                    self.certified.send_replace(true);
+                    tokio::time::sleep(wait).await;
+                }
+                Err(err) => {
+                    let wait = backoff.next_delay();
+                    let still_valid = self
+                        .tls
+                        .certificate()
+                        .is_some_and(|c| c.not_after > SystemTime::now());
+                    tracing::error!(
+                        error = format!("{err:#}"), retry_in = ?wait, still_valid,
+                        "cannot get a certificate from the control plane"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    async fn certify(&self) -> anyhow::Result<Arc<WorkloadCertificate>> {
+        let key = KeyPair::generate().context("cannot generate a key pair")?;
+        let mut params = CertificateParams::default();
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, self.service.as_str());
+        params.distinguished_name = name;
+        let csr = params
+            .serialize_request(&key)
+            .context("cannot make a certificate signing request")?;
+
+        let channel = self.control_plane.connect().await.with_context(|| {
+            format!(
+                "cannot connect to the control plane at {}",
+                self.control_plane.address()
+            )
+        })?;
+        let request = CertifyRequest {
+            service: self.service.clone(),
+            namespace: self.namespace.clone(),
+            csr_der: csr.der().to_vec(),
+            proof: Some(certify_request::Proof::JoinToken(self.join_token.clone())),
+        };
+        let response = tokio::time::timeout(
+            CERTIFY_TIMEOUT,
+            IdentityClient::new(channel).certify(request),
+        )
+        .await
+        .context("the control plane did not answer in time")?
+        .map_err(|status| {
+            anyhow::anyhow!(
+                "control plane refused: {} ({:?})",
+                status.message(),
+                status.code()
+            )
+        })?
+        .into_inner();
+
+        let chain: Vec<CertificateDer<'static>> = response
+            .certificate_chain_der
+            .into_iter()
+            .map(CertificateDer::from)
+            .collect();
+        let Some(leaf) = chain.first() else {
+            bail!("the control plane sent an empty certificate chain");
+        };
+        let issued = SpiffeId::from_certificate_der(leaf)?;
+        if issued != self.expected {
+            bail!(
+                "the control plane certified {issued}, but this proxy is {}",
+                self.expected
+            );
+        }
+        let (not_before, not_after, serial_hex) = validity(leaf)?;
+        let mut roots = RootCertStore::empty();
+        for root in response.trust_bundle_der {
+            roots
+                .add(CertificateDer::from(root))
+                .context("the trust bundle holds an unusable root")?;
+        }
+        if roots.is_empty() {
+            bail!("the control plane sent an empty trust bundle");
+        }
+        let private_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signing_key = self
+            .provider
+            .key_provider
+            .load_private_key(private_key)
+            .context("cannot load the generated key")?;
+        let certificate = WorkloadCertificate {
+            spiffe_id: issued,
+            key: Arc::new(CertifiedKey::new(chain, signing_key)),
+            serial_hex,
+            not_before,
+            not_after,
+        };
+        self.tls.install(certificate, roots)?;
+        self.tls
+            .certificate()
+            .context("the certificate just installed is missing")
+    }
+}
+
+/// A certificate's validity period and serial number.
+fn validity(der: &[u8]) -> anyhow::Result<(SystemTime, SystemTime, String)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).context("unparsable certificate")?;
+    let at = |seconds: i64| UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+    let validity = cert.validity();
+    let serial = cert
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((
+        at(validity.not_before.timestamp()),
+        at(validity.not_after.timestamp()),
+        serial,
+    ))
+}
+
+/// How long to wait before renewing a certificate valid from `not_before` to `not_after`.
+fn renewal_delay(not_before: SystemTime, not_after: SystemTime) -> Duration {
+    let lifetime = not_after
+        .duration_since(not_before)
+        .unwrap_or(Duration::ZERO);
+    let share = RENEW_AT + (rand::random::<f64>() * 2.0 - 1.0) * RENEW_JITTER;
+    let renew_at = not_before + lifetime.mul_f64(share);
+    renew_at
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Reads the trust anchors file; the trust domain comes from the first anchor's
+/// `spiffe://<trust-domain>` URI SAN.
+pub fn load_trust_anchors(path: &std::path::Path) -> anyhow::Result<(RootCertStore, String)> {
+    use rustls::pki_types::pem::PemObject;
+    let anchors: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read trust anchors from {}", path.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} holds malformed PEM", path.display()))?;
+    let first = anchors
+        .first()
+        .with_context(|| format!("{} holds no certificate", path.display()))?;
+    let trust_domain = SpiffeId::from_certificate_der(first)
+        .with_context(|| {
+            format!(
+                "the first trust anchor in {} names no trust domain",
+                path.display()
+            )
+        })?
+        .trust_domain()
+        .to_owned();
+    let mut roots = RootCertStore::empty();
+    for anchor in anchors {
+        roots
+            .add(anchor)
+            .with_context(|| format!("{} holds an unusable certificate", path.display()))?;
+    }
+    Ok((roots, trust_domain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renews_at_about_seventy_percent_of_the_lifetime() {
+        let now = SystemTime::now();
+        for _ in 0..100 {
+            let delay = renewal_delay(now, now + Duration::from_secs(100));
+            assert!(
+                delay >= Duration::from_secs(64) && delay <= Duration::from_secs(75),
+                "{delay:?}"
+            );
+        }
+        assert_eq!(
+            renewal_delay(now - Duration::from_secs(100), now - Duration::from_secs(1)),
+            Duration::ZERO
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! Pooled mTLS connections to other proxies' inbound listeners, one pool per endpoint and
+//! HTTP version. A connection dials the endpoint's address, speaks TLS 1.3 with our
+//! workload certificate, and accepts only the SPIFFE id the control plane published for
+//! that endpoint. Pools are keyed by endpoint and outlive config updates.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::state::Endpoint;
+use crate::tls::{ALPN_H2, ALPN_HTTP11, TlsState};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+type PeerHttpClient = Client<PeerConnector, Incoming>;
+
+/// The two pools for one endpoint.
+pub struct PeerClient {
+    http1: PeerHttpClient,
+    http2: PeerHttpClient,
+}
+
+impl PeerClient {
+    fn new(tls: &Arc<TlsState>, endpoint: &Endpoint) -> Self {
+        let connector = |alpn| PeerConnector {
+            endpoint: endpoint.clone(),
+            tls: TlsConnector::from(tls.client_config(endpoint.identity.clone(), alpn)),
+        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new());
+        let http1 = builder.build(connector(ALPN_HTTP11));
+        builder
+            .http2_only(true)
+            .http2_keep_alive_interval(Duration::from_secs(30));
+        let http2 = builder.build(connector(ALPN_H2));
+        Self { http1, http2 }
+    }
+
+    /// The pool for the request's HTTP version: the peer gets what the app spoke.
+    pub fn for_version(&self, version: Version) -> &PeerHttpClient {
+        if version == Version::HTTP_2 {
+            &self.http2
+        } else {
+            &self.http1
+        }
+    }
+}
+
+/// Every endpoint's pools.
+pub struct PeerClients {
+    tls: Arc<TlsState>,
+    clients: ArcSwap<HashMap<Endpoint, Arc<PeerClient>>>,
+    adding: Mutex<()>,
+}
+
+impl PeerClients {
+    pub fn new(tls: Arc<TlsState>) -> Self {
+        Self {
+            tls,
+            clients: ArcSwap::from_pointee(HashMap::new()),
+            adding: Mutex::new(()),
+        }
+    }
+
+    /// The pools for `endpoint`, made on first use. `in_use` lists every endpoint still
+    /// in some service: pools of endpoints gone from all of them are dropped then.
+    pub fn get(
+        &self,
+        endpoint: &Endpoint,
+        in_use: impl FnOnce() -> Vec<Endpoint>,
+    ) -> Arc<PeerClient> {
+        if let Some(client) = self.clients.load().get(endpoint) {
+            return client.clone();
+        }
+        let _adding = self.adding.lock().expect("peer pool lock poisoned");
+        let current = self.clients.load();
+        if let Some(client) = current.get(endpoint) {
+            return client.clone();
+        }
+        let in_use = in_use();
+        let mut next: HashMap<Endpoint, Arc<PeerClient>> = current
+            .iter()
+            .filter(|(known, _)| in_use.contains(known))
+            .map(|(known, client)| (known.clone(), client.clone()))
+            .collect();
+        let client = Arc::new(PeerClient::new(&self.tls, endpoint));
+        next.insert(endpoint.clone(), client.clone());
+        self.clients.store(Arc::new(next));
+        client
+    }
+}
+
+/// Dials one endpoint, whatever URI the request carries.
+#[derive(Clone)]
+pub struct PeerConnector {
+    endpoint: Endpoint,
+    tls: TlsConnector,
+}
+
+impl tower::Service<Uri> for PeerConnector {
+    type Response = TokioIo<PeerStream>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let address = self.endpoint.address;
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("connect timed out after {CONNECT_TIMEOUT:?}"),
+                    )
+                })??;
+            tcp.set_nodelay(true)?;
+            let stream = tls
+                .connect(ServerName::IpAddress(address.ip().into()), tcp)
+                .await?;
+            Ok(TokioIo::new(PeerStream(stream)))
+        })
+    }
+}
+
+/// An mTLS connection to a peer, telling hyper whether HTTP/2 was negotiated.
+pub struct PeerStream(TlsStream<TcpStream>);
+
+impl Connection for PeerStream {
+    fn connected(&self) -> Connected {
+        let connected = Connected::new();
+        if self.0.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
+            connected.negotiated_h2()
+        } else {
+            connected
+        }
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,74 @@
+//! Which service an outbound request is for: the authority of an absolute-form URI (the app
+//! uses us as an HTTP proxy) or of an HTTP/2 request, else the `Host` header; reduced to the
+//! key the proxy subscribes with (`api:80` → `api`; an IP:port stays as it is).
+
+use std::net::SocketAddr;
+
+use http::uri::Authority;
+use http::{Request, header};
+
+use crate::proxy_error::ProxyError;
+
+/// The authority the app addressed.
+pub fn requested_authority<B>(request: &Request<B>) -> Result<Authority, ProxyError> {
+    if let Some(authority) = request.uri().authority() {
+        return Ok(authority.clone());
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .ok_or(ProxyError::NoAuthority)?;
+    let text = host
+        .to_str()
+        .map_err(|_| ProxyError::BadAuthority(String::from_utf8_lossy(host.as_bytes()).into()))?;
+    text.parse()
+        .map_err(|_| ProxyError::BadAuthority(text.to_owned()))
+}
+
+/// The subscription key for an authority.
+pub fn service_key(authority: &Authority) -> String {
+    if let Ok(address) = authority.as_str().parse::<SocketAddr>() {
+        return address.to_string();
+    }
+    authority.host().trim_end_matches('.').to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_target_from_uri_or_host() {
+        let cases: &[(&str, Option<&str>, &str)] = &[
+            ("/", Some("api"), "api"),
+            ("/x", Some("API:8080"), "api"),
+            ("/x", Some("api.:80"), "api"),
+            ("http://api/x", Some("ignored"), "api"),
+            ("http://api:80/x", None, "api"),
+            ("/", Some("127.0.0.1:8080"), "127.0.0.1:8080"),
+            ("/", Some("[::1]:8080"), "[::1]:8080"),
+        ];
+        for (uri, host, expected) in cases {
+            let mut request = Request::get(*uri);
+            if let Some(host) = host {
+                request = request.header(header::HOST, *host);
+            }
+            let request = request.body(()).unwrap();
+            let authority = requested_authority(&request).unwrap();
+            assert_eq!(service_key(&authority), *expected, "{uri} {host:?}");
+        }
+        let no_host = Request::get("/").body(()).unwrap();
+        assert!(matches!(
+            requested_authority(&no_host),
+            Err(ProxyError::NoAuthority)
+        ));
+        let bad = Request::get("/")
+            .header(header::HOST, "a b")
+            .body(())
+            .unwrap();
+        assert!(matches!(
+            requested_authority(&bad),
+            Err(ProxyError::BadAuthority(_))
+        ));
+    }
+}

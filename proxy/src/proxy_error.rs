@@ -1,0 +1,73 @@
+//! Every way the proxy itself can fail a request, and the one function that turns them into
+//! responses, so a 502, 503 or 504 always means the same thing and names its cause.
+
+use http::{Response, StatusCode, header};
+
+use crate::body::{self, ProxyBody};
+
+/// Marks responses the proxy wrote itself (rather than forwarded from the app).
+pub const PROXY_ERROR_HEADER: &str = "x-seam-proxy-error";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the request names no service: it has no Host header or :authority")]
+    NoAuthority,
+    #[error("invalid authority {0:?}")]
+    BadAuthority(String),
+    #[error("unknown service {0}")]
+    UnknownService(String),
+    #[error("no endpoints for {0}")]
+    NoEndpoints(String),
+    #[error("the control plane has not answered for {0} yet")]
+    DiscoveryPending(String),
+    #[error("{0}")]
+    TooManyServices(#[from] crate::state::LookupError),
+    #[error("cannot reach {service} at {endpoint}: {cause}")]
+    Peer {
+        service: String,
+        endpoint: std::net::SocketAddr,
+        cause: String,
+    },
+    #[error("cannot reach the application at {app}: {cause}")]
+    App {
+        app: std::net::SocketAddr,
+        cause: String,
+    },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NoAuthority | Self::BadAuthority(_) => StatusCode::BAD_REQUEST,
+            Self::UnknownService(_)
+            | Self::NoEndpoints(_)
+            | Self::DiscoveryPending(_)
+            | Self::TooManyServices(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Peer { .. } | Self::App { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        Response::builder()
+            .status(self.status())
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header(PROXY_ERROR_HEADER, "true")
+            .body(body::text(format!("{self}\n")))
+            .expect("status and static headers are valid")
+    }
+}
+
+/// An error and its sources, joined with `: ` (hyper hides the useful part in the chain).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

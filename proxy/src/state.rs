@@ -1,0 +1,197 @@
+//! The proxy's view of the services it talks to: for each authority the app has used, what
+//! the control plane last said about it, published as immutable snapshots (arc-swap for
+//! the request path, a watch channel per authority for the first request that waits), and
+//! round-robin choice among a service's endpoints. No sockets here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use seam_proto::SpiffeId;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+/// An instance of a service: where to connect and who must answer there.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    #[serde(serialize_with = "serialize_id")]
+    pub identity: SpiffeId,
+}
+
+fn serialize_id<S: serde::Serializer>(id: &SpiffeId, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(id.as_str())
+}
+
+/// A service as the control plane last described it.
+#[derive(Debug)]
+pub struct Backend {
+    pub name: String,
+    pub endpoints: Vec<Endpoint>,
+    cursor: AtomicUsize,
+}
+
+impl Backend {
+    pub fn new(name: String, endpoints: Vec<Endpoint>) -> Self {
+        Self {
+            name,
+            endpoints,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next endpoint in round-robin order.
+    pub fn pick(&self) -> Option<&Endpoint> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let index = self.cursor.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
+        self.endpoints.get(index)
+    }
+}
+
+/// What an authority resolves to right now.
+#[derive(Debug, Clone)]
+pub enum Resolution {
+    /// Subscribed; the control plane has not answered yet.
+    Pending,
+    NotFound,
+    Found(Arc<Backend>),
+}
+
+/// A resolution and the control plane version it came with.
+#[derive(Debug, Clone)]
+struct Versioned {
+    version: Option<u64>,
+    resolution: Resolution,
+}
+
+/// Why a new authority could not be looked up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LookupError {
+    #[error("this proxy already tracks {0} services, its limit")]
+    TooManyServices(usize),
+}
+
+pub struct Directory {
+    entries: ArcSwap<HashMap<String, watch::Sender<Versioned>>>,
+    /// Serialises adding entries, so two first requests for one authority subscribe once.
+    adding: Mutex<()>,
+    subscribe: mpsc::UnboundedSender<String>,
+    max_entries: usize,
+}
+
+impl Directory {
+    /// A directory that asks for new authorities on `subscribe`.
+    pub fn new(subscribe: mpsc::UnboundedSender<String>, max_entries: usize) -> Self {
+        Self {
+            entries: ArcSwap::from_pointee(HashMap::new()),
+            adding: Mutex::new(()),
+            subscribe,
+            max_entries,
+        }
+    }
+
+    /// Resolves `authority`, subscribing on first use and then waiting up to `wait` for
+    /// the control plane's first answer.
+    pub async fn resolve(
+        &self,
+        authority: &str,
+        wait: Duration,
+    ) -> Result<Resolution, LookupError> {
+        let mut answers = match self.entries.load().get(authority) {
+            Some(entry) => {
+                let resolution = entry.borrow().resolution.clone();
+                if !matches!(resolution, Resolution::Pending) {
+                    return Ok(resolution);
+                }
+                entry.subscribe()
+            }
+            None => self.add(authority)?,
+        };
+        let answered = tokio::time::timeout(
+            wait,
+            answers.wait_for(|v| !matches!(v.resolution, Resolution::Pending)),
+        )
+        .await;
+        Ok(match answered {
+            Ok(Ok(versioned)) => versioned.resolution.clone(),
+            _ => Resolution::Pending,
+        })
+    }
+
+    fn add(&self, authority: &str) -> Result<watch::Receiver<Versioned>, LookupError> {
+        let _adding = self.adding.lock().expect("directory lock poisoned");
+        let current = self.entries.load();
+        if let Some(entry) = current.get(authority) {
+            return Ok(entry.subscribe());
+        }
+        if current.len() >= self.max_entries {
+            return Err(LookupError::TooManyServices(self.max_entries));
+        }
+        let (sender, receiver) = watch::channel(Versioned {
+            version: None,
+            resolution: Resolution::Pending,
+        });
+        let mut next = HashMap::clone(&current);
+        next.insert(authority.to_owned(), sender);
+        self.entries.store(Arc::new(next));
+        // The discovery task is gone only when the proxy is stopping.
+        let _ = self.subscribe.send(authority.to_owned());
+        Ok(receiver)
+    }
+
+    /// Records the control plane's answer for `authority` (ignored if never subscribed).
+    pub fn apply(&self, authority: &str, version: u64, resolution: Resolution) {
+        if let Some(entry) = self.entries.load().get(authority) {
+            entry.send_replace(Versioned {
+                version: Some(version),
+                resolution,
+            });
+        }
+    }
+
+    /// Every authority subscribed so far, to subscribe again after a reconnect.
+    pub fn authorities(&self) -> Vec<String> {
+        self.entries.load().keys().cloned().collect()
+    }
+
+    /// Every endpoint of every known service.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let mut endpoints = Vec::new();
+        for entry in self.entries.load().values() {
+            if let Resolution::Found(backend) = &entry.borrow().resolution {
+                endpoints.extend(backend.endpoints.iter().cloned());
+            }
+        }
+        endpoints
+    }
+
+    /// The subscriptions as `/config` shows them.
+    pub fn describe(&self) -> BTreeMap<String, serde_json::Value> {
+        self.entries
+            .load()
+            .iter()
+            .map(|(authority, entry)| {
+                let versioned = entry.borrow();
+                let (state, endpoints) = match &versioned.resolution {
+                    Resolution::Pending => ("pending", Vec::new()),
+                    Resolution::NotFound => ("not_found", Vec::new()),
+                    Resolution::Found(backend) => ("found", backend.endpoints.clone()),
+                };
+                let value = serde_json::json!({
+                    "version": versioned.version,
+                    "state": state,
+                    "endpoints": endpoints,
+                });
+                (authority.clone(), value)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;
