@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::body::{self, ProxyBody};
 use crate::metrics::{Direction, Metrics};
 use crate::proxy_error::{ProxyError, error_chain};
-use crate::server::{CLIENT_ID_HEADER, http_server, strip_hop_by_hop};
+use crate::server::{CLIENT_ID_HEADER, http_server, next_connection, strip_hop_by_hop};
 use crate::tls::TlsState;
 
 /// A peer has this long to complete its TLS handshake.
@@ -132,17 +132,7 @@ pub async fn serve(
     connections: Arc<GracefulShutdown>,
     stop: CancellationToken,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "inbound accept failed");
-                    continue;
-                }
-            },
-        };
+    while let Some((tcp, peer)) = next_connection(&listener, &stop, "inbound").await {
         let inbound = inbound.clone();
         // A watcher per connection: the drain waits for it, handshake included.
         let watcher = connections.watcher();
@@ -171,7 +161,6 @@ async fn handshake(
     tcp: TcpStream,
     peer: SocketAddr,
 ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, HeaderValue)> {
-    let _ = tcp.set_nodelay(true);
     let Some(config) = tls.inbound_config() else {
         tracing::info!(%peer, "refused a connection: this proxy has no certificate yet");
         return None;

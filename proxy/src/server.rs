@@ -3,10 +3,14 @@
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use http::HeaderMap;
 use http::header::{self, HeaderName};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
 
 /// A client must send its request headers within this long.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,6 +27,30 @@ pub fn http_server() -> auto::Builder<TokioExecutor> {
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     builder
+}
+
+/// The next connection on `listener`, or `None` once `stop` is cancelled. Accept errors
+/// (such as running out of file descriptors) are logged and retried after a short pause.
+pub async fn next_connection(
+    listener: &TcpListener,
+    stop: &CancellationToken,
+    name: &'static str,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let _ = tcp.set_nodelay(true);
+                    return Some((tcp, peer));
+                }
+                Err(err) => {
+                    tracing::warn!(listener = name, error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
 }
 
 /// Removes the headers that describe one connection and must not be forwarded

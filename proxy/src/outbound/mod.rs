@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::body::{self, ProxyBody};
 use crate::metrics::{Direction, Metrics};
 use crate::proxy_error::{ProxyError, error_chain};
-use crate::server::{CLIENT_ID_HEADER, http_server, strip_hop_by_hop};
+use crate::server::{CLIENT_ID_HEADER, http_server, next_connection, strip_hop_by_hop};
 use crate::state::{Directory, Resolution};
 use crate::tls::TlsState;
 
@@ -139,18 +139,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let server = http_server();
-    loop {
-        let (tcp, _) = tokio::select! {
-            () = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "outbound accept failed");
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, _)) = next_connection(&listener, &stop, "outbound").await {
         let guard = outbound.metrics.connection_opened(Direction::Outbound);
         let outbound = outbound.clone();
         let service = hyper::service::service_fn(move |request| {
