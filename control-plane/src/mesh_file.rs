@@ -78,7 +78,11 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
     } else {
         serde_saphyr::from_str(text).map_err(|err| {
             let (line, column) = err.location().map_or((0, 0), |l| (l.line(), l.column()));
-            at(line, column, err.without_snippet().to_string())
+            at(
+                line,
+                column,
+                reason_without_position(&err.without_snippet().to_string()),
+            )
         })?
     };
 
@@ -150,6 +154,21 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
         trust_domain: trust_domain.to_owned(),
         services,
     })
+}
+
+/// The YAML parser ends its messages with the position, which the error already leads with.
+fn reason_without_position(message: &str) -> String {
+    match message.rsplit_once(" at line ") {
+        Some((reason, position))
+            if position.contains(", column ")
+                && position
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b", column".contains(&b)) =>
+        {
+            reason.to_owned()
+        }
+        _ => message.to_owned(),
+    }
 }
 
 /// Service names are DNS labels, so they work as hostnames and SPIFFE path segments.

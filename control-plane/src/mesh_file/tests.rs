@@ -87,3 +87,19 @@ fn an_unreadable_file_is_refused_with_its_path() {
         "{err}"
     );
 }
+
+#[test]
+fn syntax_errors_name_the_position_once() {
+    let err = parse_text("services:\n  api: [unclosed\n")
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains(" at line "), "{err}");
+    assert_eq!(
+        reason_without_position("bad thing at line 5, column 3"),
+        "bad thing"
+    );
+    assert_eq!(
+        reason_without_position("at line 5 is fine"),
+        "at line 5 is fine"
+    );
+}
