@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod ca;
 pub mod config;
+pub mod ctl;
 pub mod discovery;
 pub mod identity;
 pub mod launch;

@@ -1,0 +1,46 @@
+//! `seamctl`, the operator's command line: its clap definition and the dispatch to one
+//! module per subcommand. `demo` runs a whole mesh on loopback, `status` reads the control
+//! plane's view of its proxies, and the hidden `sample-app` is the tiny service the demo
+//! puts behind each proxy.
+
+mod children;
+pub mod demo;
+pub mod sample_app;
+pub mod status;
+mod summary;
+mod traffic;
+
+use clap::{Parser, Subcommand};
+
+/// The operator CLI of the Seam service mesh.
+#[derive(Debug, Parser)]
+#[command(
+    name = "seamctl",
+    version,
+    about = "Operate a Seam service mesh: run the demo, inspect the control plane"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a control plane and four meshed services (loadgen → front → middle → back) on
+    /// loopback, send steady traffic through them and print what happens each second.
+    Demo(demo::DemoArgs),
+    /// Show every proxy connected to the control plane: identity, subscriptions, NACKs.
+    Status(status::StatusArgs),
+    /// The sample service `seamctl demo` runs behind each proxy.
+    #[command(hide = true)]
+    SampleApp(sample_app::SampleAppArgs),
+}
+
+/// Runs the parsed command to completion.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Demo(args) => demo::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::SampleApp(args) => sample_app::run(args).await,
+    }
+}
