@@ -47,7 +47,7 @@ impl IdentityManager {
             match self.certify().await {
                 Ok(certificate) => {
                     backoff.reset();
-                    let wait = renewal_delay(certificate.not_before, certificate.not_after);
+                    let wait = renewal_delay(SystemTime::now(), certificate.not_after);
                     tracing::info!(
                         spiffe_id = %certificate.spiffe_id, serial = %certificate.serial_hex,
                         renew_in = ?wait, "installed a workload certificate"
@@ -170,16 +170,17 @@ fn validity(der: &[u8]) -> anyhow::Result<(SystemTime, SystemTime, String)> {
     ))
 }
 
-/// How long to wait before renewing a certificate valid from `not_before` to `not_after`.
-fn renewal_delay(not_before: SystemTime, not_after: SystemTime) -> Duration {
-    let lifetime = not_after
-        .duration_since(not_before)
-        .unwrap_or(Duration::ZERO);
+/// Never renew sooner than this after installing a certificate, whatever its dates say.
+const MIN_RENEWAL_DELAY: Duration = Duration::from_secs(1);
+
+/// How long to wait, from `now`, before renewing a certificate valid until `not_after`.
+/// The share is of the lifetime left now, not of `not_after − not_before`: the control
+/// plane backdates `not_before` to absorb clock skew, which would otherwise eat into
+/// short lifetimes and make a proxy renew in a loop.
+fn renewal_delay(now: SystemTime, not_after: SystemTime) -> Duration {
+    let remaining = not_after.duration_since(now).unwrap_or(Duration::ZERO);
     let share = RENEW_AT + (rand::random::<f64>() * 2.0 - 1.0) * RENEW_JITTER;
-    let renew_at = not_before + lifetime.mul_f64(share);
-    renew_at
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO)
+    remaining.mul_f64(share).max(MIN_RENEWAL_DELAY)
 }
 
 /// Reads the trust anchors file; the trust domain comes from the first anchor's
@@ -216,18 +217,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renews_at_about_seventy_percent_of_the_lifetime() {
+    fn renews_at_about_seventy_percent_of_the_lifetime_left() {
         let now = SystemTime::now();
         for _ in 0..100 {
-            let delay = renewal_delay(now, now + Duration::from_secs(100));
+            let delay = renewal_delay(now, now + Duration::from_secs(20));
             assert!(
-                delay >= Duration::from_secs(64) && delay <= Duration::from_secs(75),
+                delay >= Duration::from_millis(13_000) && delay <= Duration::from_millis(15_000),
                 "{delay:?}"
             );
         }
+    }
+
+    #[test]
+    fn never_renews_in_a_loop() {
+        let now = SystemTime::now();
+        let expired = now - Duration::from_secs(1);
+        assert_eq!(renewal_delay(now, expired), MIN_RENEWAL_DELAY);
         assert_eq!(
-            renewal_delay(now - Duration::from_secs(100), now - Duration::from_secs(1)),
-            Duration::ZERO
+            renewal_delay(now, now + Duration::from_millis(100)),
+            MIN_RENEWAL_DELAY
         );
     }
 }
