@@ -1,1 +1,20 @@
-//! End-to-end tests of Seam's binaries: arrive in a following commit.
+//! seam-tests: the end-to-end test kit. It starts Seam's real binaries (through
+//! `seam_control_plane::launch`) on loopback ports chosen by the OS, writes the mesh file
+//! they read, runs real upstream apps (an HTTP echo, a gRPC health service) and real
+//! clients (HTTP/1.1, h2c, gRPC, raw TLS), and waits on the binaries' own state endpoints
+//! with deadlines, never on sleeps. The tests themselves live in `tests/`.
+
+pub mod certify;
+pub mod client;
+pub mod logs;
+pub mod mesh;
+pub mod proxy;
+pub mod tls;
+pub mod two_hop;
+pub mod upstream;
+pub mod wait;
+
+pub use mesh::TestMesh;
+pub use proxy::TestProxy;
+pub use two_hop::TwoHop;
+pub use upstream::{EchoServer, GrpcHealthServer};

@@ -1,0 +1,58 @@
+//! The scenario most tests start from: service `a`'s proxy calls service `b`'s proxy,
+//! which fronts an echo app named `b`. The mesh lists both services with their real
+//! inbound addresses once the proxies are up; both proxies are ready.
+//!
+//! ```text
+//! test client ──► proxy a (outbound) ══mTLS══► proxy b (inbound) ──► echo "b"
+//! ```
+
+use anyhow::Context;
+
+use crate::mesh::TestMesh;
+use crate::proxy::{JoinTokenVia, ProxyOptions, TestProxy};
+use crate::upstream::EchoServer;
+
+/// A ready two-proxy mesh (fields drop in order: proxies before the control plane).
+pub struct TwoHop {
+    pub a: TestProxy,
+    pub b: TestProxy,
+    /// The app behind proxy `a` (it receives nothing in most tests).
+    pub app_a: EchoServer,
+    /// The app behind proxy `b`.
+    pub app_b: EchoServer,
+    pub mesh: TestMesh,
+}
+
+impl TwoHop {
+    /// Starts it all with default proxy options (`a` gets its token from the
+    /// environment, `b` from a file, so both ways are used).
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|options| options).await
+    }
+
+    /// Starts it all; `customize` may change each proxy's options (called for `a`, then `b`).
+    pub async fn start_with(
+        customize: impl Fn(ProxyOptions) -> ProxyOptions,
+    ) -> anyhow::Result<Self> {
+        let mesh = TestMesh::start(&["a", "b"]).await?;
+        let app_a = EchoServer::start("a").await?;
+        let app_b = EchoServer::start("b").await?;
+        let (a, b) = tokio::try_join!(
+            mesh.start_proxy_with(customize(ProxyOptions::new("a", app_a.addr()))),
+            mesh.start_proxy_with(customize(
+                ProxyOptions::new("b", app_b.addr()).join_token_via(JoinTokenVia::File)
+            )),
+        )
+        .context("starting proxies a and b")?;
+        mesh.set_endpoints(&[("a", &[a.inbound()]), ("b", &[b.inbound()])])
+            .await
+            .context("listing the proxies in the mesh file")?;
+        Ok(Self {
+            a,
+            b,
+            app_a,
+            app_b,
+            mesh,
+        })
+    }
+}
