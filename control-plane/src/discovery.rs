@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::Stream;
 use seam_proto::SpiffeId;
@@ -16,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
-use crate::model::{MeshModel, Resolution};
+use crate::model::{
+    Endpoint, LoadBalancer, MeshModel, PathMatch, Policy, Resolution, ResolvedRoute, RetryOn,
+};
 use crate::registry::{ProxyEntry, ProxyRegistry};
 
 /// The most authorities one proxy may subscribe to.
@@ -218,15 +221,11 @@ impl Session {
 
 fn to_proto(authority: &str, version: u64, resolution: &Resolution) -> ServiceUpdate {
     let state = match resolution {
-        Resolution::Service { name, endpoints } => service_update::State::Service(v1::Service {
-            name: name.clone(),
-            endpoints: endpoints
-                .iter()
-                .map(|endpoint| v1::Endpoint {
-                    address: endpoint.address.to_string(),
-                    identity: endpoint.identity.to_string(),
-                })
-                .collect(),
+        Resolution::Service(service) => service_update::State::Service(v1::Service {
+            name: service.name.clone(),
+            endpoints: endpoints_to_proto(&service.endpoints),
+            policy: Some(policy_to_proto(&service.policy)),
+            routes: service.routes.iter().map(route_to_proto).collect(),
         }),
         Resolution::NotFound => service_update::State::NotFound(v1::NotFound {}),
     };
@@ -234,5 +233,82 @@ fn to_proto(authority: &str, version: u64, resolution: &Resolution) -> ServiceUp
         authority: authority.to_owned(),
         version,
         state: Some(state),
+    }
+}
+
+fn endpoints_to_proto(endpoints: &[Endpoint]) -> Vec<v1::Endpoint> {
+    endpoints
+        .iter()
+        .map(|endpoint| v1::Endpoint {
+            address: endpoint.address.to_string(),
+            identity: endpoint.identity.to_string(),
+        })
+        .collect()
+}
+
+fn millis(duration: Option<Duration>) -> u64 {
+    duration.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn policy_to_proto(policy: &Policy) -> v1::Policy {
+    let retries = &policy.retries;
+    let breaker = &policy.circuit_breaker;
+    v1::Policy {
+        timeout_ms: millis(policy.timeout),
+        retries: Some(v1::RetryPolicy {
+            attempts: retries.attempts,
+            per_try_timeout_ms: millis(retries.per_try_timeout),
+            on: retries
+                .on
+                .iter()
+                .map(|on| {
+                    let on = match on {
+                        RetryOn::ServerError => v1::RetryOn::RetryOn5xx,
+                        RetryOn::ConnectFailure => v1::RetryOn::ConnectFailure,
+                        RetryOn::Reset => v1::RetryOn::Reset,
+                        RetryOn::Unavailable => v1::RetryOn::Unavailable,
+                    };
+                    on as i32
+                })
+                .collect(),
+            budget_percent: retries.budget_percent,
+            non_idempotent: retries.non_idempotent,
+        }),
+        circuit_breaker: Some(v1::CircuitBreaker {
+            consecutive_failures: breaker.consecutive_failures,
+            base_ejection_time_ms: millis(Some(breaker.base_ejection_time)),
+            max_ejection_percent: breaker.max_ejection_percent,
+        }),
+        max_concurrent_requests: policy.max_concurrent_requests,
+        load_balancer: match policy.load_balancer {
+            LoadBalancer::Ewma => v1::LoadBalancer::Ewma,
+            LoadBalancer::RoundRobin => v1::LoadBalancer::RoundRobin,
+        } as i32,
+    }
+}
+
+fn route_to_proto(route: &ResolvedRoute) -> v1::Route {
+    let (path_prefix, path) = match &route.route_match.path {
+        Some(PathMatch::Prefix(prefix)) => (prefix.clone(), String::new()),
+        Some(PathMatch::Exact(path)) => (String::new(), path.clone()),
+        None => (String::new(), String::new()),
+    };
+    v1::Route {
+        r#match: Some(v1::RouteMatch {
+            path_prefix,
+            path,
+            method: route.route_match.method.clone().unwrap_or_default(),
+            headers: route.route_match.headers.clone().into_iter().collect(),
+        }),
+        policy: Some(policy_to_proto(&route.policy)),
+        backends: route
+            .backends
+            .iter()
+            .map(|backend| v1::WeightedBackend {
+                service: backend.service.clone(),
+                weight: backend.weight,
+                endpoints: endpoints_to_proto(&backend.endpoints),
+            })
+            .collect(),
     }
 }

@@ -1,5 +1,8 @@
 //! Reading mesh file v1 (YAML) into a [`MeshModel`]. Every refusal, of syntax or of
-//! meaning, names the file, the line and the reason.
+//! meaning, names the file, the line and the reason. The request-handling keys of
+//! services and routes are read in [`policy`].
+
+mod policy;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -10,7 +13,7 @@ use seam_proto::SpiffeId;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::model::{Endpoint, FILE_NAMESPACE, JoinToken, MeshModel, ServiceModel};
+use crate::model::{Endpoint, FILE_NAMESPACE, JoinToken, MeshModel, Policy, ServiceModel};
 
 /// Why a mesh file was refused, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +51,13 @@ struct ServiceSpec {
     join_token: Spanned<String>,
     #[serde(default)]
     endpoints: Vec<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    retries: Option<Spanned<policy::RetriesSpec>>,
+    circuit_breaker: Option<Spanned<policy::BreakerSpec>>,
+    max_concurrent_requests: Option<Spanned<u32>>,
+    load_balancer: Option<Spanned<String>>,
+    #[serde(default)]
+    routes: Vec<Spanned<policy::RouteSpec>>,
 }
 
 /// Reads and parses the mesh file at `path`.
@@ -101,6 +111,7 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
 
     let mut services = BTreeMap::new();
     let mut seen_addresses = HashSet::new();
+    let names: HashSet<String> = file.services.keys().cloned().collect();
     for (name, spec) in file.services {
         let location = spec.referenced;
         let spec = spec.value;
@@ -140,12 +151,32 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
                 identity: identity.clone(),
             });
         }
+        let refused = |(location, reason): policy::Refusal| spanned_error(location, reason);
+        let service_policy = policy::apply(
+            &Policy::default(),
+            policy::PolicyFields {
+                timeout: spec.timeout,
+                retries: spec.retries,
+                circuit_breaker: spec.circuit_breaker,
+                max_concurrent_requests: spec.max_concurrent_requests,
+                load_balancer: spec.load_balancer,
+            },
+        )
+        .map_err(refused)?;
+        let routes = spec
+            .routes
+            .into_iter()
+            .map(|route| policy::route(&name, &service_policy, route, &names))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(refused)?;
         services.insert(
             name.clone(),
             ServiceModel {
                 name,
                 join_token: JoinToken::new(spec.join_token.value),
                 endpoints,
+                policy: service_policy,
+                routes,
             },
         );
     }

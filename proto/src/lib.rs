@@ -3,6 +3,7 @@
 //! the same way. Each side converts these messages into its own validated types at
 //! its edge; nothing here carries behaviour beyond parsing.
 
+pub mod defaults;
 pub mod spiffe;
 
 pub use spiffe::{SpiffeId, SpiffeIdError};

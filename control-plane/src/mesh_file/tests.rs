@@ -103,3 +103,165 @@ fn syntax_errors_name_the_position_once() {
         "at line 5 is fine"
     );
 }
+
+const ISSUE_EXAMPLE: &str = "services:
+  api:
+    join_token: t
+    timeout: 2s
+    retries:
+      attempts: 3
+      per_try_timeout: 500ms
+      on: [5xx, connect-failure]
+      budget_percent: 25
+      non_idempotent: true
+    circuit_breaker:
+      consecutive_failures: 4
+      base_ejection_time: 10s
+      max_ejection_percent: 30
+    max_concurrent_requests: 64
+    load_balancer: round_robin
+    routes:
+      - match: { path_prefix: /v2, method: GET, headers: { X-Canary: \"1\" } }
+        timeout: 5s
+        backends:
+          - { service: api-v2, weight: 10 }
+          - { service: api, weight: 90 }
+      - match: { path: /exact }
+  api-v2:
+    join_token: t2
+";
+
+#[test]
+fn reads_request_handling_keys_and_routes_with_overrides() {
+    use crate::model::{LoadBalancer, PathMatch, RetryOn};
+    use std::time::Duration;
+
+    let model = parse_text(ISSUE_EXAMPLE).unwrap();
+    let api = &model.services["api"];
+    let policy = &api.policy;
+    assert_eq!(policy.timeout, Some(Duration::from_secs(2)));
+    assert_eq!(policy.retries.attempts, 3);
+    assert_eq!(
+        policy.retries.per_try_timeout,
+        Some(Duration::from_millis(500))
+    );
+    assert_eq!(
+        policy.retries.on,
+        [RetryOn::ServerError, RetryOn::ConnectFailure]
+    );
+    assert_eq!(policy.retries.budget_percent, 25);
+    assert!(policy.retries.non_idempotent);
+    assert_eq!(policy.circuit_breaker.consecutive_failures, 4);
+    assert_eq!(
+        policy.circuit_breaker.base_ejection_time,
+        Duration::from_secs(10)
+    );
+    assert_eq!(policy.circuit_breaker.max_ejection_percent, 30);
+    assert_eq!(policy.max_concurrent_requests, 64);
+    assert_eq!(policy.load_balancer, LoadBalancer::RoundRobin);
+
+    let canary = &api.routes[0];
+    assert_eq!(
+        canary.route_match.path,
+        Some(PathMatch::Prefix("/v2".into()))
+    );
+    assert_eq!(canary.route_match.method.as_deref(), Some("GET"));
+    assert_eq!(canary.route_match.headers["x-canary"], "1");
+    assert_eq!(canary.policy.timeout, Some(Duration::from_secs(5)));
+    assert_eq!(
+        canary.policy.retries, policy.retries,
+        "a route keeps the keys it does not override"
+    );
+    let weights: Vec<(&str, u32)> = canary
+        .backends
+        .iter()
+        .map(|b| (b.service.as_str(), b.weight))
+        .collect();
+    assert_eq!(weights, [("api-v2", 10), ("api", 90)]);
+    assert_eq!(
+        api.routes[1].route_match.path,
+        Some(PathMatch::Exact("/exact".into()))
+    );
+    assert!(api.routes[1].backends.is_empty());
+
+    let defaults = &model.services["api-v2"].policy;
+    assert_eq!(*defaults, crate::model::Policy::default());
+    assert_eq!(
+        defaults.timeout,
+        Some(seam_proto::defaults::TIMEOUT),
+        "unset keys take the documented defaults"
+    );
+}
+
+#[test]
+fn bad_request_handling_keys_are_refused_with_line_and_reason() {
+    let service = |body: &str| format!("services:\n  api:\n    join_token: t\n{body}");
+    let cases: Vec<(String, u64, &str)> = vec![
+        (
+            service("    timeout: soon\n"),
+            4,
+            "timeout \"soon\" is not a duration",
+        ),
+        (
+            service("    timeout: 0s\n"),
+            4,
+            "timeout must be more than 0",
+        ),
+        (
+            service("    retries:\n      attempts: 11\n"),
+            5,
+            "at most 10",
+        ),
+        (
+            service("    retries:\n      on: [5xx, sometimes]\n"),
+            5,
+            "retries.on has \"sometimes\"",
+        ),
+        (
+            service("    retries:\n      budget_percent: 101\n"),
+            5,
+            "0 to 100",
+        ),
+        (
+            service("    circuit_breaker:\n      consecutive_failures: 0\n"),
+            5,
+            "at least 1",
+        ),
+        (
+            service("    load_balancer: random\n"),
+            4,
+            "expected ewma or round_robin",
+        ),
+        (
+            service("    routes:\n      - backends: [{ service: nowhere, weight: 1 }]\n"),
+            5,
+            "\"nowhere\", which is not a service",
+        ),
+        (
+            service("    routes:\n      - match: { path: v2 }\n"),
+            5,
+            "must start with '/'",
+        ),
+        (
+            service("    routes:\n      - match: { path: /a, path_prefix: /b }\n"),
+            5,
+            "not both",
+        ),
+        (
+            service("    routes:\n      - match: { method: \"G T\" }\n"),
+            5,
+            "not an HTTP method",
+        ),
+        (
+            service("    routes:\n      - backends: [{ service: api, weight: 0 }]\n"),
+            5,
+            "weights are all 0",
+        ),
+        (service("    retry: {}\n"), 4, "retry"),
+    ];
+    for (text, line, reason) in cases {
+        let err = parse_text(&text).unwrap_err();
+        assert!(err.reason.contains(reason), "{text:?}: {err}");
+        assert_eq!(err.line, line, "{text:?}: {err}");
+    }
+}

@@ -67,6 +67,7 @@ mod tests {
                         identity: identity.into(),
                     })
                     .collect(),
+                ..v1::Service::default()
             })),
         }
     }

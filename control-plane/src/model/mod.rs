@@ -1,12 +1,19 @@
 //! The mesh model: the validated, indexed set of services the control plane serves, and
 //! how an authority a proxy subscribes to resolves against it. Pure data, no I/O.
 
+mod policy;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
 use seam_proto::SpiffeId;
 use subtle::ConstantTimeEq;
+
+pub use policy::{
+    BackendRef, CircuitBreaker, LoadBalancer, PathMatch, Policy, RetryOn, RetryPolicy, RouteMatch,
+    RouteModel,
+};
 
 /// The namespace every service lives in when the mesh file is the source.
 pub const FILE_NAMESPACE: &str = "default";
@@ -25,6 +32,9 @@ pub struct ServiceModel {
     pub name: String,
     pub join_token: JoinToken,
     pub endpoints: Vec<Endpoint>,
+    pub policy: Policy,
+    /// Checked in order; the first match decides.
+    pub routes: Vec<RouteModel>,
 }
 
 /// Where an instance is reached, and who it must prove to be there.
@@ -37,11 +47,32 @@ pub struct Endpoint {
 /// What an authority currently names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
-    Service {
-        name: String,
-        endpoints: Vec<Endpoint>,
-    },
+    Service(ResolvedService),
     NotFound,
+}
+
+/// A service with its routes' backends resolved to their endpoints, so a proxy needs
+/// one subscription per service it calls, splits included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedService {
+    pub name: String,
+    pub endpoints: Vec<Endpoint>,
+    pub policy: Policy,
+    pub routes: Vec<ResolvedRoute>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedRoute {
+    pub route_match: RouteMatch,
+    pub policy: Policy,
+    pub backends: Vec<ResolvedBackend>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedBackend {
+    pub service: String,
+    pub weight: u32,
+    pub endpoints: Vec<Endpoint>,
 }
 
 /// A service's join token. Never printed; compared in constant time.
@@ -86,11 +117,39 @@ impl MeshModel {
             Err(_) => self.services.get(strip_port(authority)),
         };
         match service {
-            Some(service) => Resolution::Service {
-                name: service.name.clone(),
-                endpoints: service.endpoints.clone(),
-            },
+            Some(service) => Resolution::Service(self.resolve_service(service)),
             None => Resolution::NotFound,
+        }
+    }
+
+    fn resolve_service(&self, service: &ServiceModel) -> ResolvedService {
+        let routes = service
+            .routes
+            .iter()
+            .map(|route| ResolvedRoute {
+                route_match: route.route_match.clone(),
+                policy: route.policy.clone(),
+                backends: route
+                    .backends
+                    .iter()
+                    .map(|backend| ResolvedBackend {
+                        service: backend.service.clone(),
+                        weight: backend.weight,
+                        // The mesh file checks that backends name known services.
+                        endpoints: self
+                            .services
+                            .get(&backend.service)
+                            .map(|target| target.endpoints.clone())
+                            .unwrap_or_default(),
+                    })
+                    .collect(),
+            })
+            .collect();
+        ResolvedService {
+            name: service.name.clone(),
+            endpoints: service.endpoints.clone(),
+            policy: service.policy.clone(),
+            routes,
         }
     }
 }
@@ -119,6 +178,25 @@ mod tests {
                 name: "api".into(),
                 join_token: JoinToken::new("t".into()),
                 endpoints: vec![endpoint("127.0.0.1:1001", "api")],
+                policy: Policy::default(),
+                routes: vec![RouteModel {
+                    route_match: RouteMatch::default(),
+                    policy: Policy::default(),
+                    backends: vec![BackendRef {
+                        service: "v2".into(),
+                        weight: 1,
+                    }],
+                }],
+            },
+        );
+        services.insert(
+            "v2".to_owned(),
+            ServiceModel {
+                name: "v2".into(),
+                join_token: JoinToken::new("t".into()),
+                endpoints: vec![endpoint("127.0.0.1:1002", "v2")],
+                policy: Policy::default(),
+                routes: Vec::new(),
             },
         );
         MeshModel {
@@ -133,9 +211,16 @@ mod tests {
         let model = model();
         for authority in ["api", "api:80", "127.0.0.1:1001"] {
             match model.resolve(authority) {
-                Resolution::Service { name, endpoints } => {
-                    assert_eq!(name, "api", "{authority}");
-                    assert_eq!(endpoints.len(), 1);
+                Resolution::Service(service) => {
+                    assert_eq!(service.name, "api", "{authority}");
+                    assert_eq!(service.endpoints.len(), 1);
+                    let backend = &service.routes[0].backends[0];
+                    assert_eq!(backend.service, "v2");
+                    assert_eq!(
+                        backend.endpoints[0].address,
+                        "127.0.0.1:1002".parse().unwrap(),
+                        "route backends carry their endpoints"
+                    );
                 }
                 Resolution::NotFound => panic!("{authority} did not resolve"),
             }
