@@ -1,5 +1,5 @@
 //! The proxy's admin HTTP listener (loopback by default): `/ready`, `/live`, `/metrics`,
-//! `/config` (discovery state and subscriptions) and `/identity` (the certificate held).
+//! `/config` (discovery state, subscriptions and ejected endpoints) and `/identity` (the certificate held).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+use crate::outbound::EndpointStates;
 use crate::state::Directory;
 use crate::tls::TlsState;
 
@@ -24,6 +25,8 @@ pub struct AdminState {
     pub control_plane: String,
     pub tls: Arc<TlsState>,
     pub directory: Arc<Directory>,
+    /// Circuit breaker state, for the ejected endpoints `/config` lists.
+    pub endpoint_states: Arc<EndpointStates>,
     pub metrics: Arc<Metrics>,
     pub discovery_connected: Arc<AtomicBool>,
     pub discovery_ever_connected: watch::Receiver<bool>,
@@ -98,6 +101,7 @@ fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes
                 "connected": state.discovery_connected.load(Ordering::Relaxed),
             },
             "subscriptions": state.directory.describe(),
+            "ejected_endpoints": state.endpoint_states.ejected(),
         })),
         "/identity" => match state.tls.certificate() {
             Some(certificate) => json_response(&json!({

@@ -20,7 +20,7 @@ use crate::discovery::DiscoveryClientTask;
 use crate::identity::{IdentityManager, load_trust_anchors};
 use crate::inbound::{self, Inbound};
 use crate::metrics::Metrics;
-use crate::outbound::{self, Outbound};
+use crate::outbound::{self, EndpointStates, Outbound};
 use crate::state::Directory;
 use crate::tls::TlsState;
 
@@ -97,6 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .run(),
     );
 
+    let endpoint_states = Arc::new(EndpointStates::default());
     let draining = Arc::new(AtomicBool::new(false));
     let stop_accepting = CancellationToken::new();
     let connections = Arc::new(GracefulShutdown::new());
@@ -117,6 +118,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             directory.clone(),
             tls.clone(),
             metrics.clone(),
+            endpoint_states.clone(),
         )),
         connections.clone(),
         stop_accepting.clone(),
@@ -128,6 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             control_plane: args.control_plane.clone(),
             tls,
             directory,
+            endpoint_states,
             metrics,
             discovery_connected,
             discovery_ever_connected,

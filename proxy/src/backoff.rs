@@ -1,4 +1,5 @@
-//! Exponential backoff with jitter (each delay between half and all of its ceiling), for reconnecting to and retrying the control plane.
+//! Exponential backoff with jitter (each delay between half and all of its ceiling), for
+//! reconnecting to the control plane and for spacing retries of requests.
 
 use std::time::Duration;
 

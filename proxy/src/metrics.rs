@@ -35,6 +35,23 @@ pub struct DirectionLabel {
     pub direction: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RetryLabels {
+    pub service: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabel {
+    pub service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub service: String,
+    pub endpoint: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -43,6 +60,10 @@ pub struct Metrics {
     connections: Family<DirectionLabel, Counter>,
     pub discovery_connected: Gauge,
     pub certificate_expiry: Gauge,
+    retries: Family<RetryLabels, Counter>,
+    retry_budget_exhausted: Family<ServiceLabel, Counter>,
+    ejections: Family<EndpointLabels, Counter>,
+    load_shed: Family<ServiceLabel, Counter>,
 }
 
 impl Metrics {
@@ -86,6 +107,30 @@ impl Metrics {
             "When the proxy's workload certificate expires (Unix time)",
             certificate_expiry.clone(),
         );
+        let retries = Family::default();
+        registry.register(
+            "retries",
+            "Outbound retries sent, by service and the failure they followed",
+            Family::clone(&retries),
+        );
+        let retry_budget_exhausted = Family::default();
+        registry.register(
+            "retry_budget_exhausted",
+            "Outbound retries not sent because the service's retry budget was spent",
+            Family::clone(&retry_budget_exhausted),
+        );
+        let ejections = Family::default();
+        registry.register(
+            "endpoint_ejections",
+            "Times the circuit breaker ejected an endpoint, by service and endpoint",
+            Family::clone(&ejections),
+        );
+        let load_shed = Family::default();
+        registry.register(
+            "load_shed",
+            "Outbound requests refused at once because every endpoint was at max_concurrent_requests",
+            Family::clone(&load_shed),
+        );
         Self {
             registry,
             requests,
@@ -94,6 +139,10 @@ impl Metrics {
             connections,
             discovery_connected,
             certificate_expiry,
+            retries,
+            retry_budget_exhausted,
+            ejections,
+            load_shed,
         }
     }
 
@@ -116,6 +165,40 @@ impl Metrics {
                 direction: direction.as_str(),
             })
             .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn retried(&self, service: &str, reason: &'static str) {
+        self.retries
+            .get_or_create(&RetryLabels {
+                service: service.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn retry_budget_exhausted(&self, service: &str) {
+        self.retry_budget_exhausted
+            .get_or_create(&ServiceLabel {
+                service: service.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn ejected(&self, service: &str, endpoint: std::net::SocketAddr) {
+        self.ejections
+            .get_or_create(&EndpointLabels {
+                service: service.to_owned(),
+                endpoint: endpoint.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn load_shed(&self, service: &str) {
+        self.load_shed
+            .get_or_create(&ServiceLabel {
+                service: service.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a connection as open until the guard is dropped.

@@ -22,12 +22,28 @@ pub enum ProxyError {
     DiscoveryPending(String),
     #[error("{0}")]
     TooManyServices(#[from] crate::state::LookupError),
+    #[error("cannot connect to {service} at {endpoint}: {cause}")]
+    PeerConnect {
+        service: String,
+        endpoint: std::net::SocketAddr,
+        cause: String,
+    },
     #[error("cannot reach {service} at {endpoint}: {cause}")]
     Peer {
         service: String,
         endpoint: std::net::SocketAddr,
         cause: String,
     },
+    #[error("timeout after {}", humantime::format_duration(*.0))]
+    Timeout(std::time::Duration),
+    #[error("per-try timeout after {}", humantime::format_duration(*.0))]
+    PerTryTimeout(std::time::Duration),
+    #[error(
+        "load shed: every endpoint of {service} has {limit} requests in flight (max_concurrent_requests)"
+    )]
+    LoadShed { service: String, limit: u32 },
+    #[error("every endpoint of {0} is ejected by the circuit breaker")]
+    AllEjected(String),
     #[error("cannot reach the application at {app}: {cause}")]
     App {
         app: std::net::SocketAddr,
@@ -42,8 +58,13 @@ impl ProxyError {
             Self::UnknownService(_)
             | Self::NoEndpoints(_)
             | Self::DiscoveryPending(_)
-            | Self::TooManyServices(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Peer { .. } | Self::App { .. } => StatusCode::BAD_GATEWAY,
+            | Self::TooManyServices(_)
+            | Self::LoadShed { .. }
+            | Self::AllEjected(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) | Self::PerTryTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Peer { .. } | Self::PeerConnect { .. } | Self::App { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
         }
     }
 
@@ -70,4 +91,43 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timeouts_and_shedding_name_their_cause() {
+        let cases = [
+            (
+                ProxyError::Timeout(Duration::from_secs(2)),
+                504,
+                "timeout after 2s",
+            ),
+            (
+                ProxyError::PerTryTimeout(Duration::from_millis(500)),
+                504,
+                "per-try timeout after 500ms",
+            ),
+            (
+                ProxyError::LoadShed {
+                    service: "api".into(),
+                    limit: 4,
+                },
+                503,
+                "load shed: every endpoint of api has 4 requests in flight",
+            ),
+            (
+                ProxyError::AllEjected("api".into()),
+                503,
+                "every endpoint of api is ejected",
+            ),
+        ];
+        for (error, status, text) in cases {
+            assert_eq!(error.status().as_u16(), status, "{error}");
+            assert!(error.to_string().starts_with(text), "{error}");
+        }
+    }
 }

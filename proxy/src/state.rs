@@ -1,11 +1,12 @@
 //! The proxy's view of the services it talks to: for each authority the app has used, what
 //! the control plane last said about it, published as immutable snapshots (arc-swap for
-//! the request path, a watch channel per authority for the first request that waits), and
-//! round-robin choice among a service's endpoints. No sockets here.
+//! the request path, a watch channel per authority for the first request that waits),
+//! with each service's routes and policies ([`policy`]). No sockets here.
+
+pub mod policy;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use arc_swap::ArcSwap;
 use seam_proto::SpiffeId;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
+
+use policy::{Policy, Route, RouteMatch, Target, WeightedBackend};
 
 /// An instance of a service: where to connect and who must answer there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -31,25 +34,78 @@ fn serialize_id<S: serde::Serializer>(id: &SpiffeId, serializer: S) -> Result<S:
 pub struct Backend {
     pub name: String,
     pub endpoints: Vec<Endpoint>,
-    cursor: AtomicUsize,
+    /// Checked in order; the last one matches every request and sends it to the
+    /// service's own endpoints with the service's policy.
+    routes: Vec<Arc<Route>>,
 }
 
 impl Backend {
+    /// A service with the default policy and no routes of its own.
+    #[cfg(test)]
     pub fn new(name: String, endpoints: Vec<Endpoint>) -> Self {
+        Self::with_routes(name, endpoints, Policy::default(), Vec::new())
+    }
+
+    /// A service with its policy and its routes (whose empty backend lists mean the
+    /// service's own endpoints).
+    pub fn with_routes(
+        name: String,
+        endpoints: Vec<Endpoint>,
+        policy: Policy,
+        routes: Vec<(RouteMatch, Policy, Vec<WeightedBackend>)>,
+    ) -> Self {
+        let own = Arc::new(Target::new(name.clone(), endpoints.clone()));
+        let own_backends = || {
+            vec![WeightedBackend {
+                weight: 1,
+                target: own.clone(),
+            }]
+        };
+        let mut built: Vec<Arc<Route>> = routes
+            .into_iter()
+            .map(|(route_match, policy, backends)| {
+                let backends = if backends.is_empty() {
+                    own_backends()
+                } else {
+                    backends
+                };
+                Arc::new(Route {
+                    route_match,
+                    policy,
+                    backends,
+                })
+            })
+            .collect();
+        built.push(Arc::new(Route {
+            route_match: RouteMatch::default(),
+            policy,
+            backends: own_backends(),
+        }));
         Self {
             name,
             endpoints,
-            cursor: AtomicUsize::new(0),
+            routes: built,
         }
     }
 
-    /// The next endpoint in round-robin order.
-    pub fn pick(&self) -> Option<&Endpoint> {
-        if self.endpoints.is_empty() {
-            return None;
-        }
-        let index = self.cursor.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
-        self.endpoints.get(index)
+    /// The first route that takes `request`.
+    pub fn route_for<B>(&self, request: &http::Request<B>) -> &Arc<Route> {
+        self.routes
+            .iter()
+            .find(|route| route.route_match.matches(request))
+            .unwrap_or_else(|| {
+                self.routes
+                    .last()
+                    .expect("a backend always ends with its match-all route")
+            })
+    }
+
+    /// Every endpoint a request to this service may reach, splits included.
+    pub fn reachable_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.routes
+            .iter()
+            .flat_map(|route| route.backends.iter())
+            .flat_map(|backend| backend.target.endpoints.iter())
     }
 }
 
@@ -164,7 +220,7 @@ impl Directory {
         let mut endpoints = Vec::new();
         for entry in self.entries.load().values() {
             if let Resolution::Found(backend) = &entry.borrow().resolution {
-                endpoints.extend(backend.endpoints.iter().cloned());
+                endpoints.extend(backend.reachable_endpoints().cloned());
             }
         }
         endpoints

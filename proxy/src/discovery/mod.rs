@@ -5,6 +5,7 @@
 //! reconnects with backoff.
 
 mod convert;
+mod policy;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,10 +1,31 @@
 //! The outbound listener: plain HTTP/1.1 or HTTP/2 from the local app, routed by the
 //! service the request names to one of its endpoints, over pooled mTLS to that endpoint's
-//! proxy. Failures the proxy can name (unknown service, no endpoints, unreachable peer)
-//! are answered at once with a short body that says so.
+//! proxy. After the service is resolved, a request goes down a fixed stack of tower
+//! layers, each its own module, outermost first:
+//!
+//! route match → timeout (whole request) → retry (budget + backoff) → traffic split →
+//! load balancer (P2C over peak-EWMA) → per-endpoint circuit breaker and concurrency
+//! limit → pooled mTLS connection.
+//!
+//! Each layer reads its settings from the route the request matched, in the service
+//! snapshot the request started with, so a config change never disturbs requests in
+//! flight; per-endpoint state (EWMA, breaker, in-flight) is kept by address across
+//! snapshots. Failures the proxy can name are answered with a short body that says so.
 
+mod balance;
+mod breaker;
+mod connect;
+mod endpoints;
+#[cfg(test)]
+mod fixtures;
+mod grpc;
 mod peers;
+mod replay;
+mod retry;
+mod route;
+mod split;
 mod target;
+mod timeout;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,22 +37,28 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower::util::{BoxCloneSyncService, ServiceExt};
 
 use crate::body::{self, ProxyBody};
 use crate::metrics::{Direction, Metrics};
-use crate::proxy_error::{ProxyError, error_chain};
+use crate::proxy_error::ProxyError;
 use crate::server::{CLIENT_ID_HEADER, http_server, next_connection, strip_hop_by_hop};
 use crate::state::{Directory, Resolution};
 use crate::tls::TlsState;
 
+pub use endpoints::EndpointStates;
 pub use peers::PeerClients;
+
+/// The request path below service resolution, boxed at every module boundary.
+pub type Stack = BoxCloneSyncService<Request<ProxyBody>, Response<ProxyBody>, ProxyError>;
 
 /// How long the first request for a new service waits for the control plane's answer.
 const FIRST_LOOKUP_WAIT: Duration = Duration::from_secs(3);
 
 pub struct Outbound {
     directory: Arc<Directory>,
-    peers: PeerClients,
+    stack: Stack,
     metrics: Arc<Metrics>,
 }
 
@@ -39,10 +66,31 @@ pub struct Outbound {
 const UNKNOWN_SERVICE: &str = "unknown";
 
 impl Outbound {
-    pub fn new(directory: Arc<Directory>, tls: Arc<TlsState>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        directory: Arc<Directory>,
+        tls: Arc<TlsState>,
+        metrics: Arc<Metrics>,
+        endpoint_states: Arc<EndpointStates>,
+    ) -> Self {
+        let peers = Arc::new(PeerClients::new(tls));
+        let stack = ServiceBuilder::new()
+            .layer(route::layer())
+            .layer(timeout::layer())
+            .layer(retry::layer(
+                Arc::new(retry::Budgets::default()),
+                metrics.clone(),
+            ))
+            .layer(split::layer())
+            .layer(balance::layer(
+                endpoint_states,
+                directory.clone(),
+                metrics.clone(),
+            ))
+            .layer(breaker::layer(metrics.clone()))
+            .service(connect::service(peers, directory.clone()));
         Self {
             directory,
-            peers: PeerClients::new(tls),
+            stack,
             metrics,
         }
     }
@@ -84,26 +132,11 @@ impl Outbound {
             Resolution::Pending => return Err(unknown(ProxyError::DiscoveryPending(key))),
         };
         let service = backend.name.clone();
-        let Some(endpoint) = backend.pick() else {
-            return Err((service.clone(), ProxyError::NoEndpoints(service)));
-        };
-        let client = self.peers.get(endpoint, || self.directory.endpoints());
-        let version = request.version();
-        let request = to_peer_request(request, authority);
-        match client.for_version(version).request(request).await {
-            Ok(response) => {
-                let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                Ok((service, Response::from_parts(parts, body::streamed(body))))
-            }
-            Err(err) => Err((
-                service.clone(),
-                ProxyError::Peer {
-                    service,
-                    endpoint: endpoint.address,
-                    cause: error_chain(&err),
-                },
-            )),
+        let mut request = to_peer_request(request.map(body::streamed), authority);
+        request.extensions_mut().insert(backend);
+        match self.stack.clone().oneshot(request).await {
+            Ok(response) => Ok((service, response)),
+            Err(error) => Err((service, error)),
         }
     }
 }
@@ -111,7 +144,7 @@ impl Outbound {
 /// The request as it goes to the peer: absolute URI (the pool needs one; the connector
 /// ignores it), the authority the app asked for, no hop-by-hop headers, and no
 /// `x-seam-client-id` of the app's own making.
-fn to_peer_request(request: Request<Incoming>, authority: Authority) -> Request<Incoming> {
+fn to_peer_request<B>(request: Request<B>, authority: Authority) -> Request<B> {
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(CLIENT_ID_HEADER);

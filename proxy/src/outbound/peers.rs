@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::{Uri, Version};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -23,13 +22,14 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::body::ProxyBody;
 use crate::state::Endpoint;
 use crate::tls::{ALPN_H2, ALPN_HTTP11, TlsState};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-type PeerHttpClient = Client<PeerConnector, Incoming>;
+type PeerHttpClient = Client<PeerConnector, ProxyBody>;
 
 /// The two pools for one endpoint.
 pub struct PeerClient {

@@ -7,19 +7,6 @@ fn endpoint(port: u16, service: &str) -> Endpoint {
     }
 }
 
-#[test]
-fn round_robin_visits_every_endpoint_in_turn() {
-    let backend = Backend::new(
-        "api".into(),
-        vec![endpoint(1, "api"), endpoint(2, "api"), endpoint(3, "api")],
-    );
-    let ports: Vec<u16> = (0..6)
-        .map(|_| backend.pick().unwrap().address.port())
-        .collect();
-    assert_eq!(ports, [1, 2, 3, 1, 2, 3]);
-    assert!(Backend::new("none".into(), vec![]).pick().is_none());
-}
-
 #[tokio::test]
 async fn first_use_subscribes_once_and_waits_for_the_answer() {
     let (subscribe, mut subscriptions) = mpsc::unbounded_channel();

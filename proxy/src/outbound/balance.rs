@@ -1,0 +1,157 @@
+//! The load balancer: picks the endpoint of the chosen backend for each attempt. By
+//! default it is power of two choices over peak-EWMA latency: two endpoints drawn at
+//! random, the one with the lower latency × (in-flight + 1) wins; `round_robin` takes
+//! them in turn. Endpoints the circuit breaker holds out and endpoints at
+//! `max_concurrent_requests` are skipped, as is the endpoint the previous attempt
+//! failed on when there is another. Nothing waits here: with no endpoint to pick the
+//! answer is an immediate 503 (no endpoints, all ejected, or load shed).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::Request;
+use rand::Rng;
+use tokio::time::Instant;
+use tower::util::{BoxCloneSyncService, ServiceExt};
+use tower::{Layer, layer::layer_fn, service_fn};
+
+use super::Stack;
+use super::endpoints::{DEFAULT_RTT, EndpointState, EndpointStates};
+use super::route::RouteChoice;
+use crate::body::ProxyBody;
+use crate::metrics::Metrics;
+use crate::proxy_error::ProxyError;
+use crate::state::policy::{LoadBalancer, Target};
+use crate::state::{Directory, Endpoint};
+
+/// The endpoint the previous attempt of this request failed on.
+#[derive(Clone, Copy, Debug)]
+pub struct Avoid(pub SocketAddr);
+
+/// The endpoint picked for an attempt, with the state of its backend's endpoints (the
+/// breaker needs them for `max_ejection_percent`).
+#[derive(Clone, Debug)]
+pub struct Picked {
+    pub endpoint: Endpoint,
+    pub state: Arc<EndpointState>,
+    pub siblings: Arc<[Arc<EndpointState>]>,
+}
+
+pub fn layer(
+    states: Arc<EndpointStates>,
+    directory: Arc<Directory>,
+    metrics: Arc<Metrics>,
+) -> impl Layer<Stack, Service = Stack> + Clone {
+    layer_fn(move |inner: Stack| {
+        let states = states.clone();
+        let directory = directory.clone();
+        let metrics = metrics.clone();
+        BoxCloneSyncService::new(service_fn(move |mut request: Request<ProxyBody>| {
+            let picked = pick(&states, &directory, &request);
+            let inner = inner.clone();
+            let metrics = metrics.clone();
+            async move {
+                let picked = match picked {
+                    Ok(picked) => picked,
+                    Err(error) => {
+                        if let ProxyError::LoadShed { service, .. } = &error {
+                            metrics.load_shed(service);
+                        }
+                        return Err(error);
+                    }
+                };
+                request.extensions_mut().insert(picked);
+                inner.oneshot(request).await
+            }
+        }))
+    })
+}
+
+fn pick(
+    states: &EndpointStates,
+    directory: &Directory,
+    request: &Request<ProxyBody>,
+) -> Result<Picked, ProxyError> {
+    let policy = &RouteChoice::of(request).route.policy;
+    let target = request
+        .extensions()
+        .get::<Arc<Target>>()
+        .expect("the split layer runs above the balancer");
+    if target.endpoints.is_empty() {
+        return Err(ProxyError::NoEndpoints(target.service.clone()));
+    }
+    let in_use = || -> Vec<SocketAddr> {
+        directory
+            .endpoints()
+            .into_iter()
+            .map(|endpoint| endpoint.address)
+            .collect()
+    };
+    let siblings: Arc<[Arc<EndpointState>]> = target
+        .endpoints
+        .iter()
+        .map(|endpoint| states.get(endpoint.address, in_use))
+        .collect();
+    let now = Instant::now();
+    let limit = policy.max_concurrent_requests;
+    let mut eligible: Vec<usize> = (0..siblings.len())
+        .filter(|&i| siblings[i].available(now) && siblings[i].in_flight() < limit)
+        .collect();
+    if eligible.is_empty() {
+        return Err(if siblings.iter().any(|state| state.available(now)) {
+            ProxyError::LoadShed {
+                service: target.service.clone(),
+                limit,
+            }
+        } else {
+            ProxyError::AllEjected(target.service.clone())
+        });
+    }
+    if let Some(Avoid(address)) = request.extensions().get::<Avoid>()
+        && eligible.len() > 1
+    {
+        eligible.retain(|&i| siblings[i].address != *address);
+    }
+    let chosen = match policy.load_balancer {
+        LoadBalancer::RoundRobin => eligible[target.next_turn() % eligible.len()],
+        LoadBalancer::Ewma => power_of_two_choices(&eligible, &siblings, now),
+    };
+    let state = siblings[chosen].clone();
+    state
+        .breaker
+        .lock()
+        .expect("breaker lock poisoned")
+        .begin(now);
+    Ok(Picked {
+        endpoint: target.endpoints[chosen].clone(),
+        state,
+        siblings,
+    })
+}
+
+/// Two distinct endpoints at random; the cheaper one.
+fn power_of_two_choices(eligible: &[usize], states: &[Arc<EndpointState>], now: Instant) -> usize {
+    if eligible.len() == 1 {
+        return eligible[0];
+    }
+    let unmeasured = eligible
+        .iter()
+        .filter_map(|&i| states[i].estimate(now))
+        .reduce(f64::min)
+        .unwrap_or(DEFAULT_RTT.as_nanos() as f64);
+    let mut rng = rand::rng();
+    let first = rng.random_range(0..eligible.len());
+    let mut second = rng.random_range(0..eligible.len() - 1);
+    if second >= first {
+        second += 1;
+    }
+    let (a, b) = (eligible[first], eligible[second]);
+    if states[b].cost(now, unmeasured) < states[a].cost(now, unmeasured) {
+        b
+    } else {
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,216 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::*;
+use crate::outbound::fixtures;
+use crate::state::Backend;
+use crate::state::policy::Policy;
+
+struct Setup {
+    service: Arc<Backend>,
+    states: Arc<EndpointStates>,
+    stack: Stack,
+    seen: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+}
+
+async fn setup(policy: Policy, ports: &[u16]) -> Setup {
+    let service = fixtures::service(
+        policy,
+        ports.iter().map(|&p| fixtures::endpoint(p)).collect(),
+    );
+    let directory = fixtures::directory_with(service.clone()).await;
+    let states = Arc::new(EndpointStates::default());
+    let (inner, seen) = fixtures::by_endpoint(Default::default(), Vec::new());
+    let stack = layer(states.clone(), directory, Arc::new(Metrics::new())).layer(inner);
+    Setup {
+        service,
+        states,
+        stack,
+        seen,
+    }
+}
+
+impl Setup {
+    async fn send(&self, count: usize) -> BTreeMap<u16, usize> {
+        self.seen.lock().unwrap().clear();
+        for _ in 0..count {
+            let request = fixtures::routed_to(fixtures::request("GET", "/"), self.service.clone());
+            self.stack.clone().oneshot(request).await.unwrap();
+        }
+        let mut counts = BTreeMap::new();
+        for address in self.seen.lock().unwrap().iter() {
+            *counts.entry(address.port()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    fn state(&self, port: u16) -> Arc<EndpointState> {
+        let listed = || self.service.endpoints.iter().map(|e| e.address).collect();
+        self.states.get(fixtures::endpoint(port).address, listed)
+    }
+
+    async fn error(&self) -> ProxyError {
+        let request = fixtures::routed_to(fixtures::request("GET", "/"), self.service.clone());
+        self.stack.clone().oneshot(request).await.unwrap_err()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn p2c_never_picks_the_slowest_of_three_and_counts_load() {
+    let setup = setup(Policy::default(), &[1, 2, 3]).await;
+    for (port, millis) in [(1, 10), (2, 10), (3, 500)] {
+        setup
+            .state(port)
+            .latency
+            .lock()
+            .unwrap()
+            .observe(Duration::from_millis(millis), Instant::now());
+    }
+    let counts = setup.send(300).await;
+    assert_eq!(
+        counts.get(&3),
+        None,
+        "the slow endpoint loses every comparison: {counts:?}"
+    );
+    assert!(counts[&1] > 50 && counts[&2] > 50, "{counts:?}");
+
+    // Load counts too: with 40 requests in flight on 1, 2 wins whenever drawn with it.
+    let guards: Vec<_> = (0..40).map(|_| setup.state(1).start()).collect();
+    let counts = setup.send(100).await;
+    assert!(
+        counts.get(&2).copied().unwrap_or(0) > counts.get(&1).copied().unwrap_or(0),
+        "{counts:?}"
+    );
+    drop(guards);
+}
+
+#[tokio::test(start_paused = true)]
+async fn round_robin_takes_endpoints_in_turn() {
+    let policy = Policy {
+        load_balancer: LoadBalancer::RoundRobin,
+        ..Policy::default()
+    };
+    let setup = setup(policy, &[1, 2, 3]).await;
+    let counts = setup.send(9).await;
+    assert_eq!(counts.values().copied().collect::<Vec<_>>(), [3, 3, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ejected_and_full_endpoints_are_skipped_and_none_left_is_a_fast_503() {
+    let policy = Policy {
+        max_concurrent_requests: 2,
+        ..Policy::default()
+    };
+    let setup = setup(policy.clone(), &[1, 2]).await;
+    let breaker = &policy.circuit_breaker;
+    for _ in 0..breaker.consecutive_failures {
+        setup
+            .state(1)
+            .breaker
+            .lock()
+            .unwrap()
+            .failed(Instant::now(), breaker, true);
+    }
+    assert_eq!(
+        setup.send(20).await.keys().copied().collect::<Vec<_>>(),
+        [2]
+    );
+
+    let full: Vec<_> = (0..2).map(|_| setup.state(2).start()).collect();
+    let error = setup.error().await;
+    assert!(
+        matches!(error, ProxyError::LoadShed { limit: 2, .. }),
+        "{error}"
+    );
+    assert_eq!(error.status(), 503);
+    drop(full);
+
+    for _ in 0..breaker.consecutive_failures {
+        setup
+            .state(2)
+            .breaker
+            .lock()
+            .unwrap()
+            .failed(Instant::now(), breaker, true);
+    }
+    assert!(matches!(setup.error().await, ProxyError::AllEjected(_)));
+
+    let empty = super::super::fixtures::service(Policy::default(), Vec::new());
+    let request = fixtures::routed_to(fixtures::request("GET", "/"), empty);
+    let error = setup.stack.clone().oneshot(request).await.unwrap_err();
+    assert!(matches!(error, ProxyError::NoEndpoints(_)), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_goes_elsewhere_when_it_can() {
+    let setup = setup(Policy::default(), &[1, 2]).await;
+    for _ in 0..20 {
+        let mut request = fixtures::routed_to(fixtures::request("GET", "/"), setup.service.clone());
+        request
+            .extensions_mut()
+            .insert(Avoid(fixtures::endpoint(1).address));
+        setup.stack.clone().oneshot(request).await.unwrap();
+    }
+    assert!(setup.seen.lock().unwrap().iter().all(|a| a.port() == 2));
+
+    let single = setup_single().await;
+    let mut request = fixtures::routed_to(fixtures::request("GET", "/"), single.service.clone());
+    request
+        .extensions_mut()
+        .insert(Avoid(fixtures::endpoint(1).address));
+    single.stack.clone().oneshot(request).await.unwrap();
+    assert_eq!(
+        single.seen.lock().unwrap().len(),
+        1,
+        "the only endpoint is still used"
+    );
+}
+
+async fn setup_single() -> Setup {
+    setup(Policy::default(), &[1]).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn endpoint_state_outlives_a_config_update() {
+    let setup = setup(Policy::default(), &[1, 2]).await;
+    let policy = Policy::default();
+    for _ in 0..policy.circuit_breaker.consecutive_failures {
+        setup.state(1).breaker.lock().unwrap().failed(
+            Instant::now(),
+            &policy.circuit_breaker,
+            true,
+        );
+    }
+    // A new snapshot of the service (say, a changed timeout) with the same endpoints.
+    let updated = fixtures::service(
+        Policy {
+            timeout: Some(Duration::from_secs(1)),
+            ..Policy::default()
+        },
+        vec![fixtures::endpoint(1), fixtures::endpoint(2)],
+    );
+    for _ in 0..10 {
+        let request = fixtures::routed_to(fixtures::request("GET", "/"), updated.clone());
+        setup.stack.clone().oneshot(request).await.unwrap();
+    }
+    assert!(
+        setup.seen.lock().unwrap().iter().all(|a| a.port() == 2),
+        "endpoint 1 stays ejected across the update"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_endpoint_gets_its_share_at_once() {
+    let setup = setup(Policy::default(), &[1, 2]).await;
+    setup
+        .state(1)
+        .latency
+        .lock()
+        .unwrap()
+        .observe(Duration::from_millis(1), Instant::now());
+    let counts = setup.send(200).await;
+    assert!(
+        counts.get(&2).copied().unwrap_or(0) > 0,
+        "the unmeasured endpoint counts as fast as the best: {counts:?}"
+    );
+}

@@ -1,0 +1,124 @@
+//! The per-endpoint layer, just above the connection: it counts the attempt in flight
+//! on its endpoint (the balancer's load and the concurrency limit), bounds it by the
+//! route's `per_try_timeout`, feeds the latency to the endpoint's peak-EWMA, and tells
+//! the endpoint's circuit breaker how it went. A 5xx, a failed connect, a broken
+//! connection or a per-try timeout is a failure; `consecutive_failures` of them in a
+//! row eject the endpoint for `base_ejection_time` × the times it was ejected, unless
+//! that would hold out more than `max_ejection_percent` of its backend's endpoints.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use http::Request;
+use tokio::time::Instant;
+use tower::util::{BoxCloneSyncService, ServiceExt};
+use tower::{Layer, layer::layer_fn, service_fn};
+
+use super::Stack;
+use super::balance::Picked;
+use super::endpoints::{FAILURE_PENALTY, Verdict};
+use super::route::RouteChoice;
+use crate::body::ProxyBody;
+use crate::metrics::Metrics;
+use crate::proxy_error::ProxyError;
+
+/// Where an attempt went, for the retry layer to avoid that endpoint next time.
+#[derive(Clone, Debug, Default)]
+pub struct AttemptEndpoint(Arc<OnceLock<SocketAddr>>);
+
+impl AttemptEndpoint {
+    pub fn get(&self) -> Option<SocketAddr> {
+        self.0.get().copied()
+    }
+
+    /// Records the endpoint (once; an attempt has one).
+    pub fn set(&self, address: SocketAddr) {
+        let _ = self.0.set(address);
+    }
+}
+
+pub fn layer(metrics: Arc<Metrics>) -> impl Layer<Stack, Service = Stack> + Clone {
+    layer_fn(move |inner: Stack| {
+        let metrics = metrics.clone();
+        BoxCloneSyncService::new(service_fn(move |request: Request<ProxyBody>| {
+            let inner = inner.clone();
+            let metrics = metrics.clone();
+            async move {
+                let choice = RouteChoice::of(&request).clone();
+                let picked = request
+                    .extensions()
+                    .get::<Picked>()
+                    .cloned()
+                    .expect("the balancer runs above the endpoint layer");
+                if let Some(attempt) = request.extensions().get::<AttemptEndpoint>() {
+                    attempt.set(picked.endpoint.address);
+                }
+                let policy = &choice.route.policy;
+                let _in_flight = picked.state.start();
+                let started = Instant::now();
+                let call = inner.oneshot(request);
+                let outcome = match policy.retries.per_try_timeout {
+                    Some(limit) => tokio::time::timeout(limit, call)
+                        .await
+                        .unwrap_or(Err(ProxyError::PerTryTimeout(limit))),
+                    None => call.await,
+                };
+                let now = Instant::now();
+                let failed = match &outcome {
+                    Ok(response) => response.status().is_server_error(),
+                    Err(_) => true,
+                };
+                let latency = match &outcome {
+                    Err(ProxyError::PeerConnect { .. }) => FAILURE_PENALTY,
+                    _ => now.saturating_duration_since(started),
+                };
+                picked
+                    .state
+                    .latency
+                    .lock()
+                    .expect("latency lock poisoned")
+                    .observe(latency, now);
+                if failed {
+                    record_failure(&picked, &choice, &metrics, now);
+                } else {
+                    picked
+                        .state
+                        .breaker
+                        .lock()
+                        .expect("breaker lock poisoned")
+                        .succeeded();
+                }
+                outcome
+            }
+        }))
+    })
+}
+
+fn record_failure(picked: &Picked, choice: &RouteChoice, metrics: &Metrics, now: Instant) {
+    let policy = &choice.route.policy.circuit_breaker;
+    let ejected_now = picked
+        .siblings
+        .iter()
+        .filter(|sibling| !Arc::ptr_eq(sibling, &picked.state) && sibling.is_ejected())
+        .count();
+    let allowed = picked.siblings.len() * policy.max_ejection_percent as usize / 100;
+    let may_eject = ejected_now < allowed;
+    let verdict = picked
+        .state
+        .breaker
+        .lock()
+        .expect("breaker lock poisoned")
+        .failed(now, policy, may_eject);
+    if let Verdict::Ejected(time) = verdict {
+        metrics.ejected(&choice.service.name, picked.endpoint.address);
+        tracing::warn!(
+            service = choice.service.name,
+            endpoint = %picked.endpoint.address,
+            for_ = ?time,
+            "circuit breaker ejected an endpoint"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,56 @@
+//! The bottom of the request path: sends the attempt to the endpoint the balancer
+//! picked, over that endpoint's pooled mTLS connection (see `peers`), and tells a
+//! failed connect (the app never saw the request) from a connection that broke later.
+
+use std::sync::Arc;
+
+use http::{Request, Response};
+use tower::service_fn;
+use tower::util::BoxCloneSyncService;
+
+use super::Stack;
+use super::balance::Picked;
+use super::peers::PeerClients;
+use super::route::RouteChoice;
+use crate::body::{self, ProxyBody};
+use crate::proxy_error::{ProxyError, error_chain};
+use crate::server::strip_hop_by_hop;
+use crate::state::Directory;
+use crate::state::policy::Target;
+
+pub fn service(peers: Arc<PeerClients>, directory: Arc<Directory>) -> Stack {
+    BoxCloneSyncService::new(service_fn(move |request: Request<ProxyBody>| {
+        let peers = peers.clone();
+        let directory = directory.clone();
+        async move {
+            let picked = request
+                .extensions()
+                .get::<Picked>()
+                .cloned()
+                .expect("the balancer runs above the connection");
+            let service = request.extensions().get::<Arc<Target>>().map_or_else(
+                || RouteChoice::of(&request).service.name.clone(),
+                |t| t.service.clone(),
+            );
+            let client = peers.get(&picked.endpoint, || directory.endpoints());
+            let version = request.version();
+            match client.for_version(version).request(request).await {
+                Ok(response) => {
+                    let (mut parts, body) = response.into_parts();
+                    strip_hop_by_hop(&mut parts.headers);
+                    Ok(Response::from_parts(parts, body::streamed(body)))
+                }
+                Err(err) if err.is_connect() => Err(ProxyError::PeerConnect {
+                    service,
+                    endpoint: picked.endpoint.address,
+                    cause: error_chain(&err),
+                }),
+                Err(err) => Err(ProxyError::Peer {
+                    service,
+                    endpoint: picked.endpoint.address,
+                    cause: error_chain(&err),
+                }),
+            }
+        }
+    }))
+}

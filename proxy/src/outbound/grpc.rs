@@ -1,0 +1,102 @@
+//! Reading a gRPC response's status for the retry decision: from the headers of a
+//! trailers-only response, else from the trailers when they come before any message.
+//! A response whose first frame is a message is a real answer (possibly a long stream):
+//! it is passed on at once, never held back to wait for its trailers.
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, Response, header};
+use http_body_util::{BodyExt, BodyStream, StreamBody};
+use hyper::body::Frame;
+
+use crate::body::ProxyBody;
+
+/// `grpc-status` UNAVAILABLE.
+pub const UNAVAILABLE: u32 = 14;
+
+pub fn is_grpc<B>(response: &Response<B>) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+}
+
+fn status_of(headers: &HeaderMap) -> Option<u32> {
+    headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The response's gRPC status if it shows one before any message, and the response
+/// with its body intact.
+pub async fn peek_status(response: Response<ProxyBody>) -> (Option<u32>, Response<ProxyBody>) {
+    if let Some(status) = status_of(response.headers()) {
+        return (Some(status), response);
+    }
+    let (parts, mut body) = response.into_parts();
+    let first = body.frame().await;
+    let status = match &first {
+        Some(Ok(frame)) => frame.trailers_ref().and_then(status_of),
+        _ => None,
+    };
+    let first: Vec<Result<Frame<Bytes>, hyper::Error>> = first.into_iter().collect();
+    let rest = BodyStream::new(body);
+    let body = BodyExt::boxed(StreamBody::new(
+        futures_util::stream::iter(first).chain(rest),
+    ));
+    (status, Response::from_parts(parts, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    fn grpc_response(
+        frames: Vec<Frame<Bytes>>,
+        header_status: Option<&str>,
+    ) -> Response<ProxyBody> {
+        let mut builder = Response::builder().header(header::CONTENT_TYPE, "application/grpc");
+        if let Some(status) = header_status {
+            builder = builder.header("grpc-status", status);
+        }
+        let frames: Vec<Result<Frame<Bytes>, hyper::Error>> = frames.into_iter().map(Ok).collect();
+        builder
+            .body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
+                frames,
+            ))))
+            .unwrap()
+    }
+
+    fn trailers(status: &str) -> Frame<Bytes> {
+        let mut map = HeaderMap::new();
+        map.insert("grpc-status", status.parse().unwrap());
+        Frame::trailers(map)
+    }
+
+    #[tokio::test]
+    async fn reads_the_status_from_headers_or_leading_trailers_only() {
+        let (status, _) = peek_status(grpc_response(Vec::new(), Some("14"))).await;
+        assert_eq!(status, Some(UNAVAILABLE), "trailers-only");
+
+        let (status, response) = peek_status(grpc_response(vec![trailers("14")], None)).await;
+        assert_eq!(status, Some(UNAVAILABLE), "trailers before any message");
+        let collected = response.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "14", "kept");
+
+        let message = Frame::data(Bytes::from_static(b"\0\0\0\0\x01z"));
+        let (status, response) =
+            peek_status(grpc_response(vec![message, trailers("14")], None)).await;
+        assert_eq!(status, None, "a message came first: passed on as is");
+        let collected = response.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "14");
+        assert_eq!(collected.to_bytes().len(), 6);
+
+        let plain = Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed());
+        assert!(!is_grpc(&plain));
+    }
+}

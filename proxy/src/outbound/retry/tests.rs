@@ -1,0 +1,210 @@
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::outbound::fixtures::{self, Outcome};
+use crate::state::policy::Policy;
+
+fn policy(attempts: u32) -> Policy {
+    let mut policy = Policy::default();
+    policy.retries.attempts = attempts;
+    policy
+}
+
+fn build(script: Vec<Outcome>) -> (Stack, Arc<Mutex<Vec<fixtures::Call>>>, Arc<Metrics>) {
+    let (inner, calls) = fixtures::scripted(script);
+    let metrics = Arc::new(Metrics::new());
+    let stack = layer(Arc::new(Budgets::default()), metrics.clone()).layer(inner);
+    (stack, calls, metrics)
+}
+
+fn request(method: &str, body: &'static [u8], policy: Policy) -> Request<ProxyBody> {
+    fixtures::routed_to(
+        fixtures::request_with_body(method, "/", Bytes::from_static(body)),
+        fixtures::service(policy, Vec::new()),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_5xx_is_retried_with_the_whole_body_until_an_answer() {
+    let (stack, calls, metrics) = build(vec![
+        Outcome::Status(503),
+        Outcome::Reset,
+        Outcome::Status(200),
+    ]);
+    let response = stack
+        .oneshot(request("PUT", b"payload", policy(2)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls.len(), 3);
+    assert!(calls.iter().all(|call| call.body == "payload"), "{calls:?}");
+    let text = metrics.encode();
+    assert!(
+        text.contains("seam_retries_total{service=\"api\",reason=\"5xx\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("seam_retries_total{service=\"api\",reason=\"reset\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_run_out_and_the_last_answer_stands() {
+    let (stack, calls, _) = build(vec![Outcome::Status(503)]);
+    let response = stack.oneshot(request("GET", b"", policy(2))).await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        calls.lock().unwrap().len(),
+        3,
+        "the first try and 2 retries"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn post_and_patch_are_tried_once_unless_the_app_never_saw_them() {
+    for method in ["POST", "PATCH"] {
+        let (stack, calls, _) = build(vec![Outcome::Status(503)]);
+        let response = stack
+            .oneshot(request(method, b"pay", policy(2)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503);
+        assert_eq!(calls.lock().unwrap().len(), 1, "{method} is tried once");
+    }
+
+    let (stack, calls, _) = build(vec![Outcome::ConnectFailure, Outcome::Status(201)]);
+    let response = stack
+        .oneshot(request("POST", b"pay", policy(2)))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        201,
+        "a failed connect never reached the app"
+    );
+    assert_eq!(calls.lock().unwrap().len(), 2);
+
+    let mut allowed = policy(2);
+    allowed.retries.non_idempotent = true;
+    let (stack, calls, _) = build(vec![Outcome::Status(503), Outcome::Status(200)]);
+    let response = stack
+        .oneshot(request("POST", b"pay", allowed))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "non_idempotent: true allows it");
+    assert_eq!(calls.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_the_failures_named_in_on_are_retried() {
+    let mut only_connect = policy(2);
+    only_connect.retries.on = RetryOn {
+        connect_failure: true,
+        ..RetryOn::default()
+    };
+    for outcome in [Outcome::Status(502), Outcome::Reset, Outcome::Grpc(14)] {
+        let (stack, calls, _) = build(vec![outcome.clone(), Outcome::Status(200)]);
+        let _ = stack
+            .oneshot(request("GET", b"", only_connect.clone()))
+            .await;
+        assert_eq!(calls.lock().unwrap().len(), 1, "{outcome:?} is not retried");
+    }
+    let (stack, calls, _) = build(vec![Outcome::Grpc(14), Outcome::Grpc(0)]);
+    let response = stack
+        .oneshot(request("POST", b"", {
+            let mut p = policy(2);
+            p.retries.non_idempotent = true;
+            p
+        }))
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["grpc-status"], "0");
+    assert_eq!(calls.lock().unwrap().len(), 2, "UNAVAILABLE is retried");
+}
+
+#[tokio::test(start_paused = true)]
+async fn backoff_grows_exponentially_with_jitter() {
+    let (stack, calls, _) = build(vec![Outcome::Status(503)]);
+    let _ = stack.oneshot(request("GET", b"", policy(4))).await;
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls.len(), 5);
+    let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1].at - w[0].at).collect();
+    for (gap, ceiling_ms) in gaps.iter().zip([25u64, 50, 100, 200]) {
+        let ceiling = Duration::from_millis(ceiling_ms);
+        assert!(
+            *gap >= ceiling / 2 && *gap <= ceiling,
+            "gap {gap:?} not within [{:?}, {ceiling:?}]: {gaps:?}",
+            ceiling / 2
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_avoids_the_endpoint_that_failed() {
+    let (inner, calls) = fixtures::scripted(vec![Outcome::Status(503), Outcome::Status(200)]);
+    // Stands in for the endpoint layer, which records where each attempt went.
+    let recorder = BoxCloneSyncService::new(service_fn(move |request: Request<ProxyBody>| {
+        if let Some(attempt) = request.extensions().get::<AttemptEndpoint>() {
+            attempt.set(fixtures::endpoint(7).address);
+        }
+        inner.clone().oneshot(request)
+    }));
+    let stack = layer(Arc::new(Budgets::default()), Arc::new(Metrics::new())).layer(recorder);
+    let response = stack.oneshot(request("GET", b"", policy(1))).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls[0].avoid, None);
+    assert_eq!(calls[1].avoid, Some(fixtures::endpoint(7).address));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_over_64_kib_is_not_retried() {
+    static BIG: [u8; MAX_REPLAY_BYTES + 1] = [7; MAX_REPLAY_BYTES + 1];
+    let (stack, calls, _) = build(vec![Outcome::Status(503), Outcome::Status(200)]);
+    let response = stack
+        .oneshot(request("PUT", &BIG, policy(2)))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    let calls = calls.lock().unwrap();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        calls[0].body.len(),
+        MAX_REPLAY_BYTES + 1,
+        "sent once, whole"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_caps_retries_at_its_share_of_requests() {
+    // Always failing, one retry allowed per request, 20 % budget: over 1 000 requests
+    // (the clock stands still, so all fall in one window) retries stay near 20 % of
+    // them plus the floor (5 per second over a 10 s window).
+    let mut budgeted = policy(1);
+    budgeted.retries.budget_percent = 20;
+    let (stack, calls, metrics) = build(vec![Outcome::Status(503)]);
+    let requests = 1_000;
+    for _ in 0..requests {
+        let _ = stack
+            .clone()
+            .oneshot(request("GET", b"", budgeted.clone()))
+            .await;
+    }
+    let retries = calls.lock().unwrap().len() - requests;
+    assert!(
+        (200..=260).contains(&retries),
+        "{retries} retries for {requests} requests"
+    );
+    let text = metrics.encode();
+    let exhausted = requests - retries;
+    assert!(
+        text.contains(&format!(
+            "seam_retry_budget_exhausted_total{{service=\"api\"}} {exhausted}"
+        )),
+        "{text}"
+    );
+}

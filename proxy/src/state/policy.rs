@@ -1,0 +1,272 @@
+//! How requests to a service are handled, in the proxy's own validated types: the
+//! policy (timeouts, retries, circuit breaking, load shedding, balancing), the routes
+//! that pick a policy and a weighted set of backends for a request, and the targets
+//! (one service's endpoints) the balancer chooses among. Pure data and matching.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method, Request};
+use seam_proto::defaults;
+
+use super::Endpoint;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// The whole request, retries included, until response headers.
+    pub timeout: Option<Duration>,
+    pub retries: RetryPolicy,
+    pub circuit_breaker: BreakerPolicy,
+    /// Per endpoint.
+    pub max_concurrent_requests: u32,
+    pub load_balancer: LoadBalancer,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub per_try_timeout: Option<Duration>,
+    pub on: RetryOn,
+    pub budget_percent: u32,
+    pub non_idempotent: bool,
+}
+
+/// Which failures a retry may follow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryOn {
+    pub server_error: bool,
+    pub connect_failure: bool,
+    pub reset: bool,
+    pub unavailable: bool,
+}
+
+impl RetryOn {
+    pub const ALL: Self = Self {
+        server_error: true,
+        connect_failure: true,
+        reset: true,
+        unavailable: true,
+    };
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakerPolicy {
+    pub consecutive_failures: u32,
+    pub base_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadBalancer {
+    /// Power of two choices over peak-EWMA latency.
+    Ewma,
+    RoundRobin,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            timeout: Some(defaults::TIMEOUT),
+            retries: RetryPolicy {
+                attempts: defaults::RETRY_ATTEMPTS,
+                per_try_timeout: None,
+                on: RetryOn::ALL,
+                budget_percent: defaults::RETRY_BUDGET_PERCENT,
+                non_idempotent: false,
+            },
+            circuit_breaker: BreakerPolicy {
+                consecutive_failures: defaults::CONSECUTIVE_FAILURES,
+                base_ejection_time: defaults::BASE_EJECTION_TIME,
+                max_ejection_percent: defaults::MAX_EJECTION_PERCENT,
+            },
+            max_concurrent_requests: defaults::MAX_CONCURRENT_REQUESTS,
+            load_balancer: LoadBalancer::Ewma,
+        }
+    }
+}
+
+/// One service's endpoints as a place to send a request, with its round-robin cursor.
+#[derive(Debug)]
+pub struct Target {
+    pub service: String,
+    pub endpoints: Vec<Endpoint>,
+    cursor: AtomicUsize,
+}
+
+impl Target {
+    pub fn new(service: String, endpoints: Vec<Endpoint>) -> Self {
+        Self {
+            service,
+            endpoints,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next position in round-robin order (callers take it modulo their list).
+    pub fn next_turn(&self) -> usize {
+        self.cursor.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WeightedBackend {
+    pub weight: u32,
+    pub target: Arc<Target>,
+}
+
+/// A route: which requests it takes, how they are handled, where they go.
+#[derive(Debug)]
+pub struct Route {
+    pub route_match: RouteMatch,
+    pub policy: Policy,
+    /// Never empty, and the weights never sum to 0 (conversion makes sure).
+    pub backends: Vec<WeightedBackend>,
+}
+
+impl Route {
+    /// The backend for a draw in `0..total_weight()`.
+    pub fn backend_at(&self, draw: u64) -> &Arc<Target> {
+        let mut left = draw;
+        for backend in &self.backends {
+            let weight = u64::from(backend.weight);
+            if left < weight {
+                return &backend.target;
+            }
+            left -= weight;
+        }
+        // Unreachable for draws below the total; the last backend is a safe answer.
+        &self.backends[self.backends.len() - 1].target
+    }
+
+    pub fn total_weight(&self) -> u64 {
+        self.backends.iter().map(|b| u64::from(b.weight)).sum()
+    }
+}
+
+/// Every condition that is set must hold.
+#[derive(Debug, Clone, Default)]
+pub struct RouteMatch {
+    pub path: Option<PathMatch>,
+    pub method: Option<Method>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    Prefix(String),
+    Exact(String),
+}
+
+impl RouteMatch {
+    pub fn matches<B>(&self, request: &Request<B>) -> bool {
+        let path = request.uri().path();
+        let path_holds = match &self.path {
+            None => true,
+            Some(PathMatch::Exact(exact)) => path == exact,
+            Some(PathMatch::Prefix(prefix)) => prefix_matches(prefix, path),
+        };
+        path_holds
+            && self
+                .method
+                .as_ref()
+                .is_none_or(|method| method == request.method())
+            && self
+                .headers
+                .iter()
+                .all(|(name, value)| request.headers().get_all(name).iter().any(|v| v == value))
+    }
+}
+
+/// `/v2` takes `/v2`, `/v2/` and `/v2/x`, but not `/v20`; a prefix ending in `/` takes
+/// everything under it.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut builder = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn every_given_condition_must_hold() {
+        let canary = RouteMatch {
+            path: Some(PathMatch::Prefix("/v2".into())),
+            method: Some(Method::GET),
+            headers: vec![(
+                HeaderName::from_static("x-canary"),
+                HeaderValue::from_static("1"),
+            )],
+        };
+        type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], bool);
+        let cases: &[Case] = &[
+            ("GET", "/v2/items", &[("x-canary", "1")], true),
+            ("GET", "/v2", &[("x-canary", "1")], true),
+            ("GET", "/v2?q=1", &[("x-canary", "1")], true),
+            ("GET", "/v20", &[("x-canary", "1")], false),
+            ("POST", "/v2/items", &[("x-canary", "1")], false),
+            ("GET", "/v2/items", &[("x-canary", "0")], false),
+            ("GET", "/v2/items", &[], false),
+            ("GET", "/v1/items", &[("x-canary", "1")], false),
+        ];
+        for (method, path, headers, expected) in cases {
+            assert_eq!(
+                canary.matches(&request(method, path, headers)),
+                *expected,
+                "{method} {path} {headers:?}"
+            );
+        }
+        let exact = RouteMatch {
+            path: Some(PathMatch::Exact("/health".into())),
+            ..RouteMatch::default()
+        };
+        assert!(exact.matches(&request("POST", "/health", &[])));
+        assert!(!exact.matches(&request("GET", "/health/x", &[])));
+        assert!(RouteMatch::default().matches(&request("PATCH", "/anything", &[])));
+        assert!(prefix_matches("/", "/x") && prefix_matches("/a/", "/a/b"));
+    }
+
+    #[test]
+    fn weighted_draws_map_onto_backends_in_proportion() {
+        let target = |name: &str| Arc::new(Target::new(name.into(), Vec::new()));
+        let route = Route {
+            route_match: RouteMatch::default(),
+            policy: Policy::default(),
+            backends: vec![
+                WeightedBackend {
+                    weight: 10,
+                    target: target("v2"),
+                },
+                WeightedBackend {
+                    weight: 0,
+                    target: target("never"),
+                },
+                WeightedBackend {
+                    weight: 90,
+                    target: target("v1"),
+                },
+            ],
+        };
+        assert_eq!(route.total_weight(), 100);
+        let mut counts = std::collections::BTreeMap::new();
+        for draw in 0..route.total_weight() {
+            *counts
+                .entry(route.backend_at(draw).service.as_str())
+                .or_insert(0) += 1;
+        }
+        assert_eq!(counts.get("v2"), Some(&10));
+        assert_eq!(counts.get("v1"), Some(&90));
+        assert_eq!(counts.get("never"), None);
+    }
+}
