@@ -6,8 +6,10 @@
 
 pub mod certify;
 pub mod client;
+pub mod faulty;
 pub mod logs;
 pub mod mesh;
+pub mod policy_mesh;
 pub mod proxy;
 pub mod tls;
 pub mod two_hop;
