@@ -139,3 +139,14 @@ async fn a_per_try_timeout_answers_504_and_counts_as_a_failure() {
         "its latency counts in the EWMA"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_response_counts_in_flight_until_its_body_is_done() {
+    let setup = setup(breaker_policy(), &[1], &[], &[]).await;
+    let request = fixtures::routed_to(fixtures::request("GET", "/"), setup.service.clone());
+    let response = setup.stack.clone().oneshot(request).await.unwrap();
+    let state = setup.states.get(fixtures::endpoint(1).address, Vec::new);
+    assert_eq!(state.in_flight(), 1, "headers arrived, the body is still to come");
+    drop(response);
+    assert_eq!(state.in_flight(), 0);
+}
