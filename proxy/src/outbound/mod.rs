@@ -22,6 +22,7 @@ use crate::metrics::{Direction, Metrics};
 use crate::proxy_error::{ProxyError, error_chain};
 use crate::server::{CLIENT_ID_HEADER, http_server, next_connection, strip_hop_by_hop};
 use crate::state::{Directory, Resolution};
+use crate::telemetry::{CountedIo, DEFAULT_ROUTE, Telemetry, Upstream};
 use crate::tls::TlsState;
 
 pub use peers::PeerClients;
@@ -33,22 +34,31 @@ pub struct Outbound {
     directory: Arc<Directory>,
     peers: PeerClients,
     metrics: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// The label requests for services the mesh does not know are counted under.
 const UNKNOWN_SERVICE: &str = "unknown";
 
 impl Outbound {
-    pub fn new(directory: Arc<Directory>, tls: Arc<TlsState>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        directory: Arc<Directory>,
+        tls: Arc<TlsState>,
+        metrics: Arc<Metrics>,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         Self {
             directory,
             peers: PeerClients::new(tls),
             metrics,
+            telemetry,
         }
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
-        let started = tokio::time::Instant::now();
+    async fn handle(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
+        let call = self
+            .telemetry
+            .begin(Direction::Outbound, &mut request, None);
         let (service, response) = match self.forward(request).await {
             Ok((service, response)) => (service, response),
             Err((service, error)) => {
@@ -56,13 +66,8 @@ impl Outbound {
                 (service, error.into_response())
             }
         };
-        self.metrics.record_request(
-            Direction::Outbound,
-            &service,
-            response.status().as_u16(),
-            started.elapsed(),
-        );
-        response
+        self.telemetry
+            .finish(call, &service, DEFAULT_ROUTE, 0, response)
     }
 
     /// Sends the request on; both outcomes carry the service label to count it under.
@@ -94,6 +99,10 @@ impl Outbound {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
+                parts.extensions.insert(Upstream {
+                    endpoint: endpoint.address,
+                    identity: endpoint.identity.as_str().to_owned(),
+                });
                 Ok((service, Response::from_parts(parts, body::streamed(body))))
             }
             Err(err) => Err((
@@ -141,6 +150,7 @@ pub async fn serve(
     let server = http_server();
     while let Some((tcp, _)) = next_connection(&listener, &stop, "outbound").await {
         let guard = outbound.metrics.connection_opened(Direction::Outbound);
+        let tcp = CountedIo::new(tcp, &outbound.metrics, Direction::Outbound);
         let outbound = outbound.clone();
         let service = hyper::service::service_fn(move |request| {
             let outbound = outbound.clone();
