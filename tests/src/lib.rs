@@ -8,6 +8,8 @@ pub mod certify;
 pub mod client;
 pub mod logs;
 pub mod mesh;
+pub mod otlp;
+pub mod prometheus;
 pub mod proxy;
 pub mod tls;
 pub mod two_hop;

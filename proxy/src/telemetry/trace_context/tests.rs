@@ -130,7 +130,10 @@ fn b3_single_table() {
 #[test]
 fn b3_multi_reads_sampling_and_debug_flags() {
     let base = [("x-b3-traceid", TRACE), ("x-b3-spanid", SPAN)];
-    type Case = (&'static [(&'static str, &'static str)], Option<Option<bool>>);
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        Option<Option<bool>>,
+    );
     let cases: &[Case] = &[
         (&[], Some(None)),
         (&[("x-b3-sampled", "1")], Some(Some(true))),
