@@ -212,30 +212,28 @@ async fn grpc_status_is_counted_from_trailers_and_from_trailers_only_answers() {
     assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
 
     for (proxy, direction) in [(&a, "outbound"), (&grpc, "inbound")] {
-        let expect = |code: &'static str, count: f64| {
-            async move {
-                wait::until(
-                    &format!("{direction} grpc_status={code} counted {count} times"),
-                    Duration::from_secs(5),
-                    || async {
-                        let text = proxy.metrics().await?;
-                        let value = metric_value(
-                            &text,
-                            "seam_requests_total",
-                            &[
-                                ("direction", direction),
-                                ("service", "grpc"),
-                                ("status", "200"),
-                                ("grpc_status", code),
-                            ],
-                        );
-                        anyhow::ensure!(value == Some(count), "{value:?} in\n{text}");
-                        Ok(())
-                    },
-                )
-                .await
-                .expect("gRPC status counted");
-            }
+        let expect = |code: &'static str, count: f64| async move {
+            wait::until(
+                &format!("{direction} grpc_status={code} counted {count} times"),
+                Duration::from_secs(5),
+                || async {
+                    let text = proxy.metrics().await?;
+                    let value = metric_value(
+                        &text,
+                        "seam_requests_total",
+                        &[
+                            ("direction", direction),
+                            ("service", "grpc"),
+                            ("status", "200"),
+                            ("grpc_status", code),
+                        ],
+                    );
+                    anyhow::ensure!(value == Some(count), "{value:?} in\n{text}");
+                    Ok(())
+                },
+            )
+            .await
+            .expect("gRPC status counted");
         };
         expect("0", 2.0).await;
         expect("5", 1.0).await;

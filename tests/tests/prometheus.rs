@@ -49,7 +49,11 @@ async fn prometheus_scrapes_two_proxies_and_answers_queries() {
         .await
         .unwrap_or_else(|err| panic!("{err:#}\n{}", prometheus.log_tail()));
         assert_eq!(result.len(), 1, "{result:?}");
-        assert_eq!(result[0]["metric"]["instance"], instance.to_string(), "{result:?}");
+        assert_eq!(
+            result[0]["metric"]["instance"],
+            instance.to_string(),
+            "{result:?}"
+        );
         assert_eq!(result[0]["value"][1], "4", "{query}: {result:?}");
     }
 
