@@ -30,6 +30,7 @@ pub struct StatArgs {
 }
 
 /// What one round of scraping found.
+#[derive(Clone)]
 pub struct Scrape {
     pub snapshot: Snapshot,
     pub taken: Instant,
