@@ -6,6 +6,7 @@
 
 pub mod certify;
 pub mod client;
+pub mod dashboard;
 pub mod logs;
 pub mod mesh;
 pub mod otlp;

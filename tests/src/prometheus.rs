@@ -59,6 +59,27 @@ pub async fn check_metrics(exposition: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `promtool check config` on a Prometheus configuration file.
+pub async fn check_config(path: &Path) -> anyhow::Result<()> {
+    let output = Command::new(binary("promtool")?)
+        .args(["check", "config"])
+        .arg(path)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .context("cannot run promtool")?;
+    if !output.status.success() {
+        bail!(
+            "promtool check config {} failed ({}):\n{}{}",
+            path.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+    }
+    Ok(())
+}
+
 /// A running Prometheus server scraping a fixed list of targets every second.
 pub struct PrometheusServer {
     addr: SocketAddr,

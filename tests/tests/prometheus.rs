@@ -1,11 +1,12 @@
 //! System test with a real Prometheus server (Debian's `prometheus` package; `.ci/run`
 //! installs it, and without it this test fails saying how to install it): Prometheus
-//! scrapes two proxies' `/metrics` and answers queries for Seam's metrics.
+//! scrapes two proxies' `/metrics` and answers queries for Seam's metrics, including
+//! every query of the Grafana dashboard in `deploy/`.
 
 use std::time::Duration;
 
 use seam_tests::prometheus::PrometheusServer;
-use seam_tests::{TwoHop, client, wait};
+use seam_tests::{TwoHop, client, dashboard, wait};
 
 /// Generous: Prometheus scrapes every second but needs a moment after start.
 const SCRAPED_WITHIN: Duration = Duration::from_secs(30);
@@ -69,4 +70,17 @@ async fn prometheus_scrapes_two_proxies_and_answers_queries() {
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("no quantile in {p99:?}"));
     assert!(seconds > 0.0 && seconds < 20.0, "p99 {seconds}");
+
+    // Every query of the Grafana dashboard in deploy/ is PromQL that Prometheus accepts.
+    let board = dashboard::load().expect("dashboard JSON");
+    for expr in dashboard::expressions(&board) {
+        if expr.starts_with("label_values(") {
+            continue; // Grafana's own function, not PromQL
+        }
+        let promql = dashboard::as_promql(&expr);
+        prometheus
+            .query(&promql)
+            .await
+            .unwrap_or_else(|err| panic!("dashboard query rejected: {promql}\n{err:#}"));
+    }
 }
