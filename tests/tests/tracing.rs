@@ -223,3 +223,54 @@ async fn an_absent_collector_fails_no_request() {
         assert_eq!(reply.status, 200, "round {round}: {}", reply.text());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_collector_fails_no_request() {
+    // A collector that accepts connections (the kernel completes the handshake) but never
+    // answers: exports hang until their timeout, on the exporter's own thread.
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a listener that is never accepted from");
+    let endpoint = format!("http://{}", stalled.local_addr().expect("its address"));
+    let mesh = TwoHop::start_with(|options| options.args(&["--otlp-endpoint", &endpoint]))
+        .await
+        .expect("two-hop mesh starts with a stalled collector");
+    for round in 0..20 {
+        let reply = client::http1_get(mesh.a.outbound(), "b", &format!("/{round}"), &[])
+            .await
+            .expect("request through the mesh");
+        assert_eq!(reply.status, 200, "round {round}: {}", reply.text());
+    }
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_tracing_flags_are_refused_with_what_was_wrong() {
+    let mesh = seam_tests::TestMesh::start(&["a"])
+        .await
+        .expect("mesh starts");
+    let app = seam_tests::EchoServer::start("a").await.expect("app");
+    for (flags, expected) in [
+        (
+            ["--trace-propagation", "w3c,jaeger"],
+            "unknown trace propagation format \"jaeger\"",
+        ),
+        (
+            ["--trace-sample-ratio", "1.5"],
+            "--trace-sample-ratio must be between 0 and 1",
+        ),
+        (
+            ["--access-log", "yaml"],
+            "unknown access log format \"yaml\"",
+        ),
+    ] {
+        let error = match mesh
+            .spawn_proxy(ProxyOptions::new("a", app.addr()).args(&flags))
+            .await
+        {
+            Ok(_) => panic!("a proxy started with {flags:?}"),
+            Err(error) => format!("{error:#}"),
+        };
+        assert!(error.contains(expected), "{flags:?}: {error}");
+    }
+}
