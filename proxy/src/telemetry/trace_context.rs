@@ -153,7 +153,11 @@ pub fn traceparent(context: &SpanContext) -> String {
 }
 
 /// Parses a W3C `traceparent` (version 00, or a later version read as 00 would be).
+/// The specification allows lowercase hex only.
 pub fn parse_traceparent(value: &str) -> Option<SpanContext> {
+    if value.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        return None;
+    }
     let mut parts = value.trim().split('-');
     let version = parts.next()?;
     let trace_id = parts.next()?;

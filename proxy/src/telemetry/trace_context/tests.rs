@@ -42,7 +42,12 @@ fn traceparent_table() {
             "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
             Some(true),
         ),
-        // Invalid: version ff, extra field in 00, zero ids, short ids, non-hex, missing parts.
+        // Invalid: uppercase hex, version ff, extra field in 00, zero ids, short ids,
+        // non-hex, missing parts.
+        (
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            None,
+        ),
         (
             "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             None,
