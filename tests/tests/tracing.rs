@@ -263,6 +263,11 @@ async fn bad_tracing_flags_are_refused_with_what_was_wrong() {
             ["--access-log", "yaml"],
             "unknown access log format \"yaml\"",
         ),
+        (
+            ["--otlp-endpoint", "ftp://collector:4317"],
+            "must be an http:// URL",
+        ),
+        (["--otlp-endpoint", "http://not a host"], "is not usable"),
     ] {
         let error = match mesh
             .spawn_proxy(ProxyOptions::new("a", app.addr()).args(&flags))

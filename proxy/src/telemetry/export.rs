@@ -22,6 +22,11 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    #[error(
+        "--otlp-endpoint {0:?} must be an http:// URL (OTLP over TLS is not built in; \
+         send to a collector beside the proxy)"
+    )]
+    Scheme(String),
     #[error("--otlp-endpoint {endpoint:?} is not usable")]
     Exporter {
         endpoint: String,
@@ -39,6 +44,9 @@ pub struct SpanExport {
 impl SpanExport {
     /// Must run inside the tokio runtime: the gRPC channel's worker is spawned on it.
     pub fn start(endpoint: &str, service: &str) -> Result<Self, ExportError> {
+        if !endpoint.starts_with("http://") {
+            return Err(ExportError::Scheme(endpoint.to_owned()));
+        }
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(endpoint)
