@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
 use crate::source::MeshSource;
+use seam_proto::exposition;
 
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
@@ -48,13 +49,17 @@ fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes
     }
     match request.uri().path() {
         "/ready" | "/live" => text(StatusCode::OK, "ok\n"),
-        "/metrics" => Response::builder()
-            .header(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )
-            .body(Full::new(Bytes::from(state.metrics.encode())))
-            .expect("static response parts are valid"),
+        "/metrics" => {
+            let accept = request
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|value| value.to_str().ok());
+            let (content_type, body) = exposition::negotiate(state.metrics.encode(), accept);
+            Response::builder()
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Full::new(Bytes::from(body)))
+                .expect("static response parts are valid")
+        }
         "/proxies" => json_response(&json!({ "proxies": state.registry.snapshot() })),
         "/mesh" => {
             let model = state.source.current();

@@ -186,6 +186,7 @@ impl Session {
     }
 
     async fn push_changes(&mut self) -> Next {
+        let started = std::time::Instant::now();
         let model = self.model.borrow_and_update().clone();
         let mut changed = Vec::new();
         for (authority, sent) in &mut self.subscriptions {
@@ -195,10 +196,16 @@ impl Session {
                 changed.push((authority.clone(), resolution));
             }
         }
+        let pushed = !changed.is_empty();
         for (authority, resolution) in changed {
             if let Next::End = self.send(&authority, model.version, &resolution).await {
                 return Next::End;
             }
+        }
+        if pushed {
+            self.metrics
+                .discovery_push_duration
+                .observe(started.elapsed().as_secs_f64());
         }
         Next::Continue
     }

@@ -1,10 +1,12 @@
-//! The control plane's Prometheus metrics: one registry, every name prefixed `seam_`.
+//! The control plane's Prometheus metrics: one registry, every name prefixed `seam_`,
+//! units in the name and counters ending in `_total`.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
@@ -19,6 +21,7 @@ pub struct Metrics {
     pub connected_proxies: Gauge,
     pub discovery_updates: Counter,
     pub discovery_nacks: Counter,
+    pub discovery_push_duration: Histogram,
 }
 
 impl Metrics {
@@ -60,6 +63,14 @@ impl Metrics {
             "Service updates proxies refused",
             discovery_nacks.clone(),
         );
+        // 0.1 ms to ~3 s: a push is a channel send per changed service.
+        let discovery_push_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register_with_unit(
+            "discovery_push_duration",
+            "Time to push one model change to one proxy (every changed service it watches)",
+            Unit::Seconds,
+            discovery_push_duration.clone(),
+        );
         Self {
             registry,
             mesh_reloads,
@@ -68,6 +79,7 @@ impl Metrics {
             connected_proxies,
             discovery_updates,
             discovery_nacks,
+            discovery_push_duration,
         }
     }
 

@@ -1,9 +1,11 @@
 //! The contract between `seam-proxy` and `seam-control-plane`: the `seam.v1` gRPC API
 //! (generated from `seam/v1/seam.proto`) and the SPIFFE identity both sides must read
 //! the same way. Each side converts these messages into its own validated types at
-//! its edge; nothing here carries behaviour beyond parsing.
+//! its edge; nothing here carries behaviour beyond parsing. `exposition` is the one
+//! `/metrics` format rule both binaries follow.
 
 pub mod defaults;
+pub mod exposition;
 pub mod spiffe;
 
 pub use spiffe::{SpiffeId, SpiffeIdError};

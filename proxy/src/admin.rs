@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::outbound::EndpointStates;
 use crate::state::Directory;
 use crate::tls::TlsState;
+use seam_proto::exposition;
 
 pub struct AdminState {
     pub service: String,
@@ -86,12 +87,14 @@ fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes
         "/metrics" => {
             let connected = state.discovery_connected.load(Ordering::Relaxed);
             state.metrics.discovery_connected.set(i64::from(connected));
+            let accept = request
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|value| value.to_str().ok());
+            let (content_type, body) = exposition::negotiate(state.metrics.encode(), accept);
             Response::builder()
-                .header(
-                    header::CONTENT_TYPE,
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                )
-                .body(Full::new(Bytes::from(state.metrics.encode())))
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Full::new(Bytes::from(body)))
                 .expect("static response parts are valid")
         }
         "/config" => json_response(&json!({

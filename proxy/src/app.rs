@@ -22,6 +22,7 @@ use crate::inbound::{self, Inbound};
 use crate::metrics::Metrics;
 use crate::outbound::{self, EndpointStates, Outbound};
 use crate::state::Directory;
+use crate::telemetry::{Telemetry, TelemetryConfig};
 use crate::tls::TlsState;
 
 /// The most distinct services one proxy tracks (a bound on what an app can make it hold).
@@ -38,6 +39,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let tls = TlsState::new(provider.clone(), anchors);
     let control_plane = ControlPlane::new(args.control_plane.clone(), &trust_domain, tls.clone())?;
     let metrics = Arc::new(Metrics::new());
+    let telemetry = Arc::new(Telemetry::start(
+        &TelemetryConfig {
+            service: args.service.clone(),
+            propagation: args.trace_propagation,
+            sample_ratio: args.trace_sample_ratio,
+            otlp_endpoint: args.otlp_endpoint.clone(),
+            access_log: args.access_log,
+        },
+        metrics.clone(),
+    )?);
 
     let bind = |address, flag: &'static str| async move {
         TcpListener::bind(address)
@@ -93,6 +104,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             connected: discovery_connected.clone(),
             ever_connected,
             certified: certified_rx,
+            metrics: metrics.clone(),
         }
         .run(),
     );
@@ -108,6 +120,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             args.app,
             tls.clone(),
             metrics.clone(),
+            telemetry.clone(),
         )),
         connections.clone(),
         stop_accepting.clone(),
@@ -119,6 +132,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tls.clone(),
             metrics.clone(),
             endpoint_states.clone(),
+            telemetry.clone(),
         )),
         connections.clone(),
         stop_accepting.clone(),
@@ -153,6 +167,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     {
         tracing::warn!(grace = ?args.shutdown_grace, "in-flight requests did not finish within the grace period");
     }
+    telemetry.shutdown().await;
     for task in [identity, discovery, admin_task, expiry] {
         task.abort();
     }

@@ -8,6 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 
+use crate::telemetry::AccessLogFormat;
+use crate::telemetry::trace_context::Propagation;
+
 #[derive(Debug, Clone, Parser)]
 #[command(name = "seam-proxy", version, about = "The Seam sidecar proxy")]
 pub struct Args {
@@ -40,6 +43,19 @@ pub struct Args {
     /// On SIGTERM, how long in-flight requests get to finish.
     #[arg(long, env = "SEAM_SHUTDOWN_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+    /// Where spans go over OTLP/gRPC (e.g. `http://collector:4317`); without it only trace
+    /// headers are propagated.
+    #[arg(long, env = "SEAM_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// Trace header formats read and written: `w3c`, `b3`, or `w3c,b3`.
+    #[arg(long, env = "SEAM_TRACE_PROPAGATION", default_value = "w3c")]
+    pub trace_propagation: Propagation,
+    /// The share of new traces sampled (0 to 1); a caller's decision is always followed.
+    #[arg(long, env = "SEAM_TRACE_SAMPLE_RATIO", default_value_t = 1.0)]
+    pub trace_sample_ratio: f64,
+    /// `json`: one JSON line per request on stdout; `off`: none.
+    #[arg(long, env = "SEAM_ACCESS_LOG", default_value = "off")]
+    pub access_log: AccessLogFormat,
 }
 
 impl Args {

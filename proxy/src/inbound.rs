@@ -24,6 +24,7 @@ use crate::body::{self, ProxyBody};
 use crate::metrics::{Direction, Metrics};
 use crate::proxy_error::{ProxyError, error_chain};
 use crate::server::{CLIENT_ID_HEADER, http_server, next_connection, strip_hop_by_hop};
+use crate::telemetry::{CountedIo, DEFAULT_ROUTE, Telemetry};
 use crate::tls::TlsState;
 
 /// A peer has this long to complete its TLS handshake.
@@ -38,6 +39,7 @@ pub struct Inbound {
     http2: AppClient,
     tls: Arc<TlsState>,
     metrics: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
 }
 
 impl Inbound {
@@ -46,6 +48,7 @@ impl Inbound {
         app: SocketAddr,
         tls: Arc<TlsState>,
         metrics: Arc<Metrics>,
+        telemetry: Arc<Telemetry>,
     ) -> Self {
         let mut builder = Client::builder(TokioExecutor::new());
         builder
@@ -61,15 +64,18 @@ impl Inbound {
             http2,
             tls,
             metrics,
+            telemetry,
         }
     }
 
     async fn handle(
         &self,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         caller: &HeaderValue,
     ) -> Response<ProxyBody> {
-        let started = tokio::time::Instant::now();
+        let call = self
+            .telemetry
+            .begin(Direction::Inbound, &mut request, Some(caller));
         let version = request.version();
         let request = self.to_app_request(request, caller);
         let client = if version == Version::HTTP_2 {
@@ -89,13 +95,8 @@ impl Inbound {
             }
             .into_response(),
         };
-        self.metrics.record_request(
-            Direction::Inbound,
-            &self.service,
-            response.status().as_u16(),
-            started.elapsed(),
-        );
-        response
+        self.telemetry
+            .finish(call, &self.service, DEFAULT_ROUTE, 0, response)
     }
 
     fn to_app_request(
@@ -141,6 +142,7 @@ pub async fn serve(
             let Some((tls, caller)) = handshake(&inbound.tls, tcp, peer).await else {
                 return;
             };
+            let tls = CountedIo::new(tls, &inbound.metrics, Direction::Inbound);
             let service = hyper::service::service_fn(move |request| {
                 let inbound = inbound.clone();
                 let caller = caller.clone();

@@ -16,6 +16,7 @@ mod outbound;
 mod proxy_error;
 mod server;
 mod state;
+mod telemetry;
 mod tls;
 
 use clap::Parser;

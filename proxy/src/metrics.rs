@@ -1,12 +1,17 @@
-//! The proxy's Prometheus metrics: one registry, every name prefixed `seam_`. Labels are
-//! bounded: directions and status codes are fixed sets, services are the ones in the mesh.
+//! The proxy's Prometheus metrics: one registry, every name prefixed `seam_`, units in
+//! the name (seconds, bytes) and counters ending in `_total`. Labels are bounded: the
+//! direction, status codes and gRPC codes are fixed sets, services and peer identities
+//! are the mesh's own, routes are named routes (never raw paths), and no label carries
+//! an endpoint's port.
+
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Direction {
@@ -15,7 +20,7 @@ pub enum Direction {
 }
 
 impl Direction {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Inbound => "inbound",
             Self::Outbound => "outbound",
@@ -23,11 +28,25 @@ impl Direction {
     }
 }
 
+/// One request's labels. `peer` is the other side's mesh identity: the caller inbound,
+/// the endpoint's expected identity outbound (empty when the request never left).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub direction: &'static str,
     pub service: String,
+    pub route: String,
     pub status: u16,
+    /// The gRPC status code, or empty for a response that is not gRPC.
+    pub grpc_status: String,
+    pub tls: &'static str,
+    pub peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub direction: &'static str,
+    pub service: String,
+    pub route: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,24 +65,36 @@ pub struct ServiceLabel {
     pub service: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct EndpointLabels {
-    pub service: String,
-    pub endpoint: String,
+/// What one finished request is counted as.
+#[derive(Clone, Debug)]
+pub struct RequestRecord<'a> {
+    pub direction: Direction,
+    pub service: &'a str,
+    pub route: &'a str,
+    pub status: u16,
+    pub grpc_status: Option<u32>,
+    pub tls: bool,
+    pub peer: &'a str,
+    pub elapsed: Duration,
 }
 
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    request_duration: Family<DirectionLabel, Histogram>,
+    request_duration: Family<LatencyLabels, Histogram>,
     open_connections: Family<DirectionLabel, Gauge>,
     connections: Family<DirectionLabel, Counter>,
+    read_bytes: Family<DirectionLabel, Counter>,
+    written_bytes: Family<DirectionLabel, Counter>,
     pub discovery_connected: Gauge,
+    pub discovery_acks: Counter,
+    pub discovery_nacks: Counter,
     pub certificate_expiry: Gauge,
     retries: Family<RetryLabels, Counter>,
     retry_budget_exhausted: Family<ServiceLabel, Counter>,
-    ejections: Family<EndpointLabels, Counter>,
+    ejections: Family<ServiceLabel, Counter>,
     load_shed: Family<ServiceLabel, Counter>,
+    pub access_log_dropped: Counter,
 }
 
 impl Metrics {
@@ -72,15 +103,18 @@ impl Metrics {
         let requests = Family::default();
         registry.register(
             "requests",
-            "HTTP requests handled, by direction, service and status code",
+            "HTTP requests handled and their responses, by direction, service, route, status \
+             code, gRPC status, TLS and peer identity",
             Family::clone(&requests),
         );
-        let request_duration = Family::<DirectionLabel, Histogram>::new_with_constructor(
+        let request_duration = Family::<LatencyLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
         );
-        registry.register(
-            "request_duration_seconds",
-            "Time from request to response headers, by direction",
+        registry.register_with_unit(
+            "request_duration",
+            "Time from request to response headers (to the trailers for gRPC), by direction, \
+             service and route",
+            Unit::Seconds,
             request_duration.clone(),
         );
         let open_connections = Family::default();
@@ -95,11 +129,37 @@ impl Metrics {
             "TCP connections accepted, by direction",
             Family::clone(&connections),
         );
+        let read_bytes = Family::default();
+        registry.register_with_unit(
+            "tcp_read",
+            "Bytes read from accepted TCP connections, by direction",
+            Unit::Bytes,
+            Family::clone(&read_bytes),
+        );
+        let written_bytes = Family::default();
+        registry.register_with_unit(
+            "tcp_written",
+            "Bytes written to accepted TCP connections, by direction",
+            Unit::Bytes,
+            Family::clone(&written_bytes),
+        );
         let discovery_connected = Gauge::default();
         registry.register(
             "discovery_connected",
             "1 while the discovery stream to the control plane is up",
             discovery_connected.clone(),
+        );
+        let discovery_acks = Counter::default();
+        registry.register(
+            "discovery_acks",
+            "Service updates from the control plane this proxy accepted",
+            discovery_acks.clone(),
+        );
+        let discovery_nacks = Counter::default();
+        registry.register(
+            "discovery_nacks",
+            "Service updates from the control plane this proxy refused",
+            discovery_nacks.clone(),
         );
         let certificate_expiry = Gauge::default();
         registry.register(
@@ -122,7 +182,7 @@ impl Metrics {
         let ejections = Family::default();
         registry.register(
             "endpoint_ejections",
-            "Times the circuit breaker ejected an endpoint, by service and endpoint",
+            "Times the circuit breaker ejected an endpoint of the service",
             Family::clone(&ejections),
         );
         let load_shed = Family::default();
@@ -131,40 +191,54 @@ impl Metrics {
             "Outbound requests refused at once because every endpoint was at max_concurrent_requests",
             Family::clone(&load_shed),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because stdout could not keep up",
+            access_log_dropped.clone(),
+        );
         Self {
             registry,
             requests,
             request_duration,
             open_connections,
             connections,
+            read_bytes,
+            written_bytes,
             discovery_connected,
+            discovery_acks,
+            discovery_nacks,
             certificate_expiry,
             retries,
             retry_budget_exhausted,
             ejections,
             load_shed,
+            access_log_dropped,
         }
     }
 
-    pub fn record_request(
-        &self,
-        direction: Direction,
-        service: &str,
-        status: u16,
-        elapsed: std::time::Duration,
-    ) {
+    pub fn record_request(&self, record: &RequestRecord<'_>) {
         self.requests
             .get_or_create(&RequestLabels {
-                direction: direction.as_str(),
-                service: service.to_owned(),
-                status,
+                direction: record.direction.as_str(),
+                service: record.service.to_owned(),
+                route: record.route.to_owned(),
+                status: record.status,
+                grpc_status: record
+                    .grpc_status
+                    .map(|code| code.to_string())
+                    .unwrap_or_default(),
+                tls: if record.tls { "true" } else { "false" },
+                peer: record.peer.to_owned(),
             })
             .inc();
         self.request_duration
-            .get_or_create(&DirectionLabel {
-                direction: direction.as_str(),
+            .get_or_create(&LatencyLabels {
+                direction: record.direction.as_str(),
+                service: record.service.to_owned(),
+                route: record.route.to_owned(),
             })
-            .observe(elapsed.as_secs_f64());
+            .observe(record.elapsed.as_secs_f64());
     }
 
     pub fn retried(&self, service: &str, reason: &'static str) {
@@ -184,11 +258,12 @@ impl Metrics {
             .inc();
     }
 
-    pub fn ejected(&self, service: &str, endpoint: std::net::SocketAddr) {
+    /// Counted per service only: endpoint addresses would make the label set grow with
+    /// every rescheduled instance. `/config` names the endpoints ejected now.
+    pub fn ejected(&self, service: &str) {
         self.ejections
-            .get_or_create(&EndpointLabels {
+            .get_or_create(&ServiceLabel {
                 service: service.to_owned(),
-                endpoint: endpoint.to_string(),
             })
             .inc();
     }
@@ -210,6 +285,17 @@ impl Metrics {
         let gauge = self.open_connections.get_or_create(&label).clone();
         gauge.inc();
         ConnectionGuard(gauge)
+    }
+
+    /// The byte counters of one direction's connections.
+    pub fn byte_counters(&self, direction: Direction) -> (Counter, Counter) {
+        let label = DirectionLabel {
+            direction: direction.as_str(),
+        };
+        (
+            self.read_bytes.get_or_create(&label).clone(),
+            self.written_bytes.get_or_create(&label).clone(),
+        )
     }
 
     pub fn encode(&self) -> String {

@@ -6,10 +6,13 @@
 
 pub mod certify;
 pub mod client;
+pub mod dashboard;
 pub mod faulty;
 pub mod logs;
 pub mod mesh;
+pub mod otlp;
 pub mod policy_mesh;
+pub mod prometheus;
 pub mod proxy;
 pub mod tls;
 pub mod two_hop;

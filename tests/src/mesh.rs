@@ -402,6 +402,7 @@ impl TestMesh {
                 command.arg("--join-token-file").arg(path);
             }
         }
+        command.args(&options.extra_args);
         let process = SeamProcess::spawn(label, command, stderr)
             .await
             .with_context(|| format!("proxy log:\n{}", log.tail()))?;

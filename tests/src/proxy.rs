@@ -35,6 +35,8 @@ pub struct ProxyOptions {
     pub shutdown_grace: Option<String>,
     /// Pass every setting as a `SEAM_<FLAG>` environment variable instead of a flag.
     pub settings_via_env: bool,
+    /// More flags, passed as given (telemetry settings, for instance).
+    pub extra_args: Vec<String>,
 }
 
 impl ProxyOptions {
@@ -46,6 +48,7 @@ impl ProxyOptions {
             join_token_via: JoinTokenVia::Env,
             shutdown_grace: None,
             settings_via_env: false,
+            extra_args: Vec::new(),
         }
     }
 
@@ -61,6 +64,13 @@ impl ProxyOptions {
 
     pub fn settings_via_env(mut self) -> Self {
         self.settings_via_env = true;
+        self
+    }
+
+    /// Adds flags to the proxy's command line.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra_args
+            .extend(args.iter().map(|arg| (*arg).to_string()));
         self
     }
 
@@ -113,6 +123,11 @@ impl TestProxy {
 
     pub fn pid(&self) -> Option<u32> {
         self.process.pid()
+    }
+
+    /// The lines the proxy printed on stdout after its listening line (access logs).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.process.stdout_lines()
     }
 
     /// Waits until `/ready` answers 200.

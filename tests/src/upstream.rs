@@ -3,7 +3,7 @@
 //! - [`EchoServer`]: HTTP/1.1 and h2c (hyper-util's auto server) answering every request
 //!   with JSON describing what it received: its own name, the HTTP version, host, path,
 //!   method, the size of the request body, the `x-seam-client-id` it saw and how many
-//!   such headers arrived. `/bytes/<n>` answers `n` bytes of a fixed pattern
+//!   such headers arrived, and the trace context headers (`trace_headers`). `/bytes/<n>` answers `n` bytes of a fixed pattern
 //!   (`i % 251`) instead. Requests
 //!   whose path starts with `/hold` wait until the test releases them, so a test can keep
 //!   a request in flight for exactly as long as it needs (no sleeps).
@@ -166,6 +166,7 @@ async fn echo(state: &EchoState, request: Request<Incoming>) -> Response<Full<By
         "method": request.method().as_str(),
         "client_id": client_ids.first(),
         "spoofed_headers_seen": client_ids.len(),
+        "trace_headers": trace_headers(request.headers()),
     });
     if held {
         state.held_arrived.send_modify(|held| *held += 1);
@@ -188,6 +189,24 @@ async fn echo(state: &EchoState, request: Request<Incoming>) -> Response<Full<By
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .expect("a response with a fixed header is valid")
+}
+
+/// The trace context headers a request carried (W3C and B3), by name.
+fn trace_headers(headers: &http::HeaderMap) -> serde_json::Map<String, serde_json::Value> {
+    [
+        "traceparent",
+        "tracestate",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-sampled",
+    ]
+    .into_iter()
+    .filter_map(|name| {
+        let value = headers.get(name)?.to_str().ok()?;
+        Some((name.to_string(), json!(value)))
+    })
+    .collect()
 }
 
 /// A gRPC server with the standard health service, reporting `SERVING` for "" (the

@@ -19,7 +19,8 @@
 //! the identity each service saw calling it. The rate is fixed (`--rate`, default 20/s)
 //! and bounded by a per-request timeout (see `traffic`); the demo runs until Ctrl-C,
 //! SIGTERM (or SIGHUP, SIGQUIT) or `--duration`, printing a summary each second (see
-//! `summary`).
+//! `summary`), and every few seconds and at the end the table `seamctl stat` shows,
+//! from the proxies' own metrics (see `stat`).
 //!
 //! Shutdown sends SIGTERM to the apps and proxies, then to the control plane, waits a
 //! bounded time for each, and kills what is left. The temporary directory goes with the
@@ -39,6 +40,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::children::{ChildId, Children};
+use super::stat;
 use super::summary::Window;
 use super::traffic;
 use crate::launch;
@@ -50,6 +52,8 @@ const MESH_RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 /// Shorter than the demo's own stop timeout, so proxies drain and exit by themselves.
 const PROXY_SHUTDOWN_GRACE: &str = "2s";
 const START_ATTEMPTS: usize = 3;
+/// How often the per-service table from the proxies' metrics is printed.
+const STAT_EVERY_SECS: u64 = 5;
 /// How the OS says a port is taken (`EADDRINUSE`), as it appears in a child's log.
 const PORT_TAKEN: &str = "Address already in use";
 
@@ -335,6 +339,7 @@ impl Demo {
         }
         let _ = writeln!(text, "  curl -s http://{admin}/proxies");
         let _ = writeln!(text, "  seamctl status --admin {admin}");
+        let _ = writeln!(text, "  seamctl stat --admin {admin}");
         let log_dir = self.children.log_dir();
         let kept = if log_dir.starts_with(self.dir.path()) {
             " (removed when the demo stops; --log-dir keeps them)"
@@ -363,12 +368,28 @@ impl Demo {
         let second = Duration::from_secs(1);
         let mut ticker = tokio::time::interval_at(started + second, second);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        // What `seamctl stat` would show, from the proxies' own metrics.
+        let stat_admin = self.control_plane_admin;
+        let stat_start = match stat_admin {
+            Some(admin) => stat::scrape(admin).await.ok(),
+            None => None,
+        };
+        let mut stat_last = stat_start.clone();
+        let mut ticks = 0u64;
 
         let stop = loop {
             tokio::select! {
                 _ = ticker.tick() => {
                     let report = window.lock().expect("summary window poisoned").take_report();
                     println!("{}", report.render(started.elapsed().as_secs_f64().round() as u64));
+                    ticks += 1;
+                    if ticks.is_multiple_of(STAT_EVERY_SECS)
+                        && let (Some(admin), Some(last)) = (stat_admin, &stat_last)
+                        && let Ok(now) = stat::scrape(admin).await
+                    {
+                        println!("\n{}", stat::render(last, &now));
+                        stat_last = Some(now);
+                    }
                     if let Some(exited) = self.children.exited() {
                         break Stop::Failed(exited);
                     }
@@ -383,6 +404,12 @@ impl Demo {
             .expect("summary window poisoned")
             .take_report();
         println!("\n{}", report.render_final());
+        if let (Some(admin), Some(start)) = (stat_admin, &stat_start)
+            && let Ok(now) = stat::scrape(admin).await
+        {
+            println!("\nThe whole run, from the proxies' metrics (as `seamctl stat` shows):");
+            println!("{}", stat::render(start, &now));
+        }
         if report.total > 0 && report.total_ok == 0 {
             return Stop::Failed("no request made it through the mesh".into());
         }

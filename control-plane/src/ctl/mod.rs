@@ -1,11 +1,13 @@
 //! `seamctl`, the operator's command line: its clap definition and the dispatch to one
 //! module per subcommand. `demo` runs a whole mesh on loopback, `status` reads the control
-//! plane's view of its proxies, and the hidden `sample-app` is the tiny service the demo
+//! plane's view of its proxies, `stat` shows live traffic numbers from their metrics, and the hidden `sample-app` is the tiny service the demo
 //! puts behind each proxy.
 
 mod children;
 pub mod demo;
 pub mod sample_app;
+pub mod stat;
+mod stat_table;
 pub mod status;
 mod summary;
 mod traffic;
@@ -31,6 +33,9 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Show every proxy connected to the control plane: identity, subscriptions, NACKs.
     Status(status::StatusArgs),
+    /// Success rate, requests per second and p50/p95/p99 latency per service and per
+    /// caller → callee edge, from the proxies' metrics, refreshed like `top`.
+    Stat(stat::StatArgs),
     /// The sample service `seamctl demo` runs behind each proxy.
     #[command(hide = true)]
     SampleApp(sample_app::SampleAppArgs),
@@ -41,6 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(args).await,
         Command::Status(args) => status::run(args).await,
+        Command::Stat(args) => stat::run(args).await,
         Command::SampleApp(args) => sample_app::run(args).await,
     }
 }

@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backoff::Backoff;
 use crate::control_plane::ControlPlane;
+use crate::metrics::Metrics;
 use crate::state::Directory;
 
 pub use convert::update_from_proto;
@@ -37,6 +38,8 @@ pub struct DiscoveryClientTask {
     pub ever_connected: watch::Sender<bool>,
     /// Streams open only once the proxy holds a certificate.
     pub certified: watch::Receiver<bool>,
+    /// Counts the ACKs and NACKs this proxy sends.
+    pub metrics: Arc<Metrics>,
 }
 
 impl DiscoveryClientTask {
@@ -113,10 +116,12 @@ impl DiscoveryClientTask {
                         Ok(resolution) => {
                             self.directory.apply(&authority, version, resolution);
                             tracing::debug!(authority, version, "applied a service update");
+                            self.metrics.discovery_acks.inc();
                             watch_request::Kind::Ack(Ack { authority, version })
                         }
                         Err(reason) => {
                             tracing::warn!(authority, version, %reason, "refused a service update; keeping the last good state");
+                            self.metrics.discovery_nacks.inc();
                             watch_request::Kind::Nack(Nack { authority, version, reason: reason.to_string() })
                         }
                     };

@@ -121,7 +121,7 @@ fn record_failure(picked: &Picked, choice: &RouteChoice, metrics: &Metrics, now:
         .expect("breaker lock poisoned")
         .failed(now, policy, may_eject);
     if let Verdict::Ejected(time) = verdict {
-        metrics.ejected(&choice.service.name, picked.endpoint.address);
+        metrics.ejected(&choice.service.name);
         tracing::warn!(
             service = choice.service.name,
             endpoint = %picked.endpoint.address,

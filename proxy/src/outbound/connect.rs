@@ -17,6 +17,7 @@ use crate::proxy_error::{ProxyError, error_chain};
 use crate::server::strip_hop_by_hop;
 use crate::state::Directory;
 use crate::state::policy::Target;
+use crate::telemetry::Upstream;
 
 pub fn service(peers: Arc<PeerClients>, directory: Arc<Directory>) -> Stack {
     BoxCloneSyncService::new(service_fn(move |request: Request<ProxyBody>| {
@@ -38,6 +39,10 @@ pub fn service(peers: Arc<PeerClients>, directory: Arc<Directory>) -> Stack {
                 Ok(response) => {
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
+                    parts.extensions.insert(Upstream {
+                        endpoint: picked.endpoint.address,
+                        identity: picked.endpoint.identity.as_str().to_owned(),
+                    });
                     Ok(Response::from_parts(parts, body::streamed(body)))
                 }
                 Err(err) if err.is_connect() => Err(ProxyError::PeerConnect {

@@ -45,6 +45,7 @@ use crate::metrics::{Direction, Metrics};
 use crate::proxy_error::ProxyError;
 use crate::server::{CLIENT_ID_HEADER, http_server, next_connection, strip_hop_by_hop};
 use crate::state::{Directory, Resolution};
+use crate::telemetry::{CountedIo, DEFAULT_ROUTE, Telemetry};
 use crate::tls::TlsState;
 
 pub use endpoints::EndpointStates;
@@ -60,6 +61,7 @@ pub struct Outbound {
     directory: Arc<Directory>,
     stack: Stack,
     metrics: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// The label requests for services the mesh does not know are counted under.
@@ -71,6 +73,7 @@ impl Outbound {
         tls: Arc<TlsState>,
         metrics: Arc<Metrics>,
         endpoint_states: Arc<EndpointStates>,
+        telemetry: Arc<Telemetry>,
     ) -> Self {
         let peers = Arc::new(PeerClients::new(tls));
         let stack = ServiceBuilder::new()
@@ -92,11 +95,14 @@ impl Outbound {
             directory,
             stack,
             metrics,
+            telemetry,
         }
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
-        let started = tokio::time::Instant::now();
+    async fn handle(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
+        let call = self
+            .telemetry
+            .begin(Direction::Outbound, &mut request, None);
         let (service, response) = match self.forward(request).await {
             Ok((service, response)) => (service, response),
             Err((service, error)) => {
@@ -104,13 +110,8 @@ impl Outbound {
                 (service, error.into_response())
             }
         };
-        self.metrics.record_request(
-            Direction::Outbound,
-            &service,
-            response.status().as_u16(),
-            started.elapsed(),
-        );
-        response
+        self.telemetry
+            .finish(call, &service, DEFAULT_ROUTE, 0, response)
     }
 
     /// Sends the request on; both outcomes carry the service label to count it under.
@@ -174,6 +175,7 @@ pub async fn serve(
     let server = http_server();
     while let Some((tcp, _)) = next_connection(&listener, &stop, "outbound").await {
         let guard = outbound.metrics.connection_opened(Direction::Outbound);
+        let tcp = CountedIo::new(tcp, &outbound.metrics, Direction::Outbound);
         let outbound = outbound.clone();
         let service = hyper::service::service_fn(move |request| {
             let outbound = outbound.clone();

@@ -84,7 +84,7 @@ async fn a_failing_endpoint_is_ejected_then_probed_after_a_growing_time() {
         setup
             .metrics
             .encode()
-            .contains("seam_endpoint_ejections_total{service=\"api\",endpoint=\"127.0.0.1:1\"} 1"),
+            .contains("seam_endpoint_ejections_total{service=\"api\"} 1"),
         "{}",
         setup.metrics.encode()
     );
@@ -146,7 +146,11 @@ async fn a_response_counts_in_flight_until_its_body_is_done() {
     let request = fixtures::routed_to(fixtures::request("GET", "/"), setup.service.clone());
     let response = setup.stack.clone().oneshot(request).await.unwrap();
     let state = setup.states.get(fixtures::endpoint(1).address, Vec::new);
-    assert_eq!(state.in_flight(), 1, "headers arrived, the body is still to come");
+    assert_eq!(
+        state.in_flight(),
+        1,
+        "headers arrived, the body is still to come"
+    );
     drop(response);
     assert_eq!(state.in_flight(), 0);
 }

@@ -1,0 +1,353 @@
+//! Everything the proxy tells about the requests it handles, behind two calls per
+//! request: `Telemetry::begin` when a request arrives (reads the caller's trace context,
+//! starts this proxy's span, rewrites the propagation headers to name that span as the
+//! parent) and `Telemetry::finish` when its response is ready (golden metrics, span end,
+//! access log line). A gRPC response is finished when its trailers carry `grpc-status`.
+//!
+//! With no `--otlp-endpoint`, no span is recorded: the proxy only propagates trace
+//! context, with span ids of its own so each hop still appears as a parent.
+
+mod access_log;
+mod byte_count;
+mod export;
+mod grpc_status;
+pub mod trace_context;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::{HeaderValue, Method, Request, Response, header};
+use opentelemetry::trace::{
+    Span as _, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState, Tracer as _,
+};
+use opentelemetry::{Context, KeyValue};
+
+use crate::body::ProxyBody;
+use crate::metrics::{Direction, Metrics, RequestRecord};
+
+pub use access_log::AccessLogFormat;
+use access_log::{AccessLog, Entry};
+pub use byte_count::CountedIo;
+use export::SpanExport;
+use trace_context::{Propagation, SpanContext};
+
+/// The route label until routes exist: every request is on the service's default route.
+pub const DEFAULT_ROUTE: &str = "default";
+
+/// How the proxy's telemetry is set up (from its flags).
+#[derive(Clone, Debug)]
+pub struct TelemetryConfig {
+    pub service: String,
+    pub propagation: Propagation,
+    pub sample_ratio: f64,
+    pub otlp_endpoint: Option<String>,
+    pub access_log: AccessLogFormat,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error(transparent)]
+    Export(#[from] export::ExportError),
+    #[error("cannot start the access log writer")]
+    AccessLog(#[source] std::io::Error),
+    #[error("--trace-sample-ratio must be between 0 and 1, not {0}")]
+    SampleRatio(f64),
+}
+
+/// Which upstream a proxied request went to; the outbound side puts it in the response's
+/// extensions so `finish` can name it.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    pub endpoint: SocketAddr,
+    pub identity: String,
+}
+
+/// What the proxy knows about one request between `begin` and `finish`.
+pub struct Call {
+    direction: Direction,
+    started: tokio::time::Instant,
+    start_time: SystemTime,
+    method: Method,
+    authority: String,
+    path: String,
+    caller: Option<String>,
+    context: SpanContext,
+    span: Option<opentelemetry_sdk::trace::Span>,
+}
+
+impl Call {
+    /// The trace this request belongs to, as 32 hex digits.
+    pub fn trace_id(&self) -> String {
+        self.context.trace_id_hex()
+    }
+}
+
+/// How a request ended, for the metrics, the span and the access log.
+struct Done {
+    service: String,
+    route: String,
+    retries: u32,
+    status: u16,
+    grpc_status: Option<u32>,
+    upstream: Option<Upstream>,
+}
+
+pub struct Telemetry {
+    pub metrics: Arc<Metrics>,
+    propagation: Propagation,
+    sample_ratio: f64,
+    export: Option<SpanExport>,
+    access_log: Option<AccessLog>,
+}
+
+impl Telemetry {
+    /// Sets up export and the access log as configured; must run inside the runtime.
+    pub fn start(config: &TelemetryConfig, metrics: Arc<Metrics>) -> Result<Self, TelemetryError> {
+        if !(0.0..=1.0).contains(&config.sample_ratio) {
+            return Err(TelemetryError::SampleRatio(config.sample_ratio));
+        }
+        let export = match &config.otlp_endpoint {
+            Some(endpoint) => Some(SpanExport::start(endpoint, &config.service)?),
+            None => None,
+        };
+        let access_log = match config.access_log {
+            AccessLogFormat::Off => None,
+            AccessLogFormat::Json => Some(
+                AccessLog::start(metrics.access_log_dropped.clone())
+                    .map_err(TelemetryError::AccessLog)?,
+            ),
+        };
+        Ok(Self {
+            metrics,
+            propagation: config.propagation,
+            sample_ratio: config.sample_ratio,
+            export,
+            access_log,
+        })
+    }
+
+    /// Starts a request's telemetry and rewrites its trace headers for the next hop.
+    /// `caller` is the peer's mesh identity, inbound.
+    pub fn begin<B>(
+        &self,
+        direction: Direction,
+        request: &mut Request<B>,
+        caller: Option<&HeaderValue>,
+    ) -> Call {
+        let start_time = SystemTime::now();
+        let incoming = trace_context::extract(request.headers(), self.propagation);
+        let new_trace_id = nonzero(rand::random::<u128>);
+        let sampled = trace_context::sample(incoming.as_ref(), new_trace_id, self.sample_ratio);
+        let tracestate = incoming
+            .as_ref()
+            .and_then(|parent| parent.tracestate.clone());
+        let method = request.method().clone();
+        let (context, span) = match &self.export {
+            Some(export) if sampled => {
+                let span = start_span(export, direction, &method, start_time, incoming.as_ref());
+                let ids = span.span_context();
+                let context = SpanContext {
+                    trace_id: u128::from_be_bytes(ids.trace_id().to_bytes()),
+                    span_id: u64::from_be_bytes(ids.span_id().to_bytes()),
+                    sampled: Some(true),
+                    tracestate,
+                };
+                (context, Some(span))
+            }
+            _ => {
+                let context = SpanContext {
+                    trace_id: incoming
+                        .as_ref()
+                        .map_or(new_trace_id, |parent| parent.trace_id),
+                    span_id: nonzero(rand::random::<u64>),
+                    sampled: Some(sampled),
+                    tracestate,
+                };
+                (context, None)
+            }
+        };
+        trace_context::inject(request.headers_mut(), self.propagation, &context);
+        let authority = request
+            .uri()
+            .authority()
+            .map(|authority| authority.as_str().to_owned())
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|host| host.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        Call {
+            direction,
+            started: tokio::time::Instant::now(),
+            start_time,
+            method,
+            authority,
+            path: request.uri().path().to_owned(),
+            caller: caller.and_then(|id| id.to_str().ok()).map(str::to_owned),
+            context,
+            span,
+        }
+    }
+
+    /// Records the request once its outcome is known: now, or for a gRPC response whose
+    /// status comes in trailers, when the body ends.
+    pub fn finish(
+        self: &Arc<Self>,
+        call: Call,
+        service: &str,
+        route: &str,
+        retries: u32,
+        response: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
+        let done = Done {
+            service: service.to_owned(),
+            route: route.to_owned(),
+            retries,
+            status: response.status().as_u16(),
+            grpc_status: grpc_status::from_headers(response.headers()),
+            upstream: response.extensions().get::<Upstream>().cloned(),
+        };
+        if grpc_status::in_trailers(response.headers()) {
+            let telemetry = self.clone();
+            response.map(|body| {
+                grpc_status::on_trailers(body, move |grpc_status| {
+                    telemetry.record(
+                        call,
+                        Done {
+                            grpc_status,
+                            ..done
+                        },
+                    );
+                })
+            })
+        } else {
+            self.record(call, done);
+            response
+        }
+    }
+
+    fn record(&self, call: Call, done: Done) {
+        let elapsed = call.started.elapsed();
+        let peer = match call.direction {
+            Direction::Inbound => call.caller.clone(),
+            Direction::Outbound => done.upstream.as_ref().map(|up| up.identity.clone()),
+        };
+        self.metrics.record_request(&RequestRecord {
+            direction: call.direction,
+            service: &done.service,
+            route: &done.route,
+            status: done.status,
+            grpc_status: done.grpc_status,
+            tls: call.direction == Direction::Inbound || done.upstream.is_some(),
+            peer: peer.as_deref().unwrap_or_default(),
+            elapsed,
+        });
+        if let Some(log) = &self.access_log {
+            log.write(&Entry {
+                time: humantime::format_rfc3339_millis(call.start_time).to_string(),
+                direction: call.direction.as_str(),
+                service: &done.service,
+                trace_id: call.trace_id(),
+                method: call.method.as_str(),
+                authority: &call.authority,
+                path: &call.path,
+                status: done.status,
+                grpc_status: done.grpc_status,
+                duration_seconds: elapsed.as_secs_f64(),
+                upstream: done.upstream.as_ref().map(|up| up.endpoint.to_string()),
+                peer_identity: peer.as_deref(),
+                retries: done.retries,
+            });
+        }
+        if let Some(mut span) = call.span {
+            let mut attributes = vec![
+                KeyValue::new("http.request.method", call.method.as_str().to_owned()),
+                KeyValue::new("http.route", done.route.clone()),
+                KeyValue::new("http.response.status_code", i64::from(done.status)),
+                KeyValue::new("url.path", call.path.clone()),
+                KeyValue::new("server.address", call.authority.clone()),
+                KeyValue::new("seam.service", done.service.clone()),
+                KeyValue::new("seam.direction", call.direction.as_str()),
+                KeyValue::new("seam.retries", i64::from(done.retries)),
+            ];
+            if let Some(peer) = peer {
+                attributes.push(KeyValue::new("seam.peer.identity", peer));
+            }
+            if let Some(upstream) = &done.upstream {
+                attributes.push(KeyValue::new(
+                    "network.peer.address",
+                    upstream.endpoint.ip().to_string(),
+                ));
+                attributes.push(KeyValue::new(
+                    "network.peer.port",
+                    i64::from(upstream.endpoint.port()),
+                ));
+            }
+            if let Some(code) = done.grpc_status {
+                attributes.push(KeyValue::new("rpc.grpc.status_code", i64::from(code)));
+            }
+            span.set_attributes(attributes);
+            // Semantic conventions: 5xx is an error on both sides, 4xx only for a client.
+            let error_from = match call.direction {
+                Direction::Inbound => 500,
+                Direction::Outbound => 400,
+            };
+            if done.status >= error_from {
+                span.set_status(Status::error(format!("HTTP {}", done.status)));
+            }
+            span.end();
+        }
+    }
+
+    /// Flushes queued spans (bounded in time) when the proxy stops.
+    pub async fn shutdown(&self) {
+        if let Some(export) = &self.export {
+            export.shutdown().await;
+        }
+    }
+}
+
+fn start_span(
+    export: &SpanExport,
+    direction: Direction,
+    method: &Method,
+    start_time: SystemTime,
+    parent: Option<&SpanContext>,
+) -> opentelemetry_sdk::trace::Span {
+    let parent_cx = match parent {
+        Some(parent) => {
+            Context::new().with_remote_span_context(opentelemetry::trace::SpanContext::new(
+                TraceId::from_bytes(parent.trace_id.to_be_bytes()),
+                opentelemetry::trace::SpanId::from_bytes(parent.span_id.to_be_bytes()),
+                TraceFlags::SAMPLED,
+                true,
+                TraceState::default(),
+            ))
+        }
+        None => Context::new(),
+    };
+    let kind = match direction {
+        Direction::Inbound => SpanKind::Server,
+        Direction::Outbound => SpanKind::Client,
+    };
+    let builder = export
+        .tracer
+        .span_builder(method.as_str().to_owned())
+        .with_kind(kind)
+        .with_start_time(start_time);
+    export.tracer.build_with_context(builder, &parent_cx)
+}
+
+/// A random id that is not all zeros (an all-zero id means "none" on the wire).
+fn nonzero<T: PartialEq + From<u8>>(random: impl Fn() -> T) -> T {
+    loop {
+        let id = random();
+        if id != T::from(0) {
+            return id;
+        }
+    }
+}
