@@ -1,5 +1,6 @@
 //! The per-endpoint layer, just above the connection: it counts the attempt in flight
-//! on its endpoint (the balancer's load and the concurrency limit), bounds it by the
+//! on its endpoint until the response body is done (the balancer's load and the
+//! concurrency limit), bounds it (until response headers) by the
 //! route's `per_try_timeout`, feeds the latency to the endpoint's peak-EWMA, and tells
 //! the endpoint's circuit breaker how it went. A 5xx, a failed connect, a broken
 //! connection or a per-try timeout is a failure; `consecutive_failures` of them in a
@@ -10,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use http::Request;
+use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::util::{BoxCloneSyncService, ServiceExt};
 use tower::{Layer, layer::layer_fn, service_fn};
@@ -54,7 +56,7 @@ pub fn layer(metrics: Arc<Metrics>) -> impl Layer<Stack, Service = Stack> + Clon
                     attempt.set(picked.endpoint.address);
                 }
                 let policy = &choice.route.policy;
-                let _in_flight = picked.state.start();
+                let in_flight = picked.state.start();
                 let started = Instant::now();
                 let call = inner.oneshot(request);
                 let outcome = match policy.retries.per_try_timeout {
@@ -88,7 +90,16 @@ pub fn layer(metrics: Arc<Metrics>) -> impl Layer<Stack, Service = Stack> + Clon
                         .expect("breaker lock poisoned")
                         .succeeded();
                 }
-                outcome
+                // A response counts as in flight until its body is done (or dropped).
+                outcome.map(|response| {
+                    response.map(|body| {
+                        body.map_frame(move |frame| {
+                            let _counted = &in_flight;
+                            frame
+                        })
+                        .boxed()
+                    })
+                })
             }
         }))
     })

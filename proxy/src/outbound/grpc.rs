@@ -1,7 +1,10 @@
 //! Reading a gRPC response's status for the retry decision: from the headers of a
-//! trailers-only response, else from the trailers when they come before any message.
-//! A response whose first frame is a message is a real answer (possibly a long stream):
-//! it is passed on at once, never held back to wait for its trailers.
+//! trailers-only response, else from the trailers when they come before any message
+//! and right after the headers (within [`PEEK_WINDOW`]). A response whose first frame is
+//! a message, or is slow to come, is a real answer (possibly a long stream): it is
+//! passed on as is, never held back to wait for its trailers.
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -13,6 +16,10 @@ use crate::body::ProxyBody;
 
 /// `grpc-status` UNAVAILABLE.
 pub const UNAVAILABLE: u32 = 14;
+
+/// How long after the headers a first frame is waited for. An error's trailers follow
+/// its headers at once; a stream's first message may take minutes.
+const PEEK_WINDOW: Duration = Duration::from_millis(50);
 
 pub fn is_grpc<B>(response: &Response<B>) -> bool {
     response
@@ -38,7 +45,10 @@ pub async fn peek_status(response: Response<ProxyBody>) -> (Option<u32>, Respons
         return (Some(status), response);
     }
     let (parts, mut body) = response.into_parts();
-    let first = body.frame().await;
+    // Dropping an unfinished `frame()` loses nothing: a frame is taken only when ready.
+    let Ok(first) = tokio::time::timeout(PEEK_WINDOW, body.frame()).await else {
+        return (None, Response::from_parts(parts, body));
+    };
     let status = match &first {
         Some(Ok(frame)) => frame.trailers_ref().and_then(status_of),
         _ => None,
@@ -98,5 +108,27 @@ mod tests {
 
         let plain = Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed());
         assert!(!is_grpc(&plain));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_first_frame_is_not_waited_for() {
+        let slow = futures_util::stream::once(async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, hyper::Error>(trailers("14"))
+        });
+        let response = Response::builder()
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .body(BodyExt::boxed(StreamBody::new(slow)))
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let (status, response) = peek_status(response).await;
+        assert_eq!(status, None);
+        assert_eq!(started.elapsed(), PEEK_WINDOW);
+        let collected = response.into_body().collect().await.unwrap();
+        assert_eq!(
+            collected.trailers().unwrap()["grpc-status"],
+            "14",
+            "the body is intact"
+        );
     }
 }

@@ -98,9 +98,12 @@ async fn a_failing_endpoint_is_ejected_then_probed_after_a_growing_time() {
     assert_eq!(setup.sent_to(1), 3);
 
     tokio::time::advance(Duration::from_secs(10)).await;
-    while setup.sent_to(1) < 4 {
-        let _ = setup.send().await;
-    }
+    assert_eq!(
+        setup.send().await.unwrap(),
+        503,
+        "the first request after the ejection is the probe, whatever the latencies say"
+    );
+    assert_eq!(setup.sent_to(1), 4);
     let ejected = setup.states.ejected();
     assert_eq!(
         ejected[0].remaining_ms, 20_000,
@@ -138,4 +141,19 @@ async fn a_per_try_timeout_answers_504_and_counts_as_a_failure() {
         state.latency.lock().unwrap().nanos() >= 500e6,
         "its latency counts in the EWMA"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_counts_in_flight_until_its_body_is_done() {
+    let setup = setup(breaker_policy(), &[1], &[], &[]).await;
+    let request = fixtures::routed_to(fixtures::request("GET", "/"), setup.service.clone());
+    let response = setup.stack.clone().oneshot(request).await.unwrap();
+    let state = setup.states.get(fixtures::endpoint(1).address, Vec::new);
+    assert_eq!(
+        state.in_flight(),
+        1,
+        "headers arrived, the body is still to come"
+    );
+    drop(response);
+    assert_eq!(state.in_flight(), 0);
 }
