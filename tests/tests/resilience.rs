@@ -1,5 +1,6 @@
 //! Resilience end to end: real proxies in front of real faulty apps (always-503,
-//! hanging, resetting, killed mid-run), configured through the mesh file. Retries save
+//! hanging, resetting, gRPC UNAVAILABLE, killed mid-run), configured through the mesh
+//! file. Retries save
 //! what they safely can, a bad endpoint is ejected, timeouts answer 504 on time, load
 //! beyond `max_concurrent_requests` is shed at once, POSTs are tried once, and weighted
 //! and header routes split traffic as written. Outcomes are asserted exactly; waiting is
@@ -16,7 +17,10 @@ use seam_tests::client::{self, AppClient, Reply};
 use seam_tests::faulty::{Fault, FaultyServer};
 use seam_tests::mesh::{READY_TIMEOUT, TestMesh, metric_value};
 use seam_tests::policy_mesh::{self, PolicyService};
-use seam_tests::{EchoServer, wait};
+use seam_tests::{EchoServer, GrpcHealthServer, wait};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 /// Sends `count` GETs for `host` + `path` through `app`, `concurrency` at a time; every
 /// reply (or error) in the order they finished. `done` counts finished requests.
@@ -457,4 +461,91 @@ async fn load_beyond_max_concurrent_requests_is_shed_and_a_change_spares_request
         let reply = request.await.expect("held task").expect("held request");
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_unavailable_is_retried_on_the_other_endpoint_and_ejected() {
+    let mesh = TestMesh::start(&["a", "grpc"]).await.expect("mesh starts");
+    let app_a = EchoServer::start("a").await.expect("app a");
+    let healthy = GrpcHealthServer::start().await.expect("gRPC health server");
+    let unavailable = FaultyServer::start(Fault::GrpcUnavailable)
+        .await
+        .expect("UNAVAILABLE app");
+    let (a, good, bad) = tokio::try_join!(
+        mesh.start_proxy("a", app_a.addr()),
+        mesh.start_proxy("grpc", healthy.addr()),
+        mesh.start_proxy("grpc", unavailable.addr()),
+    )
+    .expect("proxies start");
+    // gRPC calls are POSTs: retrying them is the service's choice.
+    policy_mesh::apply(
+        &mesh,
+        &[
+            service("a", &[], ""),
+            service(
+                "grpc",
+                &[good.inbound(), bad.inbound()],
+                "    retries:\n      non_idempotent: true\n",
+            ),
+        ],
+    )
+    .await
+    .expect("mesh with gRPC retries");
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", a.outbound()))
+        .expect("endpoint URI")
+        .origin("http://grpc".parse().expect("origin URI"))
+        .timeout(client::REQUEST_TIMEOUT)
+        .connect()
+        .await
+        .expect("h2c connection to a's outbound");
+    // Eight callers at a time on one HTTP/2 connection, 50 calls each.
+    let callers: Vec<_> = (0..8)
+        .map(|caller| {
+            let mut health = HealthClient::new(channel.clone());
+            tokio::spawn(async move {
+                for call in 0..50 {
+                    let response = health
+                        .check(HealthCheckRequest {
+                            service: String::new(),
+                        })
+                        .await
+                        .map_err(|status| format!("caller {caller} call {call}: {status:?}"))?;
+                    assert_eq!(response.into_inner().status(), ServingStatus::Serving);
+                }
+                Ok::<_, String>(())
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for caller in callers {
+        if let Err(error) = caller.await.expect("caller task") {
+            failed.push(error);
+        }
+    }
+    let metrics = a.metrics().await.expect("a's /metrics");
+    assert!(
+        failed.is_empty(),
+        "{failed:?}; the bad app saw {}; {metrics}",
+        unavailable.requests_seen()
+    );
+    assert!(
+        unavailable.requests_seen() >= 5,
+        "the bad endpoint was tried {} times",
+        unavailable.requests_seen()
+    );
+    assert_eq!(
+        policy_mesh::ejected(&a).await.expect("a's /config"),
+        [bad.inbound().to_string()]
+    );
+    let retries = metric_value(
+        &metrics,
+        "seam_retries_total",
+        &[("service", "grpc"), ("reason", "unavailable")],
+    );
+    assert_eq!(
+        retries,
+        Some(unavailable.requests_seen() as f64),
+        "every UNAVAILABLE was retried: {metrics}"
+    );
 }
