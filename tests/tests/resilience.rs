@@ -549,3 +549,53 @@ async fn grpc_unavailable_is_retried_on_the_other_endpoint_and_ejected() {
         "every UNAVAILABLE was retried: {metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_per_try_timeout_moves_a_request_off_a_hanging_endpoint() {
+    let mesh = TestMesh::start(&["a", "b"]).await.expect("mesh starts");
+    let app_a = EchoServer::start("a").await.expect("app a");
+    let good = EchoServer::start("b-good").await.expect("good app");
+    let hanging = FaultyServer::start(Fault::Hang).await.expect("hanging app");
+    let (a, b_good, b_hanging) = tokio::try_join!(
+        mesh.start_proxy("a", app_a.addr()),
+        mesh.start_proxy("b", good.addr()),
+        mesh.start_proxy("b", hanging.addr()),
+    )
+    .expect("proxies start");
+    policy_mesh::apply(
+        &mesh,
+        &[
+            service("a", &[], ""),
+            service(
+                "b",
+                &[b_good.inbound(), b_hanging.inbound()],
+                "    timeout: 5s\n    retries:\n      per_try_timeout: 1s\n",
+            ),
+        ],
+    )
+    .await
+    .expect("mesh with a per-try timeout");
+
+    let app = AppClient::new(a.outbound());
+    // Until the hanging endpoint has been tried (it gets its share while unmeasured).
+    let mut replies = Vec::new();
+    while hanging.requests_seen() == 0 && replies.len() < 200 {
+        replies.push(app.get("b", "/").await);
+    }
+    assert!(
+        hanging.requests_seen() > 0,
+        "the hanging endpoint was never tried"
+    );
+    assert_eq!(failures(&replies), Vec::<String>::new());
+    let metrics = a.metrics().await.expect("a's /metrics");
+    let retries = metric_value(
+        &metrics,
+        "seam_retries_total",
+        &[("service", "b"), ("reason", "per-try-timeout")],
+    );
+    assert_eq!(
+        retries,
+        Some(hanging.requests_seen() as f64),
+        "every try that hung was retried: {metrics}"
+    );
+}
