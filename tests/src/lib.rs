@@ -7,6 +7,7 @@
 pub mod certify;
 pub mod client;
 pub mod faulty;
+pub mod load;
 pub mod logs;
 pub mod mesh;
 pub mod policy_mesh;

@@ -1,10 +1,9 @@
 //! Resilience end to end: real proxies in front of real faulty apps (always-503,
 //! hanging, resetting, gRPC UNAVAILABLE, killed mid-run), configured through the mesh
-//! file. Retries save
-//! what they safely can, a bad endpoint is ejected, timeouts answer 504 on time, load
-//! beyond `max_concurrent_requests` is shed at once, POSTs are tried once, and weighted
-//! and header routes split traffic as written. Outcomes are asserted exactly; waiting is
-//! on the binaries' own state under generous deadlines.
+//! file. Retries save what they safely can, a bad endpoint is ejected, timeouts answer
+//! 504 on time, load beyond `max_concurrent_requests` is shed at once, POSTs are tried
+//! once, and weighted and header routes split traffic as written. Outcomes are asserted
+//! exactly; waiting is on the binaries' own state under generous deadlines.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,70 +12,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use seam_tests::client::{self, AppClient, Reply};
+use seam_tests::client::{self, AppClient};
 use seam_tests::faulty::{Fault, FaultyServer};
+use seam_tests::load::{failures, load, served_by};
 use seam_tests::mesh::{READY_TIMEOUT, TestMesh, metric_value};
 use seam_tests::policy_mesh::{self, PolicyService};
 use seam_tests::{EchoServer, GrpcHealthServer, wait};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-/// Sends `count` GETs for `host` + `path` through `app`, `concurrency` at a time; every
-/// reply (or error) in the order they finished. `done` counts finished requests.
-async fn load(
-    app: &AppClient,
-    host: &str,
-    path: &str,
-    count: usize,
-    concurrency: usize,
-    done: Arc<AtomicUsize>,
-) -> Vec<anyhow::Result<Reply>> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let (app, host, path) = (app.clone(), host.to_string(), path.to_string());
-        let (next, done) = (next.clone(), done.clone());
-        workers.push(tokio::spawn(async move {
-            let mut replies = Vec::new();
-            while next.fetch_add(1, Ordering::SeqCst) < count {
-                replies.push(app.get(&host, &path).await);
-                done.fetch_add(1, Ordering::SeqCst);
-            }
-            replies
-        }));
-    }
-    let mut replies = Vec::with_capacity(count);
-    for worker in workers {
-        replies.extend(worker.await.expect("load worker"));
-    }
-    replies
-}
-
-/// The echo name of each successful reply, counted.
-fn served_by(replies: &[anyhow::Result<Reply>]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for reply in replies.iter().flatten() {
-        if reply.status == 200
-            && let Ok(echo) = reply.json()
-        {
-            let name = echo["name"].as_str().unwrap_or_default().to_string();
-            *counts.entry(name).or_insert(0) += 1;
-        }
-    }
-    counts
-}
-
-fn failures(replies: &[anyhow::Result<Reply>]) -> Vec<String> {
-    replies
-        .iter()
-        .filter_map(|reply| match reply {
-            Ok(reply) if reply.status == 200 => None,
-            Ok(reply) => Some(format!("{} {}", reply.status, reply.text().trim())),
-            Err(error) => Some(format!("{error:#}")),
-        })
-        .collect()
-}
 
 fn service<'a>(name: &'a str, endpoints: &[SocketAddr], extra: &'a str) -> PolicyService<'a> {
     PolicyService {
