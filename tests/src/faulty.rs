@@ -4,7 +4,9 @@
 //!   status (say, always 503), after reading the request body;
 //! - [`Fault::Hang`]: reads the request and never answers;
 //! - [`Fault::Reset`]: accepts a connection, reads the first bytes of the request and
-//!   resets the connection (`SO_LINGER` 0, so the peer sees a TCP RST).
+//!   resets the connection (`SO_LINGER` 0, so the peer sees a TCP RST);
+//! - [`Fault::GrpcUnavailable`]: answers every request (gRPC over h2c) with a
+//!   trailers-only `grpc-status: 14`, as a gRPC server that is shutting down does.
 //!
 //! Each counts the requests it saw and their methods. Killing an upstream mid-run is done
 //! to its proxy process (see the resilience tests), not here.
@@ -23,12 +25,16 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+/// Stands for "answer gRPC UNAVAILABLE" among the statuses `serve` is given.
+const GRPC_UNAVAILABLE: u16 = 0;
+
 /// How a [`FaultyServer`] misbehaves.
 #[derive(Clone, Copy, Debug)]
 pub enum Fault {
     Status(u16),
     Hang,
     Reset,
+    GrpcUnavailable,
 }
 
 /// A misbehaving app. Dropping it stops accepting connections.
@@ -52,6 +58,7 @@ impl FaultyServer {
                         Fault::Reset => reset(stream, &seen).await,
                         Fault::Status(status) => serve(stream, seen, Some(status)).await,
                         Fault::Hang => serve(stream, seen, None).await,
+                        Fault::GrpcUnavailable => serve(stream, seen, Some(GRPC_UNAVAILABLE)).await,
                     }
                 });
             }
@@ -93,6 +100,14 @@ async fn serve(stream: tokio::net::TcpStream, seen: Arc<Mutex<Vec<String>>>, sta
                 .push(request.method().to_string());
             let _ = request.into_body().collect().await;
             match status {
+                Some(GRPC_UNAVAILABLE) => Ok::<_, Infallible>(
+                    Response::builder()
+                        .header(http::header::CONTENT_TYPE, "application/grpc")
+                        .header("grpc-status", "14")
+                        .header("grpc-message", "faulty upstream")
+                        .body(Full::new(Bytes::new()))
+                        .expect("static headers make a response"),
+                ),
                 Some(status) => Ok::<_, Infallible>(
                     Response::builder()
                         .status(

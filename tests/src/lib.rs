@@ -8,6 +8,7 @@ pub mod certify;
 pub mod client;
 pub mod dashboard;
 pub mod faulty;
+pub mod load;
 pub mod logs;
 pub mod mesh;
 pub mod otlp;

@@ -1,9 +1,9 @@
 //! Resilience end to end: real proxies in front of real faulty apps (always-503,
-//! hanging, resetting, killed mid-run), configured through the mesh file. Retries save
-//! what they safely can, a bad endpoint is ejected, timeouts answer 504 on time, load
-//! beyond `max_concurrent_requests` is shed at once, POSTs are tried once, and weighted
-//! and header routes split traffic as written. Outcomes are asserted exactly; waiting is
-//! on the binaries' own state under generous deadlines.
+//! hanging, resetting, gRPC UNAVAILABLE, killed mid-run), configured through the mesh
+//! file. Retries save what they safely can, a bad endpoint is ejected, timeouts answer
+//! 504 on time, load beyond `max_concurrent_requests` is shed at once, POSTs are tried
+//! once, and weighted and header routes split traffic as written. Outcomes are asserted
+//! exactly; waiting is on the binaries' own state under generous deadlines.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,67 +12,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use seam_tests::client::{self, AppClient, Reply};
+use seam_tests::client::{self, AppClient};
 use seam_tests::faulty::{Fault, FaultyServer};
+use seam_tests::load::{failures, load, served_by};
 use seam_tests::mesh::{READY_TIMEOUT, TestMesh, metric_value};
 use seam_tests::policy_mesh::{self, PolicyService};
-use seam_tests::{EchoServer, wait};
-
-/// Sends `count` GETs for `host` + `path` through `app`, `concurrency` at a time; every
-/// reply (or error) in the order they finished. `done` counts finished requests.
-async fn load(
-    app: &AppClient,
-    host: &str,
-    path: &str,
-    count: usize,
-    concurrency: usize,
-    done: Arc<AtomicUsize>,
-) -> Vec<anyhow::Result<Reply>> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let (app, host, path) = (app.clone(), host.to_string(), path.to_string());
-        let (next, done) = (next.clone(), done.clone());
-        workers.push(tokio::spawn(async move {
-            let mut replies = Vec::new();
-            while next.fetch_add(1, Ordering::SeqCst) < count {
-                replies.push(app.get(&host, &path).await);
-                done.fetch_add(1, Ordering::SeqCst);
-            }
-            replies
-        }));
-    }
-    let mut replies = Vec::with_capacity(count);
-    for worker in workers {
-        replies.extend(worker.await.expect("load worker"));
-    }
-    replies
-}
-
-/// The echo name of each successful reply, counted.
-fn served_by(replies: &[anyhow::Result<Reply>]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for reply in replies.iter().flatten() {
-        if reply.status == 200
-            && let Ok(echo) = reply.json()
-        {
-            let name = echo["name"].as_str().unwrap_or_default().to_string();
-            *counts.entry(name).or_insert(0) += 1;
-        }
-    }
-    counts
-}
-
-fn failures(replies: &[anyhow::Result<Reply>]) -> Vec<String> {
-    replies
-        .iter()
-        .filter_map(|reply| match reply {
-            Ok(reply) if reply.status == 200 => None,
-            Ok(reply) => Some(format!("{} {}", reply.status, reply.text().trim())),
-            Err(error) => Some(format!("{error:#}")),
-        })
-        .collect()
-}
+use seam_tests::{EchoServer, GrpcHealthServer, wait};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 fn service<'a>(name: &'a str, endpoints: &[SocketAddr], extra: &'a str) -> PolicyService<'a> {
     PolicyService {
@@ -456,4 +404,141 @@ async fn load_beyond_max_concurrent_requests_is_shed_and_a_change_spares_request
         let reply = request.await.expect("held task").expect("held request");
         assert_eq!(reply.status, 200, "{}", reply.text());
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_unavailable_is_retried_on_the_other_endpoint_and_ejected() {
+    let mesh = TestMesh::start(&["a", "grpc"]).await.expect("mesh starts");
+    let app_a = EchoServer::start("a").await.expect("app a");
+    let healthy = GrpcHealthServer::start().await.expect("gRPC health server");
+    let unavailable = FaultyServer::start(Fault::GrpcUnavailable)
+        .await
+        .expect("UNAVAILABLE app");
+    let (a, good, bad) = tokio::try_join!(
+        mesh.start_proxy("a", app_a.addr()),
+        mesh.start_proxy("grpc", healthy.addr()),
+        mesh.start_proxy("grpc", unavailable.addr()),
+    )
+    .expect("proxies start");
+    // gRPC calls are POSTs: retrying them is the service's choice.
+    policy_mesh::apply(
+        &mesh,
+        &[
+            service("a", &[], ""),
+            service(
+                "grpc",
+                &[good.inbound(), bad.inbound()],
+                "    retries:\n      non_idempotent: true\n",
+            ),
+        ],
+    )
+    .await
+    .expect("mesh with gRPC retries");
+
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", a.outbound()))
+        .expect("endpoint URI")
+        .origin("http://grpc".parse().expect("origin URI"))
+        .timeout(client::REQUEST_TIMEOUT)
+        .connect()
+        .await
+        .expect("h2c connection to a's outbound");
+    // Eight callers at a time on one HTTP/2 connection, 50 calls each.
+    let callers: Vec<_> = (0..8)
+        .map(|caller| {
+            let mut health = HealthClient::new(channel.clone());
+            tokio::spawn(async move {
+                for call in 0..50 {
+                    let response = health
+                        .check(HealthCheckRequest {
+                            service: String::new(),
+                        })
+                        .await
+                        .map_err(|status| format!("caller {caller} call {call}: {status:?}"))?;
+                    assert_eq!(response.into_inner().status(), ServingStatus::Serving);
+                }
+                Ok::<_, String>(())
+            })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for caller in callers {
+        if let Err(error) = caller.await.expect("caller task") {
+            failed.push(error);
+        }
+    }
+    let metrics = a.metrics().await.expect("a's /metrics");
+    assert!(
+        failed.is_empty(),
+        "{failed:?}; the bad app saw {}; {metrics}",
+        unavailable.requests_seen()
+    );
+    assert!(
+        unavailable.requests_seen() >= 5,
+        "the bad endpoint was tried {} times",
+        unavailable.requests_seen()
+    );
+    assert_eq!(
+        policy_mesh::ejected(&a).await.expect("a's /config"),
+        [bad.inbound().to_string()]
+    );
+    let retries = metric_value(
+        &metrics,
+        "seam_retries_total",
+        &[("service", "grpc"), ("reason", "unavailable")],
+    );
+    assert_eq!(
+        retries,
+        Some(unavailable.requests_seen() as f64),
+        "every UNAVAILABLE was retried: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_per_try_timeout_moves_a_request_off_a_hanging_endpoint() {
+    let mesh = TestMesh::start(&["a", "b"]).await.expect("mesh starts");
+    let app_a = EchoServer::start("a").await.expect("app a");
+    let good = EchoServer::start("b-good").await.expect("good app");
+    let hanging = FaultyServer::start(Fault::Hang).await.expect("hanging app");
+    let (a, b_good, b_hanging) = tokio::try_join!(
+        mesh.start_proxy("a", app_a.addr()),
+        mesh.start_proxy("b", good.addr()),
+        mesh.start_proxy("b", hanging.addr()),
+    )
+    .expect("proxies start");
+    policy_mesh::apply(
+        &mesh,
+        &[
+            service("a", &[], ""),
+            service(
+                "b",
+                &[b_good.inbound(), b_hanging.inbound()],
+                "    timeout: 5s\n    retries:\n      per_try_timeout: 1s\n",
+            ),
+        ],
+    )
+    .await
+    .expect("mesh with a per-try timeout");
+
+    let app = AppClient::new(a.outbound());
+    // Until the hanging endpoint has been tried (it gets its share while unmeasured).
+    let mut replies = Vec::new();
+    while hanging.requests_seen() == 0 && replies.len() < 200 {
+        replies.push(app.get("b", "/").await);
+    }
+    assert!(
+        hanging.requests_seen() > 0,
+        "the hanging endpoint was never tried"
+    );
+    assert_eq!(failures(&replies), Vec::<String>::new());
+    let metrics = a.metrics().await.expect("a's /metrics");
+    let retries = metric_value(
+        &metrics,
+        "seam_retries_total",
+        &[("service", "b"), ("reason", "per-try-timeout")],
+    );
+    assert_eq!(
+        retries,
+        Some(hanging.requests_seen() as f64),
+        "every try that hung was retried: {metrics}"
+    );
 }

@@ -3,7 +3,8 @@
 //! random, the one with the lower latency × (in-flight + 1) wins; `round_robin` takes
 //! them in turn. Endpoints the circuit breaker holds out and endpoints at
 //! `max_concurrent_requests` are skipped, as is the endpoint the previous attempt
-//! failed on when there is another. Nothing waits here: with no endpoint to pick the
+//! failed on when there is another; an endpoint whose ejection just ended gets the next
+//! request as its probe. Nothing waits here: with no endpoint to pick the
 //! answer is an immediate 503 (no endpoints, all ejected, or load shed).
 
 use std::net::SocketAddr;
@@ -112,9 +113,16 @@ fn pick(
     {
         eligible.retain(|&i| siblings[i].address != *address);
     }
-    let chosen = match policy.load_balancer {
-        LoadBalancer::RoundRobin => eligible[target.next_turn() % eligible.len()],
-        LoadBalancer::Ewma => power_of_two_choices(&eligible, &siblings, now),
+    // An endpoint whose ejection has ended gets its probe before anything else, however
+    // its old latency compares: otherwise the balancer might never try it again.
+    let probe = eligible
+        .iter()
+        .copied()
+        .find(|&i| siblings[i].probe_due(now));
+    let chosen = match (probe, policy.load_balancer) {
+        (Some(probe), _) => probe,
+        (None, LoadBalancer::RoundRobin) => eligible[target.next_turn() % eligible.len()],
+        (None, LoadBalancer::Ewma) => power_of_two_choices(&eligible, &siblings, now),
     };
     let state = siblings[chosen].clone();
     state

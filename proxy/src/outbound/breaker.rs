@@ -2,10 +2,11 @@
 //! on its endpoint until the response body is done (the balancer's load and the
 //! concurrency limit), bounds it (until response headers) by the
 //! route's `per_try_timeout`, feeds the latency to the endpoint's peak-EWMA, and tells
-//! the endpoint's circuit breaker how it went. A 5xx, a failed connect, a broken
-//! connection or a per-try timeout is a failure; `consecutive_failures` of them in a
-//! row eject the endpoint for `base_ejection_time` × the times it was ejected, unless
-//! that would hold out more than `max_ejection_percent` of its backend's endpoints.
+//! the endpoint's circuit breaker how it went. A 5xx, a gRPC UNAVAILABLE in the
+//! headers, a failed connect, a broken connection or a per-try timeout is a failure;
+//! `consecutive_failures` of them in a row eject the endpoint for `base_ejection_time`
+//! × the times it was ejected, unless that would hold out more than
+//! `max_ejection_percent` of its backend's endpoints.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -19,6 +20,7 @@ use tower::{Layer, layer::layer_fn, service_fn};
 use super::Stack;
 use super::balance::Picked;
 use super::endpoints::{FAILURE_PENALTY, Verdict};
+use super::grpc;
 use super::route::RouteChoice;
 use crate::body::ProxyBody;
 use crate::metrics::Metrics;
@@ -67,7 +69,10 @@ pub fn layer(metrics: Arc<Metrics>) -> impl Layer<Stack, Service = Stack> + Clon
                 };
                 let now = Instant::now();
                 let failed = match &outcome {
-                    Ok(response) => response.status().is_server_error(),
+                    Ok(response) => {
+                        response.status().is_server_error()
+                            || grpc::unavailable_in_headers(response)
+                    }
                     Err(_) => true,
                 };
                 let latency = match &outcome {

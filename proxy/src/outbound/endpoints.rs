@@ -20,6 +20,10 @@ use crate::state::policy::BreakerPolicy;
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
 /// How fast the EWMA forgets: after this long a latency weighs about 37 %.
 const DECAY: Duration = Duration::from_secs(10);
+/// The least a new answer weighs, however soon it follows the last one, so under a high
+/// request rate one slow answer (a cold connection's handshake, say) fades in a few
+/// dozen answers rather than after seconds.
+const MIN_SAMPLE_WEIGHT: f64 = 0.1;
 /// What a failed connect counts as in the EWMA, so the balancer avoids it at once.
 pub const FAILURE_PENALTY: Duration = Duration::from_secs(1);
 /// The longest a single ejection lasts, however often the endpoint was ejected.
@@ -60,6 +64,11 @@ impl Breaker {
             BreakerState::Ejected { until } => now >= until,
             BreakerState::Probing => false,
         }
+    }
+
+    /// Whether the ejection has ended and its probe is still to be sent.
+    pub fn probe_due(&self, now: Instant) -> bool {
+        matches!(self.state, BreakerState::Ejected { until } if now >= until)
     }
 
     /// Counts towards `max_ejection_percent` until a probe succeeds.
@@ -113,8 +122,8 @@ impl Breaker {
 }
 
 /// Peak-EWMA latency: a slower answer counts at once, faster ones pull it down over
-/// [`DECAY`], and an endpoint left alone looks cheaper as time passes (so one that was
-/// slow or failed once gets tried again).
+/// [`DECAY`] (each by at least [`MIN_SAMPLE_WEIGHT`]), and an endpoint left alone looks
+/// cheaper as time passes (so one that was slow or failed once gets tried again).
 #[derive(Debug)]
 pub struct PeakEwma {
     nanos: f64,
@@ -125,7 +134,7 @@ pub struct PeakEwma {
 impl PeakEwma {
     pub fn new(now: Instant) -> Self {
         Self {
-            nanos: DEFAULT_RTT.as_nanos() as f64,
+            nanos: 0.0,
             updated: now,
             measured: false,
         }
@@ -139,14 +148,15 @@ impl PeakEwma {
     }
 
     pub fn observe(&mut self, rtt: Duration, now: Instant) {
-        self.measured = true;
         let rtt = rtt.as_nanos() as f64;
-        if rtt > self.nanos {
+        // The first answer, or one slower than the estimate (a peak), is the estimate.
+        if !self.measured || rtt > self.nanos {
+            self.measured = true;
             self.nanos = rtt;
         } else {
             let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-            let keep = (-elapsed / DECAY.as_secs_f64()).exp();
-            self.nanos = self.nanos * keep + rtt * (1.0 - keep);
+            let weight = (1.0 - (-elapsed / DECAY.as_secs_f64()).exp()).max(MIN_SAMPLE_WEIGHT);
+            self.nanos = self.nanos * (1.0 - weight) + rtt * weight;
         }
         self.updated = now;
     }
@@ -213,6 +223,13 @@ impl EndpointState {
             .lock()
             .expect("breaker lock poisoned")
             .is_ejected()
+    }
+
+    pub fn probe_due(&self, now: Instant) -> bool {
+        self.breaker
+            .lock()
+            .expect("breaker lock poisoned")
+            .probe_due(now)
     }
 }
 

@@ -195,7 +195,8 @@ pub async fn directory_with(service: Arc<Backend>) -> Arc<crate::state::Director
     directory
 }
 
-/// Answers by endpoint: 503 from the ones in `failing`, else 200 (or hangs, for `hanging`).
+/// Answers by endpoint after 1 ms (of the paused clock, so latencies are alike): 503
+/// from the ones in `failing`, else 200 (or hangs, for `hanging`).
 pub fn by_endpoint(
     failing: Arc<Mutex<Vec<SocketAddr>>>,
     hanging: Vec<SocketAddr>,
@@ -216,6 +217,7 @@ pub fn by_endpoint(
             if hangs {
                 std::future::pending::<()>().await;
             }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             Ok(status(if fails { 503 } else { 200 }))
         }
     }));

@@ -28,6 +28,11 @@ pub fn is_grpc<B>(response: &Response<B>) -> bool {
         .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }
 
+/// Whether a response says gRPC UNAVAILABLE in its headers (a trailers-only answer).
+pub fn unavailable_in_headers<B>(response: &Response<B>) -> bool {
+    is_grpc(response) && status_of(response.headers()) == Some(UNAVAILABLE)
+}
+
 fn status_of(headers: &HeaderMap) -> Option<u32> {
     headers
         .get("grpc-status")?
@@ -108,6 +113,15 @@ mod tests {
 
         let plain = Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed());
         assert!(!is_grpc(&plain));
+        assert!(!unavailable_in_headers(&plain));
+        assert!(unavailable_in_headers(&grpc_response(
+            Vec::new(),
+            Some("14")
+        )));
+        assert!(!unavailable_in_headers(&grpc_response(
+            Vec::new(),
+            Some("0")
+        )));
     }
 
     #[tokio::test(start_paused = true)]

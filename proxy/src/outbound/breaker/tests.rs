@@ -98,9 +98,12 @@ async fn a_failing_endpoint_is_ejected_then_probed_after_a_growing_time() {
     assert_eq!(setup.sent_to(1), 3);
 
     tokio::time::advance(Duration::from_secs(10)).await;
-    while setup.sent_to(1) < 4 {
-        let _ = setup.send().await;
-    }
+    assert_eq!(
+        setup.send().await.unwrap(),
+        503,
+        "the first request after the ejection is the probe, whatever the latencies say"
+    );
+    assert_eq!(setup.sent_to(1), 4);
     let ejected = setup.states.ejected();
     assert_eq!(
         ejected[0].remaining_ms, 20_000,

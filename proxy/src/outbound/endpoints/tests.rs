@@ -93,6 +93,13 @@ async fn peak_ewma_jumps_up_and_decays_down() {
         (idle - expected * (-1.0f64).exp()).abs() < 1.0,
         "left alone it looks cheaper: {idle}"
     );
+
+    // Answers in quick succession still move it: each weighs at least 10 %.
+    ewma.observe(Duration::from_millis(1), Instant::now());
+    let before = ewma.nanos();
+    ewma.observe(Duration::from_millis(1), Instant::now());
+    let expected = before * 0.9 + 1e6 * 0.1;
+    assert!((ewma.nanos() - expected).abs() < 1.0, "{}", ewma.nanos());
 }
 
 #[test]
