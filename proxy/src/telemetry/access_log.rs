@@ -1,6 +1,6 @@
 //! `--access-log json`: one JSON object per request on stdout. Lines go through a bounded
-//! queue to a writer thread, so a reader that stops draining stdout never blocks a
-//! request; lines that do not fit are dropped and counted in
+//! queue to a writer thread that writes whatever has queued in one go, so a reader that
+//! stops draining stdout never blocks a request; lines that do not fit are dropped and counted in
 //! `seam_access_log_dropped_total`.
 
 use std::io::Write as _;
@@ -12,6 +12,8 @@ use serde::Serialize;
 
 /// Lines waiting for stdout beyond this many are dropped.
 const MAX_QUEUED_LINES: usize = 8192;
+/// The most bytes written to stdout at once.
+const MAX_BATCH_BYTES: usize = 64 * 1024;
 
 /// The `--access-log` setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,10 +69,23 @@ impl AccessLog {
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
-                let stdout = std::io::stdout();
-                for line in queue {
-                    let mut out = stdout.lock();
-                    if writeln!(out, "{line}").is_err() {
+                // Whatever queued up while the last write ran goes out in one write.
+                let mut batch = String::new();
+                while let Ok(line) = queue.recv() {
+                    batch.clear();
+                    batch.push_str(&line);
+                    batch.push('\n');
+                    while batch.len() < MAX_BATCH_BYTES
+                        && let Ok(line) = queue.try_recv()
+                    {
+                        batch.push_str(&line);
+                        batch.push('\n');
+                    }
+                    if std::io::stdout()
+                        .lock()
+                        .write_all(batch.as_bytes())
+                        .is_err()
+                    {
                         return;
                     }
                 }
