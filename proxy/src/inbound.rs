@@ -24,7 +24,8 @@ use crate::body::{self, ProxyBody};
 use crate::metrics::{Direction, Metrics};
 use crate::proxy_error::{ProxyError, error_chain};
 use crate::server::{CLIENT_ID_HEADER, http_server, next_connection, strip_hop_by_hop};
-use crate::telemetry::{CountedIo, DEFAULT_ROUTE, Telemetry};
+use crate::state::policy::DEFAULT_ROUTE;
+use crate::telemetry::{CountedIo, Telemetry};
 use crate::tls::TlsState;
 
 /// A peer has this long to complete its TLS handshake.

@@ -70,6 +70,7 @@ impl Backend {
                     backends
                 };
                 Arc::new(Route {
+                    label: route_match.label(),
                     route_match,
                     policy,
                     backends,
@@ -77,6 +78,7 @@ impl Backend {
             })
             .collect();
         built.push(Arc::new(Route {
+            label: RouteMatch::default().label(),
             route_match: RouteMatch::default(),
             policy,
             backends: own_backends(),

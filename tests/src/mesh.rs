@@ -517,6 +517,17 @@ pub fn metric_value(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Optio
         })
 }
 
+/// The sum of every series of `name` that has all of `labels` (`None` if there is none),
+/// for a count split by labels the test does not care about.
+pub fn metric_sum(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let values: Vec<f64> = metrics
+        .lines()
+        .filter(|line| line.starts_with(name))
+        .filter_map(|line| metric_value(line, name, labels))
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use seam_tests::client::{self, AppClient};
 use seam_tests::faulty::{Fault, FaultyServer};
 use seam_tests::load::{failures, load, served_by};
-use seam_tests::mesh::{READY_TIMEOUT, TestMesh, metric_value};
+use seam_tests::mesh::{READY_TIMEOUT, TestMesh, metric_sum, metric_value};
 use seam_tests::policy_mesh::{self, PolicyService};
 use seam_tests::{EchoServer, GrpcHealthServer, wait};
 use tonic_health::pb::HealthCheckRequest;
@@ -297,6 +297,24 @@ async fn a_90_10_split_and_header_routes_send_traffic_where_written() {
             reply.json().expect("echo")["name"],
             "api-v2",
             "x-canary: 1 routes {path} to api-v2"
+        );
+    }
+
+    let metrics = a.metrics().await.expect("a's /metrics");
+    for (route, count) in [
+        ("GET /split*", 2_000.0),
+        ("default", 20.0),
+        ("[x-canary]", 2.0),
+    ] {
+        let labels = [
+            ("direction", "outbound"),
+            ("service", "api"),
+            ("route", route),
+        ];
+        assert_eq!(
+            metric_sum(&metrics, "seam_requests_total", &labels),
+            Some(count),
+            "requests on route {route}: {metrics}"
         );
     }
 }

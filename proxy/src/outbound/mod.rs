@@ -19,6 +19,7 @@ mod endpoints;
 #[cfg(test)]
 mod fixtures;
 mod grpc;
+mod notes;
 mod peers;
 mod replay;
 mod retry;
@@ -45,8 +46,9 @@ use crate::metrics::{Direction, Metrics};
 use crate::proxy_error::ProxyError;
 use crate::server::{CLIENT_ID_HEADER, http_server, next_connection, strip_hop_by_hop};
 use crate::state::{Directory, Resolution};
-use crate::telemetry::{CountedIo, DEFAULT_ROUTE, Telemetry};
+use crate::telemetry::{CountedIo, Telemetry};
 use crate::tls::TlsState;
+use notes::Notes;
 
 pub use endpoints::EndpointStates;
 pub use peers::PeerClients;
@@ -103,21 +105,28 @@ impl Outbound {
         let call = self
             .telemetry
             .begin(Direction::Outbound, &mut request, None);
-        let (service, response) = match self.forward(request).await {
+        let notes = Arc::new(Notes::default());
+        let (service, response) = match self.forward(request, &notes).await {
             Ok((service, response)) => (service, response),
             Err((service, error)) => {
                 tracing::debug!(%error, "outbound request failed");
                 (service, error.into_response())
             }
         };
-        self.telemetry
-            .finish(call, &service, DEFAULT_ROUTE, 0, response)
+        self.telemetry.finish(
+            call,
+            &service,
+            notes.route_label(),
+            notes.retries(),
+            response,
+        )
     }
 
     /// Sends the request on; both outcomes carry the service label to count it under.
     async fn forward(
         &self,
         request: Request<Incoming>,
+        notes: &Arc<Notes>,
     ) -> Result<(String, Response<ProxyBody>), (String, ProxyError)> {
         let unknown = |error| (UNKNOWN_SERVICE.to_owned(), error);
         let authority = target::requested_authority(&request).map_err(unknown)?;
@@ -135,6 +144,7 @@ impl Outbound {
         let service = backend.name.clone();
         let mut request = to_peer_request(request.map(body::streamed), authority);
         request.extensions_mut().insert(backend);
+        request.extensions_mut().insert(notes.clone());
         match self.stack.clone().oneshot(request).await {
             Ok(response) => Ok((service, response)),
             Err(error) => Err((service, error)),

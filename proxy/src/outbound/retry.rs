@@ -22,6 +22,7 @@ use super::Stack;
 use super::balance::Avoid;
 use super::breaker::AttemptEndpoint;
 use super::grpc;
+use super::notes::Notes;
 use super::replay::{MAX_REPLAY_BYTES, Replay};
 use super::route::RouteChoice;
 use crate::backoff::Backoff;
@@ -154,6 +155,9 @@ async fn retrying(
             return outcome;
         }
         metrics.retried(service, reason.as_str());
+        if let Some(notes) = Notes::of(&parts.extensions) {
+            notes.retried();
+        }
         tracing::debug!(service, reason = reason.as_str(), attempt, "retrying");
         avoid = endpoint.get();
         drop(outcome);

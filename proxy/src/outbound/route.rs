@@ -10,6 +10,7 @@ use tower::util::{BoxCloneSyncService, ServiceExt};
 use tower::{Layer, layer::layer_fn, service_fn};
 
 use super::Stack;
+use super::notes::Notes;
 use crate::body::ProxyBody;
 use crate::state::Backend;
 use crate::state::policy::Route;
@@ -41,6 +42,9 @@ pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
                 .cloned()
                 .expect("the outbound sets the resolved service before the stack");
             let route = service.route_for(&request).clone();
+            if let Some(notes) = Notes::of(request.extensions()) {
+                notes.took_route(&route);
+            }
             request
                 .extensions_mut()
                 .insert(RouteChoice { service, route });

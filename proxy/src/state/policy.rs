@@ -118,6 +118,8 @@ pub struct WeightedBackend {
 /// A route: which requests it takes, how they are handled, where they go.
 #[derive(Debug)]
 pub struct Route {
+    /// How metrics and logs name the route (see [`RouteMatch::label`]).
+    pub label: String,
     pub route_match: RouteMatch,
     pub policy: Policy,
     /// Never empty, and the weights never sum to 0 (conversion makes sure).
@@ -158,7 +160,34 @@ pub enum PathMatch {
     Exact(String),
 }
 
+/// The label of the route that takes every request the others leave.
+pub const DEFAULT_ROUTE: &str = "default";
+
 impl RouteMatch {
+    /// A short, stable name for metrics and logs, made from the conditions: `GET /v2*`
+    /// (a prefix), `/health` (exact), `[x-canary]` (header names only; their values may
+    /// be anything). Routes come from the mesh file, so the set of labels stays small.
+    pub fn label(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(method) = &self.method {
+            parts.push(method.to_string());
+        }
+        match &self.path {
+            Some(PathMatch::Prefix(prefix)) => parts.push(format!("{prefix}*")),
+            Some(PathMatch::Exact(exact)) => parts.push(exact.clone()),
+            None => {}
+        }
+        if !self.headers.is_empty() {
+            let names: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+            parts.push(format!("[{}]", names.join(",")));
+        }
+        if parts.is_empty() {
+            DEFAULT_ROUTE.to_owned()
+        } else {
+            parts.join(" ")
+        }
+    }
+
     pub fn matches<B>(&self, request: &Request<B>) -> bool {
         let path = request.uri().path();
         let path_holds = match &self.path {
@@ -190,6 +219,44 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_name_the_conditions_and_never_header_values() {
+        let header = |name: &str| {
+            (
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("secret"),
+            )
+        };
+        let cases = [
+            (RouteMatch::default(), "default"),
+            (
+                RouteMatch {
+                    path: Some(PathMatch::Prefix("/v2".into())),
+                    method: Some(Method::GET),
+                    headers: vec![header("x-canary")],
+                },
+                "GET /v2* [x-canary]",
+            ),
+            (
+                RouteMatch {
+                    path: Some(PathMatch::Exact("/health".into())),
+                    ..RouteMatch::default()
+                },
+                "/health",
+            ),
+            (
+                RouteMatch {
+                    headers: vec![header("x-a"), header("x-b")],
+                    ..RouteMatch::default()
+                },
+                "[x-a,x-b]",
+            ),
+        ];
+        for (route_match, label) in cases {
+            assert_eq!(route_match.label(), label);
+        }
+    }
 
     fn request(method: &str, path: &str, headers: &[(&str, &str)]) -> Request<()> {
         let mut builder = Request::builder().method(method).uri(path);
@@ -241,6 +308,7 @@ mod tests {
     fn weighted_draws_map_onto_backends_in_proportion() {
         let target = |name: &str| Arc::new(Target::new(name.into(), Vec::new()));
         let route = Route {
+            label: DEFAULT_ROUTE.to_owned(),
             route_match: RouteMatch::default(),
             policy: Policy::default(),
             backends: vec![

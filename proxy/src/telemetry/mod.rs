@@ -32,9 +32,6 @@ pub use byte_count::CountedIo;
 use export::SpanExport;
 use trace_context::{Propagation, SpanContext};
 
-/// The route label until routes exist: every request is on the service's default route.
-pub const DEFAULT_ROUTE: &str = "default";
-
 /// How the proxy's telemetry is set up (from its flags).
 #[derive(Clone, Debug)]
 pub struct TelemetryConfig {
