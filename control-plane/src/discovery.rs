@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
-use crate::model::{MeshModel, Resolution};
+use crate::model::{Authorization, MeshModel, Resolution};
 use crate::registry::{ProxyEntry, ProxyRegistry};
 
 /// The most authorities one proxy may subscribe to.
@@ -216,9 +216,26 @@ impl Session {
     }
 }
 
+fn authorization_to_proto(authorization: &Authorization) -> v1::Authorization {
+    v1::Authorization {
+        restricted: authorization.allow.is_some(),
+        allowed_identities: authorization
+            .allow
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect(),
+        allow_plaintext: authorization.allow_plaintext,
+    }
+}
+
 fn to_proto(authority: &str, version: u64, resolution: &Resolution) -> ServiceUpdate {
     let state = match resolution {
-        Resolution::Service { name, endpoints } => service_update::State::Service(v1::Service {
+        Resolution::Service {
+            name,
+            endpoints,
+            authorization,
+        } => service_update::State::Service(v1::Service {
             name: name.clone(),
             endpoints: endpoints
                 .iter()
@@ -227,6 +244,7 @@ fn to_proto(authority: &str, version: u64, resolution: &Resolution) -> ServiceUp
                     identity: endpoint.identity.to_string(),
                 })
                 .collect(),
+            authorization: Some(authorization_to_proto(authorization)),
         }),
         Resolution::NotFound => service_update::State::NotFound(v1::NotFound {}),
     };

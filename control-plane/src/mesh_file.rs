@@ -10,7 +10,7 @@ use seam_proto::SpiffeId;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::model::{Endpoint, FILE_NAMESPACE, JoinToken, MeshModel, ServiceModel};
+use crate::model::{Authorization, Endpoint, FILE_NAMESPACE, JoinToken, MeshModel, ServiceModel};
 
 /// Why a mesh file was refused, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +48,10 @@ struct ServiceSpec {
     join_token: Spanned<String>,
     #[serde(default)]
     endpoints: Vec<Spanned<String>>,
+    /// Who may call: service names or SPIFFE ids; absent means any mesh identity.
+    allow: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    allow_plaintext: bool,
 }
 
 /// Reads and parses the mesh file at `path`.
@@ -101,6 +105,11 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
 
     let mut services = BTreeMap::new();
     let mut seen_addresses = HashSet::new();
+    let names: BTreeMap<String, ()> = file
+        .services
+        .keys()
+        .map(|name| (name.clone(), ()))
+        .collect();
     for (name, spec) in file.services {
         let location = spec.referenced;
         let spec = spec.value;
@@ -140,12 +149,23 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
                 identity: identity.clone(),
             });
         }
+        let allow = match &spec.allow {
+            Some(entries) => Some(
+                allow::resolve(&name, entries, &names, trust_domain)
+                    .map_err(|err| spanned_error(err.location, err.reason))?,
+            ),
+            None => None,
+        };
         services.insert(
             name.clone(),
             ServiceModel {
                 name,
                 join_token: JoinToken::new(spec.join_token.value),
                 endpoints,
+                authorization: Authorization {
+                    allow,
+                    allow_plaintext: spec.allow_plaintext,
+                },
             },
         );
     }
@@ -187,6 +207,8 @@ fn check_service_name(name: &str) -> Result<(), &'static str> {
     }
     Ok(())
 }
+
+mod allow;
 
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,17 @@ pub struct ServiceModel {
     pub name: String,
     pub join_token: JoinToken,
     pub endpoints: Vec<Endpoint>,
+    pub authorization: Authorization,
+}
+
+/// Who may call a service; the service's own proxies enforce it on inbound requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Authorization {
+    /// `None`: any identity of the mesh. `Some`: only these (service names already
+    /// turned into their SPIFFE ids).
+    pub allow: Option<Vec<SpiffeId>>,
+    /// Whether callers without mTLS are let in (`false` unless the mesh file says so).
+    pub allow_plaintext: bool,
 }
 
 /// Where an instance is reached, and who it must prove to be there.
@@ -40,6 +51,7 @@ pub enum Resolution {
     Service {
         name: String,
         endpoints: Vec<Endpoint>,
+        authorization: Authorization,
     },
     NotFound,
 }
@@ -89,6 +101,7 @@ impl MeshModel {
             Some(service) => Resolution::Service {
                 name: service.name.clone(),
                 endpoints: service.endpoints.clone(),
+                authorization: service.authorization.clone(),
             },
             None => Resolution::NotFound,
         }
@@ -119,6 +132,7 @@ mod tests {
                 name: "api".into(),
                 join_token: JoinToken::new("t".into()),
                 endpoints: vec![endpoint("127.0.0.1:1001", "api")],
+                authorization: Authorization::default(),
             },
         );
         MeshModel {
@@ -133,7 +147,9 @@ mod tests {
         let model = model();
         for authority in ["api", "api:80", "127.0.0.1:1001"] {
             match model.resolve(authority) {
-                Resolution::Service { name, endpoints } => {
+                Resolution::Service {
+                    name, endpoints, ..
+                } => {
                     assert_eq!(name, "api", "{authority}");
                     assert_eq!(endpoints.len(), 1);
                 }

@@ -14,6 +14,10 @@ use seam_proto::SpiffeId;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
+pub mod authz;
+
+use authz::Authorization;
+
 /// An instance of a service: where to connect and who must answer there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Endpoint {
@@ -32,6 +36,8 @@ pub struct Backend {
     pub name: String,
     pub endpoints: Vec<Endpoint>,
     cursor: AtomicUsize,
+    /// Who may call this service (what its own proxies enforce).
+    pub authorization: Authorization,
 }
 
 impl Backend {
@@ -40,7 +46,14 @@ impl Backend {
             name,
             endpoints,
             cursor: AtomicUsize::new(0),
+            authorization: Authorization::default(),
         }
+    }
+
+    /// The same backend with its authorization policy set.
+    pub fn with_authorization(mut self, authorization: Authorization) -> Self {
+        self.authorization = authorization;
+        self
     }
 
     /// The next endpoint in round-robin order.

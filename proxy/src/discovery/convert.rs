@@ -7,6 +7,7 @@ use std::sync::Arc;
 use seam_proto::SpiffeId;
 use seam_proto::v1::{ServiceUpdate, service_update};
 
+use crate::state::authz::Authorization;
 use crate::state::{Backend, Endpoint, Resolution};
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -17,6 +18,8 @@ pub enum InvalidUpdate {
     Address(String),
     #[error("endpoint {address} has an invalid identity: {reason}")]
     Identity { address: String, reason: String },
+    #[error("the allow list holds an invalid identity: {0}")]
+    AllowedIdentity(String),
 }
 
 pub fn update_from_proto(update: ServiceUpdate) -> Result<Resolution, InvalidUpdate> {
@@ -41,12 +44,33 @@ pub fn update_from_proto(update: ServiceUpdate) -> Result<Resolution, InvalidUpd
                         Ok(Endpoint { address, identity })
                     })
                     .collect::<Result<_, _>>()?;
-            Ok(Resolution::Found(Arc::new(Backend::new(
-                service.name,
-                endpoints,
-            ))))
+            let authorization =
+                authorization_from_proto(service.authorization.unwrap_or_default())?;
+            Ok(Resolution::Found(Arc::new(
+                Backend::new(service.name, endpoints).with_authorization(authorization),
+            )))
         }
     }
+}
+
+fn authorization_from_proto(
+    authorization: seam_proto::v1::Authorization,
+) -> Result<Authorization, InvalidUpdate> {
+    let allow = if authorization.restricted {
+        let ids = authorization
+            .allowed_identities
+            .iter()
+            .map(|id| id.parse::<SpiffeId>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| InvalidUpdate::AllowedIdentity(err.to_string()))?;
+        Some(ids)
+    } else {
+        None
+    };
+    Ok(Authorization {
+        allow,
+        allow_plaintext: authorization.allow_plaintext,
+    })
 }
 
 #[cfg(test)]
@@ -67,6 +91,7 @@ mod tests {
                         identity: identity.into(),
                     })
                     .collect(),
+                authorization: None,
             })),
         }
     }
@@ -102,5 +127,62 @@ mod tests {
             let err = update_from_proto(input).unwrap_err().to_string();
             assert!(err.contains(reason), "{err}");
         }
+    }
+}
+
+#[cfg(test)]
+mod authorization_tests {
+    use super::*;
+    use seam_proto::v1;
+
+    fn with_authorization(authorization: Option<v1::Authorization>) -> ServiceUpdate {
+        ServiceUpdate {
+            authority: "api".into(),
+            version: 1,
+            state: Some(service_update::State::Service(v1::Service {
+                name: "api".into(),
+                endpoints: vec![],
+                authorization,
+            })),
+        }
+    }
+
+    fn converted(update: ServiceUpdate) -> Result<Authorization, InvalidUpdate> {
+        match update_from_proto(update)? {
+            Resolution::Found(backend) => Ok(backend.authorization.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_the_allow_list_and_refuses_bad_ids() {
+        assert_eq!(
+            converted(with_authorization(None)).unwrap(),
+            Authorization::default()
+        );
+        let restricted = converted(with_authorization(Some(v1::Authorization {
+            restricted: true,
+            allowed_identities: vec!["spiffe://seam.local/ns/default/sa/web".into()],
+            allow_plaintext: true,
+        })))
+        .unwrap();
+        assert_eq!(
+            restricted.allow.unwrap()[0].as_str(),
+            "spiffe://seam.local/ns/default/sa/web"
+        );
+        assert!(restricted.allow_plaintext);
+        let nobody = converted(with_authorization(Some(v1::Authorization {
+            restricted: true,
+            ..v1::Authorization::default()
+        })))
+        .unwrap();
+        assert_eq!(nobody.allow, Some(vec![]));
+        let err = converted(with_authorization(Some(v1::Authorization {
+            restricted: true,
+            allowed_identities: vec!["web".into()],
+            allow_plaintext: false,
+        })))
+        .unwrap_err();
+        assert!(err.to_string().contains("allow list"), "{err}");
     }
 }

@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use crate::body::{self, ProxyBody};
 use crate::metrics::{Direction, Metrics};
 use crate::proxy_error::{ProxyError, error_chain};
-use crate::server::{CLIENT_ID_HEADER, http_server, next_connection, strip_hop_by_hop};
+use crate::server::{
+    CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, http_server, next_connection, strip_hop_by_hop,
+};
 use crate::state::{Directory, Resolution};
 use crate::tls::TlsState;
 
@@ -137,9 +139,14 @@ pub async fn serve(
     outbound: Arc<Outbound>,
     connections: Arc<GracefulShutdown>,
     stop: CancellationToken,
+    limits: ServerLimits,
 ) {
-    let server = http_server();
-    while let Some((tcp, _)) = next_connection(&listener, &stop, "outbound").await {
+    let server = http_server(&limits);
+    let limit = ConnectionLimit::new(&limits);
+    while let Some((tcp, peer)) = next_connection(&listener, &stop, "outbound").await {
+        let Some(permit) = outbound.metrics.admit(&limit, Direction::Outbound, peer) else {
+            continue;
+        };
         let guard = outbound.metrics.connection_opened(Direction::Outbound);
         let outbound = outbound.clone();
         let service = hyper::service::service_fn(move |request| {
@@ -152,6 +159,7 @@ pub async fn serve(
         let connection = connections.watch(connection);
         tokio::spawn(async move {
             let _guard = guard;
+            let _permit = permit;
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "outbound connection ended with an error");
             }

@@ -3,6 +3,7 @@
 //! renews; configs read them at each handshake, so a renewal reaches new connections at
 //! once and leaves open ones alone.
 
+pub mod refusal;
 mod verify;
 
 use std::sync::Arc;
