@@ -281,7 +281,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let _guard = inbound.metrics.connection_opened(Direction::Inbound);
-            match starts_with_tls(&tcp).await {
+            match starts_with_tls(&tcp, inbound.limits.header_read_timeout).await {
                 Ok(true) => {
                     let Some((tls, caller)) = handshake(&inbound, tcp, peer).await else {
                         return;
@@ -344,10 +344,10 @@ async fn serve_http<I>(
 }
 
 /// Whether the first byte the client sends opens a TLS handshake (a TLS record of type
-/// 22). A client that sends nothing within the handshake timeout is refused.
-async fn starts_with_tls(tcp: &TcpStream) -> Result<bool, &'static str> {
+/// 22). A client that sends nothing within the header read timeout is refused.
+async fn starts_with_tls(tcp: &TcpStream, limit: Duration) -> Result<bool, &'static str> {
     let mut first = [0u8; 1];
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
+    match tokio::time::timeout(limit, tcp.peek(&mut first)).await {
         Ok(Ok(1)) => Ok(first[0] == TLS_HANDSHAKE_RECORD),
         Ok(Ok(_)) => Err("closed_by_peer"),
         Ok(Err(_)) => Err("io"),

@@ -100,6 +100,17 @@ pub async fn next_connection(
     }
 }
 
+/// Waits until the client has sent its first byte, for at most `limit` (the header read
+/// timeout): HTTP version detection would otherwise wait for ever on a client that
+/// connects and sends nothing. `false` if none came in time or the client left.
+pub async fn first_byte_within(tcp: &TcpStream, limit: Duration) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(limit, tcp.peek(&mut first)).await,
+        Ok(Ok(1))
+    )
+}
+
 /// Removes the headers that describe one connection and must not be forwarded
 /// (RFC 9110 §7.6.1), including any the `Connection` header names. `te: trailers` stays:
 /// gRPC needs it.

@@ -8,6 +8,7 @@ pub mod certify;
 pub mod client;
 pub mod logs;
 pub mod mesh;
+pub mod mesh_ca;
 pub mod proxy;
 pub mod tls;
 pub mod two_hop;

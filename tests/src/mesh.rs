@@ -433,6 +433,7 @@ impl TestMesh {
                 command.arg(format!("--{flag}")).arg(value);
             }
         }
+        command.args(&options.extra_args);
         match options.join_token_via {
             JoinTokenVia::Env => {
                 command.env("SEAM_JOIN_TOKEN", &token);

@@ -35,6 +35,8 @@ pub struct ProxyOptions {
     pub shutdown_grace: Option<String>,
     /// Pass every setting as a `SEAM_<FLAG>` environment variable instead of a flag.
     pub settings_via_env: bool,
+    /// More flags, as given (such as `--max-connections 2`).
+    pub extra_args: Vec<String>,
 }
 
 impl ProxyOptions {
@@ -46,7 +48,15 @@ impl ProxyOptions {
             join_token_via: JoinTokenVia::Env,
             shutdown_grace: None,
             settings_via_env: false,
+            extra_args: Vec::new(),
         }
+    }
+
+    /// Adds `--<flag> <value>` to the proxy's command line.
+    pub fn arg(mut self, flag: &str, value: &str) -> Self {
+        self.extra_args.push(format!("--{flag}"));
+        self.extra_args.push(value.to_string());
+        self
     }
 
     pub fn join_token(mut self, token: &str) -> Self {

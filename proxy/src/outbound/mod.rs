@@ -21,7 +21,8 @@ use crate::body::{self, ProxyBody};
 use crate::metrics::{Direction, Metrics};
 use crate::proxy_error::{ProxyError, error_chain};
 use crate::server::{
-    CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, http_server, next_connection, strip_hop_by_hop,
+    CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, first_byte_within, http_server,
+    next_connection, strip_hop_by_hop,
 };
 use crate::state::{Directory, Resolution};
 use crate::tls::TlsState;
@@ -153,14 +154,17 @@ pub async fn serve(
             let outbound = outbound.clone();
             async move { Ok::<_, std::convert::Infallible>(outbound.handle(request).await) }
         });
-        let connection = server
-            .serve_connection(TokioIo::new(tcp), service)
-            .into_owned();
-        let connection = connections.watch(connection);
+        let server = server.clone();
+        let watcher = connections.watcher();
         tokio::spawn(async move {
             let _guard = guard;
             let _permit = permit;
-            if let Err(err) = connection.await {
+            if !first_byte_within(&tcp, limits.header_read_timeout).await {
+                tracing::debug!(%peer, "closed an outbound connection that sent nothing");
+                return;
+            }
+            let connection = server.serve_connection(TokioIo::new(tcp), service);
+            if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!(error = %err, "outbound connection ended with an error");
             }
         });

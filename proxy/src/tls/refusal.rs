@@ -31,6 +31,7 @@ fn reason_of(err: &Error) -> &'static str {
         Error::InvalidCertificate(_) => "invalid_certificate",
         Error::PeerIncompatible(
             PeerIncompatible::SupportedVersionsExtensionRequired
+            | PeerIncompatible::Tls12NotOfferedOrEnabled
             | PeerIncompatible::Tls13RequiredForQuic,
         ) => "protocol_version",
         Error::PeerIncompatible(_) => "incompatible",
