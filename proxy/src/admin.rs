@@ -122,6 +122,8 @@ fn route(
                 "serial": certificate.serial_hex,
                 "not_before": rfc3339(certificate.not_before),
                 "not_after": rfc3339(certificate.not_after),
+                "issuer": certificate.issuer,
+                "issuer_key_id": certificate.issuer_key_id,
             })),
             None => text(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -3,12 +3,16 @@
 //! plane's view of its proxies, and the hidden `sample-app` is the tiny service the demo
 //! puts behind each proxy.
 
+pub mod ca;
+pub mod certs;
 mod children;
 pub mod demo;
+mod fleet;
 pub mod sample_app;
 pub mod status;
 mod summary;
 mod traffic;
+pub mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +35,12 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Show every proxy connected to the control plane: identity, subscriptions, NACKs.
     Status(status::StatusArgs),
+    /// The mesh CA: `ca rotate` rotates the root, `ca show` prints the trust bundle.
+    Ca(ca::CaArgs),
+    /// Every proxy's certificate (identity, issuer, expiry), with warnings.
+    Certs(certs::CertsArgs),
+    /// For every caller → callee pair, whether its traffic was mTLS and with which identities.
+    Verify(verify::VerifyArgs),
     /// The sample service `seamctl demo` runs behind each proxy.
     #[command(hide = true)]
     SampleApp(sample_app::SampleAppArgs),
@@ -42,5 +52,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args).await,
         Command::Status(args) => status::run(args).await,
         Command::SampleApp(args) => sample_app::run(args).await,
+        Command::Ca(args) => ca::run(args).await,
+        Command::Certs(args) => certs::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
     }
 }
