@@ -352,6 +352,11 @@ impl TestMesh {
             .context("the control plane did not exit after SIGTERM")?
     }
 
+    /// Kills the control plane (SIGKILL: no goodbye to the proxies) and waits for it.
+    pub async fn kill_control_plane(&mut self) -> anyhow::Result<()> {
+        self.control_plane.kill().await
+    }
+
     /// Stops the control plane and starts a new one on the same state directory (same
     /// CA) and the same gRPC and admin addresses, so the proxies can reconnect to it.
     pub async fn restart_control_plane(&mut self) -> anyhow::Result<()> {
