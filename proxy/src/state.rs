@@ -167,6 +167,14 @@ impl Directory {
         }
     }
 
+    /// Whether the control plane has answered for `authority` (false if never asked).
+    pub fn is_answered(&self, authority: &str) -> bool {
+        self.entries
+            .load()
+            .get(authority)
+            .is_some_and(|entry| !matches!(entry.borrow().resolution, Resolution::Pending))
+    }
+
     /// Every authority subscribed so far, to subscribe again after a reconnect.
     pub fn authorities(&self) -> Vec<String> {
         self.entries.load().keys().cloned().collect()
