@@ -1,6 +1,7 @@
 //! The control plane's admin HTTP listener: `/ready`, `/live`, `/metrics`, `/proxies`
-//! (who is connected and what they acknowledged) and `/mesh` (the model in force and why
-//! the latest change to the mesh file was refused, if it was).
+//! (who is connected and what they acknowledged), `/mesh` (the model in force and why
+//! the latest change to the mesh file was refused, if it was), `/ca` (the trust bundle
+//! and the state of a root rotation) and `POST /ca/rotate` (loopback only: start one).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,8 +14,12 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use std::net::SocketAddr;
+
+use crate::ca::{CaError, CertificateAuthority};
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
+use crate::rotation::{self, Rotation};
 use crate::source::MeshSource;
 use seam_proto::exposition;
 
@@ -22,19 +27,21 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<ProxyRegistry>,
     pub source: Arc<MeshSource>,
+    pub ca: Arc<CertificateAuthority>,
+    pub rotation: Arc<Rotation>,
 }
 
 /// Serves the admin API on `listener` until the task is aborted.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
+        let Ok((tcp, peer)) = listener.accept().await else {
             continue;
         };
         let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &request)) }
+                async move { Ok::<_, Infallible>(route(&state, &request, peer)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -43,7 +50,14 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     }
 }
 
-fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(
+    state: &AdminState,
+    request: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    if request.uri().path() == "/ca/rotate" {
+        return rotate(state, request.method(), peer);
+    }
     if request.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
     }
@@ -83,10 +97,57 @@ fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes
                 "last_error": state.source.last_error(),
             }))
         }
+        "/ca" => json_response(&ca_state(state)),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /ready, /live, /metrics, /proxies or /mesh\n",
+            "not found; try /ready, /live, /metrics, /proxies, /mesh or /ca\n",
         ),
+    }
+}
+
+/// The trust bundle (signing root first) and where a rotation stands.
+fn ca_state(state: &AdminState) -> serde_json::Value {
+    let roots: Vec<serde_json::Value> = state
+        .ca
+        .trust_bundle()
+        .iter()
+        .map(|root| rotation::root_summary(root))
+        .collect();
+    json!({
+        "trust_domain": state.ca.trust_domain(),
+        "rotation": state.rotation.status(),
+        "roots": roots,
+    })
+}
+
+/// `POST /ca/rotate`: starts a root rotation. Loopback clients only: whoever may rotate
+/// the roots runs on the control plane's machine.
+fn rotate(state: &AdminState, method: &Method, peer: SocketAddr) -> Response<Full<Bytes>> {
+    if !peer.ip().is_loopback() {
+        tracing::warn!(%peer, "refused /ca/rotate from a non-loopback address");
+        return text(
+            StatusCode::FORBIDDEN,
+            "/ca/rotate is served to loopback clients only\n",
+        );
+    }
+    if method != Method::POST {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use POST /ca/rotate\n");
+    }
+    match state.rotation.start() {
+        Ok(_) => json_response(&ca_state(state)),
+        Err(err @ CaError::RotationInProgress(_)) => Response::builder()
+            .status(StatusCode::CONFLICT)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Full::new(Bytes::from(format!("{err}\n"))))
+            .expect("static response parts are valid"),
+        Err(err) => {
+            tracing::error!(error = %err, "cannot start a root rotation");
+            Response::builder()
+                .status(StatusCode::INTERNAL_SERVER_ERROR)
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .body(Full::new(Bytes::from(format!("{err}\n"))))
+                .expect("static response parts are valid")
+        }
     }
 }
 

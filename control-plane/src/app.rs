@@ -19,6 +19,7 @@ use crate::identity::IdentityService;
 use crate::launch::print_listening_line;
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
+use crate::rotation::Rotation;
 use crate::source::MeshSource;
 use crate::tls;
 
@@ -41,6 +42,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let (tls_config, _renewal) = tls::serving_config(ca.clone(), args.cert_ttl)
         .context("cannot issue the control plane's certificate")?;
+    let rotation = Rotation::new(ca.clone(), args.cert_ttl);
+    let rotation_task = tokio::spawn(rotation.clone().run());
     let grpc_listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {} (--listen)", args.listen))?;
@@ -51,7 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let admin_addr = admin_listener.local_addr()?;
 
     let identity = IdentityService {
-        ca,
+        ca: ca.clone(),
         model: source.subscribe(),
         certificate_lifetime: args.cert_ttl,
         metrics: metrics.clone(),
@@ -78,6 +81,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             metrics,
             registry,
             source,
+            ca,
+            rotation,
         }),
     ));
     tracing::info!(%grpc_addr, %admin_addr, "control plane serving");
@@ -92,6 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("gRPC connections did not close within {SHUTDOWN_GRACE:?}"),
     }
     admin.abort();
+    rotation_task.abort();
     Ok(())
 }
 

@@ -1,18 +1,23 @@
-//! The mesh's certificate authority: loads the root from the state directory or creates it
-//! on first start (key file mode 0600), and signs short-lived workload certificates whose
-//! only name is a SPIFFE id. Leaves are signed directly by the root.
+//! The mesh's certificate authority: loads its roots from the state directory or creates
+//! one on first start (key files mode 0600), and signs short-lived workload certificates
+//! whose only name is a SPIFFE id, directly with the signing root. The trust bundle may
+//! hold several roots: a rotation introduces a new root (trusted, not signing), promotes
+//! it (signing, the old one still trusted) and retires the old one; `rotation` decides
+//! when each step is safe, this module only performs them.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+mod store;
+
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
 use seam_proto::SpiffeId;
 use time::OffsetDateTime;
@@ -45,6 +50,10 @@ pub enum CaError {
     BadRequest(rcgen::Error),
     #[error("signing failed: {0}")]
     Signing(#[from] rcgen::Error),
+    #[error("a root rotation is already in progress (phase {0:?})")]
+    RotationInProgress(RotationPhase),
+    #[error("cannot {0} a root now: the rotation is in phase {1:?}")]
+    NoRotationStep(&'static str, RotationPhase),
 }
 
 /// A signed certificate and when it expires.
@@ -57,130 +66,199 @@ pub struct IssuedCertificate {
 
 pub struct CertificateAuthority {
     trust_domain: String,
-    root: CertificateDer<'static>,
+    state_dir: PathBuf,
+    roots: ArcSwap<Roots>,
+    /// Bumped whenever the trust bundle or the signing root changes.
+    changes: watch::Sender<u64>,
+    /// Serialises rotation steps (each reads, writes files, then swaps).
+    rotating: Mutex<()>,
+}
+
+/// The roots in force: which one signs, which the mesh trusts, and where a rotation is.
+struct Roots {
     issuer: Issuer<'static, KeyPair>,
+    /// Every trusted root, the signing one first.
+    bundle: Vec<CertificateDer<'static>>,
+    /// An introduced root that does not sign yet, with its key.
+    next: Option<(CertificateDer<'static>, KeyPair)>,
+}
+
+/// Where a root rotation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RotationPhase {
+    /// One root, trusted and signing.
+    Idle,
+    /// A new root is trusted too; the old one still signs.
+    Introduced,
+    /// The new root signs; the old one is still trusted, until its leaves have expired.
+    Promoted,
 }
 
 impl CertificateAuthority {
-    /// Loads `ca.pem` and `ca.key` from `state_dir`, or creates both when neither exists.
+    /// Loads the CA from `state_dir`, or creates it when the directory holds none.
     pub fn load_or_create(state_dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
-        let cert_path = state_dir.join("ca.pem");
-        let key_path = state_dir.join("ca.key");
-        match (cert_path.exists(), key_path.exists()) {
-            (true, true) => Self::load(state_dir, &cert_path, &key_path, trust_domain),
-            (false, false) => Self::create(state_dir, &cert_path, &key_path, trust_domain),
-            _ => Err(CaError::Invalid {
-                path: state_dir.to_owned(),
-                reason: "only one of ca.pem and ca.key exists; restore the other or remove both to create a new CA".into(),
-            }),
+        if !store::exists(state_dir)? {
+            store::create_dir(state_dir)?;
+            let (cert, key) = new_root(state_dir, trust_domain)?;
+            // The key first: a crash in between leaves "only ca.key", which is refused.
+            store::write_key(state_dir, store::KEY_FILE, &key)?;
+            store::write_bundle(state_dir, std::slice::from_ref(&cert))?;
+            tracing::info!(path = %state_dir.join(store::BUNDLE_FILE).display(), trust_domain, "created the mesh root CA");
         }
+        let ca = Self::load(state_dir, trust_domain)?;
+        tracing::info!(path = %state_dir.join(store::BUNDLE_FILE).display(), trust_domain, phase = ?ca.phase(), roots = ca.trust_bundle().len(), "loaded the mesh root CA");
+        Ok(ca)
     }
 
-    fn create(
-        state_dir: &Path,
-        cert_path: &Path,
-        key_path: &Path,
-        trust_domain: &str,
-    ) -> Result<Self, CaError> {
-        let io = |action, path: &Path| {
-            let path = path.to_owned();
-            move |source| CaError::Io {
-                action,
-                path,
-                source,
-            }
-        };
-        fs::create_dir_all(state_dir).map_err(io("create", state_dir))?;
-        fs::set_permissions(state_dir, fs::Permissions::from_mode(0o700))
-            .map_err(io("restrict", state_dir))?;
-
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = distinguished_name(&format!("Seam root CA {trust_domain}"));
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.subject_alt_names = vec![uri_san(&trust_domain_id(state_dir, trust_domain)?)?];
-        let now = SystemTime::now();
-        params.not_before = (now - CLOCK_SKEW_ALLOWANCE).into();
-        params.not_after = (now + ROOT_LIFETIME).into();
-        params.serial_number = Some(random_serial());
-        let root = params.self_signed(&key)?;
-
-        // The key is written first and with mode 0600 from the moment it exists.
-        let mut key_file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(key_path)
-            .map_err(io("create", key_path))?;
-        key_file
-            .write_all(key.serialize_pem().as_bytes())
-            .map_err(io("write", key_path))?;
-        fs::write(cert_path, root.pem()).map_err(io("write", cert_path))?;
-        tracing::info!(path = %cert_path.display(), trust_domain, "created the mesh root CA");
-        Ok(Self {
-            trust_domain: trust_domain.to_owned(),
-            root: root.der().clone(),
-            issuer: Issuer::new(params, key),
-        })
-    }
-
-    fn load(
-        state_dir: &Path,
-        cert_path: &Path,
-        key_path: &Path,
-        trust_domain: &str,
-    ) -> Result<Self, CaError> {
+    fn load(state_dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
+        let bundle_path = state_dir.join(store::BUNDLE_FILE);
         let invalid = |path: &Path, reason: String| CaError::Invalid {
             path: path.to_owned(),
             reason,
         };
-        let mode = fs::metadata(key_path)
-            .map_err(|source| CaError::Io {
-                action: "inspect",
-                path: key_path.to_owned(),
-                source,
-            })?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(invalid(
-                key_path,
-                format!(
-                    "the key is readable by others (mode {:o}); chmod 600 it",
-                    mode & 0o777
-                ),
-            ));
+        let stored = store::read(state_dir)?;
+        let mut bundle = stored.bundle;
+        for root in &bundle {
+            let found = SpiffeId::from_certificate_der(root)
+                .map_err(|err| invalid(&bundle_path, err.to_string()))?;
+            if found.trust_domain() != trust_domain {
+                return Err(CaError::TrustDomainMismatch {
+                    dir: state_dir.to_owned(),
+                    found: found.trust_domain().to_owned(),
+                    wanted: trust_domain.to_owned(),
+                });
+            }
         }
-        let root = CertificateDer::from_pem_file(cert_path)
-            .map_err(|err| invalid(cert_path, err.to_string()))?;
-        let key_pem = fs::read_to_string(key_path).map_err(|source| CaError::Io {
-            action: "read",
-            path: key_path.to_owned(),
-            source,
+        let signing = store::find_certificate(&bundle, &stored.signing_key).ok_or_else(|| {
+            invalid(
+                &state_dir.join(store::KEY_FILE),
+                "matches no certificate in ca.pem".into(),
+            )
         })?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|err| invalid(key_path, err.to_string()))?;
-        let found = SpiffeId::from_certificate_der(&root)
-            .map_err(|err| invalid(cert_path, err.to_string()))?;
-        if found.trust_domain() != trust_domain {
-            return Err(CaError::TrustDomainMismatch {
-                dir: state_dir.to_owned(),
-                found: found.trust_domain().to_owned(),
-                wanted: trust_domain.to_owned(),
-            });
-        }
-        let issuer = Issuer::from_ca_cert_der(&root, key)
-            .map_err(|err| invalid(cert_path, err.to_string()))?;
-        tracing::info!(path = %cert_path.display(), trust_domain, "loaded the mesh root CA");
+        bundle.swap(0, signing);
+        let next = match stored.next_key {
+            None => None,
+            // A promotion that stopped after replacing ca.key: it is done.
+            Some(key) if store::find_certificate(&bundle[..1], &key).is_some() => {
+                store::remove(state_dir, store::NEXT_KEY_FILE)?;
+                None
+            }
+            Some(key) => {
+                let index = store::find_certificate(&bundle, &key).ok_or_else(|| {
+                    invalid(
+                        &state_dir.join(store::NEXT_KEY_FILE),
+                        "matches no certificate in ca.pem; remove it to abandon the rotation"
+                            .into(),
+                    )
+                })?;
+                Some((bundle[index].clone(), key))
+            }
+        };
+        let issuer = Issuer::from_ca_cert_der(&bundle[0], stored.signing_key)
+            .map_err(|err| invalid(&bundle_path, err.to_string()))?;
         Ok(Self {
             trust_domain: trust_domain.to_owned(),
-            root,
-            issuer,
+            state_dir: state_dir.to_owned(),
+            roots: ArcSwap::from_pointee(Roots {
+                issuer,
+                bundle,
+                next,
+            }),
+            changes: watch::Sender::new(0),
+            rotating: Mutex::new(()),
         })
+    }
+
+    /// Where a root rotation stands now.
+    pub fn phase(&self) -> RotationPhase {
+        let roots = self.roots.load();
+        match (&roots.next, roots.bundle.len()) {
+            (Some(_), _) => RotationPhase::Introduced,
+            (None, 1) => RotationPhase::Idle,
+            (None, _) => RotationPhase::Promoted,
+        }
+    }
+
+    /// Resolves whenever the bundle or the signing root changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Rotation step 1: makes a new root and adds it to the trust bundle; the current root
+    /// keeps signing, so proxies learn to trust the new one at their next renewal.
+    pub fn introduce_root(&self) -> Result<(), CaError> {
+        let _step = self.rotating.lock().map_err(|_| self.poisoned())?;
+        if self.phase() != RotationPhase::Idle {
+            return Err(CaError::RotationInProgress(self.phase()));
+        }
+        let current = self.roots.load();
+        let (cert, key) = new_root(&self.state_dir, &self.trust_domain)?;
+        let mut bundle = current.bundle.clone();
+        bundle.push(cert.clone());
+        store::write_key(&self.state_dir, store::NEXT_KEY_FILE, &key)?;
+        store::write_bundle(&self.state_dir, &bundle)?;
+        let issuer = Issuer::from_ca_cert_der(&bundle[0], clone_key(current.issuer.key())?)?;
+        self.publish(Roots {
+            issuer,
+            bundle,
+            next: Some((cert, key)),
+        });
+        tracing::info!("root rotation: introduced a new root; the current root still signs");
+        Ok(())
+    }
+
+    /// Rotation step 2: the introduced root signs from now on; the old one stays trusted.
+    pub fn promote_root(&self) -> Result<(), CaError> {
+        let _step = self.rotating.lock().map_err(|_| self.poisoned())?;
+        let current = self.roots.load();
+        let Some((cert, key)) = &current.next else {
+            return Err(CaError::NoRotationStep("promote", self.phase()));
+        };
+        let mut bundle = vec![cert.clone()];
+        bundle.extend(current.bundle.iter().filter(|root| *root != cert).cloned());
+        store::write_key(&self.state_dir, store::KEY_FILE, key)?;
+        store::write_bundle(&self.state_dir, &bundle)?;
+        store::remove(&self.state_dir, store::NEXT_KEY_FILE)?;
+        let issuer = Issuer::from_ca_cert_der(cert, clone_key(key)?)?;
+        self.publish(Roots {
+            issuer,
+            bundle,
+            next: None,
+        });
+        tracing::info!("root rotation: the new root signs now; the old root is still trusted");
+        Ok(())
+    }
+
+    /// Rotation step 3: the old roots leave the trust bundle.
+    pub fn retire_old_roots(&self) -> Result<(), CaError> {
+        let _step = self.rotating.lock().map_err(|_| self.poisoned())?;
+        if self.phase() != RotationPhase::Promoted {
+            return Err(CaError::NoRotationStep("retire", self.phase()));
+        }
+        let current = self.roots.load();
+        let bundle = vec![current.bundle[0].clone()];
+        store::write_bundle(&self.state_dir, &bundle)?;
+        let issuer = Issuer::from_ca_cert_der(&bundle[0], clone_key(current.issuer.key())?)?;
+        self.publish(Roots {
+            issuer,
+            bundle,
+            next: None,
+        });
+        tracing::info!("root rotation: retired the old root");
+        Ok(())
+    }
+
+    fn publish(&self, roots: Roots) {
+        self.roots.store(Arc::new(roots));
+        self.changes.send_modify(|generation| *generation += 1);
+    }
+
+    fn poisoned(&self) -> CaError {
+        CaError::Invalid {
+            path: self.state_dir.clone(),
+            reason: "an earlier rotation step panicked".into(),
+        }
     }
 
     pub fn trust_domain(&self) -> &str {
@@ -189,7 +267,7 @@ impl CertificateAuthority {
 
     /// Every root proxies should trust.
     pub fn trust_bundle(&self) -> Vec<CertificateDer<'static>> {
-        vec![self.root.clone()]
+        self.roots.load().bundle.clone()
     }
 
     /// Signs the key in a CSR for `identity`, ignoring whatever names the CSR asks for.
@@ -253,13 +331,44 @@ impl CertificateAuthority {
         let serial = random_serial();
         let serial_hex = hex(serial.as_ref());
         params.serial_number = Some(serial);
-        let cert = params.signed_by(public_key, &self.issuer)?;
+        let cert = params.signed_by(public_key, &self.roots.load().issuer)?;
         Ok(IssuedCertificate {
             der: cert.der().clone(),
             serial_hex,
             not_after,
         })
     }
+}
+
+/// Makes a new self-signed root for `trust_domain`.
+fn new_root(
+    state_dir: &Path,
+    trust_domain: &str,
+) -> Result<(CertificateDer<'static>, KeyPair), CaError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    let now = SystemTime::now();
+    params.distinguished_name = distinguished_name(&format!(
+        "Seam root CA {trust_domain} {}",
+        humantime::format_rfc3339_seconds(now)
+    ));
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.subject_alt_names = vec![uri_san(&trust_domain_id(state_dir, trust_domain)?)?];
+    params.not_before = (now - CLOCK_SKEW_ALLOWANCE).into();
+    params.not_after = (now + ROOT_LIFETIME).into();
+    params.serial_number = Some(random_serial());
+    let root = params.self_signed(&key)?;
+    Ok((root.der().clone(), key))
+}
+
+/// A copy of a key pair (rcgen's `KeyPair` is not `Clone`).
+fn clone_key(key: &KeyPair) -> Result<KeyPair, CaError> {
+    Ok(KeyPair::try_from(key.serialized_der())?)
 }
 
 fn trust_domain_id(state_dir: &Path, trust_domain: &str) -> Result<SpiffeId, CaError> {
@@ -294,6 +403,8 @@ pub fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn creates_then_reloads_the_same_root_with_a_private_key_file() {

@@ -18,7 +18,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
 use crate::model::{
-    Endpoint, LoadBalancer, MeshModel, PathMatch, Policy, Resolution, ResolvedRoute, RetryOn,
+    Authorization, Endpoint, LoadBalancer, MeshModel, PathMatch, Policy, Resolution, ResolvedRoute,
+    RetryOn,
 };
 use crate::registry::{ProxyEntry, ProxyRegistry};
 
@@ -226,6 +227,19 @@ impl Session {
     }
 }
 
+fn authorization_to_proto(authorization: &Authorization) -> v1::Authorization {
+    v1::Authorization {
+        restricted: authorization.allow.is_some(),
+        allowed_identities: authorization
+            .allow
+            .iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect(),
+        allow_plaintext: authorization.allow_plaintext,
+    }
+}
+
 fn to_proto(authority: &str, version: u64, resolution: &Resolution) -> ServiceUpdate {
     let state = match resolution {
         Resolution::Service(service) => service_update::State::Service(v1::Service {
@@ -233,6 +247,7 @@ fn to_proto(authority: &str, version: u64, resolution: &Resolution) -> ServiceUp
             endpoints: endpoints_to_proto(&service.endpoints),
             policy: Some(policy_to_proto(&service.policy)),
             routes: service.routes.iter().map(route_to_proto).collect(),
+            authorization: Some(authorization_to_proto(&service.authorization)),
         }),
         Resolution::NotFound => service_update::State::NotFound(v1::NotFound {}),
     };

@@ -13,5 +13,6 @@ pub mod mesh_file;
 pub mod metrics;
 pub mod model;
 pub mod registry;
+pub mod rotation;
 pub mod source;
 pub mod tls;

@@ -13,7 +13,9 @@ use seam_proto::SpiffeId;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::model::{Endpoint, FILE_NAMESPACE, JoinToken, MeshModel, Policy, ServiceModel};
+use crate::model::{
+    Authorization, Endpoint, FILE_NAMESPACE, JoinToken, MeshModel, Policy, ServiceModel,
+};
 
 /// Why a mesh file was refused, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,10 @@ struct ServiceSpec {
     load_balancer: Option<Spanned<String>>,
     #[serde(default)]
     routes: Vec<Spanned<policy::RouteSpec>>,
+    /// Who may call: service names or SPIFFE ids; absent means any mesh identity.
+    allow: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    allow_plaintext: bool,
 }
 
 /// Reads and parses the mesh file at `path`.
@@ -169,6 +175,13 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
             .map(|route| policy::route(&name, &service_policy, route, &names))
             .collect::<Result<Vec<_>, _>>()
             .map_err(refused)?;
+        let allow = match &spec.allow {
+            Some(entries) => Some(
+                allow::resolve(&name, entries, &names, trust_domain)
+                    .map_err(|err| spanned_error(err.location, err.reason))?,
+            ),
+            None => None,
+        };
         services.insert(
             name.clone(),
             ServiceModel {
@@ -177,6 +190,10 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
                 endpoints,
                 policy: service_policy,
                 routes,
+                authorization: Authorization {
+                    allow,
+                    allow_plaintext: spec.allow_plaintext,
+                },
             },
         );
     }
@@ -218,6 +235,8 @@ fn check_service_name(name: &str) -> Result<(), &'static str> {
     }
     Ok(())
 }
+
+mod allow;
 
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,6 @@
 //! TLS for the control plane's gRPC listener: a serving certificate issued by the mesh CA
 //! (SPIFFE id of the control plane, DNS names `localhost` and `seam-control-plane`),
-//! renewed in place before it expires; client certificates are optional at the handshake
+//! renewed in place before it expires and at once when the roots rotate; client certificates are optional at the handshake
 //! (a proxy has none before its first `Certify`) and required by the Discovery service.
 
 use std::sync::Arc;
@@ -52,15 +52,12 @@ fn issue(ca: &CertificateAuthority, lifetime: Duration) -> Result<CertifiedKey, 
     Ok(CertifiedKey::new(vec![issued.der], signing_key))
 }
 
-/// Builds the listener's TLS config and keeps its certificate fresh (renewed at half its
-/// lifetime) for as long as the returned task runs.
-pub fn serving_config(
-    ca: Arc<CertificateAuthority>,
-    lifetime: Duration,
-) -> Result<(Arc<ServerConfig>, tokio::task::JoinHandle<()>), CaError> {
-    let certificate = Arc::new(ServingCertificate(ArcSwap::from_pointee(issue(
-        &ca, lifetime,
-    )?)));
+/// The listener's TLS config for the current roots: clients are verified against the
+/// whole trust bundle, the serving certificate is `certificate`'s.
+fn server_config(
+    ca: &CertificateAuthority,
+    certificate: Arc<ServingCertificate>,
+) -> Result<Arc<ServerConfig>, CaError> {
     let mut roots = RootCertStore::empty();
     for root in ca.trust_bundle() {
         roots.add(root).map_err(|err| CaError::Invalid {
@@ -77,31 +74,64 @@ pub fn serving_config(
         })?;
     let mut config = ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
         .with_client_cert_verifier(verifier)
-        .with_cert_resolver(certificate.clone());
+        .with_cert_resolver(certificate);
     config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
 
+/// The listener's TLS config, swapped whole when it changes.
+pub type SharedServerConfig = Arc<ArcSwap<ServerConfig>>;
+
+/// Builds the listener's TLS config and keeps it fresh for as long as the returned task
+/// runs: the certificate is renewed at half its lifetime, and both the certificate and the
+/// trusted client roots follow a root rotation at once.
+pub fn serving_config(
+    ca: Arc<CertificateAuthority>,
+    lifetime: Duration,
+) -> Result<(SharedServerConfig, tokio::task::JoinHandle<()>), CaError> {
+    let certificate = Arc::new(ServingCertificate(ArcSwap::from_pointee(issue(
+        &ca, lifetime,
+    )?)));
+    let config = Arc::new(ArcSwap::new(server_config(&ca, certificate.clone())?));
+    let shared = config.clone();
+    let mut changes = ca.subscribe();
     let renewal = tokio::spawn(async move {
         loop {
-            tokio::time::sleep(lifetime / 2).await;
+            let roots_changed = tokio::select! {
+                () = tokio::time::sleep(lifetime / 2) => false,
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    true
+                }
+            };
             match issue(&ca, lifetime) {
                 Ok(fresh) => certificate.0.store(Arc::new(fresh)),
                 Err(err) => {
                     tracing::error!(error = %err, "cannot renew the control plane's serving certificate")
                 }
             }
+            if roots_changed {
+                match server_config(&ca, certificate.clone()) {
+                    Ok(fresh) => config.store(fresh),
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot apply the new trust bundle to the gRPC listener")
+                    }
+                }
+            }
         }
     });
-    Ok((Arc::new(config), renewal))
+    Ok((shared, renewal))
 }
 
 /// Accepts TCP connections and completes TLS handshakes off the accept loop, handing the
 /// finished streams to the gRPC server.
 pub fn accept_tls(
     listener: TcpListener,
-    config: Arc<ServerConfig>,
+    config: SharedServerConfig,
 ) -> mpsc::Receiver<Result<TlsStream<TcpStream>, std::io::Error>> {
     let (streams, receiver) = mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -111,7 +141,7 @@ pub fn accept_tls(
                     continue;
                 }
             };
-            let acceptor = acceptor.clone();
+            let acceptor = TlsAcceptor::from(config.load_full());
             let streams = streams.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {

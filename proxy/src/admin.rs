@@ -1,5 +1,7 @@
 //! The proxy's admin HTTP listener (loopback by default): `/ready`, `/live`, `/metrics`,
-//! `/config` (discovery state, subscriptions and ejected endpoints) and `/identity` (the certificate held).
+//! `/config` (discovery state, subscriptions and ejected endpoints), `/identity` (the
+//! certificate held), `/callers` (who called this service, over mTLS or not) and
+//! `POST /shutdown` (loopback clients only: drain and exit, for Jobs).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,6 +17,11 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use std::net::SocketAddr;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::outbound::EndpointStates;
 use crate::state::Directory;
@@ -33,6 +40,9 @@ pub struct AdminState {
     pub discovery_ever_connected: watch::Receiver<bool>,
     /// Set once a stop was asked for: the proxy is draining and should get no new traffic.
     pub draining: Arc<AtomicBool>,
+    pub inbound: Arc<Inbound>,
+    /// Cancelled by `POST /shutdown`: the proxy drains and exits as on SIGTERM.
+    pub shutdown_requested: CancellationToken,
 }
 
 impl AdminState {
@@ -44,6 +54,9 @@ impl AdminState {
             Some("no certificate yet")
         } else if !*self.discovery_ever_connected.borrow() {
             Some("discovery stream not up yet")
+        } else if !self.directory.is_answered(&self.service) {
+            // Until then the inbound side cannot authorize callers.
+            Some("own authorization policy not received yet")
         } else {
             None
         }
@@ -52,14 +65,14 @@ impl AdminState {
 
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
+        let Ok((tcp, peer)) = listener.accept().await else {
             continue;
         };
         let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &request)) }
+                async move { Ok::<_, Infallible>(route(&state, &request, peer)) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -68,7 +81,14 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     }
 }
 
-fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(
+    state: &AdminState,
+    request: &Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    if request.uri().path() == "/shutdown" {
+        return shutdown(state, request.method(), peer);
+    }
     if request.method() != Method::GET {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -112,17 +132,44 @@ fn route(state: &AdminState, request: &Request<Incoming>) -> Response<Full<Bytes
                 "serial": certificate.serial_hex,
                 "not_before": rfc3339(certificate.not_before),
                 "not_after": rfc3339(certificate.not_after),
+                "issuer": certificate.issuer,
+                "issuer_key_id": certificate.issuer_key_id,
             })),
             None => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no certificate yet\n".into(),
             ),
         },
+        "/callers" => json_response(&json!({
+            "service": state.service,
+            "spiffe_id": state.tls.certificate().map(|c| c.spiffe_id.to_string()),
+            "callers": state.inbound.callers().snapshot(),
+        })),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /ready, /live, /metrics, /config or /identity\n".into(),
+            "not found; try /ready, /live, /metrics, /config, /identity or /callers\n".into(),
         ),
     }
+}
+
+/// `POST /shutdown`: drain and exit as on SIGTERM (for Jobs whose main container is done).
+/// Only from loopback, whatever address the admin listener is bound to.
+fn shutdown(state: &AdminState, method: &Method, peer: SocketAddr) -> Response<Full<Bytes>> {
+    if !peer.ip().is_loopback() {
+        tracing::warn!(%peer, "refused /shutdown from a non-loopback address");
+        return text(
+            StatusCode::FORBIDDEN,
+            "/shutdown is served to loopback clients only\n".into(),
+        );
+    }
+    if method != Method::POST {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST /shutdown\n".into(),
+        );
+    }
+    state.shutdown_requested.cancel();
+    text(StatusCode::OK, "shutting down\n".into())
 }
 
 fn rfc3339(time: SystemTime) -> String {

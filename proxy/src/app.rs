@@ -93,6 +93,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     let (subscribe, new_authorities) = mpsc::unbounded_channel();
     let directory = Arc::new(Directory::new(subscribe, MAX_SERVICES));
+    // Our own service's entry carries the authorization policy the inbound side enforces:
+    // subscribe at once so it is known before the first caller arrives.
+    let _ = directory
+        .resolve(&args.service, std::time::Duration::ZERO)
+        .await;
     let discovery_connected = Arc::new(AtomicBool::new(false));
     let (ever_connected, discovery_ever_connected) = watch::channel(false);
     let discovery = tokio::spawn(
@@ -113,15 +118,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let draining = Arc::new(AtomicBool::new(false));
     let stop_accepting = CancellationToken::new();
     let connections = Arc::new(GracefulShutdown::new());
+    let limits = args.server_limits();
+    let inbound = Arc::new(Inbound::new(
+        args.service.clone(),
+        args.app,
+        tls.clone(),
+        metrics.clone(),
+        telemetry.clone(),
+        directory.clone(),
+        limits,
+    ));
     let inbound_task = tokio::spawn(inbound::serve(
         inbound_listener,
-        Arc::new(Inbound::new(
-            args.service.clone(),
-            args.app,
-            tls.clone(),
-            metrics.clone(),
-            telemetry.clone(),
-        )),
+        inbound.clone(),
         connections.clone(),
         stop_accepting.clone(),
     ));
@@ -136,7 +145,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )),
         connections.clone(),
         stop_accepting.clone(),
+        limits,
     ));
+    let shutdown_requested = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
         Arc::new(AdminState {
@@ -149,12 +160,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             discovery_connected,
             discovery_ever_connected,
             draining: draining.clone(),
+            inbound,
+            shutdown_requested: shutdown_requested.clone(),
         }),
     ));
     tracing::info!(%inbound_addr, %outbound_addr, %admin_addr, app = %args.app, "proxy started");
     print_listening_line(inbound_addr, outbound_addr, admin_addr);
 
-    stop_signal().await?;
+    tokio::select! {
+        result = stop_signal() => result?,
+        () = shutdown_requested.cancelled() => tracing::info!("stop asked for on the admin port (/shutdown)"),
+    }
     tracing::info!(grace = ?args.shutdown_grace, "draining");
     draining.store(true, Ordering::Relaxed);
     stop_accepting.cancel();

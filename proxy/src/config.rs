@@ -56,9 +56,27 @@ pub struct Args {
     /// `json`: one JSON line per request on stdout; `off`: none.
     #[arg(long, env = "SEAM_ACCESS_LOG", default_value = "off")]
     pub access_log: AccessLogFormat,
+    /// A client must send a whole request head within this long, or is cut off.
+    #[arg(long, env = "SEAM_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Duration,
+    /// The largest request head (HTTP/1) or header list (HTTP/2), in bytes.
+    #[arg(long, env = "SEAM_MAX_HEADER_BYTES", default_value_t = crate::server::MAX_HEADER_BYTES)]
+    pub max_header_bytes: usize,
+    /// Open connections per listener; beyond it new connections are closed at once.
+    #[arg(long, env = "SEAM_MAX_CONNECTIONS", default_value_t = crate::server::MAX_CONNECTIONS)]
+    pub max_connections: usize,
 }
 
 impl Args {
+    /// The limits every listener applies.
+    pub fn server_limits(&self) -> crate::server::ServerLimits {
+        crate::server::ServerLimits {
+            header_read_timeout: self.header_read_timeout,
+            max_header_bytes: self.max_header_bytes,
+            max_connections: self.max_connections,
+        }
+    }
+
     /// The join token, from `--join-token-file` or `SEAM_JOIN_TOKEN`.
     pub fn join_token(&self) -> anyhow::Result<String> {
         let token = match &self.join_token_file {

@@ -123,7 +123,13 @@ impl IdentityManager {
                 self.expected
             );
         }
-        let (not_before, not_after, serial_hex) = validity(leaf)?;
+        let Validity {
+            not_before,
+            not_after,
+            serial_hex,
+            issuer,
+            issuer_key_id,
+        } = validity(leaf)?;
         let mut roots = RootCertStore::empty();
         for root in response.trust_bundle_der {
             roots
@@ -145,6 +151,8 @@ impl IdentityManager {
             serial_hex,
             not_before,
             not_after,
+            issuer,
+            issuer_key_id,
         };
         self.tls.install(certificate, roots)?;
         self.tls
@@ -153,21 +161,38 @@ impl IdentityManager {
     }
 }
 
-/// A certificate's validity period and serial number.
-fn validity(der: &[u8]) -> anyhow::Result<(SystemTime, SystemTime, String)> {
+/// What `/identity` shows about a certificate besides its SPIFFE id.
+struct Validity {
+    not_before: SystemTime,
+    not_after: SystemTime,
+    serial_hex: String,
+    issuer: String,
+    issuer_key_id: Option<String>,
+}
+
+/// A certificate's validity period, serial number and issuer.
+fn validity(der: &[u8]) -> anyhow::Result<Validity> {
+    use x509_parser::extensions::ParsedExtension;
     let (_, cert) = x509_parser::parse_x509_certificate(der).context("unparsable certificate")?;
     let at = |seconds: i64| UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let validity = cert.validity();
-    let serial = cert
-        .raw_serial()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((
-        at(validity.not_before.timestamp()),
-        at(validity.not_after.timestamp()),
-        serial,
-    ))
+    let issuer_key_id =
+        cert.extensions()
+            .iter()
+            .find_map(|extension| match extension.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                    aki.key_identifier.as_ref().map(|id| hex(id.0))
+                }
+                _ => None,
+            });
+    Ok(Validity {
+        not_before: at(validity.not_before.timestamp()),
+        not_after: at(validity.not_after.timestamp()),
+        serial_hex: hex(cert.raw_serial()),
+        issuer: cert.issuer().to_string(),
+        issuer_key_id,
+    })
 }
 
 /// Never renew sooner than this after installing a certificate, whatever its dates say.

@@ -1,7 +1,9 @@
 //! The inbound listener: mTLS from other proxies (a client certificate from the mesh CA is
-//! required at the handshake), then the request goes to the local app in the HTTP version
-//! it arrived in, carrying `x-seam-client-id: <the caller's SPIFFE id>` (any such header
-//! that came from outside is removed first).
+//! required at the handshake; plaintext only when the service's policy allows it), then
+//! the service's allow list decides (403 with the reason if the caller is not on it), and
+//! the request goes to the local app in the HTTP version it arrived in, carrying
+//! `x-seam-client-id: <the caller's SPIFFE id>` (any such header that came from outside is
+//! removed first). Refused handshakes are counted by reason.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response, Uri, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,15 +23,29 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{self, ProxyBody};
-use crate::metrics::{Direction, Metrics};
-use crate::proxy_error::{ProxyError, error_chain};
-use crate::server::{CLIENT_ID_HEADER, http_server, next_connection, strip_hop_by_hop};
+use crate::metrics::{CallerLabels, DeniedLabels, Direction, Metrics};
+use crate::proxy_error::{PROXY_ERROR_HEADER, ProxyError, error_chain};
+use crate::server::{
+    CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, http_server, next_connection, strip_hop_by_hop,
+};
+use crate::state::authz::{self, Authorization, Caller};
 use crate::state::policy::DEFAULT_ROUTE;
+use crate::state::{Directory, Resolution};
 use crate::telemetry::{CountedIo, Telemetry};
-use crate::tls::TlsState;
+use crate::tls::{TlsState, refusal};
+
+mod callers;
+
+pub use callers::CallerCounts;
 
 /// A peer has this long to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for this service's policy on the proxy's first requests.
+const POLICY_WAIT: Duration = Duration::from_secs(3);
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+/// How callers without an identity are labelled in metrics and `/callers`.
+const PLAINTEXT_CALLER: &str = "plaintext";
 
 type AppClient = Client<AppConnector, Incoming>;
 
@@ -41,6 +57,9 @@ pub struct Inbound {
     tls: Arc<TlsState>,
     metrics: Arc<Metrics>,
     telemetry: Arc<Telemetry>,
+    directory: Arc<Directory>,
+    limits: ServerLimits,
+    callers: CallerCounts,
 }
 
 impl Inbound {
@@ -50,6 +69,8 @@ impl Inbound {
         tls: Arc<TlsState>,
         metrics: Arc<Metrics>,
         telemetry: Arc<Telemetry>,
+        directory: Arc<Directory>,
+        limits: ServerLimits,
     ) -> Self {
         let mut builder = Client::builder(TokioExecutor::new());
         builder
@@ -66,17 +87,93 @@ impl Inbound {
             tls,
             metrics,
             telemetry,
+            directory,
+            limits,
+            callers: CallerCounts::default(),
+        }
+    }
+
+    /// Who called this proxy's service and how, for `/callers`.
+    pub fn callers(&self) -> &CallerCounts {
+        &self.callers
+    }
+
+    /// This service's authorization policy as the control plane last sent it.
+    async fn policy(&self) -> Result<Authorization, Response<ProxyBody>> {
+        match self.directory.resolve(&self.service, POLICY_WAIT).await {
+            Ok(Resolution::Found(backend)) => Ok(backend.authorization.clone()),
+            Ok(Resolution::NotFound) => Err(refusal(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} is not in the mesh: no caller is allowed\n",
+                    self.service
+                ),
+            )),
+            Ok(Resolution::Pending) | Err(_) => Err(refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the authorization policy of {} is not known yet\n",
+                    self.service
+                ),
+            )),
         }
     }
 
     async fn handle(
         &self,
         mut request: Request<Incoming>,
-        caller: &HeaderValue,
+        caller: &InboundCaller,
     ) -> Response<ProxyBody> {
         let call = self
             .telemetry
-            .begin(Direction::Inbound, &mut request, Some(caller));
+            .begin(Direction::Inbound, &mut request, caller.header.as_ref());
+        let response = match self.authorized(caller).await {
+            Ok(()) => self.forward(request, caller).await,
+            Err(refused) => refused,
+        };
+        self.telemetry
+            .finish(call, &self.service, DEFAULT_ROUTE, 0, response)
+    }
+
+    /// Applies the service's allow list; a refusal is counted, logged with both
+    /// identities, and answered with a 403 that says why.
+    async fn authorized(&self, caller: &InboundCaller) -> Result<(), Response<ProxyBody>> {
+        let policy = self.policy().await?;
+        let decision = authz::authorize(caller.as_caller(), &self.service, &policy, None);
+        let label = caller.label();
+        self.metrics
+            .inbound_callers
+            .get_or_create(&CallerLabels {
+                caller: label.to_owned(),
+                tls: caller.transport(),
+            })
+            .inc();
+        self.callers
+            .record(label, caller.transport(), decision.is_ok());
+        decision.map_err(|denied| {
+            self.metrics
+                .authorization_denied
+                .get_or_create(&DeniedLabels {
+                    service: self.service.clone(),
+                    caller: label.to_owned(),
+                    reason: denied.reason_label(),
+                })
+                .inc();
+            let callee = self
+                .tls
+                .certificate()
+                .map(|c| c.spiffe_id.to_string())
+                .unwrap_or_default();
+            tracing::warn!(caller = label, callee, service = %self.service, reason = %denied, "refused a request: not allowed");
+            refusal(StatusCode::FORBIDDEN, format!("{denied}\n"))
+        })
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+        caller: &InboundCaller,
+    ) -> Response<ProxyBody> {
         let version = request.version();
         let request = self.to_app_request(request, caller);
         let client = if version == Version::HTTP_2 {
@@ -84,7 +181,7 @@ impl Inbound {
         } else {
             &self.http1
         };
-        let response = match client.request(request).await {
+        match client.request(request).await {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
@@ -95,20 +192,20 @@ impl Inbound {
                 cause: error_chain(&err),
             }
             .into_response(),
-        };
-        self.telemetry
-            .finish(call, &self.service, DEFAULT_ROUTE, 0, response)
+        }
     }
 
     fn to_app_request(
         &self,
         request: Request<Incoming>,
-        caller: &HeaderValue,
+        caller: &InboundCaller,
     ) -> Request<Incoming> {
         let (mut parts, body) = request.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(CLIENT_ID_HEADER);
-        parts.headers.insert(CLIENT_ID_HEADER, caller.clone());
+        if let Some(header) = &caller.header {
+            parts.headers.insert(CLIENT_ID_HEADER, header.clone());
+        }
         // The pool needs an absolute URI; HTTP/1 requests arrive in origin form and keep
         // their Host header, HTTP/2 ones keep the :authority the caller used.
         if parts.uri.authority().is_none() {
@@ -127,6 +224,47 @@ impl Inbound {
     }
 }
 
+/// A 403 or 503 the proxy wrote itself.
+fn refusal(status: StatusCode, text: String) -> Response<ProxyBody> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(PROXY_ERROR_HEADER, "true")
+        .body(body::text(text))
+        .expect("status and static headers are valid")
+}
+
+/// Who is on the other end of an inbound connection.
+#[derive(Clone)]
+struct InboundCaller {
+    /// `None` for a plaintext caller.
+    identity: Option<SpiffeId>,
+    /// `x-seam-client-id` for the app, when there is an identity.
+    header: Option<HeaderValue>,
+}
+
+impl InboundCaller {
+    fn as_caller(&self) -> Caller<'_> {
+        self.identity
+            .as_ref()
+            .map_or(Caller::Plaintext, Caller::Mesh)
+    }
+
+    fn label(&self) -> &str {
+        self.identity
+            .as_ref()
+            .map_or(PLAINTEXT_CALLER, SpiffeId::as_str)
+    }
+
+    fn transport(&self) -> &'static str {
+        if self.identity.is_some() {
+            "mtls"
+        } else {
+            "plaintext"
+        }
+    }
+}
+
 /// Accepts peers' connections until `stop` is cancelled.
 pub async fn serve(
     listener: TcpListener,
@@ -134,37 +272,107 @@ pub async fn serve(
     connections: Arc<GracefulShutdown>,
     stop: CancellationToken,
 ) {
+    let limit = ConnectionLimit::new(&inbound.limits);
     while let Some((tcp, peer)) = next_connection(&listener, &stop, "inbound").await {
+        let Some(permit) = inbound.metrics.admit(&limit, Direction::Inbound, peer) else {
+            continue;
+        };
         let inbound = inbound.clone();
         // A watcher per connection: the drain waits for it, handshake included.
         let watcher = connections.watcher();
         tokio::spawn(async move {
+            let _permit = permit;
             let _guard = inbound.metrics.connection_opened(Direction::Inbound);
-            let Some((tls, caller)) = handshake(&inbound.tls, tcp, peer).await else {
-                return;
-            };
-            let tls = CountedIo::new(tls, &inbound.metrics, Direction::Inbound);
-            let service = hyper::service::service_fn(move |request| {
-                let inbound = inbound.clone();
-                let caller = caller.clone();
-                async move { Ok::<_, std::convert::Infallible>(inbound.handle(request, &caller).await) }
-            });
-            let server = http_server();
-            let connection = server.serve_connection(TokioIo::new(tls), service);
-            if let Err(err) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %err, "inbound connection ended with an error");
+            match starts_with_tls(&tcp, inbound.limits.header_read_timeout).await {
+                Ok(true) => {
+                    let Some((tls, caller)) = handshake(&inbound, tcp, peer).await else {
+                        return;
+                    };
+                    let io = CountedIo::new(tls, &inbound.metrics, Direction::Inbound);
+                    serve_http(inbound, TokioIo::new(io), caller, watcher, peer).await;
+                }
+                Ok(false) => {
+                    if !inbound.plaintext_allowed().await {
+                        inbound
+                            .metrics
+                            .count_tls_refusal(Direction::Inbound, "plaintext");
+                        tracing::info!(%peer, "refused a plaintext connection: the service accepts only mTLS");
+                        return;
+                    }
+                    let caller = InboundCaller {
+                        identity: None,
+                        header: None,
+                    };
+                    let io = CountedIo::new(tcp, &inbound.metrics, Direction::Inbound);
+                    serve_http(inbound, TokioIo::new(io), caller, watcher, peer).await;
+                }
+                Err(reason) => {
+                    inbound
+                        .metrics
+                        .count_tls_refusal(Direction::Inbound, reason);
+                    tracing::info!(%peer, reason, "closed an inbound connection before any byte");
+                }
             }
         });
     }
 }
 
-/// Completes the mTLS handshake and reads the caller's SPIFFE id; refusals are logged.
+impl Inbound {
+    async fn plaintext_allowed(&self) -> bool {
+        self.policy()
+            .await
+            .is_ok_and(|policy| policy.allow_plaintext)
+    }
+}
+
+/// Serves HTTP on an accepted (and, for mTLS, authenticated) connection.
+async fn serve_http<I>(
+    inbound: Arc<Inbound>,
+    io: I,
+    caller: InboundCaller,
+    watcher: hyper_util::server::graceful::Watcher,
+    peer: SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let server = http_server(&inbound.limits);
+    let service = hyper::service::service_fn(move |request| {
+        let inbound = inbound.clone();
+        let caller = caller.clone();
+        async move { Ok::<_, std::convert::Infallible>(inbound.handle(request, &caller).await) }
+    });
+    let connection = server.serve_connection(io, service);
+    if let Err(err) = watcher.watch(connection).await {
+        tracing::debug!(%peer, error = %err, "inbound connection ended with an error");
+    }
+}
+
+/// Whether the first byte the client sends opens a TLS handshake (a TLS record of type
+/// 22). A client that sends nothing within the header read timeout is refused.
+async fn starts_with_tls(tcp: &TcpStream, limit: Duration) -> Result<bool, &'static str> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(limit, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) => Ok(first[0] == TLS_HANDSHAKE_RECORD),
+        Ok(Ok(_)) => Err("closed_by_peer"),
+        Ok(Err(_)) => Err("io"),
+        Err(_) => Err("timeout"),
+    }
+}
+
+/// Completes the mTLS handshake and reads the caller's SPIFFE id; refusals are counted
+/// by reason and logged.
 async fn handshake(
-    tls: &TlsState,
+    inbound: &Inbound,
     tcp: TcpStream,
     peer: SocketAddr,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, HeaderValue)> {
-    let Some(config) = tls.inbound_config() else {
+) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, InboundCaller)> {
+    let refuse = |reason: &'static str| {
+        inbound
+            .metrics
+            .count_tls_refusal(Direction::Inbound, reason);
+    };
+    let Some(config) = inbound.tls.inbound_config() else {
+        refuse("no_certificate_yet");
         tracing::info!(%peer, "refused a connection: this proxy has no certificate yet");
         return None;
     };
@@ -176,26 +384,41 @@ async fn handshake(
     {
         Ok(Ok(stream)) => stream,
         Ok(Err(err)) => {
-            tracing::info!(%peer, error = %err, "refused an inbound TLS handshake");
+            let reason = refusal::reason(&err);
+            refuse(reason);
+            tracing::info!(%peer, reason, error = %err, "refused an inbound TLS handshake");
             return None;
         }
         Err(_) => {
+            refuse("timeout");
             tracing::info!(%peer, "inbound TLS handshake timed out");
             return None;
         }
     };
+    let own_trust_domain = inbound
+        .tls
+        .certificate()
+        .map(|c| c.spiffe_id.trust_domain().to_owned());
     let caller = stream
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|certs| certs.first())
-        .and_then(|leaf| SpiffeId::from_certificate_der(leaf).ok());
+        .and_then(|leaf| SpiffeId::from_certificate_der(leaf).ok())
+        .filter(|id| own_trust_domain.as_deref() == Some(id.trust_domain()));
     let Some(caller) = caller else {
-        tracing::info!(%peer, "refused a peer whose certificate names no SPIFFE id");
+        refuse("bad_identity");
+        tracing::info!(%peer, "refused a peer whose certificate names no SPIFFE id of this trust domain");
         return None;
     };
-    let caller = HeaderValue::from_str(caller.as_str()).ok()?;
-    Some((stream, caller))
+    let header = HeaderValue::from_str(caller.as_str()).ok()?;
+    Some((
+        stream,
+        InboundCaller {
+            identity: Some(caller),
+            header: Some(header),
+        },
+    ))
 }
 
 /// Dials the local app, whatever URI the request carries.

@@ -78,6 +78,28 @@ pub struct RequestRecord<'a> {
     pub elapsed: Duration,
 }
 
+/// Why the proxy turned a connection away before any HTTP exchange.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub direction: &'static str,
+    pub reason: &'static str,
+}
+
+/// A request the authorization policy refused: who called whom, and why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeniedLabels {
+    pub service: String,
+    pub caller: String,
+    pub reason: &'static str,
+}
+
+/// An inbound request by caller identity and transport (`mtls` or `plaintext`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CallerLabels {
+    pub caller: String,
+    pub tls: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
@@ -95,6 +117,12 @@ pub struct Metrics {
     ejections: Family<ServiceLabel, Counter>,
     load_shed: Family<ServiceLabel, Counter>,
     pub access_log_dropped: Counter,
+    /// TLS handshakes refused, by direction and reason (expired, unknown_ca, ...).
+    pub tls_refused: Family<RefusedLabels, Counter>,
+    /// Connections closed at once because a listener was at its limit.
+    pub connections_refused: Family<RefusedLabels, Counter>,
+    pub authorization_denied: Family<DeniedLabels, Counter>,
+    pub inbound_callers: Family<CallerLabels, Counter>,
 }
 
 impl Metrics {
@@ -197,6 +225,30 @@ impl Metrics {
             "Access log lines dropped because stdout could not keep up",
             access_log_dropped.clone(),
         );
+        let tls_refused = Family::default();
+        registry.register(
+            "tls_handshakes_refused",
+            "TLS handshakes refused, by direction and reason",
+            Family::clone(&tls_refused),
+        );
+        let connections_refused = Family::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed on accept, by direction and reason (limit: --max-connections)",
+            Family::clone(&connections_refused),
+        );
+        let authorization_denied = Family::default();
+        registry.register(
+            "authorization_denied",
+            "Inbound requests refused with 403 by the service's allow list, by caller",
+            Family::clone(&authorization_denied),
+        );
+        let inbound_callers = Family::default();
+        registry.register(
+            "inbound_requests_by_caller",
+            "Inbound requests by caller identity and transport (mtls or plaintext)",
+            Family::clone(&inbound_callers),
+        );
         Self {
             registry,
             requests,
@@ -214,6 +266,10 @@ impl Metrics {
             ejections,
             load_shed,
             access_log_dropped,
+            tls_refused,
+            connections_refused,
+            authorization_denied,
+            inbound_callers,
         }
     }
 
@@ -296,6 +352,37 @@ impl Metrics {
             self.read_bytes.get_or_create(&label).clone(),
             self.written_bytes.get_or_create(&label).clone(),
         )
+    }
+
+    /// A permit for a new connection on a listener, or `None` (counted and logged) when
+    /// the listener is at its `--max-connections`.
+    pub fn admit(
+        &self,
+        limit: &crate::server::ConnectionLimit,
+        direction: Direction,
+        peer: std::net::SocketAddr,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = limit.admit();
+        if permit.is_none() {
+            self.connections_refused
+                .get_or_create(&RefusedLabels {
+                    direction: direction.as_str(),
+                    reason: "limit",
+                })
+                .inc();
+            tracing::warn!(%peer, direction = direction.as_str(), "closed a connection: the listener is at --max-connections");
+        }
+        permit
+    }
+
+    /// Counts a refused TLS handshake.
+    pub fn count_tls_refusal(&self, direction: Direction, reason: &'static str) {
+        self.tls_refused
+            .get_or_create(&RefusedLabels {
+                direction: direction.as_str(),
+                reason,
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

@@ -4,28 +4,75 @@
 use std::time::Duration;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::HeaderMap;
 use http::header::{self, HeaderName};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// A client must send its request headers within this long.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head (HTTP/1) or header list (HTTP/2) accepted.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Open connections one listener accepts before it closes new ones at once.
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// hyper refuses a smaller HTTP/1 read buffer.
+const MIN_HEADER_BUFFER: usize = 8192;
+
+/// Limits every listener applies to its clients (`--header-read-timeout`,
+/// `--max-header-bytes`, `--max-connections`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            max_header_bytes: MAX_HEADER_BYTES,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// One listener's budget of open connections: a connection holds a permit until it
+/// closes; with none left, a new connection is closed at once (and counted by the caller).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimit(Arc<Semaphore>);
+
+impl ConnectionLimit {
+    pub fn new(limits: &ServerLimits) -> Self {
+        Self(Arc::new(Semaphore::new(limits.max_connections)))
+    }
+
+    /// A permit for one more connection, or `None` at the limit.
+    pub fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.0.clone().try_acquire_owned().ok()
+    }
+}
 
 /// The header that tells an app which mesh identity called it.
 pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("x-seam-client-id");
 
 /// A server for HTTP/1.1 and HTTP/2 (told apart by the HTTP/2 preface).
-pub fn http_server() -> auto::Builder<TokioExecutor> {
+pub fn http_server(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(MIN_HEADER_BUFFER));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }
 
@@ -51,6 +98,17 @@ pub async fn next_connection(
             },
         }
     }
+}
+
+/// Waits until the client has sent its first byte, for at most `limit` (the header read
+/// timeout): HTTP version detection would otherwise wait for ever on a client that
+/// connects and sends nothing. `false` if none came in time or the client left.
+pub async fn first_byte_within(tcp: &TcpStream, limit: Duration) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(limit, tcp.peek(&mut first)).await,
+        Ok(Ok(1))
+    )
 }
 
 /// Removes the headers that describe one connection and must not be forwarded

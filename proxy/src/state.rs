@@ -17,6 +17,10 @@ use tokio::sync::{mpsc, watch};
 
 use policy::{Policy, Route, RouteMatch, Target, WeightedBackend};
 
+pub mod authz;
+
+use authz::Authorization;
+
 /// An instance of a service: where to connect and who must answer there.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Endpoint {
@@ -37,6 +41,8 @@ pub struct Backend {
     /// Checked in order; the last one matches every request and sends it to the
     /// service's own endpoints with the service's policy.
     routes: Vec<Arc<Route>>,
+    /// Who may call this service (what its own proxies enforce).
+    pub authorization: Authorization,
 }
 
 impl Backend {
@@ -87,6 +93,7 @@ impl Backend {
             name,
             endpoints,
             routes: built,
+            authorization: Authorization::default(),
         }
     }
 
@@ -108,6 +115,12 @@ impl Backend {
             .iter()
             .flat_map(|route| route.backends.iter())
             .flat_map(|backend| backend.target.endpoints.iter())
+    }
+
+    /// The same backend with its authorization policy set.
+    pub fn with_authorization(mut self, authorization: Authorization) -> Self {
+        self.authorization = authorization;
+        self
     }
 }
 
@@ -210,6 +223,14 @@ impl Directory {
                 resolution,
             });
         }
+    }
+
+    /// Whether the control plane has answered for `authority` (false if never asked).
+    pub fn is_answered(&self, authority: &str) -> bool {
+        self.entries
+            .load()
+            .get(authority)
+            .is_some_and(|entry| !matches!(entry.borrow().resolution, Resolution::Pending))
     }
 
     /// Every authority subscribed so far, to subscribe again after a reconnect.

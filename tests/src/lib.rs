@@ -11,6 +11,7 @@ pub mod faulty;
 pub mod load;
 pub mod logs;
 pub mod mesh;
+pub mod mesh_ca;
 pub mod otlp;
 pub mod policy_mesh;
 pub mod prometheus;

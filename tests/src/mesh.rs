@@ -51,6 +51,15 @@ pub struct MeshService {
 /// Renders the mesh file (v1) for `services`. Strings are written as JSON strings, which
 /// are valid double-quoted YAML scalars.
 pub fn render_mesh_file(services: &BTreeMap<String, MeshService>) -> String {
+    render_mesh_file_with(services, &BTreeMap::new())
+}
+
+/// Like [`render_mesh_file`], with extra YAML lines (such as `allow: [a]`) under some
+/// services, each line written as is at the service's key indentation.
+pub fn render_mesh_file_with(
+    services: &BTreeMap<String, MeshService>,
+    extra: &BTreeMap<String, Vec<String>>,
+) -> String {
     let mut yaml = format!("# written by seam-tests\ntrust_domain: {TRUST_DOMAIN}\nservices:\n");
     if services.is_empty() {
         yaml.push_str("  {}\n");
@@ -66,6 +75,9 @@ pub fn render_mesh_file(services: &BTreeMap<String, MeshService>) -> String {
             Value::from(service.join_token.as_str()),
             endpoints.join(", ")
         ));
+        for line in extra.get(name).into_iter().flatten() {
+            yaml.push_str(&format!("    {line}\n"));
+        }
     }
     yaml
 }
@@ -110,6 +122,8 @@ pub struct TestMesh {
     earlier_logs: Vec<ChildLog>,
     extra_args: Vec<String>,
     services: Mutex<BTreeMap<String, MeshService>>,
+    /// Extra mesh file lines per service (authorization keys), see [`TestMesh::set_service_lines`].
+    extra_lines: Mutex<BTreeMap<String, Vec<String>>>,
     mesh_path: PathBuf,
     state_dir: PathBuf,
     dir: TempDir,
@@ -157,6 +171,7 @@ impl TestMesh {
             earlier_logs: Vec::new(),
             extra_args: extra_args.iter().map(ToString::to_string).collect(),
             services: Mutex::new(services),
+            extra_lines: Mutex::new(BTreeMap::new()),
             mesh_path,
             state_dir,
             dir,
@@ -236,7 +251,7 @@ impl TestMesh {
                     .with_context(|| format!("service {name} is not in the test mesh"))?;
                 service.endpoints = endpoints.to_vec();
             }
-            render_mesh_file(&services)
+            render_mesh_file_with(&services, &self.extra_lines())
         };
         write_atomically(&self.mesh_path, &contents)?;
         let written_at = Instant::now();
@@ -262,6 +277,32 @@ impl TestMesh {
         Ok(written_at)
     }
 
+    fn extra_lines(&self) -> BTreeMap<String, Vec<String>> {
+        self.extra_lines
+            .lock()
+            .expect("mesh lines lock poisoned")
+            .clone()
+    }
+
+    /// Sets extra mesh file lines under `service` (such as `allow: [a]` or
+    /// `allow_plaintext: true`), rewrites the file and waits until the control plane has
+    /// applied it (a new `/mesh` version).
+    pub async fn set_service_lines(&self, service: &str, lines: &[&str]) -> anyhow::Result<()> {
+        let before = self.mesh_state().await?["version"].clone();
+        let contents = {
+            let services = self.services.lock().expect("mesh model lock poisoned");
+            let mut extra = self.extra_lines.lock().expect("mesh lines lock poisoned");
+            extra.insert(
+                service.to_owned(),
+                lines.iter().map(ToString::to_string).collect(),
+            );
+            render_mesh_file_with(&services, &extra)
+        };
+        write_atomically(&self.mesh_path, &contents)?;
+        self.wait_version_change(&before, RELOAD_TIMEOUT).await?;
+        Ok(())
+    }
+
     /// Removes `service` from the mesh file and waits until `/mesh` no longer lists it.
     pub async fn remove_service(&self, service: &str) -> anyhow::Result<()> {
         let contents = {
@@ -269,7 +310,7 @@ impl TestMesh {
             services
                 .remove(service)
                 .with_context(|| format!("service {service} is not in the test mesh"))?;
-            render_mesh_file(&services)
+            render_mesh_file_with(&services, &self.extra_lines())
         };
         write_atomically(&self.mesh_path, &contents)?;
         wait::until(
@@ -309,6 +350,11 @@ impl TestMesh {
         tokio::time::timeout(RELOAD_TIMEOUT, self.control_plane.wait())
             .await
             .context("the control plane did not exit after SIGTERM")?
+    }
+
+    /// Kills the control plane (SIGKILL: no goodbye to the proxies) and waits for it.
+    pub async fn kill_control_plane(&mut self) -> anyhow::Result<()> {
+        self.control_plane.kill().await
     }
 
     /// Stops the control plane and starts a new one on the same state directory (same
@@ -392,6 +438,7 @@ impl TestMesh {
                 command.arg(format!("--{flag}")).arg(value);
             }
         }
+        command.args(&options.extra_args);
         match options.join_token_via {
             JoinTokenVia::Env => {
                 command.env("SEAM_JOIN_TOKEN", &token);
@@ -402,7 +449,6 @@ impl TestMesh {
                 command.arg("--join-token-file").arg(path);
             }
         }
-        command.args(&options.extra_args);
         let process = SeamProcess::spawn(label, command, stderr)
             .await
             .with_context(|| format!("proxy log:\n{}", log.tail()))?;

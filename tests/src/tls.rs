@@ -177,6 +177,18 @@ pub fn client_config_with_cert(identity: ClientIdentity) -> anyhow::Result<Arc<C
     ))
 }
 
+/// A TLS client that presents `identity` and speaks only TLS 1.2.
+pub fn client_config_tls12_only(identity: ClientIdentity) -> anyhow::Result<Arc<ClientConfig>> {
+    install_crypto_provider();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS12])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert { provider }))
+        .with_client_auth_cert(identity.chain, identity.key)?;
+    Ok(Arc::new(config))
+}
+
 /// What happened when a client tried to talk to an inbound listener.
 #[derive(Debug)]
 pub enum ProbeOutcome {

@@ -3,14 +3,18 @@
 //! plane's view of its proxies, `stat` shows live traffic numbers from their metrics, and the hidden `sample-app` is the tiny service the demo
 //! puts behind each proxy.
 
+pub mod ca;
+pub mod certs;
 mod children;
 pub mod demo;
+mod fleet;
 pub mod sample_app;
 pub mod stat;
 mod stat_table;
 pub mod status;
 mod summary;
 mod traffic;
+pub mod verify;
 
 use clap::{Parser, Subcommand};
 
@@ -36,6 +40,12 @@ pub enum Command {
     /// Success rate, requests per second and p50/p95/p99 latency per service and per
     /// caller → callee edge, from the proxies' metrics, refreshed like `top`.
     Stat(stat::StatArgs),
+    /// The mesh CA: `ca rotate` rotates the root, `ca show` prints the trust bundle.
+    Ca(ca::CaArgs),
+    /// Every proxy's certificate (identity, issuer, expiry), with warnings.
+    Certs(certs::CertsArgs),
+    /// For every caller → callee pair, whether its traffic was mTLS and with which identities.
+    Verify(verify::VerifyArgs),
     /// The sample service `seamctl demo` runs behind each proxy.
     #[command(hide = true)]
     SampleApp(sample_app::SampleAppArgs),
@@ -48,5 +58,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Status(args) => status::run(args).await,
         Command::Stat(args) => stat::run(args).await,
         Command::SampleApp(args) => sample_app::run(args).await,
+        Command::Ca(args) => ca::run(args).await,
+        Command::Certs(args) => certs::run(args).await,
+        Command::Verify(args) => verify::run(args).await,
     }
 }

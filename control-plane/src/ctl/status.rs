@@ -70,7 +70,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("{:?} resolves to no address", args.admin)))
 }
 
-async fn resolve(admin: &str) -> anyhow::Result<Vec<SocketAddr>> {
+pub(crate) async fn resolve(admin: &str) -> anyhow::Result<Vec<SocketAddr>> {
     Ok(tokio::net::lookup_host(admin)
         .await
         .with_context(|| {

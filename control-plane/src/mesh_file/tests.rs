@@ -265,3 +265,56 @@ fn bad_request_handling_keys_are_refused_with_line_and_reason() {
         assert_eq!(err.line, line, "{text:?}: {err}");
     }
 }
+
+#[test]
+fn allow_lists_take_service_names_and_spiffe_ids() {
+    let model = parse_text(
+        "services:\n  api:\n    join_token: t\n    allow: [web, \"spiffe://seam.local/ns/prod/sa/billing\", web]\n    allow_plaintext: true\n  web:\n    join_token: w\n",
+    )
+    .unwrap();
+    let api = &model.services["api"].authorization;
+    let allowed: Vec<&str> = api.allow.iter().flatten().map(|id| id.as_str()).collect();
+    assert_eq!(
+        allowed,
+        [
+            "spiffe://seam.local/ns/default/sa/web",
+            "spiffe://seam.local/ns/prod/sa/billing"
+        ]
+    );
+    assert!(api.allow_plaintext);
+    let web = &model.services["web"].authorization;
+    assert_eq!(web.allow, None, "no allow list means any mesh identity");
+    assert!(
+        !web.allow_plaintext,
+        "plaintext is refused unless asked for"
+    );
+
+    let empty = parse_text("services:\n  api:\n    join_token: t\n    allow: []\n").unwrap();
+    assert_eq!(empty.services["api"].authorization.allow, Some(vec![]));
+}
+
+#[test]
+fn allow_entries_that_can_never_match_are_refused_with_their_line() {
+    let cases: &[(&str, u64, &str)] = &[
+        (
+            "services:\n  api:\n    join_token: t\n    allow: [wbe]\n",
+            4,
+            "names \"wbe\", which is neither a service of this file nor a spiffe:// id",
+        ),
+        (
+            "services:\n  api:\n    join_token: t\n    allow:\n      - \"spiffe://other.local/ns/x/sa/y\"\n",
+            5,
+            "outside trust domain \"seam.local\"",
+        ),
+        (
+            "services:\n  api:\n    join_token: t\n    allow: [\"spiffe://seam.local/ns//sa\"]\n",
+            4,
+            "invalid path",
+        ),
+    ];
+    for (text, line, reason) in cases {
+        let err = parse_text(text).unwrap_err();
+        assert_eq!(err.line, *line, "{err}");
+        assert!(err.reason.contains(reason), "{err}");
+    }
+}

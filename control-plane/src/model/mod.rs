@@ -35,6 +35,17 @@ pub struct ServiceModel {
     pub policy: Policy,
     /// Checked in order; the first match decides.
     pub routes: Vec<RouteModel>,
+    pub authorization: Authorization,
+}
+
+/// Who may call a service; the service's own proxies enforce it on inbound requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Authorization {
+    /// `None`: any identity of the mesh. `Some`: only these (service names already
+    /// turned into their SPIFFE ids).
+    pub allow: Option<Vec<SpiffeId>>,
+    /// Whether callers without mTLS are let in (`false` unless the mesh file says so).
+    pub allow_plaintext: bool,
 }
 
 /// Where an instance is reached, and who it must prove to be there.
@@ -47,7 +58,7 @@ pub struct Endpoint {
 /// What an authority currently names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
-    Service(ResolvedService),
+    Service(Box<ResolvedService>),
     NotFound,
 }
 
@@ -59,6 +70,7 @@ pub struct ResolvedService {
     pub endpoints: Vec<Endpoint>,
     pub policy: Policy,
     pub routes: Vec<ResolvedRoute>,
+    pub authorization: Authorization,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +129,7 @@ impl MeshModel {
             Err(_) => self.services.get(strip_port(authority)),
         };
         match service {
-            Some(service) => Resolution::Service(self.resolve_service(service)),
+            Some(service) => Resolution::Service(Box::new(self.resolve_service(service))),
             None => Resolution::NotFound,
         }
     }
@@ -150,6 +162,7 @@ impl MeshModel {
             endpoints: service.endpoints.clone(),
             policy: service.policy.clone(),
             routes,
+            authorization: service.authorization.clone(),
         }
     }
 }
@@ -179,6 +192,7 @@ mod tests {
                 join_token: JoinToken::new("t".into()),
                 endpoints: vec![endpoint("127.0.0.1:1001", "api")],
                 policy: Policy::default(),
+                authorization: Authorization::default(),
                 routes: vec![RouteModel {
                     route_match: RouteMatch::default(),
                     policy: Policy::default(),
@@ -197,6 +211,7 @@ mod tests {
                 endpoints: vec![endpoint("127.0.0.1:1002", "v2")],
                 policy: Policy::default(),
                 routes: Vec::new(),
+                authorization: Authorization::default(),
             },
         );
         MeshModel {

@@ -8,6 +8,7 @@ use seam_proto::SpiffeId;
 use seam_proto::v1::{self, ServiceUpdate, service_update};
 
 use super::policy::{match_from_proto, policy_from_proto};
+use crate::state::authz::Authorization;
 use crate::state::policy::{Target, WeightedBackend};
 use crate::state::{Backend, Endpoint, Resolution};
 
@@ -23,6 +24,8 @@ pub enum InvalidUpdate {
     Policy(String),
     #[error("invalid route: {0}")]
     Route(String),
+    #[error("the allow list holds an invalid identity: {0}")]
+    AllowedIdentity(String),
 }
 
 pub fn update_from_proto(update: ServiceUpdate) -> Result<Resolution, InvalidUpdate> {
@@ -58,12 +61,12 @@ pub fn update_from_proto(update: ServiceUpdate) -> Result<Resolution, InvalidUpd
                     Ok((route_match, policy, backends))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            Ok(Resolution::Found(Arc::new(Backend::with_routes(
-                service.name,
-                endpoints,
-                policy,
-                routes,
-            ))))
+            let authorization =
+                authorization_from_proto(service.authorization.unwrap_or_default())?;
+            Ok(Resolution::Found(Arc::new(
+                Backend::with_routes(service.name, endpoints, policy, routes)
+                    .with_authorization(authorization),
+            )))
         }
     }
 }
@@ -89,5 +92,83 @@ fn endpoints_from_proto(endpoints: Vec<v1::Endpoint>) -> Result<Vec<Endpoint>, I
         .collect()
 }
 
+fn authorization_from_proto(
+    authorization: v1::Authorization,
+) -> Result<Authorization, InvalidUpdate> {
+    let allow = if authorization.restricted {
+        let ids = authorization
+            .allowed_identities
+            .iter()
+            .map(|id| id.parse::<SpiffeId>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| InvalidUpdate::AllowedIdentity(err.to_string()))?;
+        Some(ids)
+    } else {
+        None
+    };
+    Ok(Authorization {
+        allow,
+        allow_plaintext: authorization.allow_plaintext,
+    })
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod authorization_tests {
+    use super::*;
+    use seam_proto::v1;
+
+    fn with_authorization(authorization: Option<v1::Authorization>) -> ServiceUpdate {
+        ServiceUpdate {
+            authority: "api".into(),
+            version: 1,
+            state: Some(service_update::State::Service(v1::Service {
+                name: "api".into(),
+                endpoints: vec![],
+                authorization,
+                ..v1::Service::default()
+            })),
+        }
+    }
+
+    fn converted(update: ServiceUpdate) -> Result<Authorization, InvalidUpdate> {
+        match update_from_proto(update)? {
+            Resolution::Found(backend) => Ok(backend.authorization.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_the_allow_list_and_refuses_bad_ids() {
+        assert_eq!(
+            converted(with_authorization(None)).unwrap(),
+            Authorization::default()
+        );
+        let restricted = converted(with_authorization(Some(v1::Authorization {
+            restricted: true,
+            allowed_identities: vec!["spiffe://seam.local/ns/default/sa/web".into()],
+            allow_plaintext: true,
+        })))
+        .unwrap();
+        assert_eq!(
+            restricted.allow.unwrap()[0].as_str(),
+            "spiffe://seam.local/ns/default/sa/web"
+        );
+        assert!(restricted.allow_plaintext);
+        let nobody = converted(with_authorization(Some(v1::Authorization {
+            restricted: true,
+            ..v1::Authorization::default()
+        })))
+        .unwrap();
+        assert_eq!(nobody.allow, Some(vec![]));
+        let err = converted(with_authorization(Some(v1::Authorization {
+            restricted: true,
+            allowed_identities: vec!["web".into()],
+            allow_plaintext: false,
+        })))
+        .unwrap_err();
+        assert!(err.to_string().contains("allow list"), "{err}");
+    }
+}

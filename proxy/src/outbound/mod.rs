@@ -44,7 +44,10 @@ use tower::util::{BoxCloneSyncService, ServiceExt};
 use crate::body::{self, ProxyBody};
 use crate::metrics::{Direction, Metrics};
 use crate::proxy_error::ProxyError;
-use crate::server::{CLIENT_ID_HEADER, http_server, next_connection, strip_hop_by_hop};
+use crate::server::{
+    CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, first_byte_within, http_server,
+    next_connection, strip_hop_by_hop,
+};
 use crate::state::{Directory, Resolution};
 use crate::telemetry::{CountedIo, Telemetry};
 use crate::tls::TlsState;
@@ -181,23 +184,33 @@ pub async fn serve(
     outbound: Arc<Outbound>,
     connections: Arc<GracefulShutdown>,
     stop: CancellationToken,
+    limits: ServerLimits,
 ) {
-    let server = http_server();
-    while let Some((tcp, _)) = next_connection(&listener, &stop, "outbound").await {
+    let server = http_server(&limits);
+    let limit = ConnectionLimit::new(&limits);
+    while let Some((tcp, peer)) = next_connection(&listener, &stop, "outbound").await {
+        let Some(permit) = outbound.metrics.admit(&limit, Direction::Outbound, peer) else {
+            continue;
+        };
         let guard = outbound.metrics.connection_opened(Direction::Outbound);
-        let tcp = CountedIo::new(tcp, &outbound.metrics, Direction::Outbound);
+        let metrics = outbound.metrics.clone();
         let outbound = outbound.clone();
         let service = hyper::service::service_fn(move |request| {
             let outbound = outbound.clone();
             async move { Ok::<_, std::convert::Infallible>(outbound.handle(request).await) }
         });
-        let connection = server
-            .serve_connection(TokioIo::new(tcp), service)
-            .into_owned();
-        let connection = connections.watch(connection);
+        let server = server.clone();
+        let watcher = connections.watcher();
         tokio::spawn(async move {
             let _guard = guard;
-            if let Err(err) = connection.await {
+            let _permit = permit;
+            if !first_byte_within(&tcp, limits.header_read_timeout).await {
+                tracing::debug!(%peer, "closed an outbound connection that sent nothing");
+                return;
+            }
+            let tcp = CountedIo::new(tcp, &metrics, Direction::Outbound);
+            let connection = server.serve_connection(TokioIo::new(tcp), service);
+            if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!(error = %err, "outbound connection ended with an error");
             }
         });

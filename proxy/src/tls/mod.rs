@@ -3,6 +3,7 @@
 //! renews; configs read them at each handshake, so a renewal reaches new connections at
 //! once and leaves open ones alone.
 
+pub mod refusal;
 mod verify;
 
 use std::sync::Arc;
@@ -30,6 +31,10 @@ pub struct WorkloadCertificate {
     pub serial_hex: String,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
+    /// The issuing root's name and key id (authority key identifier, hex), so operators
+    /// can tell which root of a rotation a certificate comes from.
+    pub issuer: String,
+    pub issuer_key_id: Option<String>,
 }
 
 /// The current certificate and roots, and the inbound config built from them.

@@ -1,0 +1,29 @@
+//! The mesh file parser on arbitrary text: it must refuse or accept, never panic, and
+//! every refusal must name a position inside the text (or 0 for the file as a whole).
+
+#![no_main]
+
+use std::path::Path;
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|text: &str| {
+    match seam_control_plane::mesh_file::parse(Path::new("fuzz.yaml"), text, "seam.local") {
+        Ok(model) => {
+            for service in model.services.values() {
+                assert!(!service.name.is_empty());
+            }
+        }
+        Err(err) => {
+            // YAML breaks lines at \n, \r\n and a lone \r; counting \r\n twice is an
+            // upper bound, which is all this needs.
+            let lines = text.split(['\n', '\r']).count() as u64 + 1;
+            assert!(
+                err.line <= lines,
+                "line {} of a {lines}-line text: {err}",
+                err.line
+            );
+            assert!(!err.reason.is_empty());
+        }
+    }
+});

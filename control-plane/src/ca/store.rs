@@ -1,0 +1,162 @@
+//! The CA's files in the state directory, written so a crash at any point leaves a state
+//! the next start understands:
+//!
+//! - `ca.pem`: every root the mesh trusts (the trust bundle proxies are given), the
+//!   signing root first;
+//! - `ca.key`: the signing root's key, mode 0600;
+//! - `ca-next.key`: during a rotation's first phase only, the key of the root that was
+//!   introduced but does not sign yet, mode 0600.
+//!
+//! Which certificate signs is decided by matching keys, not by order, and every file is
+//! replaced by writing a temporary file and renaming it over the old one.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rcgen::{KeyPair, PublicKeyData};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use super::CaError;
+
+pub const BUNDLE_FILE: &str = "ca.pem";
+pub const KEY_FILE: &str = "ca.key";
+pub const NEXT_KEY_FILE: &str = "ca-next.key";
+
+/// What the state directory holds.
+pub struct Stored {
+    pub bundle: Vec<CertificateDer<'static>>,
+    pub signing_key: KeyPair,
+    /// The key of an introduced, not yet signing root.
+    pub next_key: Option<KeyPair>,
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CaError {
+    let path = path.to_owned();
+    move |source| CaError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+fn invalid(path: &Path, reason: String) -> CaError {
+    CaError::Invalid {
+        path: path.to_owned(),
+        reason,
+    }
+}
+
+/// Whether `state_dir` holds a CA (both files), none, or half of one (an error).
+pub fn exists(state_dir: &Path) -> Result<bool, CaError> {
+    match (
+        state_dir.join(BUNDLE_FILE).exists(),
+        state_dir.join(KEY_FILE).exists(),
+    ) {
+        (true, true) => Ok(true),
+        (false, false) => Ok(false),
+        _ => Err(invalid(
+            state_dir,
+            "only one of ca.pem and ca.key exists; restore the other or remove both to create a new CA".into(),
+        )),
+    }
+}
+
+/// Creates the state directory, private to its owner.
+pub fn create_dir(state_dir: &Path) -> Result<(), CaError> {
+    fs::create_dir_all(state_dir).map_err(io("create", state_dir))?;
+    fs::set_permissions(state_dir, fs::Permissions::from_mode(0o700))
+        .map_err(io("restrict", state_dir))
+}
+
+pub fn read(state_dir: &Path) -> Result<Stored, CaError> {
+    let bundle_path = state_dir.join(BUNDLE_FILE);
+    let bundle: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&bundle_path)
+        .map_err(|err| invalid(&bundle_path, err.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|err| invalid(&bundle_path, err.to_string()))?;
+    if bundle.is_empty() {
+        return Err(invalid(&bundle_path, "holds no certificate".into()));
+    }
+    let signing_key = read_key(&state_dir.join(KEY_FILE))?;
+    let next_path = state_dir.join(NEXT_KEY_FILE);
+    let next_key = if next_path.exists() {
+        Some(read_key(&next_path)?)
+    } else {
+        None
+    };
+    Ok(Stored {
+        bundle,
+        signing_key,
+        next_key,
+    })
+}
+
+/// Reads a key file, refusing one that others may read.
+fn read_key(path: &Path) -> Result<KeyPair, CaError> {
+    let mode = fs::metadata(path)
+        .map_err(io("inspect", path))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(invalid(
+            path,
+            format!(
+                "the key is readable by others (mode {:o}); chmod 600 it",
+                mode & 0o777
+            ),
+        ));
+    }
+    let pem = fs::read_to_string(path).map_err(io("read", path))?;
+    KeyPair::from_pem(&pem).map_err(|err| invalid(path, err.to_string()))
+}
+
+/// The index in `bundle` of the certificate whose public key is `key`'s.
+pub fn find_certificate(bundle: &[CertificateDer<'_>], key: &KeyPair) -> Option<usize> {
+    let wanted = key.subject_public_key_info();
+    bundle.iter().position(|cert| {
+        x509_parser::parse_x509_certificate(cert)
+            .is_ok_and(|(_, parsed)| parsed.public_key().raw == wanted.as_slice())
+    })
+}
+
+/// Replaces `ca.pem` with `bundle`.
+pub fn write_bundle(state_dir: &Path, bundle: &[CertificateDer<'_>]) -> Result<(), CaError> {
+    let pem: String = bundle.iter().map(|cert| pem_of(cert)).collect();
+    replace(&state_dir.join(BUNDLE_FILE), pem.as_bytes())
+}
+
+/// Replaces the key file `name` with `key`; the file is mode 0600 from its first byte.
+pub fn write_key(state_dir: &Path, name: &str, key: &KeyPair) -> Result<(), CaError> {
+    replace(&state_dir.join(name), key.serialize_pem().as_bytes())
+}
+
+pub fn remove(state_dir: &Path, name: &str) -> Result<(), CaError> {
+    let path = state_dir.join(name);
+    match fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(io("remove", &path)(err)),
+    }
+}
+
+fn pem_of(cert: &CertificateDer<'_>) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", cert.as_ref()))
+}
+
+/// Writes `contents` to a new private file beside `path` and renames it over `path`.
+fn replace(path: &Path, contents: &[u8]) -> Result<(), CaError> {
+    let temporary: PathBuf = path.with_extension("tmp");
+    let _ = fs::remove_file(&temporary);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(io("create", &temporary))?;
+    file.write_all(contents).map_err(io("write", &temporary))?;
+    file.sync_all().map_err(io("sync", &temporary))?;
+    fs::rename(&temporary, path).map_err(io("rename into place", path))
+}

@@ -1,0 +1,165 @@
+//! The control plane can die: killed (SIGKILL) under steady traffic, no request fails;
+//! the proxies stay ready on their last good state and certificates and report the
+//! disconnection (`/config` and `seam_discovery_connected`); when a control plane comes
+//! back on the same state directory they reconnect (with jittered backoff), resubscribe
+//! and take new endpoints.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use seam_tests::client::{self, AppClient};
+use seam_tests::mesh::metric_value;
+use seam_tests::{EchoServer, TestProxy, TwoHop, wait};
+use tokio::time::Instant;
+
+async fn discovery_state(proxy: &TestProxy) -> (bool, Option<f64>) {
+    let config = proxy.config().await.expect("/config");
+    let metrics = proxy.metrics().await.expect("/metrics");
+    (
+        config["discovery"]["connected"] == true,
+        metric_value(&metrics, "seam_discovery_connected", &[]),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_control_plane_under_load_fails_no_request() {
+    let mut mesh = TwoHop::start().await.expect("two-hop mesh starts");
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU32::new(0));
+    let traffic = tokio::spawn({
+        let stop = stop.clone();
+        let answered = answered.clone();
+        let outbound = mesh.a.outbound();
+        async move {
+            let app = AppClient::new(outbound);
+            let (mut sent, mut failures) = (0u32, Vec::new());
+            let started = Instant::now();
+            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
+                sent += 1;
+                let reply = if sent % 5 == 0 {
+                    client::http1_get(outbound, "b", "/fresh", &[]).await
+                } else {
+                    app.get("b", "/pooled").await
+                };
+                match reply {
+                    Ok(reply) if reply.status == 200 => {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(reply) => failures.push(format!("{}: {}", reply.status, reply.text())),
+                    Err(err) => failures.push(format!("{err:#}")),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (sent, failures)
+        }
+    });
+
+    // Traffic flows first (a learns b's endpoints on its first request), then the kill.
+    wait::until(
+        "traffic flows before the kill",
+        Duration::from_secs(20),
+        || async {
+            let now = answered.load(Ordering::Relaxed);
+            anyhow::ensure!(now >= 20, "{now} answered so far");
+            Ok(())
+        },
+    )
+    .await
+    .expect("traffic before the outage");
+    mesh.mesh
+        .kill_control_plane()
+        .await
+        .expect("control plane killed");
+    for proxy in [&mesh.a, &mesh.b] {
+        wait::until(
+            &format!("{} reports the lost control plane", proxy.service()),
+            Duration::from_secs(20),
+            || async {
+                let (connected, metric) = discovery_state(proxy).await;
+                anyhow::ensure!(
+                    !connected && metric == Some(0.0),
+                    "connected={connected} metric={metric:?}"
+                );
+                Ok(())
+            },
+        )
+        .await
+        .expect("disconnection reported");
+        assert_eq!(
+            proxy.ready_status().await.expect("/ready"),
+            200,
+            "{} stopped being ready",
+            proxy.service()
+        );
+    }
+    // Traffic goes on while nobody is there to ask.
+    let before = answered.load(Ordering::Relaxed);
+    wait::until(
+        "50 requests answered during the outage",
+        Duration::from_secs(20),
+        || async {
+            let now = answered.load(Ordering::Relaxed);
+            anyhow::ensure!(now >= before + 50, "{} answered so far", now - before);
+            Ok(())
+        },
+    )
+    .await
+    .expect("traffic during the outage");
+
+    // Back on the same state directory and addresses: both reconnect and resubscribe.
+    mesh.mesh
+        .resume_control_plane()
+        .await
+        .expect("control plane back");
+    for proxy in [&mesh.a, &mesh.b] {
+        wait::until(
+            &format!("{} reconnects", proxy.service()),
+            Duration::from_secs(30),
+            || async {
+                let (connected, metric) = discovery_state(proxy).await;
+                anyhow::ensure!(
+                    connected && metric == Some(1.0),
+                    "connected={connected} metric={metric:?}"
+                );
+                Ok(())
+            },
+        )
+        .await
+        .expect("reconnected");
+    }
+    // A second instance of b, listed only now, reaches a through the new stream.
+    let app_b2 = EchoServer::start("b2").await.expect("app b2");
+    let b2 = mesh
+        .mesh
+        .start_proxy("b", app_b2.addr())
+        .await
+        .expect("second b");
+    mesh.mesh
+        .set_endpoints(&[("b", &[mesh.b.inbound(), b2.inbound()])])
+        .await
+        .expect("mesh lists both b");
+    mesh.a
+        .wait_endpoints("b", 2, Duration::from_secs(10))
+        .await
+        .expect("a takes the new endpoint");
+    wait::until(
+        "the new instance gets traffic",
+        Duration::from_secs(10),
+        || async {
+            anyhow::ensure!(app_b2.requests_seen() > 0, "no request reached b2 yet");
+            Ok(())
+        },
+    )
+    .await
+    .expect("b2 served");
+
+    stop.store(true, Ordering::Relaxed);
+    let (sent, failures) = traffic.await.expect("traffic task");
+    eprintln!("{sent} requests through the outage");
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed: {failures:?}",
+        failures.len()
+    );
+}
