@@ -332,5 +332,11 @@ fn route_to_proto(route: &ResolvedRoute) -> v1::Route {
                 endpoints: endpoints_to_proto(&backend.endpoints),
             })
             .collect(),
+        authorization: route.allow.as_ref().map(|allow| {
+            authorization_to_proto(&Authorization {
+                allow: Some(allow.clone()),
+                allow_plaintext: false,
+            })
+        }),
     }
 }

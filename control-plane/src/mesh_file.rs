@@ -172,7 +172,7 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
         let routes = spec
             .routes
             .into_iter()
-            .map(|route| policy::route(&name, &service_policy, route, &names))
+            .map(|route| policy::route(&name, &service_policy, route, &names, trust_domain))
             .collect::<Result<Vec<_>, _>>()
             .map_err(refused)?;
         let allow = match &spec.allow {

@@ -28,9 +28,9 @@ use crate::proxy_error::{PROXY_ERROR_HEADER, ProxyError, error_chain};
 use crate::server::{
     CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, http_server, next_connection, strip_hop_by_hop,
 };
-use crate::state::authz::{self, Authorization, Caller};
+use crate::state::authz::{self, Caller};
 use crate::state::policy::DEFAULT_ROUTE;
-use crate::state::{Directory, Resolution};
+use crate::state::{Backend, Directory, Resolution};
 use crate::telemetry::{CountedIo, Telemetry};
 use crate::tls::{TlsState, refusal};
 
@@ -99,9 +99,9 @@ impl Inbound {
     }
 
     /// This service's authorization policy as the control plane last sent it.
-    async fn policy(&self) -> Result<Authorization, Response<ProxyBody>> {
+    async fn policy(&self) -> Result<Arc<Backend>, Response<ProxyBody>> {
         match self.directory.resolve(&self.service, POLICY_WAIT).await {
-            Ok(Resolution::Found(backend)) => Ok(backend.authorization.clone()),
+            Ok(Resolution::Found(backend)) => Ok(backend),
             Ok(Resolution::NotFound) => Err(refusal(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -127,7 +127,7 @@ impl Inbound {
         let call = self
             .telemetry
             .begin(Direction::Inbound, &mut request, caller.header.as_ref());
-        let response = match self.authorized(caller).await {
+        let response = match self.authorized(&request, caller).await {
             Ok(()) => self.forward(request, caller).await,
             Err(refused) => refused,
         };
@@ -135,11 +135,22 @@ impl Inbound {
             .finish(call, &self.service, DEFAULT_ROUTE, 0, response)
     }
 
-    /// Applies the service's allow list; a refusal is counted, logged with both
-    /// identities, and answered with a 403 that says why.
-    async fn authorized(&self, caller: &InboundCaller) -> Result<(), Response<ProxyBody>> {
-        let policy = self.policy().await?;
-        let decision = authz::authorize(caller.as_caller(), &self.service, &policy, None);
+    /// Applies the allow list of the route the request matches (else the service's); a
+    /// refusal is counted, logged with both identities, and answered with a 403 that
+    /// says why.
+    async fn authorized<B>(
+        &self,
+        request: &Request<B>,
+        caller: &InboundCaller,
+    ) -> Result<(), Response<ProxyBody>> {
+        let service = self.policy().await?;
+        let route_allow = service.route_for(request).allow.as_deref();
+        let decision = authz::authorize(
+            caller.as_caller(),
+            &self.service,
+            &service.authorization,
+            route_allow,
+        );
         let label = caller.label();
         self.metrics
             .inbound_callers
@@ -321,7 +332,7 @@ impl Inbound {
     async fn plaintext_allowed(&self) -> bool {
         self.policy()
             .await
-            .is_ok_and(|policy| policy.allow_plaintext)
+            .is_ok_and(|service| service.authorization.allow_plaintext)
     }
 }
 

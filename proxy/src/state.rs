@@ -58,7 +58,7 @@ impl Backend {
         name: String,
         endpoints: Vec<Endpoint>,
         policy: Policy,
-        routes: Vec<(RouteMatch, Policy, Vec<WeightedBackend>)>,
+        routes: Vec<Route>,
     ) -> Self {
         let own = Arc::new(Target::new(name.clone(), endpoints.clone()));
         let own_backends = || {
@@ -69,26 +69,19 @@ impl Backend {
         };
         let mut built: Vec<Arc<Route>> = routes
             .into_iter()
-            .map(|(route_match, policy, backends)| {
-                let backends = if backends.is_empty() {
-                    own_backends()
-                } else {
-                    backends
-                };
-                Arc::new(Route {
-                    label: route_match.label(),
-                    route_match,
-                    policy,
-                    backends,
-                })
+            .map(|mut route| {
+                if route.backends.is_empty() {
+                    route.backends = own_backends();
+                }
+                Arc::new(route)
             })
             .collect();
-        built.push(Arc::new(Route {
-            label: RouteMatch::default().label(),
-            route_match: RouteMatch::default(),
+        built.push(Arc::new(Route::new(
+            RouteMatch::default(),
             policy,
-            backends: own_backends(),
-        }));
+            own_backends(),
+            None,
+        )));
         Self {
             name,
             endpoints,

@@ -206,3 +206,48 @@ async fn plaintext_is_refused_unless_the_service_allows_it() {
     // mTLS callers still get in.
     wait_status(&mesh.a, 200).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_allow_list_replaces_the_services_for_the_requests_it_takes() {
+    let mesh = start().await;
+    mesh.mesh
+        .set_service_lines(
+            "b",
+            &[
+                "allow: [c]",
+                "routes:",
+                "  - match: { path_prefix: /admin }",
+                "    allow: [a]",
+            ],
+        )
+        .await
+        .expect("route allow list written");
+    let status = |caller: &TestProxy, path: &'static str| {
+        let outbound = caller.outbound();
+        async move {
+            client::http1_get(outbound, "b", path, &[])
+                .await
+                .expect("request to b")
+                .status
+        }
+    };
+    // The service's list is in force once c gets through and a does not.
+    wait_status(&mesh.a, 403).await;
+    wait_status(&mesh.c, 200).await;
+    assert_eq!(
+        status(&mesh.a, "/admin/users").await,
+        200,
+        "the route admits a"
+    );
+    assert_eq!(
+        status(&mesh.c, "/admin/users").await,
+        403,
+        "the route's list replaces c's admission"
+    );
+    assert_eq!(
+        status(&mesh.a, "/public").await,
+        403,
+        "outside the route the service's list holds"
+    );
+    assert_eq!(status(&mesh.c, "/public").await, 200);
+}

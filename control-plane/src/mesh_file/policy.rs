@@ -56,6 +56,8 @@ pub struct RouteSpec {
     circuit_breaker: Option<Spanned<BreakerSpec>>,
     max_concurrent_requests: Option<Spanned<u32>>,
     load_balancer: Option<Spanned<String>>,
+    /// Who may call requests this route takes, in place of the service's `allow`.
+    allow: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
@@ -165,6 +167,7 @@ pub fn route(
     base: &Policy,
     spec: Spanned<RouteSpec>,
     services: &HashSet<String>,
+    trust_domain: &str,
 ) -> Result<RouteModel, Refusal> {
     let at = spec.referenced;
     let spec = spec.value;
@@ -205,10 +208,16 @@ pub fn route(
             format!("a route of {service:?} has backends whose weights are all 0"),
         ));
     }
+    let allow = spec
+        .allow
+        .map(|entries| super::allow::resolve(service, &entries, services, trust_domain))
+        .transpose()
+        .map_err(|err| (err.location, err.reason))?;
     Ok(RouteModel {
         route_match,
         policy,
         backends,
+        allow,
     })
 }
 

@@ -318,3 +318,27 @@ fn allow_entries_that_can_never_match_are_refused_with_their_line() {
         assert!(err.reason.contains(reason), "{err}");
     }
 }
+
+#[test]
+fn a_route_takes_its_own_allow_list_and_refuses_unknown_callers_with_the_line() {
+    let model = parse_text(
+        "services:\n  api:\n    join_token: t\n    routes:\n      - match: { path_prefix: /admin }\n        allow: [ops]\n  ops:\n    join_token: o\n",
+    )
+    .unwrap();
+    let allow = model.services["api"].routes[0]
+        .allow
+        .as_ref()
+        .expect("route allow");
+    assert_eq!(allow[0].as_str(), "spiffe://seam.local/ns/default/sa/ops");
+    assert_eq!(
+        model.services["api"].authorization.allow, None,
+        "the service's own list is untouched"
+    );
+
+    let err = parse_text(
+        "services:\n  api:\n    join_token: t\n    routes:\n      - match: { path_prefix: /admin }\n        allow: [nobody]\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.line, 6, "{err}");
+    assert!(err.reason.contains("nobody"), "{err}");
+}

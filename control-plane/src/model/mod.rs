@@ -78,6 +78,7 @@ pub struct ResolvedRoute {
     pub route_match: RouteMatch,
     pub policy: Policy,
     pub backends: Vec<ResolvedBackend>,
+    pub allow: Option<Vec<SpiffeId>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +156,7 @@ impl MeshModel {
                             .unwrap_or_default(),
                     })
                     .collect(),
+                allow: route.allow.clone(),
             })
             .collect();
         ResolvedService {
@@ -200,6 +202,7 @@ mod tests {
                         service: "v2".into(),
                         weight: 1,
                     }],
+                    allow: None,
                 }],
             },
         );

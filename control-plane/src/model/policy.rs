@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use seam_proto::defaults;
+use seam_proto::{SpiffeId, defaults};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -93,6 +93,8 @@ pub struct RouteModel {
     pub policy: Policy,
     /// Empty: the service's own endpoints.
     pub backends: Vec<BackendRef>,
+    /// Who may call requests this route takes, in place of the service's `allow`.
+    pub allow: Option<Vec<SpiffeId>>,
 }
 
 /// Every condition that is set must hold.

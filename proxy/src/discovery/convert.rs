@@ -9,7 +9,7 @@ use seam_proto::v1::{self, ServiceUpdate, service_update};
 
 use super::policy::{match_from_proto, policy_from_proto};
 use crate::state::authz::Authorization;
-use crate::state::policy::{Target, WeightedBackend};
+use crate::state::policy::{Route, Target, WeightedBackend};
 use crate::state::{Backend, Endpoint, Resolution};
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -58,7 +58,12 @@ pub fn update_from_proto(update: ServiceUpdate) -> Result<Resolution, InvalidUpd
                             "the backends' weights are all 0".into(),
                         ));
                     }
-                    Ok((route_match, policy, backends))
+                    let allow = route
+                        .authorization
+                        .map(authorization_from_proto)
+                        .transpose()?
+                        .and_then(|authorization| authorization.allow);
+                    Ok(Route::new(route_match, policy, backends, allow))
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let authorization =

@@ -57,6 +57,7 @@ pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
 mod tests {
     use super::*;
     use crate::outbound::fixtures;
+    use crate::state::policy::Route;
     use crate::state::policy::{PathMatch, Policy, RouteMatch};
 
     #[tokio::test]
@@ -69,13 +70,14 @@ mod tests {
             "api".into(),
             Vec::new(),
             Policy::default(),
-            vec![(
+            vec![Route::new(
                 RouteMatch {
                     path: Some(PathMatch::Prefix("/v2".into())),
                     ..RouteMatch::default()
                 },
                 v2.clone(),
                 Vec::new(),
+                None,
             )],
         ));
         let stack = layer().layer(fixtures::answer_with_route_timeout());

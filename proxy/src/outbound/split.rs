@@ -37,7 +37,7 @@ mod tests {
     use super::*;
     use crate::outbound::fixtures;
     use crate::state::Backend;
-    use crate::state::policy::{Policy, RouteMatch, WeightedBackend};
+    use crate::state::policy::{Policy, Route, RouteMatch, WeightedBackend};
 
     #[tokio::test]
     async fn requests_land_on_backends_in_proportion_to_their_weights() {
@@ -49,10 +49,11 @@ mod tests {
             "api".into(),
             Vec::new(),
             Policy::default(),
-            vec![(
+            vec![Route::new(
                 RouteMatch::default(),
                 Policy::default(),
                 vec![backend("api-v2", 10), backend("api", 90)],
+                None,
             )],
         ));
         let stack =

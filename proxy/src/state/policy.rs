@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, Request};
-use seam_proto::defaults;
+use seam_proto::{SpiffeId, defaults};
 
 use super::Endpoint;
 
@@ -124,9 +124,29 @@ pub struct Route {
     pub policy: Policy,
     /// Never empty, and the weights never sum to 0 (conversion makes sure).
     pub backends: Vec<WeightedBackend>,
+    /// Who may call requests this route takes, replacing the service's allow list
+    /// (enforced by the service's own proxies on inbound requests).
+    pub allow: Option<Vec<SpiffeId>>,
 }
 
 impl Route {
+    /// A route as configured; empty `backends` mean the service's own endpoints, which
+    /// [`super::Backend::with_routes`] fills in.
+    pub fn new(
+        route_match: RouteMatch,
+        policy: Policy,
+        backends: Vec<WeightedBackend>,
+        allow: Option<Vec<SpiffeId>>,
+    ) -> Self {
+        Self {
+            label: route_match.label(),
+            route_match,
+            policy,
+            backends,
+            allow,
+        }
+    }
+
     /// The backend for a draw in `0..total_weight()`.
     pub fn backend_at(&self, draw: u64) -> &Arc<Target> {
         let mut left = draw;
@@ -307,11 +327,10 @@ mod tests {
     #[test]
     fn weighted_draws_map_onto_backends_in_proportion() {
         let target = |name: &str| Arc::new(Target::new(name.into(), Vec::new()));
-        let route = Route {
-            label: DEFAULT_ROUTE.to_owned(),
-            route_match: RouteMatch::default(),
-            policy: Policy::default(),
-            backends: vec![
+        let route = Route::new(
+            RouteMatch::default(),
+            Policy::default(),
+            vec![
                 WeightedBackend {
                     weight: 10,
                     target: target("v2"),
@@ -325,7 +344,8 @@ mod tests {
                     target: target("v1"),
                 },
             ],
-        };
+            None,
+        );
         assert_eq!(route.total_weight(), 100);
         let mut counts = std::collections::BTreeMap::new();
         for draw in 0..route.total_weight() {

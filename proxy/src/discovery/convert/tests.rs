@@ -96,6 +96,11 @@ fn converts_policies_and_routes_and_refuses_bad_ones_with_a_reason() {
             weight,
             endpoints: Vec::new(),
         }],
+        authorization: Some(v1::Authorization {
+            restricted: true,
+            allowed_identities: vec!["spiffe://seam.local/ns/default/sa/ops".into()],
+            allow_plaintext: false,
+        }),
     };
     let Resolution::Found(backend) =
         update_from_proto(with(Some(policy(2, 20)), vec![canary("/v2", "", 1)])).unwrap()
@@ -109,6 +114,8 @@ fn converts_policies_and_routes_and_refuses_bad_ones_with_a_reason() {
     let route = backend.route_for(&request);
     assert_eq!(route.policy.retries.attempts, 1);
     assert_eq!(route.backends[0].target.service, "api-v2");
+    let allow = route.allow.as_deref().expect("the route's allow list");
+    assert_eq!(allow[0].as_str(), "spiffe://seam.local/ns/default/sa/ops");
     let other = backend.route_for(&http::Request::get("/v2/x").body(()).unwrap());
     let policy_in_force = &other.policy;
     assert_eq!(policy_in_force.timeout, Some(Duration::from_secs(2)));
@@ -122,6 +129,10 @@ fn converts_policies_and_routes_and_refuses_bad_ones_with_a_reason() {
         crate::state::policy::LoadBalancer::RoundRobin
     );
     assert_eq!(other.backends[0].target.service, "api", "its own endpoints");
+    assert_eq!(
+        other.allow, None,
+        "the service's own route has no list of its own"
+    );
 
     let Resolution::Found(defaults) = update_from_proto(with(None, Vec::new())).unwrap() else {
         panic!("found")
