@@ -23,6 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{self, ProxyBody};
+use crate::detect::{self, Detection, Protocol};
 use crate::metrics::{CallerLabels, DeniedLabels, Direction, Metrics};
 use crate::proxy_error::{PROXY_ERROR_HEADER, ProxyError, error_chain};
 use crate::server::{
@@ -42,8 +43,6 @@ pub use callers::CallerCounts;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request waits for this service's policy on the proxy's first requests.
 const POLICY_WAIT: Duration = Duration::from_secs(3);
-/// The first byte of a TLS connection: a handshake record.
-const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// How callers without an identity are labelled in metrics and `/callers`.
 const PLAINTEXT_CALLER: &str = "plaintext";
 
@@ -294,15 +293,22 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             let _guard = inbound.metrics.connection_opened(Direction::Inbound);
-            match starts_with_tls(&tcp, inbound.limits.header_read_timeout).await {
-                Ok(true) => {
+            match first_bytes(&tcp, inbound.limits.header_read_timeout).await {
+                Ok(Detection::Known(Protocol::Tls)) => {
                     let Some((tls, caller)) = handshake(&inbound, tcp, peer).await else {
                         return;
                     };
                     let io = CountedIo::new(tls, &inbound.metrics, Direction::Inbound);
                     serve_http(inbound, TokioIo::new(io), caller, watcher, peer).await;
                 }
-                Ok(false) => {
+                Ok(Detection::Known(Protocol::Unknown)) => {
+                    inbound
+                        .metrics
+                        .count_tls_refusal(Direction::Inbound, "unknown_protocol");
+                    tracing::info!(%peer, "refused a connection that speaks neither TLS nor HTTP");
+                }
+                // HTTP, or bytes that may still become HTTP: hyper reads on from here.
+                Ok(Detection::Known(Protocol::Http1 | Protocol::Http2) | Detection::NeedMore) => {
                     if !inbound.plaintext_allowed().await {
                         inbound
                             .metrics
@@ -358,13 +364,14 @@ async fn serve_http<I>(
     }
 }
 
-/// Whether the first byte the client sends opens a TLS handshake (a TLS record of type
-/// 22). A client that sends nothing within the header read timeout is refused.
-async fn starts_with_tls(tcp: &TcpStream, limit: Duration) -> Result<bool, &'static str> {
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(limit, tcp.peek(&mut first)).await {
-        Ok(Ok(1)) => Ok(first[0] == TLS_HANDSHAKE_RECORD),
-        Ok(Ok(_)) => Err("closed_by_peer"),
+/// What the client speaks, from the bytes it has sent so far (one peek: TLS is told by
+/// its first byte, and plaintext HTTP is read on by hyper). A client that sends nothing
+/// within the header read timeout is refused.
+async fn first_bytes(tcp: &TcpStream, limit: Duration) -> Result<Detection, &'static str> {
+    let mut prefix = [0u8; detect::MAX_PREFIX];
+    match tokio::time::timeout(limit, tcp.peek(&mut prefix)).await {
+        Ok(Ok(0)) => Err("closed_by_peer"),
+        Ok(Ok(read)) => Ok(detect::detect(&prefix[..read])),
         Ok(Err(_)) => Err("io"),
         Err(_) => Err("timeout"),
     }

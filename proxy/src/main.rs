@@ -8,6 +8,7 @@ mod backoff;
 mod body;
 mod config;
 mod control_plane;
+mod detect;
 mod discovery;
 mod identity;
 mod inbound;

@@ -3,6 +3,7 @@
 //! exchange, and the app behind the proxy never sees a request. A real mesh certificate
 //! is let through (so the refusals are about the certificate, not the probe). The
 //! `x-seam-client-id` header the app sees is always the proxy's, never the caller's.
+//! Bytes of some other protocol are told apart from TLS and HTTP, refused and counted.
 
 use seam_tests::client;
 use seam_tests::mesh;
@@ -25,6 +26,38 @@ async fn plaintext_http_is_refused() {
         .await
         .expect("probe runs");
     assert_refused(&outcome, "plaintext HTTP/1.1");
+    assert_eq!(mesh.app_b.requests_seen(), 0, "the app saw a request");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bytes_that_are_neither_tls_nor_http_are_refused_and_counted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mesh = TwoHop::start().await.expect("two-hop mesh starts");
+    let mut tcp = tokio::net::TcpStream::connect(mesh.b.inbound())
+        .await
+        .expect("connect to b's inbound");
+    tcp.write_all(b"SSH-2.0-OpenSSH_9.2\r\n")
+        .await
+        .expect("send a foreign protocol's greeting");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the proxy closes the connection instead of waiting");
+    assert!(
+        read.is_err() || answer.is_empty(),
+        "nothing may come back: {answer:?}"
+    );
+    let metrics = mesh.b.metrics().await.expect("b's metrics");
+    let refused = mesh::metric_value(
+        &metrics,
+        "seam_tls_handshakes_refused_total",
+        &[("direction", "inbound"), ("reason", "unknown_protocol")],
+    );
+    assert_eq!(refused, Some(1.0), "{metrics}");
     assert_eq!(mesh.app_b.requests_seen(), 0, "the app saw a request");
 }
 
