@@ -1,6 +1,7 @@
 //! The results as a markdown table (stdout) and as JSON (`--json FILE`). Ratios compare
-//! Seam with each peer (below 1 is better for Seam everywhere except maximum throughput);
-//! "added" latency is the contender's percentile minus `direct`'s.
+//! Seam with each peer (below 1 is better for Seam everywhere except maximum throughput;
+//! "–" where a side is not positive); "added" latency is the contender's percentile minus
+//! `direct`'s.
 
 use std::fmt::Write;
 
@@ -201,8 +202,10 @@ fn cells(row: &Row) -> Vec<String> {
 }
 
 fn ratio_row(seam: &Row, other: &Row) -> Row {
+    // Only positive quantities make a ratio (an "added" latency can come out at or below
+    // zero when the baseline's own tail was worse).
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b.abs() > f64::EPSILON => Some(a / b),
+        (Some(a), Some(b)) if a > 0.0 && b > 0.0 => Some(a / b),
         _ => None,
     };
     Row {
@@ -299,4 +302,30 @@ fn contender_json(name: &str, measured: &Measured, direct: Option<&Measured>) ->
     value["http2"] = scenario_json(Scenario::Http2);
     value["new_connection"] = scenario_json(Scenario::NewConnection);
     value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_only_of_positive_numbers() {
+        let seam = Row {
+            max_rps: Some(200.0),
+            added_p99: Some(0.5),
+            cpu: Some(10.0),
+            ..Row::default()
+        };
+        let peer = Row {
+            max_rps: Some(100.0),
+            added_p99: Some(-0.1),
+            cpu: Some(0.0),
+            ..Row::default()
+        };
+        let ratio = ratio_row(&seam, &peer);
+        assert_eq!(ratio.max_rps, Some(2.0));
+        assert_eq!(ratio.added_p99, None);
+        assert_eq!(ratio.cpu, None);
+        assert_eq!(ratio.p50, None);
+    }
 }
