@@ -51,6 +51,8 @@ type AppClient = Client<AppConnector, Incoming>;
 pub struct Inbound {
     service: String,
     app: SocketAddr,
+    /// `app` as a URI authority, made once rather than per request.
+    app_authority: Authority,
     http1: AppClient,
     http2: AppClient,
     tls: Arc<TlsState>,
@@ -81,6 +83,8 @@ impl Inbound {
         Self {
             service,
             app,
+            app_authority: Authority::try_from(app.to_string())
+                .expect("a socket address is a valid authority"),
             http1,
             http2,
             tls,
@@ -221,10 +225,7 @@ impl Inbound {
         if parts.uri.authority().is_none() {
             let mut uri = parts.uri.into_parts();
             uri.scheme = Some(Scheme::HTTP);
-            uri.authority = Some(
-                Authority::try_from(self.app.to_string())
-                    .expect("a socket address is a valid authority"),
-            );
+            uri.authority = Some(self.app_authority.clone());
             if uri.path_and_query.is_none() {
                 uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
             }

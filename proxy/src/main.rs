@@ -1,4 +1,4 @@
-//! `seam-proxy`: parses flags, sets up logging and the crypto provider, runs.
+//! `seam-proxy`: parses flags, sets up logging, the crypto provider and the runtime, runs.
 
 #![forbid(unsafe_code)]
 
@@ -22,8 +22,7 @@ mod tls;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     rustls::crypto::ring::default_provider()
         .install_default()
         .expect("no other crypto provider is installed before main");
@@ -34,7 +33,14 @@ async fn main() -> std::process::ExitCode {
         )
         .init();
     let args = config::Args::parse();
-    match app::run(args).await {
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("seam-proxy: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
@@ -42,4 +48,17 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The tokio runtime: with one CPU to run on (a pinned sidecar), a current-thread runtime,
+/// which skips work stealing and wake-ups between threads; else the multi-threaded one with
+/// a worker per CPU.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let mut builder = if cpus == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()
 }

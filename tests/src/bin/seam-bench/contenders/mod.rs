@@ -1,0 +1,222 @@
+//! The contenders, each started as the same two-hop path in front of the shared upstream:
+//!
+//! ```text
+//! load generator ──plain──► hop 1 ══mTLS (client cert)══► hop 2 ──plain──► upstream
+//! ```
+//!
+//! `direct` has no hops (the load goes straight to the upstream). Every contender is
+//! checked with a real request through its whole path before it is measured, and is
+//! stopped with SIGTERM afterwards.
+
+pub mod haproxy;
+pub mod nginx;
+pub mod seam;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use tokio::process::{Child, Command};
+
+use crate::upstream::BODY_SIZE;
+
+/// The service name hop 2 stands for; every request names it in `Host`.
+pub const SERVICE_HOST: &str = "server";
+
+/// How long a contender may take to carry its first request end to end.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a contender may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where processes run: `None` leaves them to the scheduler.
+#[derive(Clone, Debug)]
+pub struct Pinning {
+    pub load: Option<String>,
+    pub hops: Option<String>,
+}
+
+impl Pinning {
+    /// With two cores or more: the load generator gets CPU 0, the hops and the upstream
+    /// share CPU 1 (every contender gets the same single core, so one worker thread each).
+    pub fn for_cores(cores: usize) -> Self {
+        if cores >= 2 {
+            Self {
+                load: Some("0".into()),
+                hops: Some("1".into()),
+            }
+        } else {
+            Self {
+                load: None,
+                hops: None,
+            }
+        }
+    }
+}
+
+/// A command for `program`, run under `taskset -c CPUS` when pinned.
+pub fn pinned_command(program: impl AsRef<std::ffi::OsStr>, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(cpus).arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// A peer's process (HAProxy or nginx hop), with its stderr in a log file.
+pub struct PeerProcess {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl PeerProcess {
+    pub fn spawn(name: &str, mut command: Command, dir: &Path) -> anyhow::Result<Self> {
+        let log = dir.join(format!("{name}.log"));
+        let stderr = std::fs::File::create(&log)?;
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(stderr.try_clone()?))
+            .stderr(Stdio::from(stderr));
+        let child = command
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        Ok(Self {
+            name: name.to_string(),
+            child,
+            log,
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Fails with the log's text if the process has exited.
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            bail!("{} exited with {status}:\n{log}", self.name);
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then wait; SIGKILL if it does not exit in time.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        self.terminate();
+        if tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+            .await
+            .is_err()
+        {
+            self.child.kill().await?;
+            bail!(
+                "{} did not exit within {STOP_TIMEOUT:?} of SIGTERM",
+                self.name
+            );
+        }
+        Ok(())
+    }
+
+    fn terminate(&self) {
+        if let Some(pid) = self.child.id().and_then(|pid| i32::try_from(pid).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
+impl Drop for PeerProcess {
+    // SIGTERM rather than SIGKILL: nginx's master must live long enough to stop its worker.
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// A contender ready for load.
+pub struct Running {
+    /// Where the load generator sends HTTP/1.1.
+    pub http1: SocketAddr,
+    /// Where it sends h2c (prior knowledge); the same as `http1` unless a peer needs a
+    /// listener of its own for it.
+    pub http2: SocketAddr,
+    /// The hop processes (their children count too).
+    pub hop_pids: Vec<u32>,
+    pub stopper: Stopper,
+}
+
+/// How a contender is stopped.
+pub enum Stopper {
+    Nothing,
+    Peers(Vec<PeerProcess>),
+    Seam(seam::SeamHops),
+}
+
+impl Running {
+    pub async fn stop(self) -> anyhow::Result<()> {
+        match self.stopper {
+            Stopper::Nothing => Ok(()),
+            Stopper::Peers(mut processes) => {
+                for process in &mut processes {
+                    process.stop().await?;
+                }
+                Ok(())
+            }
+            Stopper::Seam(hops) => hops.stop().await,
+        }
+    }
+}
+
+/// A free loopback port (bound, read back, released: peers need numbers in their config).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// One GET through the path: it must answer 200 with the upstream's 1 KiB body.
+pub async fn check_path(addr: SocketAddr) -> anyhow::Result<()> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = http::Request::get("/")
+        .header(http::header::HOST, SERVICE_HOST)
+        .body(Empty::<Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    if status != http::StatusCode::OK || body.len() != BODY_SIZE {
+        bail!(
+            "GET / through {addr} answered {status} with {} bytes: {}",
+            body.len(),
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        );
+    }
+    Ok(())
+}
+
+/// Polls [`check_path`] until it passes; `alive` fails early when a process has died.
+pub async fn wait_path(
+    addr: SocketAddr,
+    mut alive: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    loop {
+        alive()?;
+        match check_path(addr).await {
+            Ok(()) => return Ok(()),
+            Err(err) if tokio::time::Instant::now() >= deadline => {
+                return Err(err.context(format!("the path through {addr} never worked")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}

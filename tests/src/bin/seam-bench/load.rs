@@ -1,0 +1,325 @@
+//! The load generators, run as child processes pinned to the load CPU, and what we read
+//! from their output.
+//!
+//! - Latency: `oha` at a fixed request rate with `--latency-correction`: open-loop, each
+//!   request timed from when the schedule said it should start, so a stall counts against
+//!   every request it delayed (no coordinated omission). oha is maintained, speaks
+//!   HTTP/1.1 and HTTP/2, can open a connection per request, and prints JSON.
+//! - Throughput: `wrk` (HTTP/1.1) and `h2load` (HTTP/2), closed-loop: as many requests as
+//!   the path answers, on a fixed number of connections.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::contenders::{SERVICE_HOST, pinned_command};
+
+/// Connections oha spreads the fixed rate over (HTTP/1.1: one request in flight each).
+const LATENCY_CONNECTIONS: u32 = 32;
+/// Connections for the closed-loop throughput runs.
+const THROUGHPUT_CONNECTIONS: u32 = 64;
+/// HTTP/2: connections and streams per connection.
+const H2_CONNECTIONS: u32 = 4;
+const H2_STREAMS: u32 = 16;
+
+/// A load tool and the command that installs it.
+#[derive(Clone, Copy, Debug)]
+pub struct Tool {
+    pub program: &'static str,
+    pub install: &'static str,
+}
+
+pub const OHA: Tool = Tool {
+    program: "oha",
+    install: "cargo install oha --locked",
+};
+pub const WRK: Tool = Tool {
+    program: "wrk",
+    install: "apt-get install -y wrk",
+};
+pub const H2LOAD: Tool = Tool {
+    program: "h2load",
+    install: "apt-get install -y nghttp2-client",
+};
+
+/// Whether `program` is on the PATH.
+pub fn installed(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+}
+
+/// One fixed-rate run.
+#[derive(Clone, Debug)]
+pub struct LatencyRun {
+    pub latency_ms: Percentiles,
+    /// Requests answered (any status).
+    pub requests: u64,
+    /// Requests that failed or did not answer 200.
+    pub failures: u64,
+    /// The status codes and errors seen, when some requests failed.
+    pub failure_detail: String,
+}
+
+/// One closed-loop run.
+#[derive(Clone, Debug)]
+pub struct ThroughputRun {
+    pub rps: f64,
+    pub failures: u64,
+}
+
+/// How the requests travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// HTTP/1.1, connections kept alive.
+    Http1,
+    /// HTTP/2 over plain TCP (prior knowledge).
+    Http2,
+    /// HTTP/1.1, a new connection for every request.
+    NewConnection,
+}
+
+/// oha at `rate` requests per second for `duration`.
+pub async fn fixed_rate(
+    target: SocketAddr,
+    mode: Mode,
+    rate: u32,
+    duration: Duration,
+    cpus: Option<&str>,
+) -> anyhow::Result<LatencyRun> {
+    let mut command = pinned_command(OHA.program, cpus);
+    command
+        .args([
+            "--no-tui",
+            "--output-format",
+            "json",
+            "--latency-correction",
+        ])
+        .arg("-z")
+        .arg(format!("{}ms", duration.as_millis()))
+        .arg("-q")
+        .arg(rate.to_string())
+        // The URL names the service, so `Host` (HTTP/1.1) and `:authority` (HTTP/2)
+        // agree; the connection goes to the target's address.
+        .arg("--connect-to")
+        .arg(format!(
+            "{SERVICE_HOST}:80:{}:{}",
+            target.ip(),
+            target.port()
+        ));
+    match mode {
+        Mode::Http1 => command.arg("-c").arg(LATENCY_CONNECTIONS.to_string()),
+        Mode::Http2 => command
+            .arg("--http2")
+            .arg("-c")
+            .arg(H2_CONNECTIONS.to_string())
+            .arg("-p")
+            .arg(H2_STREAMS.to_string()),
+        Mode::NewConnection => command
+            .arg("--disable-keepalive")
+            .arg("-c")
+            .arg(LATENCY_CONNECTIONS.to_string()),
+    };
+    command.arg(format!("http://{SERVICE_HOST}/"));
+    let output = run(command, duration).await?;
+    parse_oha(&output).with_context(|| format!("oha printed: {}", excerpt(&output)))
+}
+
+fn parse_oha(output: &str) -> anyhow::Result<LatencyRun> {
+    let value: Value = serde_json::from_str(output)?;
+    let percentile = |key: &str| -> anyhow::Result<f64> {
+        value["latencyPercentiles"][key]
+            .as_f64()
+            .map(|seconds| seconds * 1000.0)
+            .with_context(|| format!("no latencyPercentiles.{key} (no request answered?)"))
+    };
+    let statuses = value["statusCodeDistribution"]
+        .as_object()
+        .context("no statusCodeDistribution")?;
+    let answered: u64 = statuses.values().filter_map(Value::as_u64).sum();
+    let ok = statuses.get("200").and_then(Value::as_u64).unwrap_or(0);
+    let errors: u64 = value["errorDistribution"]
+        .as_object()
+        .map(|errors| {
+            errors
+                .iter()
+                // Requests cut off by the end of the run are not failures.
+                .filter(|(name, _)| !name.contains("deadline"))
+                .filter_map(|(_, count)| count.as_u64())
+                .sum()
+        })
+        .unwrap_or(0);
+    Ok(LatencyRun {
+        latency_ms: Percentiles {
+            p50: percentile("p50")?,
+            p90: percentile("p90")?,
+            p99: percentile("p99")?,
+            p999: percentile("p99.9")?,
+        },
+        requests: answered,
+        failures: answered - ok + errors,
+        failure_detail: format!(
+            "statuses {} errors {}",
+            value["statusCodeDistribution"], value["errorDistribution"]
+        ),
+    })
+}
+
+/// Closed-loop maximum throughput for `duration`.
+pub async fn max_throughput(
+    target: SocketAddr,
+    mode: Mode,
+    duration: Duration,
+    cpus: Option<&str>,
+) -> anyhow::Result<ThroughputRun> {
+    let seconds = duration.as_secs().max(1).to_string();
+    let url = format!("http://{target}/");
+    if mode == Mode::Http2 {
+        let mut command = pinned_command(H2LOAD.program, cpus);
+        command
+            .args(["-t", "1", "-D", &seconds])
+            .args(["-c", &H2_CONNECTIONS.to_string()])
+            .args(["-m", &H2_STREAMS.to_string()])
+            .args(["-H", &format!(":authority: {SERVICE_HOST}")])
+            .arg(&url);
+        let output = run(command, duration).await?;
+        return parse_h2load(&output)
+            .with_context(|| format!("h2load printed: {}", excerpt(&output)));
+    }
+    let mut command = pinned_command(WRK.program, cpus);
+    command
+        .args(["-t", "1", "-d", &format!("{seconds}s")])
+        .args(["-c", &THROUGHPUT_CONNECTIONS.to_string()])
+        .args(["-H", &format!("Host: {SERVICE_HOST}")]);
+    if mode == Mode::NewConnection {
+        command.args(["-H", "Connection: close"]);
+    }
+    command.arg(&url);
+    let output = run(command, duration).await?;
+    parse_wrk(&output).with_context(|| format!("wrk printed: {}", excerpt(&output)))
+}
+
+fn parse_wrk(output: &str) -> anyhow::Result<ThroughputRun> {
+    let rps = output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Requests/sec:"))
+        .and_then(|value| value.trim().parse().ok())
+        .context("no Requests/sec line")?;
+    let non_2xx: u64 = output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Non-2xx or 3xx responses:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0);
+    // "Socket errors: connect 0, read 0, write 0, timeout 0"
+    let socket_errors: u64 = output
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("Socket errors:"))
+        .map(|counts| {
+            counts
+                .split(',')
+                .filter_map(|count| count.split_whitespace().last()?.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Ok(ThroughputRun {
+        rps,
+        failures: non_2xx + socket_errors,
+    })
+}
+
+fn parse_h2load(output: &str) -> anyhow::Result<ThroughputRun> {
+    // "finished in 5.00s, 12345.60 req/s, 13.2MB/s"
+    let rps = output
+        .lines()
+        .find_map(|line| line.strip_prefix("finished in "))
+        .and_then(|rest| rest.split(", ").nth(1))
+        .and_then(|value| value.trim_end_matches(" req/s").parse().ok())
+        .context("no 'finished in' line")?;
+    // "requests: 100 total, 100 started, 100 done, 98 succeeded, 2 failed, 0 errored, 0 timeout"
+    let requests = output
+        .lines()
+        .find_map(|line| line.strip_prefix("requests: "))
+        .context("no 'requests:' line")?;
+    let count = |what: &str| -> u64 {
+        requests
+            .split(", ")
+            .find_map(|part| part.strip_suffix(what))
+            .and_then(|number| number.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    // "failed" counts answers that were not 2xx or 3xx.
+    Ok(ThroughputRun {
+        rps,
+        failures: count(" failed") + count(" errored") + count(" timeout"),
+    })
+}
+
+/// Runs a load tool, bounded in time, and returns its stdout.
+async fn run(mut command: tokio::process::Command, duration: Duration) -> anyhow::Result<String> {
+    let limit = duration + Duration::from_secs(30);
+    command.kill_on_drop(true);
+    let described = format!("{command:?}");
+    let output = tokio::time::timeout(limit, command.output())
+        .await
+        .with_context(|| format!("{described} ran past {limit:?}"))?
+        .with_context(|| format!("cannot run {described}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!(
+            "{described} failed with {}: {}{}",
+            output.status,
+            excerpt(&stdout),
+            excerpt(&String::from_utf8_lossy(&output.stderr))
+        );
+    }
+    Ok(stdout)
+}
+
+fn excerpt(text: &str) -> &str {
+    &text[..text.len().min(2000)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_wrk_and_h2load_summaries() {
+        let wrk = "Running 2s test @ http://127.0.0.1:1/\n  1 threads and 64 connections\n\
+                   12000 requests in 2.00s, 13MB read\n\
+                   Socket errors: connect 0, read 2, write 0, timeout 1\n\
+                   Non-2xx or 3xx responses: 4\nRequests/sec:   6000.50\n";
+        let run = parse_wrk(wrk).unwrap();
+        assert_eq!(run.rps, 6000.5);
+        assert_eq!(run.failures, 7);
+        let h2load = "finished in 2.00s, 9000.00 req/s, 10.00MB/s\n\
+                      requests: 18000 total, 18000 started, 18000 done, 17990 succeeded, 10 failed, 0 errored, 0 timeout\n\
+                      status codes: 17990 2xx, 0 3xx, 0 4xx, 10 5xx\n";
+        let run = parse_h2load(h2load).unwrap();
+        assert_eq!(run.rps, 9000.0);
+        assert_eq!(run.failures, 10);
+    }
+
+    #[test]
+    fn reads_oha_json() {
+        let json = r#"{"summary":{"successRate":1.0},
+            "latencyPercentiles":{"p50":0.001,"p90":0.002,"p99":0.003,"p99.9":0.004},
+            "statusCodeDistribution":{"200":990,"503":10},
+            "errorDistribution":{"aborted due to deadline":3,"connection refused":2}}"#;
+        let run = parse_oha(json).unwrap();
+        assert_eq!(run.requests, 1000);
+        assert_eq!(run.failures, 12);
+        assert!((run.latency_ms.p999 - 4.0).abs() < 1e-9);
+    }
+}

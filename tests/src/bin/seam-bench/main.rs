@@ -1,0 +1,159 @@
+//! `seam-bench`: Seam against real peers (HAProxy, nginx) and no proxy at all, on the same
+//! machine in one run, over the same two-hop path with the same certificates:
+//!
+//! ```text
+//! load ──plain──► hop 1 ══TLS 1.3, client certificate══► hop 2 ──plain──► upstream (1 KiB)
+//! ```
+//!
+//! Per contender: latency percentiles at a fixed, open-loop request rate (oha, corrected
+//! for coordinated omission), closed-loop maximum throughput (wrk; h2load for HTTP/2), the
+//! CPU time the hop processes spent per 1,000 requests at the fixed rate, and the peak RSS
+//! of the largest hop process. HTTP/1.1 with keep-alive is the headline; HTTP/2 and a new
+//! connection per request follow. A peer or load tool that is not installed is reported
+//! with the command that installs it. Prints a markdown table; `--json FILE` writes the
+//! numbers.
+//!
+//! `cargo run --release -p seam-tests --bin seam-bench [-- --quick] [-- --json FILE]`
+
+mod certs;
+mod contenders;
+mod load;
+mod measure;
+mod procstat;
+mod report;
+mod upstream;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "seam-bench",
+    about = "Seam's two-hop benchmark against HAProxy and nginx"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// A short run (about a minute) for CI smoke tests; the numbers are only indicative.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// The fixed request rate of the latency runs (requests per second).
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// Run only these contenders (comma-separated; `direct` always runs, as the baseline),
+    /// to iterate quickly on one of them.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the shared upstream (the bench starts this itself).
+    #[command(hide = true)]
+    Upstream,
+}
+
+/// How long each kind of run lasts.
+#[derive(Clone, Copy, Debug)]
+pub struct Durations {
+    pub warm_up: Duration,
+    pub latency: Duration,
+    pub other: Duration,
+}
+
+impl Durations {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                warm_up: Duration::from_secs(1),
+                latency: Duration::from_secs(3),
+                other: Duration::from_secs(2),
+            }
+        } else {
+            Self {
+                warm_up: Duration::from_secs(2),
+                latency: Duration::from_secs(15),
+                other: Duration::from_secs(8),
+            }
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Command::Upstream) = args.command {
+        return upstream::run();
+    }
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("another crypto provider is already installed"))?;
+    build_seam_binaries()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let results = runtime.block_on(measure::run_all(&measure::Plan {
+        durations: Durations::new(args.quick),
+        rate: args.rate,
+        only: args.only.clone(),
+    }))?;
+    print!("{}", report::markdown(&results));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report::json(&results))?;
+        std::fs::write(path, json + "\n")?;
+        eprintln!("seam-bench: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Under `cargo run`, builds `seam-proxy` and `seam-control-plane` in this binary's profile
+/// first: cargo builds only the bench itself, and measuring stale proxies would mislead.
+fn build_seam_binaries() -> anyhow::Result<()> {
+    let Some(cargo) = std::env::var_os("CARGO") else {
+        return Ok(());
+    };
+    let exe = std::env::current_exe()?;
+    let release = exe
+        .parent()
+        .and_then(|dir| dir.file_name())
+        .is_some_and(|profile| profile == "release");
+    let mut command = std::process::Command::new(cargo);
+    // What `cargo run` set for the bench itself would make build scripts that watch these
+    // variables rerun, and the next `cargo run` rebuild everything again.
+    for (key, _) in std::env::vars_os() {
+        let key_text = key.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+            "CARGO_PRIMARY_",
+        ]
+        .iter()
+        .any(|prefix| key_text.starts_with(prefix))
+        {
+            command.env_remove(&key);
+        }
+    }
+    command
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args([
+            "build",
+            "-p",
+            "seam-proxy",
+            "-p",
+            "seam-control-plane",
+            "--bins",
+        ]);
+    if release {
+        command.arg("--release");
+    }
+    let status = command.status()?;
+    anyhow::ensure!(
+        status.success(),
+        "building the Seam binaries failed: {status}"
+    );
+    Ok(())
+}

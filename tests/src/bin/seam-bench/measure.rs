@@ -1,0 +1,330 @@
+//! One run of the whole benchmark: start the shared upstream and the control plane (whose
+//! CA also signs the peers' certificates), then for each contender in turn: start it,
+//! check the path, warm it up, measure every scenario, read its processes' CPU and memory,
+//! and stop it before the next one starts (so contenders never share the CPUs).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use seam_control_plane::launch::SeamProcess;
+use seam_tests::TestMesh;
+
+use crate::Durations;
+use crate::certs::{HOP2_DNS_NAME, MeshCa};
+use crate::contenders::haproxy::Certificates;
+use crate::contenders::{self, Pinning, Running, SERVICE_HOST, pinned_command};
+use crate::load::{self, H2LOAD, LatencyRun, Mode, OHA, ThroughputRun, Tool, WRK};
+use crate::procstat;
+
+/// The contenders, in the order they run.
+pub const CONTENDERS: [&str; 4] = ["direct", "seam", "haproxy", "nginx"];
+
+pub struct Plan {
+    pub durations: Durations,
+    pub rate: u32,
+    pub only: Vec<String>,
+}
+
+/// The machine and the settings of the run.
+pub struct Setup {
+    pub cores: usize,
+    pub cpu_model: String,
+    pub kernel: String,
+    pub pinning: Pinning,
+    pub durations: Durations,
+    pub rate: u32,
+    pub versions: BTreeMap<&'static str, String>,
+}
+
+/// What one contender measured. A scenario is `Err` when it could not run (its tool is
+/// missing, or it failed), with the reason.
+pub struct Measured {
+    pub http1: Result<LatencyRun, String>,
+    pub http1_max: Result<ThroughputRun, String>,
+    pub http2: Result<LatencyRun, String>,
+    pub http2_max: Result<ThroughputRun, String>,
+    pub new_connection: Result<LatencyRun, String>,
+    pub new_connection_max: Result<ThroughputRun, String>,
+    /// CPU time of the hop processes per 1,000 requests in the HTTP/1.1 fixed-rate run.
+    pub cpu_ms_per_1k: Option<f64>,
+    /// Peak RSS of the largest hop process.
+    pub peak_rss_mib: Option<f64>,
+}
+
+pub enum Outcome {
+    Measured(Box<Measured>),
+    /// The peer is not installed: the command that installs it.
+    Missing(String),
+    Skipped,
+    Failed(String),
+}
+
+pub struct Results {
+    pub setup: Setup,
+    pub contenders: Vec<(&'static str, Outcome)>,
+}
+
+pub async fn run_all(plan: &Plan) -> anyhow::Result<Results> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let setup = Setup {
+        cores,
+        cpu_model: cpu_model(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        pinning: Pinning::for_cores(cores),
+        durations: plan.durations,
+        rate: plan.rate,
+        versions: versions().await,
+    };
+    eprintln!(
+        "seam-bench: {} × {}, Linux {}; load on CPU {}, hops and upstream on CPU {}",
+        setup.cores,
+        setup.cpu_model,
+        setup.kernel,
+        setup.pinning.load.as_deref().unwrap_or("any"),
+        setup.pinning.hops.as_deref().unwrap_or("any"),
+    );
+    let ticks = procstat::ticks_per_second()?;
+    let mut upstream = {
+        let exe = std::env::current_exe()?;
+        let mut command = pinned_command(exe, setup.pinning.hops.as_deref());
+        command.arg("upstream");
+        SeamProcess::spawn("upstream", command, std::process::Stdio::inherit()).await?
+    };
+    let upstream_addr = upstream.addr("http");
+    let mesh = TestMesh::start(&[SERVICE_HOST, contenders::seam::CLIENT_SERVICE])
+        .await
+        .context("starting the control plane")?;
+    let dir = mesh.dir().to_path_buf();
+    let state_dir = mesh
+        .ca_path()
+        .parent()
+        .context("the CA has no directory")?
+        .to_path_buf();
+    let ca = MeshCa::load(&state_dir)?;
+    let hop1 = ca.issue(
+        &dir,
+        "peer-hop1",
+        &seam_tests::mesh::spiffe_id("client"),
+        "hop1.bench.seam.local",
+    )?;
+    let hop2 = ca.issue(
+        &dir,
+        "peer-hop2",
+        &seam_tests::mesh::spiffe_id(SERVICE_HOST),
+        HOP2_DNS_NAME,
+    )?;
+    let certificates = Certificates {
+        ca: ca.ca_pem(),
+        hop1: &hop1,
+        hop2: &hop2,
+    };
+
+    let mut results = Vec::new();
+    for name in CONTENDERS {
+        if name != "direct" && !plan.only.is_empty() && !plan.only.iter().any(|only| only == name) {
+            results.push((name, Outcome::Skipped));
+            continue;
+        }
+        if let Some(install) = missing_peer(name) {
+            eprintln!("seam-bench: {name} is not installed ({install})");
+            results.push((name, Outcome::Missing(install)));
+            continue;
+        }
+        eprintln!("seam-bench: {name}: starting");
+        let started = match name {
+            "direct" => Ok(Running {
+                http1: upstream_addr,
+                http2: upstream_addr,
+                hop_pids: Vec::new(),
+                stopper: contenders::Stopper::Nothing,
+            }),
+            "seam" => contenders::seam::start(&mesh, upstream_addr, &setup.pinning).await,
+            "haproxy" => {
+                contenders::haproxy::start(&dir, &certificates, upstream_addr, &setup.pinning).await
+            }
+            _ => contenders::nginx::start(&dir, &certificates, upstream_addr, &setup.pinning).await,
+        };
+        let running = match started {
+            Ok(running) => running,
+            Err(err) => {
+                eprintln!("seam-bench: {name} did not start: {err:#}");
+                results.push((name, Outcome::Failed(format!("did not start: {err:#}"))));
+                continue;
+            }
+        };
+        let measured = measure(&running, &setup, ticks).await;
+        running
+            .stop()
+            .await
+            .with_context(|| format!("stopping {name}"))?;
+        results.push((name, Outcome::Measured(Box::new(measured))));
+    }
+    upstream.kill().await?;
+    Ok(Results {
+        setup,
+        contenders: results,
+    })
+}
+
+async fn measure(running: &Running, setup: &Setup, ticks: u64) -> Measured {
+    let cpus = setup.pinning.load.as_deref();
+    let durations = setup.durations;
+    let step = |what: &str| eprintln!("seam-bench:   {what}");
+    step("warm-up");
+    let _ = closed_loop(running.http1, Mode::Http1, durations.warm_up, cpus).await;
+
+    step("HTTP/1.1 at a fixed rate");
+    let pids = procstat::with_children(&running.hop_pids);
+    let cpu_before = procstat::total_cpu_time(&pids, ticks);
+    let http1 = fixed_rate(
+        running.http1,
+        Mode::Http1,
+        setup.rate,
+        durations.latency,
+        cpus,
+    )
+    .await;
+    let cpu_after = procstat::total_cpu_time(&pids, ticks);
+    let cpu_ms_per_1k = match (&http1, cpu_before, cpu_after) {
+        (Ok(run), Ok(before), Ok(after)) if !pids.is_empty() && run.requests > 0 => {
+            Some((after - before).as_secs_f64() * 1000.0 / run.requests as f64 * 1000.0)
+        }
+        _ => None,
+    };
+    step("HTTP/1.1 maximum throughput");
+    let http1_max = closed_loop(running.http1, Mode::Http1, durations.other, cpus).await;
+    step("HTTP/2 at a fixed rate");
+    let http2 = fixed_rate(
+        running.http2,
+        Mode::Http2,
+        setup.rate,
+        durations.other,
+        cpus,
+    )
+    .await;
+    step("HTTP/2 maximum throughput");
+    let http2_max = closed_loop(running.http2, Mode::Http2, durations.other, cpus).await;
+    step("new connection per request at a fixed rate");
+    let new_connection = fixed_rate(
+        running.http1,
+        Mode::NewConnection,
+        setup.rate,
+        durations.other,
+        cpus,
+    )
+    .await;
+    step("new connection per request, maximum throughput");
+    let new_connection_max =
+        closed_loop(running.http1, Mode::NewConnection, durations.other, cpus).await;
+
+    let peak_rss_mib = procstat::with_children(&running.hop_pids)
+        .iter()
+        .filter_map(|pid| procstat::peak_rss(*pid).ok())
+        .max()
+        .map(|bytes| bytes as f64 / (1024.0 * 1024.0));
+    Measured {
+        http1,
+        http1_max,
+        http2,
+        http2_max,
+        new_connection,
+        new_connection_max,
+        cpu_ms_per_1k,
+        peak_rss_mib,
+    }
+}
+
+async fn fixed_rate(
+    target: SocketAddr,
+    mode: Mode,
+    rate: u32,
+    duration: Duration,
+    cpus: Option<&str>,
+) -> Result<LatencyRun, String> {
+    require(OHA)?;
+    load::fixed_rate(target, mode, rate, duration, cpus)
+        .await
+        .map_err(|err| format!("{err:#}"))
+}
+
+async fn closed_loop(
+    target: SocketAddr,
+    mode: Mode,
+    duration: Duration,
+    cpus: Option<&str>,
+) -> Result<ThroughputRun, String> {
+    require(if mode == Mode::Http2 { H2LOAD } else { WRK })?;
+    load::max_throughput(target, mode, duration, cpus)
+        .await
+        .map_err(|err| format!("{err:#}"))
+}
+
+fn require(tool: Tool) -> Result<(), String> {
+    if load::installed(tool.program) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not installed: {}",
+            tool.program, tool.install
+        ))
+    }
+}
+
+/// The install command of a peer that is not on the PATH.
+fn missing_peer(name: &str) -> Option<String> {
+    let program = match name {
+        "haproxy" => "haproxy",
+        "nginx" => "nginx",
+        _ => return None,
+    };
+    let on_path = load::installed(program)
+        || ["/usr/sbin", "/usr/local/sbin"]
+            .iter()
+            .any(|dir| std::path::Path::new(dir).join(program).is_file());
+    (!on_path).then(|| format!("apt-get install -y {program}"))
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name"))
+                .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_string())
+}
+
+/// The first line each tool prints about its version (empty when it is missing).
+async fn versions() -> BTreeMap<&'static str, String> {
+    let mut versions = BTreeMap::new();
+    for (name, program, flag) in [
+        ("haproxy", "haproxy", "-v"),
+        ("nginx", "nginx", "-v"),
+        ("oha", "oha", "--version"),
+        ("wrk", "wrk", "-v"),
+        ("h2load", "h2load", "--version"),
+    ] {
+        let Ok(output) = tokio::process::Command::new(program)
+            .arg(flag)
+            .output()
+            .await
+        else {
+            continue;
+        };
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if let Some(line) = text.lines().find(|line| !line.trim().is_empty()) {
+            versions.insert(name, line.trim().to_string());
+        }
+    }
+    versions
+}

@@ -1,0 +1,331 @@
+//! The results as a markdown table (stdout) and as JSON (`--json FILE`). Ratios compare
+//! Seam with each peer (below 1 is better for Seam everywhere except maximum throughput;
+//! "–" where a side is not positive); "added" latency is the contender's percentile minus
+//! `direct`'s.
+
+use std::fmt::Write;
+
+use serde_json::{Value, json};
+
+use crate::load::{LatencyRun, Percentiles, ThroughputRun};
+use crate::measure::{Measured, Outcome, Results};
+
+/// One table row's numbers (None: not measured).
+#[derive(Default)]
+struct Row {
+    p50: Option<f64>,
+    p90: Option<f64>,
+    p99: Option<f64>,
+    p999: Option<f64>,
+    added_p50: Option<f64>,
+    added_p99: Option<f64>,
+    max_rps: Option<f64>,
+    cpu: Option<f64>,
+    rss: Option<f64>,
+}
+
+/// Which scenario a table shows.
+#[derive(Clone, Copy)]
+enum Scenario {
+    Http1,
+    Http2,
+    NewConnection,
+}
+
+impl Scenario {
+    fn runs(self, measured: &Measured) -> (Option<&LatencyRun>, Option<&ThroughputRun>) {
+        let (latency, max) = match self {
+            Self::Http1 => (&measured.http1, &measured.http1_max),
+            Self::Http2 => (&measured.http2, &measured.http2_max),
+            Self::NewConnection => (&measured.new_connection, &measured.new_connection_max),
+        };
+        (latency.as_ref().ok(), max.as_ref().ok())
+    }
+
+    fn problems(self, measured: &Measured) -> Vec<String> {
+        let (latency, max) = match self {
+            Self::Http1 => (&measured.http1, &measured.http1_max),
+            Self::Http2 => (&measured.http2, &measured.http2_max),
+            Self::NewConnection => (&measured.new_connection, &measured.new_connection_max),
+        };
+        let mut problems = Vec::new();
+        match latency {
+            Err(err) => problems.push(format!("fixed rate: {err}")),
+            Ok(run) if run.failures > 0 => problems.push(format!(
+                "fixed rate: {} of {} requests failed ({})",
+                run.failures, run.requests, run.failure_detail
+            )),
+            Ok(_) => {}
+        }
+        match max {
+            Err(err) => problems.push(format!("max throughput: {err}")),
+            Ok(run) if run.failures > 0 => {
+                problems.push(format!("max throughput: {} requests failed", run.failures))
+            }
+            Ok(_) => {}
+        }
+        problems
+    }
+}
+
+fn row(measured: &Measured, direct: Option<&Measured>, scenario: Scenario) -> Row {
+    let (latency, max) = scenario.runs(measured);
+    let baseline = direct.and_then(|direct| scenario.runs(direct).0);
+    let added = |pick: fn(&Percentiles) -> f64| -> Option<f64> {
+        Some(pick(&latency?.latency_ms) - pick(&baseline?.latency_ms))
+    };
+    let headline = matches!(scenario, Scenario::Http1);
+    Row {
+        p50: latency.map(|run| run.latency_ms.p50),
+        p90: latency.map(|run| run.latency_ms.p90),
+        p99: latency.map(|run| run.latency_ms.p99),
+        p999: latency.map(|run| run.latency_ms.p999),
+        added_p50: added(|p| p.p50),
+        added_p99: added(|p| p.p99),
+        max_rps: max.map(|run| run.rps),
+        cpu: measured.cpu_ms_per_1k.filter(|_| headline),
+        rss: measured.peak_rss_mib.filter(|_| headline),
+    }
+}
+
+fn measured<'a>(results: &'a Results, name: &str) -> Option<&'a Measured> {
+    results
+        .contenders
+        .iter()
+        .find(|(contender, _)| *contender == name)
+        .and_then(|(_, outcome)| match outcome {
+            Outcome::Measured(measured) => Some(measured.as_ref()),
+            _ => None,
+        })
+}
+
+pub fn markdown(results: &Results) -> String {
+    let setup = &results.setup;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n## seam-bench: two hops, mTLS between them, 1 KiB responses\n\n\
+         Machine: {} × {}, Linux {}. Load generator on CPU {}, hops and upstream on CPU {} \
+         (one worker thread per hop).\n\
+         Latency: oha, open loop at {} requests/s for {:?}, corrected for coordinated \
+         omission. Max throughput: wrk (HTTP/1.1) / h2load (HTTP/2), closed loop, {:?}. \
+         CPU: user + system time of the hop processes per 1,000 requests at the fixed rate. \
+         RSS: peak of the largest hop process.",
+        setup.cores,
+        setup.cpu_model,
+        setup.kernel,
+        setup.pinning.load.as_deref().unwrap_or("any"),
+        setup.pinning.hops.as_deref().unwrap_or("any"),
+        setup.rate,
+        setup.durations.latency,
+        setup.durations.other,
+    );
+    for (tool, version) in &setup.versions {
+        let _ = writeln!(out, "- {tool}: {version}");
+    }
+    let direct = measured(results, "direct");
+    for (title, scenario) in [
+        ("HTTP/1.1, keep-alive (headline)", Scenario::Http1),
+        ("HTTP/2 (h2c into hop 1)", Scenario::Http2),
+        (
+            "HTTP/1.1, a new connection per request",
+            Scenario::NewConnection,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "\n### {title}\n\n\
+             | contender | p50 ms | p90 ms | p99 ms | p99.9 ms | added p50 ms | added p99 ms | max rps | CPU ms / 1k req | peak RSS MiB |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        let mut rows = Vec::new();
+        for (name, outcome) in &results.contenders {
+            match outcome {
+                Outcome::Measured(measured) => {
+                    let numbers = row(measured, direct, scenario);
+                    let _ = writeln!(out, "| {name} | {} |", cells(&numbers).join(" | "));
+                    rows.push((*name, numbers));
+                }
+                Outcome::Missing(install) => {
+                    let _ = writeln!(out, "| {name} | missing: `{install}` |||||||||");
+                }
+                Outcome::Failed(reason) => {
+                    let _ = writeln!(out, "| {name} | failed: {} |||||||||", one_line(reason));
+                }
+                Outcome::Skipped => {}
+            }
+        }
+        let find = |name: &str| rows.iter().find(|(row, _)| *row == name).map(|(_, r)| r);
+        if let Some(seam) = find("seam") {
+            for peer in ["haproxy", "nginx"] {
+                if let Some(other) = find(peer) {
+                    let ratio = ratio_row(seam, other);
+                    let _ = writeln!(
+                        out,
+                        "| seam / {peer} | {} |",
+                        cells_ratio(&ratio).join(" | ")
+                    );
+                }
+            }
+        }
+        for (name, outcome) in &results.contenders {
+            if let Outcome::Measured(measured) = outcome {
+                for problem in scenario.problems(measured) {
+                    let _ = writeln!(out, "\n- {name}: {}", one_line(&problem));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn one_line(text: &str) -> String {
+    let line = text.replace('\n', " ");
+    line.chars().take(300).collect()
+}
+
+fn cells(row: &Row) -> Vec<String> {
+    let number = |value: Option<f64>, digits: usize| {
+        value.map_or_else(|| "–".to_string(), |value| format!("{value:.digits$}"))
+    };
+    vec![
+        number(row.p50, 3),
+        number(row.p90, 3),
+        number(row.p99, 3),
+        number(row.p999, 3),
+        number(row.added_p50, 3),
+        number(row.added_p99, 3),
+        number(row.max_rps, 0),
+        number(row.cpu, 1),
+        number(row.rss, 1),
+    ]
+}
+
+fn ratio_row(seam: &Row, other: &Row) -> Row {
+    // Only positive quantities make a ratio (an "added" latency can come out at or below
+    // zero when the baseline's own tail was worse).
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if a > 0.0 && b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    Row {
+        p50: ratio(seam.p50, other.p50),
+        p90: ratio(seam.p90, other.p90),
+        p99: ratio(seam.p99, other.p99),
+        p999: ratio(seam.p999, other.p999),
+        added_p50: ratio(seam.added_p50, other.added_p50),
+        added_p99: ratio(seam.added_p99, other.added_p99),
+        max_rps: ratio(seam.max_rps, other.max_rps),
+        cpu: ratio(seam.cpu, other.cpu),
+        rss: ratio(seam.rss, other.rss),
+    }
+}
+
+fn cells_ratio(row: &Row) -> Vec<String> {
+    let values = [
+        row.p50,
+        row.p90,
+        row.p99,
+        row.p999,
+        row.added_p50,
+        row.added_p99,
+        row.max_rps,
+        row.cpu,
+        row.rss,
+    ];
+    values
+        .iter()
+        .map(|value| value.map_or_else(|| "–".to_string(), |value| format!("{value:.2}×")))
+        .collect()
+}
+
+/// `{"machine": ..., "settings": ..., "contenders": {"direct": {...}, "seam": {...}, ...}}`.
+pub fn json(results: &Results) -> Value {
+    let setup = &results.setup;
+    let direct = measured(results, "direct");
+    let mut contenders = serde_json::Map::new();
+    for (name, outcome) in &results.contenders {
+        let value = match outcome {
+            Outcome::Measured(measured) => contender_json(name, measured, direct),
+            Outcome::Missing(install) => json!({ "missing": true, "install": install }),
+            Outcome::Failed(reason) => json!({ "failed": reason }),
+            Outcome::Skipped => continue,
+        };
+        contenders.insert((*name).to_string(), value);
+    }
+    json!({
+        "machine": {
+            "cores": setup.cores,
+            "cpu_model": setup.cpu_model,
+            "kernel": setup.kernel,
+        },
+        "settings": {
+            "rate_rps": setup.rate,
+            "latency_seconds": setup.durations.latency.as_secs_f64(),
+            "throughput_seconds": setup.durations.other.as_secs_f64(),
+            "load_cpus": setup.pinning.load,
+            "hop_cpus": setup.pinning.hops,
+            "versions": setup.versions,
+        },
+        "contenders": contenders,
+    })
+}
+
+fn contender_json(name: &str, measured: &Measured, direct: Option<&Measured>) -> Value {
+    let scenario_json = |scenario: Scenario| {
+        let (latency, max) = scenario.runs(measured);
+        let numbers = row(measured, direct, scenario);
+        let mut value = json!({
+            "latency_ms": latency.map(|run| json!(run.latency_ms)),
+            "max_rps": max.map(|run| run.rps),
+            "requests": latency.map(|run| run.requests),
+            "failures": latency.map(|run| run.failures) .unwrap_or(0)
+                + max.map_or(0, |run| run.failures),
+        });
+        if name != "direct" {
+            value["added_latency_ms"] = json!({
+                "p50": numbers.added_p50,
+                "p99": numbers.added_p99,
+            });
+        }
+        let problems = scenario.problems(measured);
+        if !problems.is_empty() {
+            value["problems"] = json!(problems);
+        }
+        value
+    };
+    let mut value = scenario_json(Scenario::Http1);
+    if name != "direct" {
+        value["cpu_ms_per_1k_requests"] = json!(measured.cpu_ms_per_1k);
+        value["peak_rss_mib"] = json!(measured.peak_rss_mib);
+    }
+    value["http2"] = scenario_json(Scenario::Http2);
+    value["new_connection"] = scenario_json(Scenario::NewConnection);
+    value
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratios_only_of_positive_numbers() {
+        let seam = Row {
+            max_rps: Some(200.0),
+            added_p99: Some(0.5),
+            cpu: Some(10.0),
+            ..Row::default()
+        };
+        let peer = Row {
+            max_rps: Some(100.0),
+            added_p99: Some(-0.1),
+            cpu: Some(0.0),
+            ..Row::default()
+        };
+        let ratio = ratio_row(&seam, &peer);
+        assert_eq!(ratio.max_rps, Some(2.0));
+        assert_eq!(ratio.added_p99, None);
+        assert_eq!(ratio.cpu, None);
+        assert_eq!(ratio.p50, None);
+    }
+}
