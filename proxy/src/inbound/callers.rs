@@ -19,18 +19,26 @@ pub struct CallerCount {
 }
 
 #[derive(Debug, Default)]
-pub struct CallerCounts(Mutex<BTreeMap<(String, &'static str), CallerCount>>);
+/// Keyed by the caller alone: a caller's label already tells its transport (an identity
+/// means mTLS), and a borrowed key finds a known caller without allocating per request.
+pub struct CallerCounts(Mutex<BTreeMap<String, CallerCount>>);
 
 impl CallerCounts {
     pub fn record(&self, caller: &str, transport: &'static str, allowed: bool) {
         let mut counts = self.0.lock().expect("caller counts lock poisoned");
+        if !counts.contains_key(caller) {
+            counts.insert(
+                caller.to_owned(),
+                CallerCount {
+                    caller: caller.to_owned(),
+                    transport,
+                    ..CallerCount::default()
+                },
+            );
+        }
         let count = counts
-            .entry((caller.to_owned(), transport))
-            .or_insert_with(|| CallerCount {
-                caller: caller.to_owned(),
-                transport,
-                ..CallerCount::default()
-            });
+            .get_mut(caller)
+            .expect("the caller was inserted just above");
         if allowed {
             count.allowed += 1;
         } else {
