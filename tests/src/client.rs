@@ -74,6 +74,20 @@ where
 }
 
 /// `GET <path>` over HTTP/1.1 to `outbound` with `Host: <host>` and extra headers.
+/// An h2c gRPC channel to a proxy's outbound listener whose `:authority` names `service`,
+/// so the proxy routes the calls there.
+pub async fn grpc_channel(
+    outbound: SocketAddr,
+    service: &str,
+) -> anyhow::Result<tonic::transport::Channel> {
+    tonic::transport::Endpoint::from_shared(format!("http://{outbound}"))?
+        .origin(format!("http://{service}").parse()?)
+        .timeout(REQUEST_TIMEOUT)
+        .connect()
+        .await
+        .context("h2c connection to the outbound listener")
+}
+
 pub async fn http1_get(
     outbound: SocketAddr,
     host: &str,

@@ -34,7 +34,19 @@ impl TwoHop {
     pub async fn start_with(
         customize: impl Fn(ProxyOptions) -> ProxyOptions,
     ) -> anyhow::Result<Self> {
-        let mesh = TestMesh::start(&["a", "b"]).await?;
+        Self::start_in_with(TestMesh::start(&["a", "b"]).await?, customize).await
+    }
+
+    /// Starts `a` and `b` with default options in a mesh the test made itself (one with
+    /// more services, or control-plane flags such as `--cert-ttl`).
+    pub async fn start_in(mesh: TestMesh) -> anyhow::Result<Self> {
+        Self::start_in_with(mesh, |options| options).await
+    }
+
+    async fn start_in_with(
+        mesh: TestMesh,
+        customize: impl Fn(ProxyOptions) -> ProxyOptions,
+    ) -> anyhow::Result<Self> {
         let app_a = EchoServer::start("a").await?;
         let app_b = EchoServer::start("b").await?;
         let (a, b) = tokio::try_join!(

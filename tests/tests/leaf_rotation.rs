@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use seam_tests::EchoServer;
+use seam_tests::TwoHop;
 use seam_tests::client::{self, AppClient};
 use seam_tests::mesh::{TestMesh, metric_value};
 use tokio::time::Instant;
@@ -18,16 +18,8 @@ async fn proxies_renew_twenty_second_certificates_under_steady_traffic() {
     let mesh = TestMesh::start_with_args(&["a", "b"], &["--cert-ttl", "20s"])
         .await
         .expect("mesh with 20s certificates starts");
-    let app_a = EchoServer::start("a").await.expect("app a");
-    let app_b = EchoServer::start("b").await.expect("app b");
-    let (a, b) = tokio::try_join!(
-        mesh.start_proxy("a", app_a.addr()),
-        mesh.start_proxy("b", app_b.addr()),
-    )
-    .expect("proxies start");
-    mesh.set_endpoints(&[("b", &[b.inbound()])])
-        .await
-        .expect("mesh lists b");
+    let hop = TwoHop::start_in(mesh).await.expect("proxies a and b start");
+    let (a, b) = (&hop.a, &hop.b);
 
     let app = AppClient::new(a.outbound());
     let mut serials = [BTreeSet::new(), BTreeSet::new()];
@@ -47,7 +39,7 @@ async fn proxies_renew_twenty_second_certificates_under_steady_traffic() {
             Err(err) => failures.push(format!("{err:#}")),
         }
         if sent % 10 == 0 {
-            for (index, proxy) in [&a, &b].into_iter().enumerate() {
+            for (index, proxy) in [a, b].into_iter().enumerate() {
                 let identity = proxy.admin_json("/identity").await.expect("/identity");
                 serials[index].insert(identity["serial"].as_str().unwrap_or_default().to_owned());
                 let metrics = proxy.metrics().await.expect("metrics");

@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 
 use seam_tests::mesh::{self, TestMesh, metric_value};
 use seam_tests::{EchoServer, GrpcHealthServer, TwoHop, client, prometheus, wait};
-use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -186,11 +185,7 @@ async fn grpc_status_is_counted_from_trailers_and_from_trailers_only_answers() {
     mesh.set_endpoints(&[("grpc", &[grpc.inbound()])])
         .await
         .expect("mesh lists the gRPC service");
-    let channel = Endpoint::from_shared(format!("http://{}", a.outbound()))
-        .expect("endpoint URI")
-        .origin("http://grpc".parse().expect("origin URI"))
-        .timeout(client::REQUEST_TIMEOUT)
-        .connect()
+    let channel = client::grpc_channel(a.outbound(), "grpc")
         .await
         .expect("h2c connection to a's outbound");
     let mut health = HealthClient::new(channel);

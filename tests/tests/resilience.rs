@@ -453,11 +453,7 @@ async fn grpc_unavailable_is_retried_on_the_other_endpoint_and_ejected() {
     .await
     .expect("mesh with gRPC retries");
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", a.outbound()))
-        .expect("endpoint URI")
-        .origin("http://grpc".parse().expect("origin URI"))
-        .timeout(client::REQUEST_TIMEOUT)
-        .connect()
+    let channel = client::grpc_channel(a.outbound(), "grpc")
         .await
         .expect("h2c connection to a's outbound");
     // Eight callers at a time on one HTTP/2 connection, 50 calls each.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use seam_control_plane::launch;
 use seam_tests::client::{self, AppClient};
 use seam_tests::mesh::TestMesh;
-use seam_tests::{EchoServer, wait};
+use seam_tests::{EchoServer, TwoHop, wait};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -34,17 +34,9 @@ async fn root_rotation_under_traffic_fails_no_request() {
     let mesh = TestMesh::start_with_args(&["a", "b", "c"], &["--cert-ttl", "6s"])
         .await
         .expect("mesh with 6s certificates starts");
-    let app_a = EchoServer::start("a").await.expect("app a");
-    let app_b = EchoServer::start("b").await.expect("app b");
-    let (a, b) = tokio::try_join!(
-        mesh.start_proxy("a", app_a.addr()),
-        mesh.start_proxy("b", app_b.addr()),
-    )
-    .expect("proxies start");
-    mesh.set_endpoints(&[("b", &[b.inbound()])])
-        .await
-        .expect("mesh lists b");
-    let before = ca_state(&mesh).await;
+    let hop = TwoHop::start_in(mesh).await.expect("proxies a and b start");
+    let (a, b, mesh) = (&hop.a, &hop.b, &hop.mesh);
+    let before = ca_state(mesh).await;
     let old_key_id = before["roots"][0]["key_id"]
         .as_str()
         .expect("root key id")
@@ -88,7 +80,7 @@ async fn root_rotation_under_traffic_fails_no_request() {
     let mut phases = BTreeSet::new();
     let deadline = Instant::now() + ROTATION_TIMEOUT;
     while !rotate.is_finished() && Instant::now() < deadline {
-        for proxy in [&a, &b] {
+        for proxy in [a, b] {
             let identity = proxy.admin_json("/identity").await.expect("/identity");
             serials
                 .entry(proxy.service())
@@ -96,7 +88,7 @@ async fn root_rotation_under_traffic_fails_no_request() {
                 .insert(identity["serial"].as_str().unwrap_or_default().to_owned());
         }
         phases.insert(
-            ca_state(&mesh).await["rotation"]["phase"]
+            ca_state(mesh).await["rotation"]["phase"]
                 .as_str()
                 .unwrap_or("")
                 .to_owned(),
@@ -118,7 +110,7 @@ async fn root_rotation_under_traffic_fails_no_request() {
         );
     }
 
-    let after = ca_state(&mesh).await;
+    let after = ca_state(mesh).await;
     let roots = after["roots"].as_array().expect("roots");
     assert_eq!(roots.len(), 1, "the old root must be retired: {after}");
     let new_key_id = roots[0]["key_id"].as_str().expect("key id").to_owned();
@@ -127,7 +119,7 @@ async fn root_rotation_under_traffic_fails_no_request() {
     assert_eq!(on_disk.matches("BEGIN CERTIFICATE").count(), 1, "{on_disk}");
 
     // Every proxy moves to a leaf of the new root at its next renewal.
-    for proxy in [&a, &b] {
+    for proxy in [a, b] {
         wait::until(
             &format!("{} holds a certificate of the new root", proxy.service()),
             Duration::from_secs(10),

@@ -9,7 +9,6 @@ use seam_tests::client::{self, AppClient, H2cConnection};
 use seam_tests::mesh::{self, TestMesh};
 use seam_tests::proxy::ProxyOptions;
 use seam_tests::{EchoServer, GrpcHealthServer, TwoHop};
-use tonic::transport::Endpoint;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -96,11 +95,7 @@ async fn grpc_health_check_crosses_two_proxies() {
         .expect("mesh lists the gRPC service");
 
     // Dial a's outbound, but say `:authority: grpc` so the proxy routes to the service.
-    let channel = Endpoint::from_shared(format!("http://{}", a.outbound()))
-        .expect("endpoint URI")
-        .origin("http://grpc".parse().expect("origin URI"))
-        .timeout(client::REQUEST_TIMEOUT)
-        .connect()
+    let channel = client::grpc_channel(a.outbound(), "grpc")
         .await
         .expect("h2c connection to a's outbound");
     let response = HealthClient::new(channel.clone())
@@ -131,11 +126,7 @@ async fn grpc_health_check_crosses_two_proxies() {
     // A gRPC call to a service the mesh does not know fails fast with the 503. (The
     // contract answers plain HTTP; a gRPC-shaped answer, `grpc-status: 14`, would show
     // as UNAVAILABLE, while tonic reports a text 503 as INTERNAL. Both are accepted.)
-    let channel = Endpoint::from_shared(format!("http://{}", a.outbound()))
-        .expect("endpoint URI")
-        .origin("http://nowhere".parse().expect("origin URI"))
-        .timeout(client::REQUEST_TIMEOUT)
-        .connect()
+    let channel = client::grpc_channel(a.outbound(), "nowhere")
         .await
         .expect("h2c connection to a's outbound");
     let status = HealthClient::new(channel)
