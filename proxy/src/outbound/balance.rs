@@ -13,8 +13,7 @@ use std::sync::Arc;
 use http::Request;
 use rand::Rng;
 use tokio::time::Instant;
-use tower::util::{BoxCloneSyncService, ServiceExt};
-use tower::{Layer, layer::layer_fn, service_fn};
+use tower::{Layer, layer::layer_fn};
 
 use super::Stack;
 use super::endpoints::{DEFAULT_RTT, EndpointState, EndpointStates};
@@ -47,7 +46,7 @@ pub fn layer(
         let states = states.clone();
         let directory = directory.clone();
         let metrics = metrics.clone();
-        BoxCloneSyncService::new(service_fn(move |mut request: Request<ProxyBody>| {
+        Stack::new(move |mut request: Request<ProxyBody>| {
             let picked = pick(&states, &directory, &request);
             let inner = inner.clone();
             let metrics = metrics.clone();
@@ -62,9 +61,9 @@ pub fn layer(
                     }
                 };
                 request.extensions_mut().insert(picked);
-                inner.oneshot(request).await
+                inner.send(request).await
             }
-        }))
+        })
     })
 }
 

@@ -14,8 +14,7 @@ use std::sync::{Arc, OnceLock};
 use http::Request;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
-use tower::util::{BoxCloneSyncService, ServiceExt};
-use tower::{Layer, layer::layer_fn, service_fn};
+use tower::{Layer, layer::layer_fn};
 
 use super::Stack;
 use super::balance::Picked;
@@ -44,7 +43,7 @@ impl AttemptEndpoint {
 pub fn layer(metrics: Arc<Metrics>) -> impl Layer<Stack, Service = Stack> + Clone {
     layer_fn(move |inner: Stack| {
         let metrics = metrics.clone();
-        BoxCloneSyncService::new(service_fn(move |request: Request<ProxyBody>| {
+        Stack::new(move |request: Request<ProxyBody>| {
             let inner = inner.clone();
             let metrics = metrics.clone();
             async move {
@@ -60,7 +59,7 @@ pub fn layer(metrics: Arc<Metrics>) -> impl Layer<Stack, Service = Stack> + Clon
                 let policy = &choice.route.policy;
                 let in_flight = picked.state.start();
                 let started = Instant::now();
-                let call = inner.oneshot(request);
+                let call = inner.send(request);
                 let outcome = match policy.retries.per_try_timeout {
                     Some(limit) => tokio::time::timeout(limit, call)
                         .await
@@ -106,7 +105,7 @@ pub fn layer(metrics: Arc<Metrics>) -> impl Layer<Stack, Service = Stack> + Clon
                     })
                 })
             }
-        }))
+        })
     })
 }
 

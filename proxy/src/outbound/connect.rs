@@ -5,8 +5,6 @@
 use std::sync::Arc;
 
 use http::{Request, Response};
-use tower::service_fn;
-use tower::util::BoxCloneSyncService;
 
 use super::Stack;
 use super::balance::Picked;
@@ -20,7 +18,7 @@ use crate::state::policy::Target;
 use crate::telemetry::Upstream;
 
 pub fn service(peers: Arc<PeerClients>, directory: Arc<Directory>) -> Stack {
-    BoxCloneSyncService::new(service_fn(move |request: Request<ProxyBody>| {
+    Stack::new(move |request: Request<ProxyBody>| {
         let peers = peers.clone();
         let directory = directory.clone();
         async move {
@@ -57,5 +55,5 @@ pub fn service(peers: Arc<PeerClients>, directory: Arc<Directory>) -> Stack {
                 }),
             }
         }
-    }))
+    })
 }

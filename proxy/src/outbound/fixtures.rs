@@ -10,8 +10,6 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
-use tower::service_fn;
-use tower::util::BoxCloneSyncService;
 
 use super::Stack;
 use super::balance::{Avoid, Picked};
@@ -73,20 +71,18 @@ fn status(code: u16) -> Response<ProxyBody> {
 }
 
 pub fn answer(code: u16) -> Stack {
-    BoxCloneSyncService::new(service_fn(move |_request: Request<ProxyBody>| async move {
-        Ok(status(code))
-    }))
+    Stack::new(move |_request: Request<ProxyBody>| async move { Ok(status(code)) })
 }
 
 pub fn hang() -> Stack {
-    BoxCloneSyncService::new(service_fn(|_request: Request<ProxyBody>| {
+    Stack::new(|_request: Request<ProxyBody>| {
         std::future::pending::<Result<Response<ProxyBody>, ProxyError>>()
-    }))
+    })
 }
 
 /// Answers 200 with the route's timeout in `x-timeout`.
 pub fn answer_with_route_timeout() -> Stack {
-    BoxCloneSyncService::new(service_fn(|request: Request<ProxyBody>| {
+    Stack::new(|request: Request<ProxyBody>| {
         let timeout = RouteChoice::of(&request).route.policy.timeout;
         async move {
             let mut response = status(200);
@@ -95,12 +91,12 @@ pub fn answer_with_route_timeout() -> Stack {
                 .insert("x-timeout", format!("{timeout:?}").parse().unwrap());
             Ok(response)
         }
-    }))
+    })
 }
 
 /// Answers 200 with the split's target service in `x-target`.
 pub fn answer_with_target() -> Stack {
-    BoxCloneSyncService::new(service_fn(|request: Request<ProxyBody>| {
+    Stack::new(|request: Request<ProxyBody>| {
         let target = request
             .extensions()
             .get::<Arc<Target>>()
@@ -114,7 +110,7 @@ pub fn answer_with_target() -> Stack {
                 .insert("x-target", target.parse().unwrap());
             Ok(response)
         }
-    }))
+    })
 }
 
 /// One scripted outcome of an inner service.
@@ -140,7 +136,7 @@ pub fn scripted(script: Vec<Outcome>) -> (Stack, Arc<Mutex<Vec<Call>>>) {
     let calls = Arc::new(Mutex::new(Vec::<Call>::new()));
     let log = calls.clone();
     let script = Arc::new(script);
-    let stack = BoxCloneSyncService::new(service_fn(move |request: Request<ProxyBody>| {
+    let stack = Stack::new(move |request: Request<ProxyBody>| {
         let calls = calls.clone();
         let script = script.clone();
         async move {
@@ -179,7 +175,7 @@ pub fn scripted(script: Vec<Outcome>) -> (Stack, Arc<Mutex<Vec<Call>>>) {
                 }
             }
         }
-    }));
+    });
     (stack, log)
 }
 
@@ -203,7 +199,7 @@ pub fn by_endpoint(
 ) -> (Stack, Arc<Mutex<Vec<SocketAddr>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
-    let stack = BoxCloneSyncService::new(service_fn(move |request: Request<ProxyBody>| {
+    let stack = Stack::new(move |request: Request<ProxyBody>| {
         let address = request
             .extensions()
             .get::<Picked>()
@@ -220,6 +216,6 @@ pub fn by_endpoint(
             tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             Ok(status(if fails { 503 } else { 200 }))
         }
-    }));
+    });
     (stack, log)
 }

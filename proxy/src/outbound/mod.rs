@@ -25,6 +25,7 @@ mod replay;
 mod retry;
 mod route;
 mod split;
+mod stack;
 mod target;
 mod timeout;
 
@@ -39,7 +40,6 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
-use tower::util::{BoxCloneSyncService, ServiceExt};
 
 use crate::body::{self, ProxyBody};
 use crate::metrics::{Direction, Metrics};
@@ -56,8 +56,7 @@ use notes::Notes;
 pub use endpoints::EndpointStates;
 pub use peers::PeerClients;
 
-/// The request path below service resolution, boxed at every module boundary.
-pub type Stack = BoxCloneSyncService<Request<ProxyBody>, Response<ProxyBody>, ProxyError>;
+pub use stack::Stack;
 
 /// How long the first request for a new service waits for the control plane's answer.
 const FIRST_LOOKUP_WAIT: Duration = Duration::from_secs(3);
@@ -148,7 +147,7 @@ impl Outbound {
         let mut request = to_peer_request(request.map(body::streamed), authority);
         request.extensions_mut().insert(backend);
         request.extensions_mut().insert(notes.clone());
-        match self.stack.clone().oneshot(request).await {
+        match self.stack.send(request).await {
             Ok(response) => Ok((service, response)),
             Err(error) => Err((service, error)),
         }

@@ -15,8 +15,7 @@ use std::time::Duration;
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use tower::retry::budget::{Budget, TpsBudget};
-use tower::util::{BoxCloneSyncService, ServiceExt};
-use tower::{Layer, layer::layer_fn, service_fn};
+use tower::{Layer, layer::layer_fn};
 
 use super::Stack;
 use super::balance::Avoid;
@@ -92,9 +91,9 @@ pub fn layer(
     layer_fn(move |inner: Stack| {
         let budgets = budgets.clone();
         let metrics = metrics.clone();
-        BoxCloneSyncService::new(service_fn(move |request: Request<ProxyBody>| {
+        Stack::new(move |request: Request<ProxyBody>| {
             retrying(inner.clone(), budgets.clone(), metrics.clone(), request)
-        }))
+        })
     })
 }
 
@@ -110,7 +109,7 @@ async fn retrying(
     let budget = budgets.for_service(service, policy.budget_percent);
     budget.deposit();
     if policy.attempts == 0 {
-        return inner.oneshot(request).await;
+        return inner.send(request).await;
     }
     let (parts, body) = request.into_parts();
     let replay = Replay::new(body, MAX_REPLAY_BYTES);
@@ -129,7 +128,7 @@ async fn retrying(
         if let Some(address) = avoid {
             request.extensions_mut().insert(Avoid(address));
         }
-        let mut outcome = inner.clone().oneshot(request).await;
+        let mut outcome = inner.send(request).await;
         let more = attempt < policy.attempts;
         let mut grpc_status = None;
         if more && policy.on.unavailable {

@@ -6,8 +6,7 @@
 use std::sync::Arc;
 
 use http::Request;
-use tower::util::{BoxCloneSyncService, ServiceExt};
-use tower::{Layer, layer::layer_fn, service_fn};
+use tower::{Layer, layer::layer_fn};
 
 use super::Stack;
 use super::notes::Notes;
@@ -35,7 +34,7 @@ impl RouteChoice {
 /// Needs the request's `Arc<Backend>` extension (the outbound sets it after resolving).
 pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
     layer_fn(|inner: Stack| {
-        BoxCloneSyncService::new(service_fn(move |mut request: Request<ProxyBody>| {
+        Stack::new(move |mut request: Request<ProxyBody>| {
             let service = request
                 .extensions()
                 .get::<Arc<Backend>>()
@@ -48,8 +47,8 @@ pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
             request
                 .extensions_mut()
                 .insert(RouteChoice { service, route });
-            inner.clone().oneshot(request)
-        }))
+            inner.send(request)
+        })
     })
 }
 
@@ -84,7 +83,7 @@ mod tests {
         for (path, timeout) in [("/v2/x", v2.timeout), ("/v1", Policy::default().timeout)] {
             let mut request = fixtures::request("GET", path);
             request.extensions_mut().insert(service.clone());
-            let response = stack.clone().oneshot(request).await.unwrap();
+            let response = stack.send(request).await.unwrap();
             assert_eq!(
                 response.headers()["x-timeout"],
                 format!("{timeout:?}"),

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use http::Request;
 use rand::Rng;
-use tower::util::{BoxCloneSyncService, ServiceExt};
-use tower::{Layer, layer::layer_fn, service_fn};
+use tower::{Layer, layer::layer_fn};
 
 use super::Stack;
 use super::route::RouteChoice;
@@ -17,7 +16,7 @@ use crate::state::policy::Target;
 
 pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
     layer_fn(|inner: Stack| {
-        BoxCloneSyncService::new(service_fn(move |mut request: Request<ProxyBody>| {
+        Stack::new(move |mut request: Request<ProxyBody>| {
             let route = &RouteChoice::of(&request).route;
             let target: Arc<Target> = match route.backends.as_slice() {
                 [only] => only.target.clone(),
@@ -27,8 +26,8 @@ pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
                 }
             };
             request.extensions_mut().insert(target);
-            inner.clone().oneshot(request)
-        }))
+            inner.send(request)
+        })
     })
 }
 
@@ -63,7 +62,7 @@ mod tests {
         for _ in 0..total {
             let mut request = fixtures::request("GET", "/");
             request.extensions_mut().insert(service.clone());
-            let response = stack.clone().oneshot(request).await.unwrap();
+            let response = stack.send(request).await.unwrap();
             if response.headers()["x-target"] == "api-v2" {
                 v2 += 1;
             }

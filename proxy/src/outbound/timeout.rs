@@ -3,8 +3,7 @@
 //! attempt in flight is dropped and the app gets 504 `timeout after <timeout>`.
 
 use http::Request;
-use tower::util::{BoxCloneSyncService, ServiceExt};
-use tower::{Layer, layer::layer_fn, service_fn};
+use tower::{Layer, layer::layer_fn};
 
 use super::Stack;
 use super::route::RouteChoice;
@@ -13,9 +12,9 @@ use crate::proxy_error::ProxyError;
 
 pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
     layer_fn(|inner: Stack| {
-        BoxCloneSyncService::new(service_fn(move |request: Request<ProxyBody>| {
+        Stack::new(move |request: Request<ProxyBody>| {
             let limit = RouteChoice::of(&request).route.policy.timeout;
-            let call = inner.clone().oneshot(request);
+            let call = inner.send(request);
             async move {
                 match limit {
                     Some(limit) => tokio::time::timeout(limit, call)
@@ -24,7 +23,7 @@ pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
                     None => call.await,
                 }
             }
-        }))
+        })
     })
 }
 
@@ -47,7 +46,7 @@ mod tests {
         let stack = layer().layer(fixtures::hang());
         let started = Instant::now();
         let error = stack
-            .oneshot(fixtures::routed("GET", "/", policy))
+            .send(fixtures::routed("GET", "/", policy))
             .await
             .unwrap_err();
         assert_eq!(started.elapsed(), Duration::from_secs(2));
@@ -59,7 +58,7 @@ mod tests {
     async fn an_answer_in_time_passes_through() {
         let stack = layer().layer(fixtures::answer(200));
         let response = stack
-            .oneshot(fixtures::routed("GET", "/", Policy::default()))
+            .send(fixtures::routed("GET", "/", Policy::default()))
             .await
             .unwrap();
         assert_eq!(response.status(), 200);

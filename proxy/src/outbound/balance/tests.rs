@@ -35,7 +35,7 @@ impl Setup {
         self.seen.lock().unwrap().clear();
         for _ in 0..count {
             let request = fixtures::routed_to(fixtures::request("GET", "/"), self.service.clone());
-            self.stack.clone().oneshot(request).await.unwrap();
+            self.stack.send(request).await.unwrap();
         }
         let mut counts = BTreeMap::new();
         for address in self.seen.lock().unwrap().iter() {
@@ -51,7 +51,7 @@ impl Setup {
 
     async fn error(&self) -> ProxyError {
         let request = fixtures::routed_to(fixtures::request("GET", "/"), self.service.clone());
-        self.stack.clone().oneshot(request).await.unwrap_err()
+        self.stack.send(request).await.unwrap_err()
     }
 }
 
@@ -137,7 +137,7 @@ async fn ejected_and_full_endpoints_are_skipped_and_none_left_is_a_fast_503() {
 
     let empty = super::super::fixtures::service(Policy::default(), Vec::new());
     let request = fixtures::routed_to(fixtures::request("GET", "/"), empty);
-    let error = setup.stack.clone().oneshot(request).await.unwrap_err();
+    let error = setup.stack.send(request).await.unwrap_err();
     assert!(matches!(error, ProxyError::NoEndpoints(_)), "{error}");
 }
 
@@ -149,7 +149,7 @@ async fn a_retry_goes_elsewhere_when_it_can() {
         request
             .extensions_mut()
             .insert(Avoid(fixtures::endpoint(1).address));
-        setup.stack.clone().oneshot(request).await.unwrap();
+        setup.stack.send(request).await.unwrap();
     }
     assert!(setup.seen.lock().unwrap().iter().all(|a| a.port() == 2));
 
@@ -158,7 +158,7 @@ async fn a_retry_goes_elsewhere_when_it_can() {
     request
         .extensions_mut()
         .insert(Avoid(fixtures::endpoint(1).address));
-    single.stack.clone().oneshot(request).await.unwrap();
+    single.stack.send(request).await.unwrap();
     assert_eq!(
         single.seen.lock().unwrap().len(),
         1,
@@ -191,7 +191,7 @@ async fn endpoint_state_outlives_a_config_update() {
     );
     for _ in 0..10 {
         let request = fixtures::routed_to(fixtures::request("GET", "/"), updated.clone());
-        setup.stack.clone().oneshot(request).await.unwrap();
+        setup.stack.send(request).await.unwrap();
     }
     assert!(
         setup.seen.lock().unwrap().iter().all(|a| a.port() == 2),

@@ -45,7 +45,7 @@ impl Setup {
         let request = fixtures::routed_to(fixtures::request("GET", "/"), self.service.clone());
         self.stack
             .clone()
-            .oneshot(request)
+            .send(request)
             .await
             .map(|response| response.status().as_u16())
     }
@@ -147,7 +147,7 @@ async fn a_per_try_timeout_answers_504_and_counts_as_a_failure() {
 async fn a_response_counts_in_flight_until_its_body_is_done() {
     let setup = setup(breaker_policy(), &[1], &[], &[]).await;
     let request = fixtures::routed_to(fixtures::request("GET", "/"), setup.service.clone());
-    let response = setup.stack.clone().oneshot(request).await.unwrap();
+    let response = setup.stack.send(request).await.unwrap();
     let state = setup.states.get(fixtures::endpoint(1).address, Vec::new);
     assert_eq!(
         state.in_flight(),

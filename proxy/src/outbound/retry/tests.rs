@@ -34,7 +34,7 @@ async fn a_5xx_is_retried_with_the_whole_body_until_an_answer() {
         Outcome::Status(200),
     ]);
     let response = stack
-        .oneshot(request("PUT", b"payload", policy(2)))
+        .send(request("PUT", b"payload", policy(2)))
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
@@ -55,7 +55,7 @@ async fn a_5xx_is_retried_with_the_whole_body_until_an_answer() {
 #[tokio::test(start_paused = true)]
 async fn attempts_run_out_and_the_last_answer_stands() {
     let (stack, calls, _) = build(vec![Outcome::Status(503)]);
-    let response = stack.oneshot(request("GET", b"", policy(2))).await.unwrap();
+    let response = stack.send(request("GET", b"", policy(2))).await.unwrap();
     assert_eq!(response.status(), 503);
     assert_eq!(
         calls.lock().unwrap().len(),
@@ -69,7 +69,7 @@ async fn post_and_patch_are_tried_once_unless_the_app_never_saw_them() {
     for method in ["POST", "PATCH"] {
         let (stack, calls, _) = build(vec![Outcome::Status(503)]);
         let response = stack
-            .oneshot(request(method, b"pay", policy(2)))
+            .send(request(method, b"pay", policy(2)))
             .await
             .unwrap();
         assert_eq!(response.status(), 503);
@@ -78,7 +78,7 @@ async fn post_and_patch_are_tried_once_unless_the_app_never_saw_them() {
 
     let (stack, calls, _) = build(vec![Outcome::ConnectFailure, Outcome::Status(201)]);
     let response = stack
-        .oneshot(request("POST", b"pay", policy(2)))
+        .send(request("POST", b"pay", policy(2)))
         .await
         .unwrap();
     assert_eq!(
@@ -91,10 +91,7 @@ async fn post_and_patch_are_tried_once_unless_the_app_never_saw_them() {
     let mut allowed = policy(2);
     allowed.retries.non_idempotent = true;
     let (stack, calls, _) = build(vec![Outcome::Status(503), Outcome::Status(200)]);
-    let response = stack
-        .oneshot(request("POST", b"pay", allowed))
-        .await
-        .unwrap();
+    let response = stack.send(request("POST", b"pay", allowed)).await.unwrap();
     assert_eq!(response.status(), 200, "non_idempotent: true allows it");
     assert_eq!(calls.lock().unwrap().len(), 2);
 }
@@ -108,14 +105,12 @@ async fn only_the_failures_named_in_on_are_retried() {
     };
     for outcome in [Outcome::Status(502), Outcome::Reset, Outcome::Grpc(14)] {
         let (stack, calls, _) = build(vec![outcome.clone(), Outcome::Status(200)]);
-        let _ = stack
-            .oneshot(request("GET", b"", only_connect.clone()))
-            .await;
+        let _ = stack.send(request("GET", b"", only_connect.clone())).await;
         assert_eq!(calls.lock().unwrap().len(), 1, "{outcome:?} is not retried");
     }
     let (stack, calls, _) = build(vec![Outcome::Grpc(14), Outcome::Grpc(0)]);
     let response = stack
-        .oneshot(request("POST", b"", {
+        .send(request("POST", b"", {
             let mut p = policy(2);
             p.retries.non_idempotent = true;
             p
@@ -129,7 +124,7 @@ async fn only_the_failures_named_in_on_are_retried() {
 #[tokio::test(start_paused = true)]
 async fn backoff_grows_exponentially_with_jitter() {
     let (stack, calls, _) = build(vec![Outcome::Status(503)]);
-    let _ = stack.oneshot(request("GET", b"", policy(4))).await;
+    let _ = stack.send(request("GET", b"", policy(4))).await;
     let calls = calls.lock().unwrap();
     assert_eq!(calls.len(), 5);
     let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1].at - w[0].at).collect();
@@ -147,14 +142,14 @@ async fn backoff_grows_exponentially_with_jitter() {
 async fn a_retry_avoids_the_endpoint_that_failed() {
     let (inner, calls) = fixtures::scripted(vec![Outcome::Status(503), Outcome::Status(200)]);
     // Stands in for the endpoint layer, which records where each attempt went.
-    let recorder = BoxCloneSyncService::new(service_fn(move |request: Request<ProxyBody>| {
+    let recorder = Stack::new(move |request: Request<ProxyBody>| {
         if let Some(attempt) = request.extensions().get::<AttemptEndpoint>() {
             attempt.set(fixtures::endpoint(7).address);
         }
-        inner.clone().oneshot(request)
-    }));
+        inner.send(request)
+    });
     let stack = layer(Arc::new(Budgets::default()), Arc::new(Metrics::new())).layer(recorder);
-    let response = stack.oneshot(request("GET", b"", policy(1))).await.unwrap();
+    let response = stack.send(request("GET", b"", policy(1))).await.unwrap();
     assert_eq!(response.status(), 200);
     let calls = calls.lock().unwrap();
     assert_eq!(calls[0].avoid, None);
@@ -165,10 +160,7 @@ async fn a_retry_avoids_the_endpoint_that_failed() {
 async fn a_body_over_64_kib_is_not_retried() {
     static BIG: [u8; MAX_REPLAY_BYTES + 1] = [7; MAX_REPLAY_BYTES + 1];
     let (stack, calls, _) = build(vec![Outcome::Status(503), Outcome::Status(200)]);
-    let response = stack
-        .oneshot(request("PUT", &BIG, policy(2)))
-        .await
-        .unwrap();
+    let response = stack.send(request("PUT", &BIG, policy(2))).await.unwrap();
     assert_eq!(response.status(), 503);
     let calls = calls.lock().unwrap();
     assert_eq!(calls.len(), 1);
@@ -191,7 +183,7 @@ async fn the_budget_caps_retries_at_its_share_of_requests() {
     for _ in 0..requests {
         let _ = stack
             .clone()
-            .oneshot(request("GET", b"", budgeted.clone()))
+            .send(request("GET", b"", budgeted.clone()))
             .await;
     }
     let retries = calls.lock().unwrap().len() - requests;
