@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// The longest SPIFFE id the spec allows, in bytes.
 const MAX_LEN: usize = 2048;
@@ -11,10 +12,10 @@ const MAX_LEN: usize = 2048;
 const CONTROL_PLANE_NAMESPACE: &str = "seam-system";
 const CONTROL_PLANE_ACCOUNT: &str = "seam-control-plane";
 
-/// A validated SPIFFE id.
+/// A validated SPIFFE id. Clones share one string.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SpiffeId {
-    uri: String,
+    uri: Arc<str>,
     /// Byte offset in `uri` where the path (leading `/`) starts, or `uri.len()` if none.
     path_start: usize,
 }
@@ -57,6 +58,11 @@ impl SpiffeId {
 
     pub fn as_str(&self) -> &str {
         &self.uri
+    }
+
+    /// The id as a shared string (a reference count, no copy).
+    pub fn shared(&self) -> Arc<str> {
+        self.uri.clone()
     }
 
     pub fn trust_domain(&self) -> &str {
@@ -148,7 +154,7 @@ impl FromStr for SpiffeId {
             }
         }
         Ok(Self {
-            uri: id.to_owned(),
+            uri: id.into(),
             path_start: "spiffe://".len() + trust_domain.len(),
         })
     }

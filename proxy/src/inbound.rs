@@ -30,7 +30,7 @@ use crate::server::{
     CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, http_server, next_connection, strip_hop_by_hop,
 };
 use crate::state::authz::{self, Caller};
-use crate::state::policy::DEFAULT_ROUTE;
+use crate::state::policy::DEFAULT_ROUTE_LABEL;
 use crate::state::{Backend, Directory, Resolution};
 use crate::telemetry::{CountedIo, Telemetry};
 use crate::tls::{TlsState, refusal};
@@ -49,7 +49,7 @@ const PLAINTEXT_CALLER: &str = "plaintext";
 type AppClient = Client<AppConnector, Incoming>;
 
 pub struct Inbound {
-    service: String,
+    service: Arc<str>,
     app: SocketAddr,
     /// `app` as a URI authority, made once rather than per request.
     app_authority: Authority,
@@ -81,7 +81,7 @@ impl Inbound {
         let http1 = builder.build(AppConnector(app));
         let http2 = builder.http2_only(true).build(AppConnector(app));
         Self {
-            service,
+            service: service.into(),
             app,
             app_authority: Authority::try_from(app.to_string())
                 .expect("a socket address is a valid authority"),
@@ -129,13 +129,18 @@ impl Inbound {
     ) -> Response<ProxyBody> {
         let call = self
             .telemetry
-            .begin(Direction::Inbound, &mut request, caller.header.as_ref());
+            .begin(Direction::Inbound, &mut request, caller.identity.as_ref());
         let response = match self.authorized(&request, caller).await {
             Ok(()) => self.forward(request, caller).await,
             Err(refused) => refused,
         };
-        self.telemetry
-            .finish(call, &self.service, DEFAULT_ROUTE, 0, response)
+        self.telemetry.finish(
+            call,
+            self.service.clone(),
+            DEFAULT_ROUTE_LABEL.clone(),
+            0,
+            response,
+        )
     }
 
     /// Applies the allow list of the route the request matches (else the service's); a
@@ -168,7 +173,7 @@ impl Inbound {
             self.metrics
                 .authorization_denied
                 .get_or_create(&DeniedLabels {
-                    service: self.service.clone(),
+                    service: self.service.to_string(),
                     caller: label.to_owned(),
                     reason: denied.reason_label(),
                 })

@@ -4,6 +4,7 @@
 //! are the mesh's own, routes are named routes (never raw paths), and no label carries
 //! an endpoint's port.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -29,24 +30,26 @@ impl Direction {
 }
 
 /// One request's labels. `peer` is the other side's mesh identity: the caller inbound,
-/// the endpoint's expected identity outbound (empty when the request never left).
+/// the endpoint's expected identity outbound (empty when the request never left). The
+/// strings are shared with the request path, so finding a request's counter allocates
+/// nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub direction: &'static str,
-    pub service: String,
-    pub route: String,
+    pub service: Arc<str>,
+    pub route: Arc<str>,
     pub status: u16,
     /// The gRPC status code, or empty for a response that is not gRPC.
-    pub grpc_status: String,
+    pub grpc_status: Option<u32>,
     pub tls: &'static str,
-    pub peer: String,
+    pub peer: Option<Arc<str>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LatencyLabels {
     pub direction: &'static str,
-    pub service: String,
-    pub route: String,
+    pub service: Arc<str>,
+    pub route: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,12 +72,12 @@ pub struct ServiceLabel {
 #[derive(Clone, Debug)]
 pub struct RequestRecord<'a> {
     pub direction: Direction,
-    pub service: &'a str,
-    pub route: &'a str,
+    pub service: &'a Arc<str>,
+    pub route: &'a Arc<str>,
     pub status: u16,
     pub grpc_status: Option<u32>,
     pub tls: bool,
-    pub peer: &'a str,
+    pub peer: Option<&'a Arc<str>>,
     pub elapsed: Duration,
 }
 
@@ -277,22 +280,19 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels {
                 direction: record.direction.as_str(),
-                service: record.service.to_owned(),
-                route: record.route.to_owned(),
+                service: record.service.clone(),
+                route: record.route.clone(),
                 status: record.status,
-                grpc_status: record
-                    .grpc_status
-                    .map(|code| code.to_string())
-                    .unwrap_or_default(),
+                grpc_status: record.grpc_status,
                 tls: if record.tls { "true" } else { "false" },
-                peer: record.peer.to_owned(),
+                peer: record.peer.cloned(),
             })
             .inc();
         self.request_duration
             .get_or_create(&LatencyLabels {
                 direction: record.direction.as_str(),
-                service: record.service.to_owned(),
-                route: record.route.to_owned(),
+                service: record.service.clone(),
+                route: record.route.clone(),
             })
             .observe(record.elapsed.as_secs_f64());
     }

@@ -36,7 +36,8 @@ fn serialize_id<S: serde::Serializer>(id: &SpiffeId, serializer: S) -> Result<S:
 /// A service as the control plane last described it.
 #[derive(Debug)]
 pub struct Backend {
-    pub name: String,
+    /// Shared with every request's labels and logs, never copied.
+    pub name: Arc<str>,
     pub endpoints: Vec<Endpoint>,
     /// Checked in order; the last one matches every request and sends it to the
     /// service's own endpoints with the service's policy.
@@ -60,6 +61,7 @@ impl Backend {
         policy: Policy,
         routes: Vec<Route>,
     ) -> Self {
+        let name: Arc<str> = name.into();
         let own = Arc::new(Target::new(name.clone(), endpoints.clone()));
         let own_backends = || {
             vec![WeightedBackend {

@@ -47,7 +47,7 @@ pub fn update_from_proto(update: ServiceUpdate) -> Result<Resolution, InvalidUpd
                             Ok(WeightedBackend {
                                 weight: backend.weight,
                                 target: Arc::new(Target::new(
-                                    backend.service,
+                                    backend.service.into(),
                                     endpoints_from_proto(backend.endpoints)?,
                                 )),
                             })

@@ -78,7 +78,7 @@ fn pick(
         .get::<Arc<Target>>()
         .expect("the split layer runs above the balancer");
     if target.endpoints.is_empty() {
-        return Err(ProxyError::NoEndpoints(target.service.clone()));
+        return Err(ProxyError::NoEndpoints(target.service.to_string()));
     }
     let in_use = || -> Vec<SocketAddr> {
         directory
@@ -100,11 +100,11 @@ fn pick(
     if eligible.is_empty() {
         return Err(if siblings.iter().any(|state| state.available(now)) {
             ProxyError::LoadShed {
-                service: target.service.clone(),
+                service: target.service.to_string(),
                 limit,
             }
         } else {
-            ProxyError::AllEjected(target.service.clone())
+            ProxyError::AllEjected(target.service.to_string())
         });
     }
     if let Some(Avoid(address)) = request.extensions().get::<Avoid>()

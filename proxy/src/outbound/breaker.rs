@@ -127,7 +127,7 @@ fn record_failure(picked: &Picked, choice: &RouteChoice, metrics: &Metrics, now:
     if let Verdict::Ejected(time) = verdict {
         metrics.ejected(&choice.service.name);
         tracing::warn!(
-            service = choice.service.name,
+            service = %choice.service.name,
             endpoint = %picked.endpoint.address,
             for_ = ?time,
             "circuit breaker ejected an endpoint"

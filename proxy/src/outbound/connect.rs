@@ -27,9 +27,10 @@ pub fn service(peers: Arc<PeerClients>, directory: Arc<Directory>) -> Stack {
                 .get::<Picked>()
                 .cloned()
                 .expect("the balancer runs above the connection");
+            // For an error only: the backend the split chose, else the service.
             let service = request.extensions().get::<Arc<Target>>().map_or_else(
                 || RouteChoice::of(&request).service.name.clone(),
-                |t| t.service.clone(),
+                |target| target.service.clone(),
             );
             let client = peers.get(&picked.endpoint, || directory.endpoints());
             let version = request.version();
@@ -39,17 +40,17 @@ pub fn service(peers: Arc<PeerClients>, directory: Arc<Directory>) -> Stack {
                     strip_hop_by_hop(&mut parts.headers);
                     parts.extensions.insert(Upstream {
                         endpoint: picked.endpoint.address,
-                        identity: picked.endpoint.identity.as_str().to_owned(),
+                        identity: picked.endpoint.identity.clone(),
                     });
                     Ok(Response::from_parts(parts, body::streamed(body)))
                 }
                 Err(err) if err.is_connect() => Err(ProxyError::PeerConnect {
-                    service,
+                    service: service.to_string(),
                     endpoint: picked.endpoint.address,
                     cause: error_chain(&err),
                 }),
                 Err(err) => Err(ProxyError::Peer {
-                    service,
+                    service: service.to_string(),
                     endpoint: picked.endpoint.address,
                     cause: error_chain(&err),
                 }),

@@ -56,9 +56,11 @@ pub fn routed(method: &str, path: &str, policy: Policy) -> Request<ProxyBody> {
 pub fn routed_to(mut request: Request<ProxyBody>, service: Arc<Backend>) -> Request<ProxyBody> {
     let route = service.route_for(&request).clone();
     let target = route.backends[0].target.clone();
-    request
-        .extensions_mut()
-        .insert(RouteChoice { service, route });
+    request.extensions_mut().insert(RouteChoice {
+        service,
+        route,
+        notes: None,
+    });
     request.extensions_mut().insert(target);
     request
 }

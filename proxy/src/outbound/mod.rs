@@ -62,14 +62,13 @@ pub use stack::Stack;
 const FIRST_LOOKUP_WAIT: Duration = Duration::from_secs(3);
 
 pub struct Outbound {
+    /// The label requests for services the mesh does not know are counted under.
+    unknown_service: Arc<str>,
     directory: Arc<Directory>,
     stack: Stack,
     metrics: Arc<Metrics>,
     telemetry: Arc<Telemetry>,
 }
-
-/// The label requests for services the mesh does not know are counted under.
-const UNKNOWN_SERVICE: &str = "unknown";
 
 impl Outbound {
     pub fn new(
@@ -96,6 +95,7 @@ impl Outbound {
             .layer(breaker::layer(metrics.clone()))
             .service(connect::service(peers, directory.clone()));
         Self {
+            unknown_service: "unknown".into(),
             directory,
             stack,
             metrics,
@@ -117,7 +117,7 @@ impl Outbound {
         };
         self.telemetry.finish(
             call,
-            &service,
+            service,
             notes.route_label(),
             notes.retries(),
             response,
@@ -129,8 +129,8 @@ impl Outbound {
         &self,
         request: Request<Incoming>,
         notes: &Arc<Notes>,
-    ) -> Result<(String, Response<ProxyBody>), (String, ProxyError)> {
-        let unknown = |error| (UNKNOWN_SERVICE.to_owned(), error);
+    ) -> Result<(Arc<str>, Response<ProxyBody>), (Arc<str>, ProxyError)> {
+        let unknown = |error| (self.unknown_service.clone(), error);
         let authority = target::requested_authority(&request).map_err(unknown)?;
         let key = target::service_key(&authority);
         let backend = match self

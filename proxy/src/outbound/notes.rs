@@ -1,12 +1,13 @@
 //! What the stack learns about a request that the outbound's telemetry, above the
 //! stack, needs once the request is over: the route it took and how many retries were
-//! sent. The outbound puts one `Notes` in the request's extensions; every attempt's
-//! copy of the extensions shares it, and it survives an error as well as a response.
+//! sent. The outbound puts one `Notes` in the request's extensions, the route layer
+//! moves it into the request's `RouteChoice`, and it survives an error as well as a
+//! response.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::state::policy::{DEFAULT_ROUTE, Route};
+use crate::state::policy::{DEFAULT_ROUTE_LABEL, Route};
 
 #[derive(Debug, Default)]
 pub struct Notes {
@@ -15,11 +16,6 @@ pub struct Notes {
 }
 
 impl Notes {
-    /// Notes on `extensions`, if the outbound set them (unit tests of one layer do not).
-    pub fn of(extensions: &http::Extensions) -> Option<&Arc<Self>> {
-        extensions.get::<Arc<Self>>()
-    }
-
     pub fn took_route(&self, route: &Arc<Route>) {
         // A request matches one route; a second call would be the same route again.
         let _ = self.route.set(route.clone());
@@ -30,8 +26,10 @@ impl Notes {
     }
 
     /// The route's label (`default` until a route was matched).
-    pub fn route_label(&self) -> &str {
-        self.route.get().map_or(DEFAULT_ROUTE, |route| &route.label)
+    pub fn route_label(&self) -> Arc<str> {
+        self.route
+            .get()
+            .map_or_else(|| DEFAULT_ROUTE_LABEL.clone(), |route| route.label.clone())
     }
 
     pub fn retries(&self) -> u32 {

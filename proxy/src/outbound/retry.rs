@@ -21,7 +21,6 @@ use super::Stack;
 use super::balance::Avoid;
 use super::breaker::AttemptEndpoint;
 use super::grpc;
-use super::notes::Notes;
 use super::replay::{MAX_REPLAY_BYTES, Replay};
 use super::route::RouteChoice;
 use crate::backoff::Backoff;
@@ -154,10 +153,10 @@ async fn retrying(
             return outcome;
         }
         metrics.retried(service, reason.as_str());
-        if let Some(notes) = Notes::of(&parts.extensions) {
+        if let Some(notes) = &choice.notes {
             notes.retried();
         }
-        tracing::debug!(service, reason = reason.as_str(), attempt, "retrying");
+        tracing::debug!(%service, reason = reason.as_str(), attempt, "retrying");
         avoid = endpoint.get();
         drop(outcome);
         tokio::time::sleep(backoff.next_delay()).await;

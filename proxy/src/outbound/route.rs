@@ -14,11 +14,13 @@ use crate::body::ProxyBody;
 use crate::state::Backend;
 use crate::state::policy::Route;
 
-/// The service snapshot a request started with and the route it matched.
+/// The service snapshot a request started with, the route it matched, and the notes
+/// the outbound reads when the request is over (absent in unit tests of one layer).
 #[derive(Clone, Debug)]
 pub struct RouteChoice {
     pub service: Arc<Backend>,
     pub route: Arc<Route>,
+    pub notes: Option<Arc<Notes>>,
 }
 
 impl RouteChoice {
@@ -31,22 +33,25 @@ impl RouteChoice {
     }
 }
 
-/// Needs the request's `Arc<Backend>` extension (the outbound sets it after resolving).
+/// Takes the request's `Arc<Backend>` and `Arc<Notes>` extensions (the outbound sets them
+/// after resolving) into one `RouteChoice`, so each retry copies one extension.
 pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
     layer_fn(|inner: Stack| {
         Stack::new(move |mut request: Request<ProxyBody>| {
             let service = request
-                .extensions()
-                .get::<Arc<Backend>>()
-                .cloned()
+                .extensions_mut()
+                .remove::<Arc<Backend>>()
                 .expect("the outbound sets the resolved service before the stack");
             let route = service.route_for(&request).clone();
-            if let Some(notes) = Notes::of(request.extensions()) {
+            let notes = request.extensions_mut().remove::<Arc<Notes>>();
+            if let Some(notes) = &notes {
                 notes.took_route(&route);
             }
-            request
-                .extensions_mut()
-                .insert(RouteChoice { service, route });
+            request.extensions_mut().insert(RouteChoice {
+                service,
+                route,
+                notes,
+            });
             inner.send(request)
         })
     })

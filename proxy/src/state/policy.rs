@@ -89,13 +89,13 @@ impl Default for Policy {
 /// One service's endpoints as a place to send a request, with its round-robin cursor.
 #[derive(Debug)]
 pub struct Target {
-    pub service: String,
+    pub service: Arc<str>,
     pub endpoints: Vec<Endpoint>,
     cursor: AtomicUsize,
 }
 
 impl Target {
-    pub fn new(service: String, endpoints: Vec<Endpoint>) -> Self {
+    pub fn new(service: Arc<str>, endpoints: Vec<Endpoint>) -> Self {
         Self {
             service,
             endpoints,
@@ -119,7 +119,7 @@ pub struct WeightedBackend {
 #[derive(Debug)]
 pub struct Route {
     /// How metrics and logs name the route (see [`RouteMatch::label`]).
-    pub label: String,
+    pub label: Arc<str>,
     pub route_match: RouteMatch,
     pub policy: Policy,
     /// Never empty, and the weights never sum to 0 (conversion makes sure).
@@ -139,7 +139,7 @@ impl Route {
         allow: Option<Vec<SpiffeId>>,
     ) -> Self {
         Self {
-            label: route_match.label(),
+            label: route_match.label().into(),
             route_match,
             policy,
             backends,
@@ -182,6 +182,10 @@ pub enum PathMatch {
 
 /// The label of the route that takes every request the others leave.
 pub const DEFAULT_ROUTE: &str = "default";
+
+/// [`DEFAULT_ROUTE`] as the shared string request labels hold.
+pub static DEFAULT_ROUTE_LABEL: std::sync::LazyLock<Arc<str>> =
+    std::sync::LazyLock::new(|| DEFAULT_ROUTE.into());
 
 impl RouteMatch {
     /// A short, stable name for metrics and logs, made from the conditions: `GET /v2*`
@@ -350,7 +354,7 @@ mod tests {
         let mut counts = std::collections::BTreeMap::new();
         for draw in 0..route.total_weight() {
             *counts
-                .entry(route.backend_at(draw).service.as_str())
+                .entry(route.backend_at(draw).service.as_ref())
                 .or_insert(0) += 1;
         }
         assert_eq!(counts.get("v2"), Some(&10));

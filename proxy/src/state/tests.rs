@@ -25,7 +25,7 @@ async fn first_use_subscribes_once_and_waits_for_the_answer() {
         ))),
     );
     match waiting.await.unwrap().unwrap() {
-        Resolution::Found(backend) => assert_eq!(backend.name, "api"),
+        Resolution::Found(backend) => assert_eq!(backend.name.as_ref(), "api"),
         other => panic!("expected the backend, got {other:?}"),
     }
     // Known now: answered from the snapshot, no second subscription.

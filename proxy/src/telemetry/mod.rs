@@ -17,11 +17,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::{HeaderValue, Method, Request, Response, header};
+use http::{Method, Request, Response, header};
 use opentelemetry::trace::{
     Span as _, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue};
+use seam_proto::SpiffeId;
 
 use crate::body::ProxyBody;
 use crate::metrics::{Direction, Metrics, RequestRecord};
@@ -57,7 +58,7 @@ pub enum TelemetryError {
 #[derive(Clone, Debug)]
 pub struct Upstream {
     pub endpoint: SocketAddr,
-    pub identity: String,
+    pub identity: SpiffeId,
 }
 
 /// What the proxy knows about one request between `begin` and `finish`.
@@ -66,11 +67,38 @@ pub struct Call {
     started: tokio::time::Instant,
     start_time: SystemTime,
     method: Method,
-    authority: String,
-    path: String,
-    caller: Option<String>,
+    /// Only when an access log or a span will show it.
+    target: Option<RequestTarget>,
+    caller: Option<SpiffeId>,
     context: SpanContext,
     span: Option<opentelemetry_sdk::trace::Span>,
+}
+
+/// The authority and path a request named, for the access log and spans.
+struct RequestTarget {
+    authority: String,
+    path: String,
+}
+
+impl RequestTarget {
+    fn of<B>(request: &Request<B>) -> Self {
+        let authority = request
+            .uri()
+            .authority()
+            .map(|authority| authority.as_str().to_owned())
+            .or_else(|| {
+                request
+                    .headers()
+                    .get(header::HOST)
+                    .and_then(|host| host.to_str().ok())
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default();
+        Self {
+            authority,
+            path: request.uri().path().to_owned(),
+        }
+    }
 }
 
 impl Call {
@@ -82,8 +110,8 @@ impl Call {
 
 /// How a request ended, for the metrics, the span and the access log.
 struct Done {
-    service: String,
-    route: String,
+    service: Arc<str>,
+    route: Arc<str>,
     retries: u32,
     status: u16,
     grpc_status: Option<u32>,
@@ -130,7 +158,7 @@ impl Telemetry {
         &self,
         direction: Direction,
         request: &mut Request<B>,
-        caller: Option<&HeaderValue>,
+        caller: Option<&SpiffeId>,
     ) -> Call {
         let start_time = SystemTime::now();
         let incoming = trace_context::extract(request.headers(), self.propagation);
@@ -165,26 +193,15 @@ impl Telemetry {
             }
         };
         trace_context::inject(request.headers_mut(), self.propagation, &context);
-        let authority = request
-            .uri()
-            .authority()
-            .map(|authority| authority.as_str().to_owned())
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(header::HOST)
-                    .and_then(|host| host.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default();
+        let target =
+            (span.is_some() || self.access_log.is_some()).then(|| RequestTarget::of(request));
         Call {
             direction,
             started: tokio::time::Instant::now(),
             start_time,
             method,
-            authority,
-            path: request.uri().path().to_owned(),
-            caller: caller.and_then(|id| id.to_str().ok()).map(str::to_owned),
+            target,
+            caller: caller.cloned(),
             context,
             span,
         }
@@ -195,14 +212,14 @@ impl Telemetry {
     pub fn finish(
         self: &Arc<Self>,
         call: Call,
-        service: &str,
-        route: &str,
+        service: Arc<str>,
+        route: Arc<str>,
         retries: u32,
         response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
         let done = Done {
-            service: service.to_owned(),
-            route: route.to_owned(),
+            service,
+            route,
             retries,
             status: response.status().as_u16(),
             grpc_status: grpc_status::from_headers(response.headers()),
@@ -227,12 +244,13 @@ impl Telemetry {
         }
     }
 
-    fn record(&self, call: Call, done: Done) {
+    fn record(&self, mut call: Call, done: Done) {
         let elapsed = call.started.elapsed();
         let peer = match call.direction {
-            Direction::Inbound => call.caller.clone(),
-            Direction::Outbound => done.upstream.as_ref().map(|up| up.identity.clone()),
-        };
+            Direction::Inbound => call.caller.as_ref(),
+            Direction::Outbound => done.upstream.as_ref().map(|up| &up.identity),
+        }
+        .map(SpiffeId::shared);
         self.metrics.record_request(&RequestRecord {
             direction: call.direction,
             service: &done.service,
@@ -240,8 +258,12 @@ impl Telemetry {
             status: done.status,
             grpc_status: done.grpc_status,
             tls: call.direction == Direction::Inbound || done.upstream.is_some(),
-            peer: peer.as_deref().unwrap_or_default(),
+            peer: peer.as_ref(),
             elapsed,
+        });
+        let target = call.target.take().unwrap_or(RequestTarget {
+            authority: String::new(),
+            path: String::new(),
         });
         if let Some(log) = &self.access_log {
             log.write(&Entry {
@@ -250,8 +272,8 @@ impl Telemetry {
                 service: &done.service,
                 trace_id: call.trace_id(),
                 method: call.method.as_str(),
-                authority: &call.authority,
-                path: &call.path,
+                authority: &target.authority,
+                path: &target.path,
                 status: done.status,
                 grpc_status: done.grpc_status,
                 duration_seconds: elapsed.as_secs_f64(),
@@ -263,16 +285,16 @@ impl Telemetry {
         if let Some(mut span) = call.span {
             let mut attributes = vec![
                 KeyValue::new("http.request.method", call.method.as_str().to_owned()),
-                KeyValue::new("http.route", done.route.clone()),
+                KeyValue::new("http.route", done.route.to_string()),
                 KeyValue::new("http.response.status_code", i64::from(done.status)),
-                KeyValue::new("url.path", call.path.clone()),
-                KeyValue::new("server.address", call.authority.clone()),
-                KeyValue::new("seam.service", done.service.clone()),
+                KeyValue::new("url.path", target.path),
+                KeyValue::new("server.address", target.authority),
+                KeyValue::new("seam.service", done.service.to_string()),
                 KeyValue::new("seam.direction", call.direction.as_str()),
                 KeyValue::new("seam.retries", i64::from(done.retries)),
             ];
             if let Some(peer) = peer {
-                attributes.push(KeyValue::new("seam.peer.identity", peer));
+                attributes.push(KeyValue::new("seam.peer.identity", peer.to_string()));
             }
             if let Some(upstream) = &done.upstream {
                 attributes.push(KeyValue::new(

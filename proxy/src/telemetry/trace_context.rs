@@ -113,7 +113,7 @@ pub fn extract(headers: &HeaderMap, propagation: Propagation) -> Option<SpanCont
 pub fn inject(headers: &mut HeaderMap, propagation: Propagation, context: &SpanContext) {
     let sampled = context.sampled.unwrap_or(false);
     if propagation.w3c {
-        headers.insert(TRACEPARENT, header_value(&traceparent(context)));
+        headers.insert(TRACEPARENT, header_value(traceparent(context)));
         headers.remove(TRACESTATE);
         if let Some(tracestate) = &context.tracestate {
             headers.insert(TRACESTATE, tracestate.clone());
@@ -133,9 +133,9 @@ pub fn inject(headers: &mut HeaderMap, propagation: Propagation, context: &SpanC
         let trace_id = format!("{:032x}", context.trace_id);
         let span_id = format!("{:016x}", context.span_id);
         let flag = if sampled { "1" } else { "0" };
-        headers.insert(B3, header_value(&format!("{trace_id}-{span_id}-{flag}")));
-        headers.insert(B3_TRACE_ID, header_value(&trace_id));
-        headers.insert(B3_SPAN_ID, header_value(&span_id));
+        headers.insert(B3, header_value(format!("{trace_id}-{span_id}-{flag}")));
+        headers.insert(B3_TRACE_ID, header_value(trace_id));
+        headers.insert(B3_SPAN_ID, header_value(span_id));
         headers.insert(
             B3_SAMPLED,
             HeaderValue::from_static(if sampled { "1" } else { "0" }),
@@ -291,8 +291,10 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> 
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
-fn header_value(text: &str) -> HeaderValue {
-    HeaderValue::from_str(text).expect("hex digits and dashes make a valid header value")
+/// Takes over the text's buffer rather than copying it.
+fn header_value(text: String) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .expect("hex digits and dashes make a valid header value")
 }
 
 #[cfg(test)]

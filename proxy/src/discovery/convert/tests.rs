@@ -113,7 +113,7 @@ fn converts_policies_and_routes_and_refuses_bad_ones_with_a_reason() {
         .unwrap();
     let route = backend.route_for(&request);
     assert_eq!(route.policy.retries.attempts, 1);
-    assert_eq!(route.backends[0].target.service, "api-v2");
+    assert_eq!(route.backends[0].target.service.as_ref(), "api-v2");
     let allow = route.allow.as_deref().expect("the route's allow list");
     assert_eq!(allow[0].as_str(), "spiffe://seam.local/ns/default/sa/ops");
     let other = backend.route_for(&http::Request::get("/v2/x").body(()).unwrap());
@@ -128,7 +128,11 @@ fn converts_policies_and_routes_and_refuses_bad_ones_with_a_reason() {
         policy_in_force.load_balancer,
         crate::state::policy::LoadBalancer::RoundRobin
     );
-    assert_eq!(other.backends[0].target.service, "api", "its own endpoints");
+    assert_eq!(
+        other.backends[0].target.service.as_ref(),
+        "api",
+        "its own endpoints"
+    );
     assert_eq!(
         other.allow, None,
         "the service's own route has no list of its own"
