@@ -14,6 +14,13 @@ pub fn text(text: String) -> ProxyBody {
         .boxed()
 }
 
+/// A body with nothing in it (no allocation: the boxed body is zero-sized).
+pub fn empty() -> ProxyBody {
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
 /// A streamed body from a peer or the app, unchanged.
 pub fn streamed(body: hyper::body::Incoming) -> ProxyBody {
     body.boxed()

@@ -2,6 +2,7 @@
 //! body as it arrives (nothing waits for the whole body) while a copy of up to a limit
 //! (64 KiB) is kept; a later attempt replays the copy and then carries on reading where
 //! the app's body left off. A body larger than the limit is sent once and not retried.
+//! A body that has ended before the first attempt (a GET's) needs no copy at all.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -11,14 +12,17 @@ use bytes::Bytes;
 use http::HeaderMap;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::body::ProxyBody;
+use http_body_util::BodyExt;
+
+use crate::body::{self, ProxyBody};
 
 /// The most request body bytes kept for a retry.
 pub const MAX_REPLAY_BYTES: usize = 64 * 1024;
 
-/// The app's body and the copy every attempt shares.
+/// The app's body and the copy every attempt shares; `None` for a body that was empty
+/// from the start.
 pub struct Replay {
-    shared: Arc<Mutex<Shared>>,
+    shared: Option<Arc<Mutex<Shared>>>,
 }
 
 struct Shared {
@@ -36,8 +40,11 @@ struct Shared {
 
 impl Replay {
     pub fn new(body: ProxyBody, limit: usize) -> Self {
+        if body.is_end_stream() {
+            return Self { shared: None };
+        }
         Self {
-            shared: Arc::new(Mutex::new(Shared {
+            shared: Some(Arc::new(Mutex::new(Shared {
                 source: Some(body),
                 chunks: Vec::new(),
                 buffered: 0,
@@ -45,28 +52,34 @@ impl Replay {
                 trailers: None,
                 overflowed: false,
                 broken: false,
-            })),
+            }))),
         }
     }
 
     /// A body for one attempt, starting from the beginning.
-    pub fn attempt(&self) -> ReplayBody {
-        ReplayBody {
-            shared: self.shared.clone(),
-            next_chunk: 0,
-            trailers_sent: false,
+    pub fn attempt(&self) -> ProxyBody {
+        match &self.shared {
+            None => body::empty(),
+            Some(shared) => ReplayBody {
+                shared: shared.clone(),
+                next_chunk: 0,
+                trailers_sent: false,
+            }
+            .boxed(),
         }
     }
 
     /// Whether another attempt could send the whole body.
     pub fn replayable(&self) -> bool {
-        let shared = self.shared.lock().expect("replay lock poisoned");
-        !shared.overflowed && !shared.broken
+        self.shared.as_ref().is_none_or(|shared| {
+            let shared = shared.lock().expect("replay lock poisoned");
+            !shared.overflowed && !shared.broken
+        })
     }
 }
 
 /// One attempt's view of the body.
-pub struct ReplayBody {
+struct ReplayBody {
     shared: Arc<Mutex<Shared>>,
     next_chunk: usize,
     trailers_sent: bool,
@@ -185,7 +198,7 @@ mod tests {
         StreamBody::new(futures_util::stream::iter(frames)).boxed()
     }
 
-    async fn read(body: ReplayBody) -> (Vec<u8>, Option<HeaderMap>) {
+    async fn read(body: ProxyBody) -> (Vec<u8>, Option<HeaderMap>) {
         let collected = body.collect().await.unwrap();
         let trailers = collected.trailers().cloned();
         (collected.to_bytes().to_vec(), trailers)
@@ -226,6 +239,18 @@ mod tests {
         let (data, _) = read(replay.attempt()).await;
         assert_eq!(data.len(), 20, "the one attempt still gets all of it");
         assert!(!replay.replayable());
+    }
+
+    #[tokio::test]
+    async fn a_body_that_already_ended_is_replayed_without_a_copy() {
+        let replay = Replay::new(body::empty(), 16);
+        assert!(replay.shared.is_none());
+        for _ in 0..2 {
+            let attempt = replay.attempt();
+            assert!(attempt.is_end_stream());
+            assert_eq!(read(attempt).await, (Vec::new(), None));
+        }
+        assert!(replay.replayable());
     }
 
     #[tokio::test]

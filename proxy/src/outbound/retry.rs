@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Method, Request, Response};
-use http_body_util::BodyExt;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, layer::layer_fn};
 
@@ -117,7 +116,7 @@ async fn retrying(
     let mut attempt = 0;
     loop {
         let endpoint = AttemptEndpoint::default();
-        let mut request = Request::new(replay.attempt().boxed());
+        let mut request = Request::new(replay.attempt());
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = parts.uri.clone();
         *request.version_mut() = parts.version;

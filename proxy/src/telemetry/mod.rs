@@ -162,8 +162,11 @@ impl Telemetry {
     ) -> Call {
         let start_time = SystemTime::now();
         let incoming = trace_context::extract(request.headers(), self.propagation);
-        let new_trace_id = nonzero(rand::random::<u128>);
-        let sampled = trace_context::sample(incoming.as_ref(), new_trace_id, self.sample_ratio);
+        // The caller's trace, or a new one.
+        let trace_id = incoming
+            .as_ref()
+            .map_or_else(|| nonzero(rand::random::<u128>), |parent| parent.trace_id);
+        let sampled = trace_context::sample(incoming.as_ref(), trace_id, self.sample_ratio);
         let tracestate = incoming
             .as_ref()
             .and_then(|parent| parent.tracestate.clone());
@@ -182,9 +185,7 @@ impl Telemetry {
             }
             _ => {
                 let context = SpanContext {
-                    trace_id: incoming
-                        .as_ref()
-                        .map_or(new_trace_id, |parent| parent.trace_id),
+                    trace_id,
                     span_id: nonzero(rand::random::<u64>),
                     sampled: Some(sampled),
                     tracestate,

@@ -80,7 +80,7 @@ pub struct SpanContext {
 
 impl SpanContext {
     pub fn trace_id_hex(&self) -> String {
-        format!("{:032x}", self.trace_id)
+        hex::encode(self.trace_id.to_be_bytes())
     }
 }
 
@@ -130,8 +130,8 @@ pub fn inject(headers: &mut HeaderMap, propagation: Propagation, context: &SpanC
         ] {
             headers.remove(name);
         }
-        let trace_id = format!("{:032x}", context.trace_id);
-        let span_id = format!("{:016x}", context.span_id);
+        let trace_id = hex::encode(context.trace_id.to_be_bytes());
+        let span_id = hex::encode(context.span_id.to_be_bytes());
         let flag = if sampled { "1" } else { "0" };
         headers.insert(B3, header_value(format!("{trace_id}-{span_id}-{flag}")));
         headers.insert(B3_TRACE_ID, header_value(trace_id));
@@ -143,13 +143,16 @@ pub fn inject(headers: &mut HeaderMap, propagation: Propagation, context: &SpanC
     }
 }
 
-/// `00-<trace id>-<span id>-<flags>`.
+/// `00-<trace id>-<span id>-<flags>`, hex-encoded in place (every request writes one).
 pub fn traceparent(context: &SpanContext) -> String {
-    let flags = u8::from(context.sampled.unwrap_or(false));
-    format!(
-        "00-{:032x}-{:016x}-{flags:02x}",
-        context.trace_id, context.span_id
-    )
+    const FITS: &str = "the ids fit their hex width";
+    let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    hex::encode_to_slice(context.trace_id.to_be_bytes(), &mut text[3..35]).expect(FITS);
+    hex::encode_to_slice(context.span_id.to_be_bytes(), &mut text[36..52]).expect(FITS);
+    if context.sampled.unwrap_or(false) {
+        text[54] = b'1';
+    }
+    String::from_utf8(text.to_vec()).expect("hex digits and dashes are ASCII")
 }
 
 /// Parses a W3C `traceparent` (version 00, or a later version read as 00 would be).
@@ -258,7 +261,7 @@ fn b3_sampled(flag: &str) -> Option<bool> {
 
 /// A fixed-width, lowercase-or-uppercase hex id that is not all zeros.
 fn hex_id<T: FromHex + PartialEq + Default>(text: &str, width: usize) -> Option<T> {
-    if text.len() != width || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if text.len() != width {
         return None;
     }
     T::from_hex(text).filter(|id| *id != T::default())
@@ -277,13 +280,17 @@ trait FromHex: Sized {
 
 impl FromHex for u64 {
     fn from_hex(text: &str) -> Option<Self> {
-        Self::from_str_radix(text, 16).ok()
+        let mut bytes = [0; 8];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(Self::from_be_bytes(bytes))
     }
 }
 
 impl FromHex for u128 {
     fn from_hex(text: &str) -> Option<Self> {
-        Self::from_str_radix(text, 16).ok()
+        let mut bytes = [0; 16];
+        hex::decode_to_slice(text, &mut bytes).ok()?;
+        Some(Self::from_be_bytes(bytes))
     }
 }
 
