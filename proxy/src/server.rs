@@ -111,10 +111,28 @@ pub async fn first_byte_within(tcp: &TcpStream, limit: Duration) -> bool {
     )
 }
 
-/// Removes the headers that describe one connection and must not be forwarded
-/// (RFC 9110 §7.6.1), including any the `Connection` header names. `te: trailers` stays:
-/// gRPC needs it.
+/// The headers that describe one connection (RFC 9110 §7.6.1), besides any the
+/// `Connection` header names.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    header::PROXY_AUTHORIZATION,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// Removes the headers that describe one connection and must not be forwarded,
+/// including any the `Connection` header names. `te: trailers` stays: gRPC needs it.
+/// Most messages carry none of them, so one pass over the names comes first and the
+/// lookups only when it finds one.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let any = headers
+        .keys()
+        .any(|name| name == header::TE || HOP_BY_HOP.contains(name));
+    if !any {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -125,14 +143,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        header::PROXY_AUTHORIZATION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        HeaderName::from_static("keep-alive"),
-        HeaderName::from_static("proxy-connection"),
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
     if headers
@@ -162,5 +173,16 @@ mod tests {
         headers.insert(header::TE, "gzip".parse().unwrap());
         strip_hop_by_hop(&mut headers);
         assert!(headers.get(header::TE).is_none());
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_stripped() {
+        for name in HOP_BY_HOP {
+            let mut headers = HeaderMap::new();
+            headers.insert(name.clone(), "x".parse().unwrap());
+            headers.insert(header::HOST, "api".parse().unwrap());
+            strip_hop_by_hop(&mut headers);
+            assert_eq!(headers.len(), 1, "{name} left in {headers:?}");
+        }
     }
 }
