@@ -24,10 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{self, ProxyBody};
 use crate::detect::{self, Detection, Protocol};
+use crate::http1_pool::{Dial, Http1Pool};
 use crate::metrics::{CallerLabels, DeniedLabels, Direction, Metrics};
 use crate::proxy_error::{PROXY_ERROR_HEADER, ProxyError, error_chain};
 use crate::server::{
-    CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, http_server, next_connection, strip_hop_by_hop,
+    CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, http_server, next_connection,
+    peer_http_server, strip_hop_by_hop,
 };
 use crate::state::authz::{self, Caller};
 use crate::state::policy::DEFAULT_ROUTE_LABEL;
@@ -46,15 +48,17 @@ const POLICY_WAIT: Duration = Duration::from_secs(3);
 /// How callers without an identity are labelled in metrics and `/callers`.
 const PLAINTEXT_CALLER: &str = "plaintext";
 
-type AppClient = Client<AppConnector, Incoming>;
+/// How long a connection to the app may sit idle in the pool.
+const APP_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub struct Inbound {
     service: Arc<str>,
     app: SocketAddr,
     /// `app` as a URI authority, made once rather than per request.
     app_authority: Authority,
-    http1: AppClient,
-    http2: AppClient,
+    http1: Http1Pool<AppConnector, Incoming>,
+    /// HTTP/2 to the app (one multiplexed connection); hyper-util's pool is fine there.
+    http2: Client<AppConnector, Incoming>,
     tls: Arc<TlsState>,
     metrics: Arc<Metrics>,
     telemetry: Arc<Telemetry>,
@@ -73,13 +77,13 @@ impl Inbound {
         directory: Arc<Directory>,
         limits: ServerLimits,
     ) -> Self {
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(Duration::from_secs(90))
+        let http2 = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(APP_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        let http1 = builder.build(AppConnector(app));
-        let http2 = builder.http2_only(true).build(AppConnector(app));
+            .timer(TokioTimer::new())
+            .http2_only(true)
+            .build(AppConnector(app));
+        let http1 = Http1Pool::new(AppConnector(app), APP_IDLE_TIMEOUT);
         Self {
             service: service.into(),
             app,
@@ -193,22 +197,27 @@ impl Inbound {
         request: Request<Incoming>,
         caller: &InboundCaller,
     ) -> Response<ProxyBody> {
-        let version = request.version();
         let request = self.to_app_request(request, caller);
-        let client = if version == Version::HTTP_2 {
-            &self.http2
+        let sent = if request.version() == Version::HTTP_2 {
+            self.http2
+                .request(request)
+                .await
+                .map_err(|err| error_chain(&err))
         } else {
-            &self.http1
+            self.http1
+                .send(request)
+                .await
+                .map_err(|err| error_chain(&err))
         };
-        match client.request(request).await {
+        match sent {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, body::streamed(body))
             }
-            Err(err) => ProxyError::App {
+            Err(cause) => ProxyError::App {
                 app: self.app,
-                cause: error_chain(&err),
+                cause,
             }
             .into_response(),
         }
@@ -225,9 +234,9 @@ impl Inbound {
         if let Some(header) = &caller.header {
             parts.headers.insert(CLIENT_ID_HEADER, header.clone());
         }
-        // The pool needs an absolute URI; HTTP/1 requests arrive in origin form and keep
-        // their Host header, HTTP/2 ones keep the :authority the caller used.
-        if parts.uri.authority().is_none() {
+        // HTTP/1 requests go as they came (origin form, their Host header); hyper-util's
+        // HTTP/2 pool needs an absolute URI, and keeps the :authority the caller used.
+        if parts.version == Version::HTTP_2 && parts.uri.authority().is_none() {
             let mut uri = parts.uri.into_parts();
             uri.scheme = Some(Scheme::HTTP);
             uri.authority = Some(self.app_authority.clone());
@@ -358,7 +367,11 @@ async fn serve_http<I>(
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    let server = http_server(&inbound.limits);
+    let server = if caller.identity.is_some() {
+        peer_http_server(&inbound.limits)
+    } else {
+        http_server(&inbound.limits)
+    };
     let service = hyper::service::service_fn(move |request| {
         let inbound = inbound.clone();
         let caller = caller.clone();
@@ -445,9 +458,26 @@ async fn handshake(
     ))
 }
 
-/// Dials the local app, whatever URI the request carries.
+/// Dials the local app (both pools; hyper-util's asks with the request's URI, which
+/// names the app anyway).
 #[derive(Clone, Copy)]
 struct AppConnector(SocketAddr);
+
+impl AppConnector {
+    async fn connect(self) -> std::io::Result<TokioIo<TcpStream>> {
+        let tcp = TcpStream::connect(self.0).await?;
+        tcp.set_nodelay(true)?;
+        Ok(TokioIo::new(tcp))
+    }
+}
+
+impl Dial for AppConnector {
+    type Io = TokioIo<TcpStream>;
+
+    fn dial(&self) -> impl Future<Output = std::io::Result<Self::Io>> + Send {
+        self.connect()
+    }
+}
 
 impl tower::Service<Uri> for AppConnector {
     type Response = TokioIo<TcpStream>;
@@ -462,11 +492,6 @@ impl tower::Service<Uri> for AppConnector {
     }
 
     fn call(&mut self, _uri: Uri) -> Self::Future {
-        let app = self.0;
-        Box::pin(async move {
-            let tcp = TcpStream::connect(app).await?;
-            tcp.set_nodelay(true)?;
-            Ok(TokioIo::new(tcp))
-        })
+        Box::pin(self.connect())
     }
 }

@@ -10,6 +10,7 @@ mod config;
 mod control_plane;
 mod detect;
 mod discovery;
+mod http1_pool;
 mod identity;
 mod inbound;
 mod metrics;

@@ -62,6 +62,17 @@ impl ConnectionLimit {
 pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("x-seam-client-id");
 
 /// A server for HTTP/1.1 and HTTP/2 (told apart by the HTTP/2 preface).
+/// The server for other proxies' mTLS connections: as `http_server`, but with no header
+/// read timeout, which hyper also applies while a kept-alive connection waits for its
+/// next request: it would close the callers' pooled connections after 10 s of quiet,
+/// racing their next request, and make them handshake again. The peers are mesh members
+/// that proved who they are; the handshake has its own timeout.
+pub fn peer_http_server(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
+    let mut builder = http_server(limits);
+    builder.http1().header_read_timeout(None);
+    builder
+}
+
 pub fn http_server(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

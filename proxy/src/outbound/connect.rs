@@ -33,8 +33,7 @@ pub fn service(peers: Arc<PeerClients>, directory: Arc<Directory>) -> Stack {
                 |target| target.service.clone(),
             );
             let client = peers.get(&picked.endpoint, || directory.endpoints());
-            let version = request.version();
-            match client.for_version(version).request(request).await {
+            match client.send(request).await {
                 Ok(response) => {
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);

@@ -154,9 +154,10 @@ impl Outbound {
     }
 }
 
-/// The request as it goes to the peer: absolute URI (the pool needs one; the connector
-/// ignores it), the authority the app asked for, no hop-by-hop headers, and no
-/// `x-seam-client-id` of the app's own making.
+/// The request as it goes to the peer: the authority the app asked for (in the Host
+/// header for HTTP/1, whose request line then has the origin form even if the app used an
+/// absolute URI; in the URI for HTTP/2, as hyper-util's pool needs), no hop-by-hop
+/// headers, and no `x-seam-client-id` of the app's own making.
 fn to_peer_request<B>(request: Request<B>, authority: Authority) -> Request<B> {
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -168,12 +169,18 @@ fn to_peer_request<B>(request: Request<B>, authority: Authority) -> Request<B> {
         parts.headers.insert(header::HOST, host);
     }
     let mut uri = parts.uri.into_parts();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(authority);
+    if parts.version == http::Version::HTTP_2 {
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority);
+    } else {
+        uri.scheme = None;
+        uri.authority = None;
+    }
     if uri.path_and_query.is_none() {
         uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }
-    parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
+    parts.uri =
+        Uri::from_parts(uri).expect("a path, with or without scheme and authority, is a valid URI");
     Request::from_parts(parts, body)
 }
 

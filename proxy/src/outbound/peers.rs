@@ -12,7 +12,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::{Uri, Version};
+use http::{Request, Response, Uri, Version};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -23,18 +24,37 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::body::ProxyBody;
+use crate::http1_pool::{Dial, Http1Pool, PoolError};
 use crate::state::Endpoint;
 use crate::tls::{ALPN_H2, ALPN_HTTP11, TlsState};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-type PeerHttpClient = Client<PeerConnector, ProxyBody>;
-
-/// The two pools for one endpoint.
+/// The two pools for one endpoint: HTTP/1.1 connections kept alive (`http1_pool`), and
+/// hyper-util's pool for HTTP/2, which shares one connection among all requests.
 pub struct PeerClient {
-    http1: PeerHttpClient,
-    http2: PeerHttpClient,
+    http1: Http1Pool<PeerConnector, ProxyBody>,
+    http2: Client<PeerConnector, ProxyBody>,
+}
+
+/// Why a request did not get a response from the peer.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    Http1(#[from] PoolError),
+    #[error(transparent)]
+    Http2(#[from] hyper_util::client::legacy::Error),
+}
+
+impl PeerError {
+    /// Whether the connection could not be made (the peer never saw the request).
+    pub fn is_connect(&self) -> bool {
+        match self {
+            Self::Http1(err) => err.is_connect(),
+            Self::Http2(err) => err.is_connect(),
+        }
+    }
 }
 
 impl PeerClient {
@@ -43,25 +63,23 @@ impl PeerClient {
             endpoint: endpoint.clone(),
             tls: TlsConnector::from(tls.client_config(endpoint.identity.clone(), alpn)),
         };
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
+        let http1 = Http1Pool::new(connector(ALPN_HTTP11), POOL_IDLE_TIMEOUT);
+        let http2 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        let http1 = builder.build(connector(ALPN_HTTP11));
-        builder
+            .timer(TokioTimer::new())
             .http2_only(true)
-            .http2_keep_alive_interval(Duration::from_secs(30));
-        let http2 = builder.build(connector(ALPN_H2));
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .build(connector(ALPN_H2));
         Self { http1, http2 }
     }
 
-    /// The pool for the request's HTTP version: the peer gets what the app spoke.
-    pub fn for_version(&self, version: Version) -> &PeerHttpClient {
-        if version == Version::HTTP_2 {
-            &self.http2
+    /// Sends the request in the HTTP version the app spoke.
+    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>, PeerError> {
+        if request.version() == Version::HTTP_2 {
+            Ok(self.http2.request(request).await?)
         } else {
-            &self.http1
+            Ok(self.http1.send(request).await?)
         }
     }
 }
@@ -127,9 +145,23 @@ impl tower::Service<Uri> for PeerConnector {
     }
 
     fn call(&mut self, _uri: Uri) -> Self::Future {
+        Box::pin(self.connect())
+    }
+}
+
+impl Dial for PeerConnector {
+    type Io = TokioIo<PeerStream>;
+
+    fn dial(&self) -> impl Future<Output = io::Result<Self::Io>> + Send {
+        self.connect()
+    }
+}
+
+impl PeerConnector {
+    fn connect(&self) -> impl Future<Output = io::Result<TokioIo<PeerStream>>> + Send + 'static {
         let address = self.endpoint.address;
         let tls = self.tls.clone();
-        Box::pin(async move {
+        async move {
             let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
                 .await
                 .map_err(|_| {
@@ -143,7 +175,7 @@ impl tower::Service<Uri> for PeerConnector {
                 .connect(ServerName::IpAddress(address.ip().into()), tcp)
                 .await?;
             Ok(TokioIo::new(PeerStream(stream)))
-        })
+        }
     }
 }
 

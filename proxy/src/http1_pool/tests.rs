@@ -1,0 +1,146 @@
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+
+const BIG: usize = 8 << 20;
+
+/// A real HTTP/1.1 server on loopback that counts the connections it accepted.
+struct Server {
+    address: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Server {
+    async fn start(keep_alive: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                counted.fetch_add(1, Ordering::SeqCst);
+                let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                    // A body too big to sit in buffers, or the path back.
+                    let path = request.uri().path().to_owned();
+                    let body = if path == "/big" {
+                        Bytes::from(vec![b'x'; BIG])
+                    } else {
+                        Bytes::from(path)
+                    };
+                    Ok::<_, Infallible>(Response::new(Full::new(body)))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(TokioIo::new(tcp), service),
+                );
+            }
+        });
+        Self {
+            address,
+            connections,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+struct Tcp(SocketAddr);
+
+impl Dial for Tcp {
+    type Io = TokioIo<TcpStream>;
+
+    async fn dial(&self) -> io::Result<Self::Io> {
+        Ok(TokioIo::new(TcpStream::connect(self.0).await?))
+    }
+}
+
+fn pool(server: &Server) -> Http1Pool<Tcp, Empty<Bytes>> {
+    Http1Pool::new(Tcp(server.address), Duration::from_secs(30))
+}
+
+fn get(path: &str) -> Request<Empty<Bytes>> {
+    Request::builder()
+        .uri(path)
+        .header(http::header::HOST, "app")
+        .body(Empty::new())
+        .unwrap()
+}
+
+async fn body(response: Response<Incoming>) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn sequential_requests_share_one_connection() {
+    let server = Server::start(true).await;
+    let pool = pool(&server);
+    for i in 0..20 {
+        let path = format!("/{i}");
+        let response = pool.send(get(&path)).await.unwrap();
+        assert_eq!(body(response).await, path);
+    }
+    assert_eq!(server.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_connection_whose_body_is_unread_is_not_taken() {
+    let server = Server::start(true).await;
+    let pool = pool(&server);
+    let first = pool.send(get("/big")).await.unwrap();
+    let second = pool.send(get("/second")).await.unwrap();
+    assert_eq!(server.connections(), 2, "the first body was still unread");
+    assert_eq!(body(second).await, "/second");
+    assert_eq!(body(first).await.len(), BIG);
+    for _ in 0..5 {
+        body(pool.send(get("/again")).await.unwrap()).await;
+    }
+    assert_eq!(server.connections(), 2, "both are reused once read");
+    assert_eq!(pool.len(), 2);
+}
+
+#[tokio::test]
+async fn connections_the_server_closes_are_replaced() {
+    let server = Server::start(false).await;
+    let pool = pool(&server);
+    for i in 0..5 {
+        let path = format!("/{i}");
+        assert_eq!(body(pool.send(get(&path)).await.unwrap()).await, path);
+    }
+    assert_eq!(server.connections(), 5);
+}
+
+#[tokio::test]
+async fn a_connection_idle_past_the_timeout_is_closed_not_reused() {
+    let server = Server::start(true).await;
+    let pool = pool(&server);
+    body(pool.send(get("/")).await.unwrap()).await;
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(31)).await;
+    tokio::time::resume();
+    body(pool.send(get("/")).await.unwrap()).await;
+    assert_eq!(server.connections(), 2);
+    assert_eq!(pool.len(), 1, "the stale connection was dropped");
+}
+
+#[tokio::test]
+async fn a_refused_connect_is_a_connect_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let pool: Http1Pool<Tcp, Empty<Bytes>> = Http1Pool::new(Tcp(address), Duration::from_secs(30));
+    let error = pool.send(get("/")).await.unwrap_err();
+    assert!(error.is_connect(), "{error:?}");
+}
