@@ -56,7 +56,8 @@ pub struct Args {
     /// `json`: one JSON line per request on stdout; `off`: none.
     #[arg(long, env = "SEAM_ACCESS_LOG", default_value = "off")]
     pub access_log: AccessLogFormat,
-    /// A client must send a whole request head within this long, or is cut off.
+    /// A client must send a whole request head within this long, or is cut off (not
+    /// asked of other proxies' mTLS connections, which stay pooled between requests).
     #[arg(long, env = "SEAM_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
     /// The largest request head (HTTP/1) or header list (HTTP/2), in bytes.
