@@ -72,11 +72,44 @@ pub struct LatencyRun {
     pub failure_detail: String,
 }
 
-/// One closed-loop run.
+/// Closed-loop runs of one contender: `rps` is the median of `rounds`.
 #[derive(Clone, Debug)]
 pub struct ThroughputRun {
     pub rps: f64,
     pub failures: u64,
+    pub rounds: Vec<f64>,
+}
+
+impl ThroughputRun {
+    fn once(rps: f64, failures: u64) -> Self {
+        Self {
+            rps,
+            failures,
+            rounds: vec![rps],
+        }
+    }
+
+    /// The rounds as one result: the median throughput (the mean of the middle two for
+    /// an even count), every failure. `None` for no rounds.
+    pub fn combine(runs: &[Self]) -> Option<Self> {
+        let rounds: Vec<f64> = runs.iter().map(|run| run.rps).collect();
+        if rounds.is_empty() {
+            return None;
+        }
+        let mut sorted = rounds.clone();
+        sorted.sort_by(f64::total_cmp);
+        let middle = sorted.len() / 2;
+        let rps = if sorted.len().is_multiple_of(2) {
+            (sorted[middle - 1] + sorted[middle]) / 2.0
+        } else {
+            sorted[middle]
+        };
+        Some(Self {
+            rps,
+            failures: runs.iter().map(|run| run.failures).sum(),
+            rounds,
+        })
+    }
 }
 
 /// How the requests travel.
@@ -88,6 +121,17 @@ pub enum Mode {
     Http2,
     /// HTTP/1.1, a new connection for every request.
     NewConnection,
+}
+
+impl Mode {
+    /// How progress lines name the mode.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Http1 => "HTTP/1.1",
+            Self::Http2 => "HTTP/2",
+            Self::NewConnection => "new connection per request,",
+        }
+    }
 }
 
 /// oha at `rate` requests per second for `duration`.
@@ -232,10 +276,7 @@ fn parse_wrk(output: &str) -> anyhow::Result<ThroughputRun> {
                 .sum()
         })
         .unwrap_or(0);
-    Ok(ThroughputRun {
-        rps,
-        failures: non_2xx + socket_errors,
-    })
+    Ok(ThroughputRun::once(rps, non_2xx + socket_errors))
 }
 
 fn parse_h2load(output: &str) -> anyhow::Result<ThroughputRun> {
@@ -259,10 +300,10 @@ fn parse_h2load(output: &str) -> anyhow::Result<ThroughputRun> {
             .unwrap_or(0)
     };
     // "failed" counts answers that were not 2xx or 3xx.
-    Ok(ThroughputRun {
+    Ok(ThroughputRun::once(
         rps,
-        failures: count(" failed") + count(" errored") + count(" timeout"),
-    })
+        count(" failed") + count(" errored") + count(" timeout"),
+    ))
 }
 
 /// Runs a load tool, bounded in time, and returns its stdout.
@@ -293,6 +334,21 @@ fn excerpt(text: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_combine_into_their_median() {
+        let runs = |rps: &[f64]| -> Vec<ThroughputRun> {
+            rps.iter().map(|rps| ThroughputRun::once(*rps, 1)).collect()
+        };
+        let three = ThroughputRun::combine(&runs(&[9.0, 30.0, 10.0])).unwrap();
+        assert_eq!((three.rps, three.failures), (10.0, 3));
+        assert_eq!(three.rounds, [9.0, 30.0, 10.0]);
+        assert_eq!(
+            ThroughputRun::combine(&runs(&[8.0, 10.0])).unwrap().rps,
+            9.0
+        );
+        assert!(ThroughputRun::combine(&[]).is_none());
+    }
 
     #[test]
     fn reads_wrk_and_h2load_summaries() {

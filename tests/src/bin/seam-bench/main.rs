@@ -64,6 +64,8 @@ pub struct Durations {
     pub warm_up: Duration,
     pub latency: Duration,
     pub other: Duration,
+    /// How many times each contender's maximum throughput is measured (taking turns).
+    pub rounds: u32,
 }
 
 impl Durations {
@@ -73,12 +75,14 @@ impl Durations {
                 warm_up: Duration::from_secs(1),
                 latency: Duration::from_secs(3),
                 other: Duration::from_secs(2),
+                rounds: 2,
             }
         } else {
             Self {
                 warm_up: Duration::from_secs(2),
                 latency: Duration::from_secs(15),
                 other: Duration::from_secs(8),
+                rounds: 3,
             }
         }
     }

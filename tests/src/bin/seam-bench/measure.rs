@@ -1,7 +1,9 @@
 //! One run of the whole benchmark: start the shared upstream and the control plane (whose
-//! CA also signs the peers' certificates), then for each contender in turn: start it,
-//! check the path, warm it up, measure every scenario, read its processes' CPU and memory,
-//! and stop it before the next one starts (so contenders never share the CPUs).
+//! CA also signs the peers' certificates), start every contender and check its path, then
+//! measure scenario by scenario with the contenders taking turns (only one carries load
+//! at any time; the others sit idle), read their processes' CPU and memory, and stop
+//! them. Taking turns keeps a slow spell of a shared machine from landing on one
+//! contender's numbers only.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -124,15 +126,16 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Results> {
         hop2: &hop2,
     };
 
-    let mut results = Vec::new();
+    let mut outcomes: BTreeMap<&'static str, Outcome> = BTreeMap::new();
+    let mut running: Vec<(&'static str, Running)> = Vec::new();
     for name in CONTENDERS {
         if name != "direct" && !plan.only.is_empty() && !plan.only.iter().any(|only| only == name) {
-            results.push((name, Outcome::Skipped));
+            outcomes.insert(name, Outcome::Skipped);
             continue;
         }
         if let Some(install) = missing_peer(name) {
             eprintln!("seam-bench: {name} is not installed ({install})");
-            results.push((name, Outcome::Missing(install)));
+            outcomes.insert(name, Outcome::Missing(install));
             continue;
         }
         eprintln!("seam-bench: {name}: starting");
@@ -149,94 +152,163 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Results> {
             }
             _ => contenders::nginx::start(&dir, &certificates, upstream_addr, &setup.pinning).await,
         };
-        let running = match started {
-            Ok(running) => running,
+        match started {
+            Ok(started) => running.push((name, started)),
             Err(err) => {
                 eprintln!("seam-bench: {name} did not start: {err:#}");
-                results.push((name, Outcome::Failed(format!("did not start: {err:#}"))));
-                continue;
+                outcomes.insert(name, Outcome::Failed(format!("did not start: {err:#}")));
             }
-        };
-        let measured = measure(&running, &setup, ticks).await;
-        running
+        }
+    }
+    let measured = measure_all(&running, &setup, ticks).await;
+    for ((name, contender), measured) in running.into_iter().zip(measured) {
+        contender
             .stop()
             .await
             .with_context(|| format!("stopping {name}"))?;
-        results.push((name, Outcome::Measured(Box::new(measured))));
+        outcomes.insert(name, Outcome::Measured(Box::new(measured)));
     }
     upstream.kill().await?;
-    Ok(Results {
-        setup,
-        contenders: results,
-    })
+    let contenders = CONTENDERS
+        .iter()
+        .filter_map(|name| outcomes.remove(name).map(|outcome| (*name, outcome)))
+        .collect();
+    Ok(Results { setup, contenders })
 }
 
-async fn measure(running: &Running, setup: &Setup, ticks: u64) -> Measured {
+/// Every scenario for every running contender. The contenders take turns within each
+/// scenario (and the throughput runs go round `durations.rounds` times, in a rotating
+/// order), so a slow spell of a shared machine does not fall on one contender only.
+async fn measure_all(
+    contenders: &[(&'static str, Running)],
+    setup: &Setup,
+    ticks: u64,
+) -> Vec<Measured> {
     let cpus = setup.pinning.load.as_deref();
     let durations = setup.durations;
-    let step = |what: &str| eprintln!("seam-bench:   {what}");
-    step("warm-up");
-    let _ = closed_loop(running.http1, Mode::Http1, durations.warm_up, cpus).await;
-
-    step("HTTP/1.1 at a fixed rate");
-    let pids = procstat::with_children(&running.hop_pids);
-    let cpu_before = procstat::total_cpu_time(&pids, ticks);
-    let http1 = fixed_rate(
-        running.http1,
-        Mode::Http1,
-        setup.rate,
-        durations.latency,
-        cpus,
-    )
-    .await;
-    let cpu_after = procstat::total_cpu_time(&pids, ticks);
-    let cpu_ms_per_1k = match (&http1, cpu_before, cpu_after) {
-        (Ok(run), Ok(before), Ok(after)) if !pids.is_empty() && run.requests > 0 => {
-            Some((after - before).as_secs_f64() * 1000.0 / run.requests as f64 * 1000.0)
-        }
-        _ => None,
-    };
-    step("HTTP/1.1 maximum throughput");
-    let http1_max = closed_loop(running.http1, Mode::Http1, durations.other, cpus).await;
-    step("HTTP/2 at a fixed rate");
-    let http2 = fixed_rate(
-        running.http2,
-        Mode::Http2,
-        setup.rate,
-        durations.other,
-        cpus,
-    )
-    .await;
-    step("HTTP/2 maximum throughput");
-    let http2_max = closed_loop(running.http2, Mode::Http2, durations.other, cpus).await;
-    step("new connection per request at a fixed rate");
-    let new_connection = fixed_rate(
-        running.http1,
-        Mode::NewConnection,
-        setup.rate,
-        durations.other,
-        cpus,
-    )
-    .await;
-    step("new connection per request, maximum throughput");
-    let new_connection_max =
-        closed_loop(running.http1, Mode::NewConnection, durations.other, cpus).await;
-
-    let peak_rss_mib = procstat::with_children(&running.hop_pids)
-        .iter()
-        .filter_map(|pid| procstat::peak_rss(*pid).ok())
-        .max()
-        .map(|bytes| bytes as f64 / (1024.0 * 1024.0));
-    Measured {
-        http1,
-        http1_max,
-        http2,
-        http2_max,
-        new_connection,
-        new_connection_max,
-        cpu_ms_per_1k,
-        peak_rss_mib,
+    let step = |name: &str, what: &str| eprintln!("seam-bench:   {name}: {what}");
+    for (name, running) in contenders {
+        step(name, "warm-up");
+        let _ = closed_loop(running.http1, Mode::Http1, durations.warm_up, cpus).await;
     }
+    let mut measured: Vec<Measured> = Vec::new();
+    for (name, running) in contenders {
+        step(name, "HTTP/1.1 at a fixed rate");
+        let pids = procstat::with_children(&running.hop_pids);
+        let cpu_before = procstat::total_cpu_time(&pids, ticks);
+        let http1 = fixed_rate(
+            running.http1,
+            Mode::Http1,
+            setup.rate,
+            durations.latency,
+            cpus,
+        )
+        .await;
+        let cpu_after = procstat::total_cpu_time(&pids, ticks);
+        let cpu_ms_per_1k = match (&http1, cpu_before, cpu_after) {
+            (Ok(run), Ok(before), Ok(after)) if !pids.is_empty() && run.requests > 0 => {
+                Some((after - before).as_secs_f64() * 1000.0 / run.requests as f64 * 1000.0)
+            }
+            _ => None,
+        };
+        measured.push(Measured {
+            http1,
+            http1_max: Err("not measured".into()),
+            http2: Err("not measured".into()),
+            http2_max: Err("not measured".into()),
+            new_connection: Err("not measured".into()),
+            new_connection_max: Err("not measured".into()),
+            cpu_ms_per_1k,
+            peak_rss_mib: None,
+        });
+    }
+    let max = rounds(contenders, Mode::Http1, setup).await;
+    for (measured, max) in measured.iter_mut().zip(max) {
+        measured.http1_max = max;
+    }
+    for ((name, running), measured) in contenders.iter().zip(&mut measured) {
+        step(name, "HTTP/2 at a fixed rate");
+        measured.http2 = fixed_rate(
+            running.http2,
+            Mode::Http2,
+            setup.rate,
+            durations.other,
+            cpus,
+        )
+        .await;
+    }
+    let max = rounds(contenders, Mode::Http2, setup).await;
+    for (measured, max) in measured.iter_mut().zip(max) {
+        measured.http2_max = max;
+    }
+    for ((name, running), measured) in contenders.iter().zip(&mut measured) {
+        step(name, "new connection per request at a fixed rate");
+        measured.new_connection = fixed_rate(
+            running.http1,
+            Mode::NewConnection,
+            setup.rate,
+            durations.other,
+            cpus,
+        )
+        .await;
+    }
+    let max = rounds(contenders, Mode::NewConnection, setup).await;
+    for (measured, max) in measured.iter_mut().zip(max) {
+        measured.new_connection_max = max;
+    }
+    for ((_, running), measured) in contenders.iter().zip(&mut measured) {
+        measured.peak_rss_mib = procstat::with_children(&running.hop_pids)
+            .iter()
+            .filter_map(|pid| procstat::peak_rss(*pid).ok())
+            .max()
+            .map(|bytes| bytes as f64 / (1024.0 * 1024.0));
+    }
+    measured
+}
+
+/// The closed-loop runs of one mode: `durations.rounds` rounds, each contender once per
+/// round, starting one further along each round. A contender's result is the median of
+/// its rounds, or the first failure.
+async fn rounds(
+    contenders: &[(&'static str, Running)],
+    mode: Mode,
+    setup: &Setup,
+) -> Vec<Result<ThroughputRun, String>> {
+    let target = |running: &Running| match mode {
+        Mode::Http2 => running.http2,
+        _ => running.http1,
+    };
+    let mut runs: Vec<Result<Vec<ThroughputRun>, String>> =
+        contenders.iter().map(|_| Ok(Vec::new())).collect();
+    for round in 0..setup.durations.rounds as usize {
+        for turn in 0..contenders.len() {
+            let index = (round + turn) % contenders.len();
+            let (name, running) = &contenders[index];
+            eprintln!(
+                "seam-bench:   {name}: {} maximum throughput, round {}",
+                mode.label(),
+                round + 1
+            );
+            let run = closed_loop(
+                target(running),
+                mode,
+                setup.durations.other,
+                setup.pinning.load.as_deref(),
+            )
+            .await;
+            if let Ok(done) = &mut runs[index] {
+                match run {
+                    Ok(run) => done.push(run),
+                    Err(err) => runs[index] = Err(err),
+                }
+            }
+        }
+    }
+    runs.into_iter()
+        .map(|runs| {
+            runs.and_then(|runs| ThroughputRun::combine(&runs).ok_or_else(|| "no rounds".into()))
+        })
+        .collect()
 }
 
 async fn fixed_rate(

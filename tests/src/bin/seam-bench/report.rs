@@ -108,9 +108,10 @@ pub fn markdown(results: &Results) -> String {
          Machine: {} × {}, Linux {}. Load generator on CPU {}, hops and upstream on CPU {} \
          (one worker thread per hop).\n\
          Latency: oha, open loop at {} requests/s for {:?}, corrected for coordinated \
-         omission. Max throughput: wrk (HTTP/1.1) / h2load (HTTP/2), closed loop, {:?}. \
-         CPU: user + system time of the hop processes per 1,000 requests at the fixed rate. \
-         RSS: peak of the largest hop process.",
+         omission. Max throughput: wrk (HTTP/1.1) / h2load (HTTP/2), closed loop, {:?}, the \
+         median of {} rounds. The contenders take turns in every scenario. CPU: user + system \
+         time of the hop processes per 1,000 requests at the fixed rate. RSS: peak of the \
+         largest hop process.",
         setup.cores,
         setup.cpu_model,
         setup.kernel,
@@ -119,6 +120,7 @@ pub fn markdown(results: &Results) -> String {
         setup.rate,
         setup.durations.latency,
         setup.durations.other,
+        setup.durations.rounds,
     );
     for (tool, version) in &setup.versions {
         let _ = writeln!(out, "- {tool}: {version}");
@@ -263,6 +265,7 @@ pub fn json(results: &Results) -> Value {
             "rate_rps": setup.rate,
             "latency_seconds": setup.durations.latency.as_secs_f64(),
             "throughput_seconds": setup.durations.other.as_secs_f64(),
+            "throughput_rounds": setup.durations.rounds,
             "load_cpus": setup.pinning.load,
             "hop_cpus": setup.pinning.hops,
             "versions": setup.versions,
@@ -278,6 +281,7 @@ fn contender_json(name: &str, measured: &Measured, direct: Option<&Measured>) ->
         let mut value = json!({
             "latency_ms": latency.map(|run| json!(run.latency_ms)),
             "max_rps": max.map(|run| run.rps),
+            "max_rps_rounds": max.map(|run| run.rounds.clone()),
             "requests": latency.map(|run| run.requests),
             "failures": latency.map(|run| run.failures) .unwrap_or(0)
                 + max.map_or(0, |run| run.failures),
