@@ -129,7 +129,7 @@ impl Mode {
         match self {
             Self::Http1 => "HTTP/1.1",
             Self::Http2 => "HTTP/2",
-            Self::NewConnection => "new connection per request,",
+            Self::NewConnection => "new connection per request",
         }
     }
 }

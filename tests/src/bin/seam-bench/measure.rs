@@ -55,6 +55,24 @@ pub struct Measured {
     pub peak_rss_mib: Option<f64>,
 }
 
+impl Measured {
+    fn latency_mut(&mut self, mode: Mode) -> &mut Result<LatencyRun, String> {
+        match mode {
+            Mode::Http1 => &mut self.http1,
+            Mode::Http2 => &mut self.http2,
+            Mode::NewConnection => &mut self.new_connection,
+        }
+    }
+
+    fn max_mut(&mut self, mode: Mode) -> &mut Result<ThroughputRun, String> {
+        match mode {
+            Mode::Http1 => &mut self.http1_max,
+            Mode::Http2 => &mut self.http2_max,
+            Mode::NewConnection => &mut self.new_connection_max,
+        }
+    }
+}
+
 pub enum Outcome {
     Measured(Box<Measured>),
     /// The peer is not installed: the command that installs it.
@@ -226,35 +244,22 @@ async fn measure_all(
     for (measured, max) in measured.iter_mut().zip(max) {
         measured.http1_max = max;
     }
-    for ((name, running), measured) in contenders.iter().zip(&mut measured) {
-        step(name, "HTTP/2 at a fixed rate");
-        measured.http2 = fixed_rate(
-            running.http2,
-            Mode::Http2,
-            setup.rate,
-            durations.other,
-            cpus,
-        )
-        .await;
-    }
-    let max = rounds(contenders, Mode::Http2, setup).await;
-    for (measured, max) in measured.iter_mut().zip(max) {
-        measured.http2_max = max;
-    }
-    for ((name, running), measured) in contenders.iter().zip(&mut measured) {
-        step(name, "new connection per request at a fixed rate");
-        measured.new_connection = fixed_rate(
-            running.http1,
-            Mode::NewConnection,
-            setup.rate,
-            durations.other,
-            cpus,
-        )
-        .await;
-    }
-    let max = rounds(contenders, Mode::NewConnection, setup).await;
-    for (measured, max) in measured.iter_mut().zip(max) {
-        measured.new_connection_max = max;
+    for mode in [Mode::Http2, Mode::NewConnection] {
+        for ((name, running), measured) in contenders.iter().zip(&mut measured) {
+            step(name, &format!("{}: at a fixed rate", mode.label()));
+            let run = fixed_rate(
+                running.target(mode),
+                mode,
+                setup.rate,
+                durations.other,
+                cpus,
+            );
+            *measured.latency_mut(mode) = run.await;
+        }
+        let max = rounds(contenders, mode, setup).await;
+        for (measured, max) in measured.iter_mut().zip(max) {
+            *measured.max_mut(mode) = max;
+        }
     }
     for ((_, running), measured) in contenders.iter().zip(&mut measured) {
         measured.peak_rss_mib = procstat::with_children(&running.hop_pids)
@@ -274,10 +279,6 @@ async fn rounds(
     mode: Mode,
     setup: &Setup,
 ) -> Vec<Result<ThroughputRun, String>> {
-    let target = |running: &Running| match mode {
-        Mode::Http2 => running.http2,
-        _ => running.http1,
-    };
     let mut runs: Vec<Result<Vec<ThroughputRun>, String>> =
         contenders.iter().map(|_| Ok(Vec::new())).collect();
     for round in 0..setup.durations.rounds as usize {
@@ -285,12 +286,12 @@ async fn rounds(
             let index = (round + turn) % contenders.len();
             let (name, running) = &contenders[index];
             eprintln!(
-                "seam-bench:   {name}: {} maximum throughput, round {}",
+                "seam-bench:   {name}: {}: maximum throughput, round {}",
                 mode.label(),
                 round + 1
             );
             let run = closed_loop(
-                target(running),
+                running.target(mode),
                 mode,
                 setup.durations.other,
                 setup.pinning.load.as_deref(),

@@ -161,6 +161,14 @@ pub enum Stopper {
 }
 
 impl Running {
+    /// Where the load of `mode` goes.
+    pub fn target(&self, mode: crate::load::Mode) -> SocketAddr {
+        match mode {
+            crate::load::Mode::Http2 => self.http2,
+            _ => self.http1,
+        }
+    }
+
     pub async fn stop(self) -> anyhow::Result<()> {
         match self.stopper {
             Stopper::Nothing => Ok(()),
