@@ -203,6 +203,16 @@ async fn plaintext_is_refused_unless_the_service_allows_it() {
         echo["client_id"].is_null(),
         "a plaintext caller has no identity: {echo}"
     );
+    let metrics = mesh.b.metrics().await.expect("b's metrics");
+    let plaintext = metric_value(
+        &metrics,
+        "seam_requests_total",
+        &[("direction", "inbound"), ("tls", "false"), ("peer", "")],
+    );
+    assert!(
+        plaintext.is_some_and(|count| count >= 1.0),
+        "the plaintext request is counted with tls=\"false\": {metrics}"
+    );
     // mTLS callers still get in.
     wait_status(&mesh.a, 200).await;
 }

@@ -10,7 +10,7 @@
 mod access_log;
 mod byte_count;
 mod export;
-mod grpc_status;
+pub mod grpc_status;
 pub mod trace_context;
 
 use std::net::SocketAddr;
@@ -258,7 +258,9 @@ impl Telemetry {
             route: &done.route,
             status: done.status,
             grpc_status: done.grpc_status,
-            tls: call.direction == Direction::Inbound || done.upstream.is_some(),
+            // The peer's identity came from mTLS; plaintext callers and requests that
+            // never left have none.
+            tls: peer.is_some(),
             peer: peer.as_ref(),
             elapsed,
         });
