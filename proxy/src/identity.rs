@@ -175,21 +175,20 @@ fn validity(der: &[u8]) -> anyhow::Result<Validity> {
     use x509_parser::extensions::ParsedExtension;
     let (_, cert) = x509_parser::parse_x509_certificate(der).context("unparsable certificate")?;
     let at = |seconds: i64| UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let validity = cert.validity();
     let issuer_key_id =
         cert.extensions()
             .iter()
             .find_map(|extension| match extension.parsed_extension() {
                 ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                    aki.key_identifier.as_ref().map(|id| hex(id.0))
+                    aki.key_identifier.as_ref().map(|id| hex::encode(id.0))
                 }
                 _ => None,
             });
     Ok(Validity {
         not_before: at(validity.not_before.timestamp()),
         not_after: at(validity.not_after.timestamp()),
-        serial_hex: hex(cert.raw_serial()),
+        serial_hex: hex::encode(cert.raw_serial()),
         issuer: cert.issuer().to_string(),
         issuer_key_id,
     })

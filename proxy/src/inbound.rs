@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -26,7 +26,7 @@ use crate::body::{self, ProxyBody};
 use crate::detect::{self, Detection, Protocol};
 use crate::http1_pool::{Dial, Http1Pool};
 use crate::metrics::{CallerLabels, DeniedLabels, Direction, Metrics};
-use crate::proxy_error::{PROXY_ERROR_HEADER, ProxyError, error_chain};
+use crate::proxy_error::{ProxyError, error_chain, proxy_response};
 use crate::server::{
     CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, http_server, next_connection,
     peer_http_server, strip_hop_by_hop,
@@ -47,6 +47,9 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const POLICY_WAIT: Duration = Duration::from_secs(3);
 /// How callers without an identity are labelled in metrics and `/callers`.
 const PLAINTEXT_CALLER: &str = "plaintext";
+/// [`PLAINTEXT_CALLER`] as the shared string metric labels hold.
+static PLAINTEXT_LABEL: std::sync::LazyLock<Arc<str>> =
+    std::sync::LazyLock::new(|| PLAINTEXT_CALLER.into());
 
 /// How long a connection to the app may sit idle in the pool.
 const APP_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -109,14 +112,14 @@ impl Inbound {
     async fn policy(&self) -> Result<Arc<Backend>, Response<ProxyBody>> {
         match self.directory.resolve(&self.service, POLICY_WAIT).await {
             Ok(Resolution::Found(backend)) => Ok(backend),
-            Ok(Resolution::NotFound) => Err(refusal(
+            Ok(Resolution::NotFound) => Err(proxy_response(
                 StatusCode::FORBIDDEN,
                 format!(
                     "{} is not in the mesh: no caller is allowed\n",
                     self.service
                 ),
             )),
-            Ok(Resolution::Pending) | Err(_) => Err(refusal(
+            Ok(Resolution::Pending) | Err(_) => Err(proxy_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
                     "the authorization policy of {} is not known yet\n",
@@ -167,7 +170,7 @@ impl Inbound {
         self.metrics
             .inbound_callers
             .get_or_create(&CallerLabels {
-                caller: label.to_owned(),
+                caller: caller.shared_label(),
                 tls: caller.transport(),
             })
             .inc();
@@ -188,7 +191,7 @@ impl Inbound {
                 .map(|c| c.spiffe_id.to_string())
                 .unwrap_or_default();
             tracing::warn!(caller = label, callee, service = %self.service, reason = %denied, "refused a request: not allowed");
-            refusal(StatusCode::FORBIDDEN, format!("{denied}\n"))
+            proxy_response(StatusCode::FORBIDDEN, format!("{denied}\n"))
         })
     }
 
@@ -249,16 +252,6 @@ impl Inbound {
     }
 }
 
-/// A 403 or 503 the proxy wrote itself.
-fn refusal(status: StatusCode, text: String) -> Response<ProxyBody> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(PROXY_ERROR_HEADER, "true")
-        .body(body::text(text))
-        .expect("status and static headers are valid")
-}
-
 /// Who is on the other end of an inbound connection.
 #[derive(Clone)]
 struct InboundCaller {
@@ -273,6 +266,13 @@ impl InboundCaller {
         self.identity
             .as_ref()
             .map_or(Caller::Plaintext, Caller::Mesh)
+    }
+
+    /// [`Self::label`] as a shared string (no copy of the identity).
+    fn shared_label(&self) -> Arc<str> {
+        self.identity
+            .as_ref()
+            .map_or_else(|| PLAINTEXT_LABEL.clone(), SpiffeId::shared)
     }
 
     fn label(&self) -> &str {
@@ -351,9 +351,10 @@ pub async fn serve(
 
 impl Inbound {
     async fn plaintext_allowed(&self) -> bool {
-        self.policy()
-            .await
-            .is_ok_and(|service| service.authorization.allow_plaintext)
+        matches!(
+            self.directory.resolve(&self.service, POLICY_WAIT).await,
+            Ok(Resolution::Found(service)) if service.authorization.allow_plaintext
+        )
     }
 }
 

@@ -99,7 +99,7 @@ pub struct DeniedLabels {
 /// An inbound request by caller identity and transport (`mtls` or `plaintext`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CallerLabels {
-    pub caller: String,
+    pub caller: Arc<str>,
     pub tls: &'static str,
 }
 

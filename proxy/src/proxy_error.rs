@@ -69,13 +69,19 @@ impl ProxyError {
     }
 
     pub fn into_response(self) -> Response<ProxyBody> {
-        Response::builder()
-            .status(self.status())
-            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .header(PROXY_ERROR_HEADER, "true")
-            .body(body::text(format!("{self}\n")))
-            .expect("status and static headers are valid")
+        proxy_response(self.status(), format!("{self}\n"))
     }
+}
+
+/// A response the proxy wrote itself: `text` as plain text, marked with
+/// `x-seam-proxy-error: true`.
+pub fn proxy_response(status: StatusCode, text: String) -> Response<ProxyBody> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(PROXY_ERROR_HEADER, "true")
+        .body(body::text(text))
+        .expect("status and static headers are valid")
 }
 
 /// An error and its sources, joined with `: ` (hyper hides the useful part in the chain).

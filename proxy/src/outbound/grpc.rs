@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http::{HeaderMap, Response, header};
+use http::Response;
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 use hyper::body::Frame;
 
 use crate::body::ProxyBody;
+use crate::telemetry::grpc_status::{from_headers, is_grpc};
 
 /// `grpc-status` UNAVAILABLE.
 pub const UNAVAILABLE: u32 = 14;
@@ -21,32 +22,15 @@ pub const UNAVAILABLE: u32 = 14;
 /// its headers at once; a stream's first message may take minutes.
 const PEEK_WINDOW: Duration = Duration::from_millis(50);
 
-pub fn is_grpc<B>(response: &Response<B>) -> bool {
-    response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
-}
-
 /// Whether a response says gRPC UNAVAILABLE in its headers (a trailers-only answer).
 pub fn unavailable_in_headers<B>(response: &Response<B>) -> bool {
-    is_grpc(response) && status_of(response.headers()) == Some(UNAVAILABLE)
-}
-
-fn status_of(headers: &HeaderMap) -> Option<u32> {
-    headers
-        .get("grpc-status")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    is_grpc(response.headers()) && from_headers(response.headers()) == Some(UNAVAILABLE)
 }
 
 /// The response's gRPC status if it shows one before any message, and the response
 /// with its body intact.
 pub async fn peek_status(response: Response<ProxyBody>) -> (Option<u32>, Response<ProxyBody>) {
-    if let Some(status) = status_of(response.headers()) {
+    if let Some(status) = from_headers(response.headers()) {
         return (Some(status), response);
     }
     let (parts, mut body) = response.into_parts();
@@ -55,7 +39,7 @@ pub async fn peek_status(response: Response<ProxyBody>) -> (Option<u32>, Respons
         return (None, Response::from_parts(parts, body));
     };
     let status = match &first {
-        Some(Ok(frame)) => frame.trailers_ref().and_then(status_of),
+        Some(Ok(frame)) => frame.trailers_ref().and_then(from_headers),
         _ => None,
     };
     let first: Vec<Result<Frame<Bytes>, hyper::Error>> = first.into_iter().collect();
@@ -69,6 +53,7 @@ pub async fn peek_status(response: Response<ProxyBody>) -> (Option<u32>, Respons
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{HeaderMap, header};
     use http_body_util::Full;
 
     fn grpc_response(
@@ -112,7 +97,7 @@ mod tests {
         assert_eq!(collected.to_bytes().len(), 6);
 
         let plain = Response::new(Full::new(Bytes::new()).map_err(|n| match n {}).boxed());
-        assert!(!is_grpc(&plain));
+        assert!(!is_grpc(plain.headers()));
         assert!(!unavailable_in_headers(&plain));
         assert!(unavailable_in_headers(&grpc_response(
             Vec::new(),

@@ -27,6 +27,7 @@ use crate::body::ProxyBody;
 use crate::metrics::Metrics;
 use crate::proxy_error::ProxyError;
 use crate::state::policy::RetryOn;
+use crate::telemetry::grpc_status;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(25);
 const BACKOFF_MAX: Duration = Duration::from_millis(250);
@@ -131,7 +132,7 @@ async fn retrying(
         let mut grpc_status = None;
         if more && policy.on.unavailable {
             outcome = match outcome {
-                Ok(response) if grpc::is_grpc(&response) => {
+                Ok(response) if grpc_status::is_grpc(response.headers()) => {
                     let (status, response) = grpc::peek_status(response).await;
                     grpc_status = status;
                     Ok(response)

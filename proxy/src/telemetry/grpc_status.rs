@@ -18,16 +18,19 @@ pub fn from_headers(headers: &HeaderMap) -> Option<u32> {
     headers
         .get(GRPC_STATUS)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse().ok())
+        .and_then(|value| value.trim().parse().ok())
+}
+
+/// Whether these are a gRPC message's headers (`application/grpc`, `application/grpc+proto`...).
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Whether this is a gRPC response whose status will come in trailers.
 pub fn in_trailers(headers: &HeaderMap) -> bool {
-    let grpc = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/grpc"));
-    grpc && !headers.contains_key(GRPC_STATUS)
+    is_grpc(headers) && !headers.contains_key(GRPC_STATUS)
 }
 
 /// `body`, unchanged, calling `done` once with the trailers' `grpc-status` when they pass,
