@@ -100,13 +100,22 @@ where
     fn take_ready(&self) -> Option<SendRequest<B>> {
         let now = Instant::now();
         let mut pooled = self.idle.lock().expect("pool lock poisoned");
-        pooled.retain(|entry| {
-            let stale =
-                entry.sender.is_ready() && now.duration_since(entry.since) > self.idle_timeout;
-            !entry.sender.is_closed() && !stale
-        });
-        let ready = pooled.iter().rposition(|entry| entry.sender.is_ready())?;
-        Some(pooled.swap_remove(ready).sender)
+        // One pass from the newest: the first ready one is taken, closed and stale ones
+        // met on the way are dropped.
+        let mut index = pooled.len();
+        while index > 0 {
+            index -= 1;
+            let entry = &pooled[index];
+            let ready = entry.sender.is_ready();
+            if entry.sender.is_closed()
+                || (ready && now.duration_since(entry.since) > self.idle_timeout)
+            {
+                pooled.swap_remove(index);
+            } else if ready {
+                return Some(pooled.swap_remove(index).sender);
+            }
+        }
+        None
     }
 
     fn put_back(&self, sender: SendRequest<B>) {

@@ -46,22 +46,18 @@ pub fn layer(
         let states = states.clone();
         let directory = directory.clone();
         let metrics = metrics.clone();
-        Stack::new(move |mut request: Request<ProxyBody>| {
-            let picked = pick(&states, &directory, &request);
-            let inner = inner.clone();
-            let metrics = metrics.clone();
-            async move {
-                let picked = match picked {
-                    Ok(picked) => picked,
-                    Err(error) => {
-                        if let ProxyError::LoadShed { service, .. } = &error {
-                            metrics.load_shed(service);
-                        }
-                        return Err(error);
+        Stack::from_fn(move |mut request: Request<ProxyBody>| {
+            match pick(&states, &directory, &request) {
+                Ok(picked) => {
+                    request.extensions_mut().insert(picked);
+                    inner.send(request)
+                }
+                Err(error) => {
+                    if let ProxyError::LoadShed { service, .. } = &error {
+                        metrics.load_shed(service);
                     }
-                };
-                request.extensions_mut().insert(picked);
-                inner.send(request).await
+                    Box::pin(std::future::ready(Err(error)))
+                }
             }
         })
     })

@@ -18,21 +18,23 @@ use crate::state::policy::Target;
 use crate::telemetry::Upstream;
 
 pub fn service(peers: Arc<PeerClients>, directory: Arc<Directory>) -> Stack {
-    Stack::new(move |request: Request<ProxyBody>| {
-        let peers = peers.clone();
-        let directory = directory.clone();
-        async move {
-            let picked = request
-                .extensions()
-                .get::<Picked>()
-                .cloned()
-                .expect("the balancer runs above the connection");
-            // For an error only: the backend the split chose, else the service.
-            let service = request.extensions().get::<Arc<Target>>().map_or_else(
+    Stack::new(move |mut request: Request<ProxyBody>| {
+        // The last layer: what the layers above left in the extensions is taken, not
+        // copied (the peer never sees extensions).
+        let picked = request
+            .extensions_mut()
+            .remove::<Picked>()
+            .expect("the balancer runs above the connection");
+        // For an error only: the backend the split chose, else the service.
+        let service = request
+            .extensions_mut()
+            .remove::<Arc<Target>>()
+            .map_or_else(
                 || RouteChoice::of(&request).service.name.clone(),
                 |target| target.service.clone(),
             );
-            let client = peers.get(&picked.endpoint, || directory.endpoints());
+        let client = peers.get(&picked.endpoint, || directory.endpoints());
+        async move {
             match client.send(request).await {
                 Ok(response) => {
                     let (mut parts, body) = response.into_parts();

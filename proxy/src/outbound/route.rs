@@ -37,7 +37,7 @@ impl RouteChoice {
 /// after resolving) into one `RouteChoice`, so each retry copies one extension.
 pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
     layer_fn(|inner: Stack| {
-        Stack::new(move |mut request: Request<ProxyBody>| {
+        Stack::from_fn(move |mut request: Request<ProxyBody>| {
             let service = request
                 .extensions_mut()
                 .remove::<Arc<Backend>>()

@@ -16,7 +16,7 @@ use crate::state::policy::Target;
 
 pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
     layer_fn(|inner: Stack| {
-        Stack::new(move |mut request: Request<ProxyBody>| {
+        Stack::from_fn(move |mut request: Request<ProxyBody>| {
             let route = &RouteChoice::of(&request).route;
             let target: Arc<Target> = match route.backends.as_slice() {
                 [only] => only.target.clone(),

@@ -32,6 +32,15 @@ impl Stack {
         Self(Arc::new(move |request| Box::pin(handle(request))))
     }
 
+    /// A layer whose handler already returns a boxed future (typically the layer below's
+    /// `send`), which is kept as it is rather than boxed again.
+    pub fn from_fn<F>(handle: F) -> Self
+    where
+        F: Fn(Request<ProxyBody>) -> StackFuture + Send + Sync + 'static,
+    {
+        Self(Arc::new(handle))
+    }
+
     /// Sends `request` down this layer.
     pub fn send(&self, request: Request<ProxyBody>) -> StackFuture {
         (self.0)(request)
