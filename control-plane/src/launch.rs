@@ -184,26 +184,26 @@ pub fn print_listening_line(listeners: &[(&str, SocketAddr)]) {
 
 /// A plain HTTP/1.1 GET on loopback: the status code and the body as text.
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let stream = tokio::net::TcpStream::connect(addr).await?;
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(connection);
-    let request = http::Request::get(path)
-        .header(http::header::HOST, addr.to_string())
-        .body(Empty::<bytes::Bytes>::new())?;
-    let response = sender.send_request(request).await?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    http_request(addr, http::Method::GET, path).await
 }
 
 /// A plain HTTP/1.1 POST with an empty body on loopback: the status code and the body.
 pub async fn http_post(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    http_request(addr, http::Method::POST, path).await
+}
+
+async fn http_request(
+    addr: SocketAddr,
+    method: http::Method,
+    path: &str,
+) -> anyhow::Result<(u16, String)> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = http::Request::post(path)
+    let request = http::Request::builder()
+        .method(method)
+        .uri(path)
         .header(http::header::HOST, addr.to_string())
         .body(Empty::<bytes::Bytes>::new())?;
     let response = sender.send_request(request).await?;

@@ -7,9 +7,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde_json::Value;
 
-use crate::mesh::{self, RELOAD_TIMEOUT, TRUST_DOMAIN, TestMesh};
+use crate::mesh::{self, RELOAD_TIMEOUT, TestMesh};
 use crate::proxy::TestProxy;
 use crate::wait;
 
@@ -23,22 +22,30 @@ pub struct PolicyService<'a> {
 
 /// Renders a mesh file listing `services` (join tokens as the test mesh gives them).
 pub fn render(services: &[PolicyService<'_>]) -> String {
-    let mut yaml = format!("# written by seam-tests\ntrust_domain: {TRUST_DOMAIN}\nservices:\n");
-    for service in services {
-        let endpoints: Vec<String> = service
-            .endpoints
-            .iter()
-            .map(|addr| Value::from(addr.to_string()).to_string())
-            .collect();
-        yaml.push_str(&format!(
-            "  {}:\n    join_token: {}\n    endpoints: [{}]\n{}",
-            service.name,
-            Value::from(mesh::join_token(service.name)),
-            endpoints.join(", "),
-            service.extra,
-        ));
-    }
-    yaml
+    let listed = services
+        .iter()
+        .map(|service| {
+            let listed = mesh::MeshService {
+                join_token: mesh::join_token(service.name),
+                endpoints: service.endpoints.clone(),
+            };
+            (service.name.to_owned(), listed)
+        })
+        .collect();
+    // `render_mesh_file_with` indents the extra lines itself.
+    let extra = services
+        .iter()
+        .map(|service| {
+            let lines = service
+                .extra
+                .lines()
+                .filter(|line| !line.trim().is_empty())
+                .map(|line| line.strip_prefix("    ").unwrap_or(line).to_owned())
+                .collect();
+            (service.name.to_owned(), lines)
+        })
+        .collect();
+    mesh::render_mesh_file_with(&listed, &extra)
 }
 
 /// Writes the file and waits until `/mesh` shows a new version; returns that version.

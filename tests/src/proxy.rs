@@ -52,13 +52,6 @@ impl ProxyOptions {
         }
     }
 
-    /// Adds `--<flag> <value>` to the proxy's command line.
-    pub fn arg(mut self, flag: &str, value: &str) -> Self {
-        self.extra_args.push(format!("--{flag}"));
-        self.extra_args.push(value.to_string());
-        self
-    }
-
     pub fn join_token(mut self, token: &str) -> Self {
         self.join_token = Some(token.to_string());
         self

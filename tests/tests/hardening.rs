@@ -55,7 +55,7 @@ async fn header_read_timeout_is_a_flag_and_applies_to_idle_new_connections() {
     let mesh = seam_tests::TestMesh::start(&["a"]).await.expect("mesh");
     let app = EchoServer::start("a").await.expect("app");
     let proxy = mesh
-        .start_proxy_with(ProxyOptions::new("a", app.addr()).arg("header-read-timeout", "1s"))
+        .start_proxy_with(ProxyOptions::new("a", app.addr()).args(&["--header-read-timeout", "1s"]))
         .await
         .expect("proxy");
     for opening in [&b"GET / HTTP/1.1\r\nHo"[..], &b""[..]] {
@@ -104,7 +104,7 @@ async fn a_listener_at_its_connection_limit_closes_new_connections_and_counts_th
     let mesh = seam_tests::TestMesh::start(&["a"]).await.expect("mesh");
     let app = EchoServer::start("a").await.expect("app");
     let proxy = mesh
-        .start_proxy_with(ProxyOptions::new("a", app.addr()).arg("max-connections", "2"))
+        .start_proxy_with(ProxyOptions::new("a", app.addr()).args(&["--max-connections", "2"]))
         .await
         .expect("proxy");
     let open = |metrics: &str| {
