@@ -5,12 +5,13 @@
 
 pub mod policy;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use foldhash::HashMap;
 use seam_proto::SpiffeId;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -154,7 +155,7 @@ impl Directory {
     /// A directory that asks for new authorities on `subscribe`.
     pub fn new(subscribe: mpsc::UnboundedSender<String>, max_entries: usize) -> Self {
         Self {
-            entries: ArcSwap::from_pointee(HashMap::new()),
+            entries: ArcSwap::from_pointee(HashMap::default()),
             adding: Mutex::new(()),
             subscribe,
             max_entries,

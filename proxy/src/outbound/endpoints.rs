@@ -4,13 +4,13 @@
 //! in flight (the balancer's load and the `max_concurrent_requests` limit). Snapshots
 //! come and go; this state stays while some service still lists the endpoint.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use foldhash::HashMap;
 use serde::Serialize;
 use tokio::time::Instant;
 

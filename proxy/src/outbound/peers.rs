@@ -3,7 +3,6 @@
 //! workload certificate, and accepts only the SPIFFE id the control plane published for
 //! that endpoint. Pools are keyed by endpoint and outlive config updates.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -12,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use foldhash::HashMap;
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -95,7 +95,7 @@ impl PeerClients {
     pub fn new(tls: Arc<TlsState>) -> Self {
         Self {
             tls,
-            clients: ArcSwap::from_pointee(HashMap::new()),
+            clients: ArcSwap::from_pointee(HashMap::default()),
             adding: Mutex::new(()),
         }
     }

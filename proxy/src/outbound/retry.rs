@@ -8,10 +8,10 @@
 //! headers (and a gRPC status that comes before any message), so a retry never follows
 //! bytes that already went to the app.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use foldhash::HashMap;
 use http::{Method, Request, Response};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, layer::layer_fn};
