@@ -74,7 +74,9 @@ where
         loop {
             let (mut sender, reused) = match self.take_ready() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Boxed: dialing and the TLS handshake would otherwise make every
+                // request's future (moved and allocated per request) over a KiB larger.
+                None => (Box::pin(self.connect()).await?, false),
             };
             match sender.try_send_request(request).await {
                 Ok(response) => {

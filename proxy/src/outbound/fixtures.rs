@@ -82,20 +82,6 @@ pub fn hang() -> Stack {
     })
 }
 
-/// Answers 200 with the route's timeout in `x-timeout`.
-pub fn answer_with_route_timeout() -> Stack {
-    Stack::new(|request: Request<ProxyBody>| {
-        let timeout = RouteChoice::of(&request).route.policy.timeout;
-        async move {
-            let mut response = status(200);
-            response
-                .headers_mut()
-                .insert("x-timeout", format!("{timeout:?}").parse().unwrap());
-            Ok(response)
-        }
-    })
-}
-
 /// Answers 200 with the split's target service in `x-target`.
 pub fn answer_with_target() -> Stack {
     Stack::new(|request: Request<ProxyBody>| {

@@ -1,9 +1,9 @@
 //! The outbound listener: plain HTTP/1.1 or HTTP/2 from the local app, routed by the
 //! service the request names to one of its endpoints, over pooled mTLS to that endpoint's
-//! proxy. After the service is resolved, a request goes down a fixed stack of tower
-//! layers, each its own module, outermost first:
+//! proxy. After the service is resolved and the route matched (`route`), a request goes
+//! down a fixed stack of layers, each its own module, outermost first:
 //!
-//! route match → timeout (whole request) → retry (budget + backoff) → traffic split →
+//! timeout (whole request) → retry (budget + backoff) → traffic split →
 //! load balancer (P2C over peak-EWMA) → per-endpoint circuit breaker and concurrency
 //! limit → pooled mTLS connection.
 //!
@@ -52,6 +52,7 @@ use crate::state::{Directory, Resolution};
 use crate::telemetry::{CountedIo, Telemetry};
 use crate::tls::TlsState;
 use notes::Notes;
+use route::RouteChoice;
 
 pub use endpoints::EndpointStates;
 pub use peers::PeerClients;
@@ -80,7 +81,6 @@ impl Outbound {
     ) -> Self {
         let peers = Arc::new(PeerClients::new(tls));
         let stack = ServiceBuilder::new()
-            .layer(route::layer())
             .layer(timeout::layer())
             .layer(retry::layer(
                 Arc::new(retry::Budgets::default()),
@@ -140,13 +140,17 @@ impl Outbound {
             .map_err(|err| unknown(err.into()))?
         {
             Resolution::Found(backend) => backend,
-            Resolution::NotFound => return Err(unknown(ProxyError::UnknownService(key))),
-            Resolution::Pending => return Err(unknown(ProxyError::DiscoveryPending(key))),
+            Resolution::NotFound => {
+                return Err(unknown(ProxyError::UnknownService(key.into_owned())));
+            }
+            Resolution::Pending => {
+                return Err(unknown(ProxyError::DiscoveryPending(key.into_owned())));
+            }
         };
         let service = backend.name.clone();
         let mut request = to_peer_request(request.map(body::streamed), authority);
-        request.extensions_mut().insert(backend);
-        request.extensions_mut().insert(notes.clone());
+        let choice = RouteChoice::choose(backend, &request, Some(notes.clone()));
+        request.extensions_mut().insert(choice);
         match self.stack.send(request).await {
             Ok(response) => Ok((service, response)),
             Err(error) => Err((service, error)),

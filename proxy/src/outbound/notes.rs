@@ -1,8 +1,7 @@
 //! What the stack learns about a request that the outbound's telemetry, above the
 //! stack, needs once the request is over: the route it took and how many retries were
-//! sent. The outbound puts one `Notes` in the request's extensions, the route layer
-//! moves it into the request's `RouteChoice`, and it survives an error as well as a
-//! response.
+//! sent. The outbound keeps one `Notes` and puts it in the request's `RouteChoice`; it
+//! survives an error as well as a response.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};

@@ -1,16 +1,13 @@
-//! Route match: the first layer after the service is resolved. It picks the first route
-//! of the service's snapshot that takes the request (path, method, headers; the last
-//! route takes everything) and records it for the layers below, which read their
-//! timeout, retry, breaker and balancing settings from it.
+//! Route match, done once per request before the stack: the first route of the
+//! service's snapshot that takes the request (path, method, headers; the last route
+//! takes everything) is recorded for the layers below, which read their timeout, retry,
+//! breaker and balancing settings from it.
 
 use std::sync::Arc;
 
 use http::Request;
-use tower::{Layer, layer::layer_fn};
 
-use super::Stack;
 use super::notes::Notes;
-use crate::body::ProxyBody;
 use crate::state::Backend;
 use crate::state::policy::Route;
 
@@ -24,37 +21,30 @@ pub struct RouteChoice {
 }
 
 impl RouteChoice {
-    /// The choice the route layer recorded on `request`.
+    /// Matches `request` against `service`'s routes and notes the route taken.
+    pub fn choose<B>(
+        service: Arc<Backend>,
+        request: &Request<B>,
+        notes: Option<Arc<Notes>>,
+    ) -> Self {
+        let route = service.route_for(request).clone();
+        if let Some(notes) = &notes {
+            notes.took_route(&route);
+        }
+        Self {
+            service,
+            route,
+            notes,
+        }
+    }
+
+    /// The choice recorded on `request`.
     pub fn of<B>(request: &Request<B>) -> &Self {
         request
             .extensions()
             .get::<Self>()
-            .expect("the route layer runs above every layer that reads the route")
+            .expect("the outbound chooses the route before the stack")
     }
-}
-
-/// Takes the request's `Arc<Backend>` and `Arc<Notes>` extensions (the outbound sets them
-/// after resolving) into one `RouteChoice`, so each retry copies one extension.
-pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
-    layer_fn(|inner: Stack| {
-        Stack::from_fn(move |mut request: Request<ProxyBody>| {
-            let service = request
-                .extensions_mut()
-                .remove::<Arc<Backend>>()
-                .expect("the outbound sets the resolved service before the stack");
-            let route = service.route_for(&request).clone();
-            let notes = request.extensions_mut().remove::<Arc<Notes>>();
-            if let Some(notes) = &notes {
-                notes.took_route(&route);
-            }
-            request.extensions_mut().insert(RouteChoice {
-                service,
-                route,
-                notes,
-            });
-            inner.send(request)
-        })
-    })
 }
 
 #[cfg(test)]
@@ -64,8 +54,8 @@ mod tests {
     use crate::state::policy::Route;
     use crate::state::policy::{PathMatch, Policy, RouteMatch};
 
-    #[tokio::test]
-    async fn the_first_matching_route_decides_and_the_service_route_takes_the_rest() {
+    #[test]
+    fn the_first_matching_route_decides_and_the_service_route_takes_the_rest() {
         let v2 = Policy {
             timeout: Some(std::time::Duration::from_secs(5)),
             ..Policy::default()
@@ -84,16 +74,15 @@ mod tests {
                 None,
             )],
         ));
-        let stack = layer().layer(fixtures::answer_with_route_timeout());
-        for (path, timeout) in [("/v2/x", v2.timeout), ("/v1", Policy::default().timeout)] {
-            let mut request = fixtures::request("GET", path);
-            request.extensions_mut().insert(service.clone());
-            let response = stack.send(request).await.unwrap();
-            assert_eq!(
-                response.headers()["x-timeout"],
-                format!("{timeout:?}"),
-                "{path}"
-            );
+        for (path, timeout, label) in [
+            ("/v2/x", v2.timeout, "/v2*"),
+            ("/v1", Policy::default().timeout, "default"),
+        ] {
+            let notes = Arc::new(Notes::default());
+            let request = fixtures::request("GET", path);
+            let choice = RouteChoice::choose(service.clone(), &request, Some(notes.clone()));
+            assert_eq!(choice.route.policy.timeout, timeout, "{path}");
+            assert_eq!(&*notes.route_label(), label, "{path}");
         }
     }
 }

@@ -55,13 +55,13 @@ mod tests {
                 None,
             )],
         ));
-        let stack =
-            crate::outbound::route::layer().layer(layer().layer(fixtures::answer_with_target()));
+        let stack = layer().layer(fixtures::answer_with_target());
         let mut v2 = 0;
         let total = 10_000;
         for _ in 0..total {
             let mut request = fixtures::request("GET", "/");
-            request.extensions_mut().insert(service.clone());
+            let choice = RouteChoice::choose(service.clone(), &request, None);
+            request.extensions_mut().insert(choice);
             let response = stack.send(request).await.unwrap();
             if response.headers()["x-target"] == "api-v2" {
                 v2 += 1;

@@ -2,6 +2,7 @@
 //! uses us as an HTTP proxy) or of an HTTP/2 request, else the `Host` header; reduced to the
 //! key the proxy subscribes with (`api:80` → `api`; an IP:port stays as it is).
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use http::uri::Authority;
@@ -25,12 +26,22 @@ pub fn requested_authority<B>(request: &Request<B>) -> Result<Authority, ProxyEr
         .map_err(|_| ProxyError::BadAuthority(text.to_owned()))
 }
 
-/// The subscription key for an authority.
-pub fn service_key(authority: &Authority) -> String {
-    if let Ok(address) = authority.as_str().parse::<SocketAddr>() {
-        return address.to_string();
+/// The subscription key for an authority; borrowed when the host is a name already in
+/// its key form (the common case: no copy per request).
+pub fn service_key(authority: &Authority) -> Cow<'_, str> {
+    let host = authority.host();
+    // A name starts with a letter; an address with a digit or `[`.
+    if !host.starts_with(|c: char| c.is_ascii_alphabetic())
+        && let Ok(address) = authority.as_str().parse::<SocketAddr>()
+    {
+        return Cow::Owned(address.to_string());
     }
-    authority.host().trim_end_matches('.').to_ascii_lowercase()
+    let name = host.trim_end_matches('.');
+    if name.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    }
 }
 
 #[cfg(test)]

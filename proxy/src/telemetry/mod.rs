@@ -65,7 +65,8 @@ pub struct Upstream {
 pub struct Call {
     direction: Direction,
     started: tokio::time::Instant,
-    start_time: SystemTime,
+    /// Only for the access log (spans keep their own start).
+    start_time: Option<SystemTime>,
     method: Method,
     /// Only when an access log or a span will show it.
     target: Option<RequestTarget>,
@@ -160,7 +161,6 @@ impl Telemetry {
         request: &mut Request<B>,
         caller: Option<&SpiffeId>,
     ) -> Call {
-        let start_time = SystemTime::now();
         let incoming = trace_context::extract(request.headers(), self.propagation);
         // The caller's trace, or a new one.
         let trace_id = incoming
@@ -173,7 +173,13 @@ impl Telemetry {
         let method = request.method().clone();
         let (context, span) = match &self.export {
             Some(export) if sampled => {
-                let span = start_span(export, direction, &method, start_time, incoming.as_ref());
+                let span = start_span(
+                    export,
+                    direction,
+                    &method,
+                    SystemTime::now(),
+                    incoming.as_ref(),
+                );
                 let ids = span.span_context();
                 let context = SpanContext {
                     trace_id: u128::from_be_bytes(ids.trace_id().to_bytes()),
@@ -199,7 +205,7 @@ impl Telemetry {
         Call {
             direction,
             started: tokio::time::Instant::now(),
-            start_time,
+            start_time: self.access_log.is_some().then(SystemTime::now),
             method,
             target,
             caller: caller.cloned(),
@@ -270,7 +276,10 @@ impl Telemetry {
         });
         if let Some(log) = &self.access_log {
             log.write(&Entry {
-                time: humantime::format_rfc3339_millis(call.start_time).to_string(),
+                time: humantime::format_rfc3339_millis(
+                    call.start_time.unwrap_or_else(SystemTime::now),
+                )
+                .to_string(),
                 direction: call.direction.as_str(),
                 service: &done.service,
                 trace_id: call.trace_id(),
