@@ -34,7 +34,7 @@ use crate::server::{
 use crate::state::authz::{self, Caller};
 use crate::state::policy::DEFAULT_ROUTE_LABEL;
 use crate::state::{Backend, Directory, Resolution};
-use crate::telemetry::{CountedIo, Telemetry};
+use crate::telemetry::{CountedIo, Handled, Telemetry};
 use crate::tls::{TlsState, refusal};
 
 mod callers;
@@ -141,13 +141,13 @@ impl Inbound {
             Ok(()) => self.forward(request, caller).await,
             Err(refused) => refused,
         };
-        self.telemetry.finish(
-            call,
-            self.service.clone(),
-            DEFAULT_ROUTE_LABEL.clone(),
-            0,
-            response,
-        )
+        let handled = Handled {
+            service: self.service.clone(),
+            route: DEFAULT_ROUTE_LABEL.clone(),
+            retries: 0,
+            upstream: None,
+        };
+        self.telemetry.finish(call, handled, response)
     }
 
     /// Applies the allow list of the route the request matches (else the service's); a

@@ -29,12 +29,14 @@ use crate::state::{Directory, Endpoint};
 pub struct Avoid(pub SocketAddr);
 
 /// The endpoint picked for an attempt, with the state of its backend's endpoints (the
-/// breaker needs them for `max_ejection_percent`).
+/// breaker needs them for `max_ejection_percent`) and the backend itself, taken out of
+/// the request (one extension fewer for every attempt to carry).
 #[derive(Clone, Debug)]
 pub struct Picked {
     pub endpoint: Endpoint,
     pub state: Arc<EndpointState>,
     pub siblings: Arc<[Arc<EndpointState>]>,
+    pub target: Arc<Target>,
 }
 
 pub fn layer(
@@ -47,7 +49,11 @@ pub fn layer(
         let directory = directory.clone();
         let metrics = metrics.clone();
         Stack::from_fn(move |mut request: Request<ProxyBody>| {
-            match pick(&states, &directory, &request) {
+            let target = request
+                .extensions_mut()
+                .remove::<Arc<Target>>()
+                .expect("the split layer runs above the balancer");
+            match pick(&states, &directory, &request, target) {
                 Ok(picked) => {
                     request.extensions_mut().insert(picked);
                     inner.send(request)
@@ -67,12 +73,9 @@ fn pick(
     states: &EndpointStates,
     directory: &Directory,
     request: &Request<ProxyBody>,
+    target: Arc<Target>,
 ) -> Result<Picked, ProxyError> {
     let policy = &RouteChoice::of(request).route.policy;
-    let target = request
-        .extensions()
-        .get::<Arc<Target>>()
-        .expect("the split layer runs above the balancer");
     if target.endpoints.is_empty() {
         return Err(ProxyError::NoEndpoints(target.service.to_string()));
     }
@@ -83,11 +86,16 @@ fn pick(
             .map(|endpoint| endpoint.address)
             .collect()
     };
-    let siblings: Arc<[Arc<EndpointState>]> = target
-        .endpoints
-        .iter()
-        .map(|endpoint| states.get(endpoint.address, in_use))
-        .collect();
+    let siblings = target
+        .endpoint_states
+        .get_or_init(|| {
+            target
+                .endpoints
+                .iter()
+                .map(|endpoint| states.get(endpoint.address, in_use))
+                .collect()
+        })
+        .clone();
     let now = Instant::now();
     let limit = policy.max_concurrent_requests;
     let mut eligible: Vec<usize> = (0..siblings.len())
@@ -129,6 +137,7 @@ fn pick(
         endpoint: target.endpoints[chosen].clone(),
         state,
         siblings,
+        target,
     })
 }
 

@@ -14,7 +14,6 @@ use crate::body::{self, ProxyBody};
 use crate::proxy_error::{ProxyError, error_chain};
 use crate::server::strip_hop_by_hop;
 use crate::state::Directory;
-use crate::state::policy::Target;
 use crate::telemetry::Upstream;
 
 pub fn service(peers: Arc<PeerClients>, directory: Arc<Directory>) -> Stack {
@@ -25,33 +24,29 @@ pub fn service(peers: Arc<PeerClients>, directory: Arc<Directory>) -> Stack {
             .extensions_mut()
             .remove::<Picked>()
             .expect("the balancer runs above the connection");
-        // For an error only: the backend the split chose, else the service.
-        let service = request
-            .extensions_mut()
-            .remove::<Arc<Target>>()
-            .map_or_else(
-                || RouteChoice::of(&request).service.name.clone(),
-                |target| target.service.clone(),
-            );
+        let notes = RouteChoice::of(&request).notes.clone();
         let client = peers.get(&picked.endpoint, || directory.endpoints());
         async move {
-            match client.send(request).await {
+            let outcome = client.send(request).await;
+            if let (Ok(_), Some(notes)) = (&outcome, notes) {
+                notes.answered_by(Upstream {
+                    endpoint: picked.endpoint.address,
+                    identity: picked.endpoint.identity.clone(),
+                });
+            }
+            match outcome {
                 Ok(response) => {
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
-                    parts.extensions.insert(Upstream {
-                        endpoint: picked.endpoint.address,
-                        identity: picked.endpoint.identity.clone(),
-                    });
                     Ok(Response::from_parts(parts, body::streamed(body)))
                 }
                 Err(err) if err.is_connect() => Err(ProxyError::PeerConnect {
-                    service: service.to_string(),
+                    service: picked.target.service.to_string(),
                     endpoint: picked.endpoint.address,
                     cause: error_chain(&err),
                 }),
                 Err(err) => Err(ProxyError::Peer {
-                    service: service.to_string(),
+                    service: picked.target.service.to_string(),
                     endpoint: picked.endpoint.address,
                     cause: error_chain(&err),
                 }),

@@ -1,9 +1,10 @@
 //! The outbound listener: plain HTTP/1.1 or HTTP/2 from the local app, routed by the
 //! service the request names to one of its endpoints, over pooled mTLS to that endpoint's
-//! proxy. After the service is resolved and the route matched (`route`), a request goes
-//! down a fixed stack of layers, each its own module, outermost first:
+//! proxy. After the service is resolved and the route matched (`route`), a request goes,
+//! within the route's whole-request `timeout`, down a fixed stack of layers, each its
+//! own module, outermost first:
 //!
-//! timeout (whole request) → retry (budget + backoff) → traffic split →
+//! retry (budget + backoff) → traffic split →
 //! load balancer (P2C over peak-EWMA) → per-endpoint circuit breaker and concurrency
 //! limit → pooled mTLS connection.
 //!
@@ -49,12 +50,12 @@ use crate::server::{
     next_connection, strip_hop_by_hop,
 };
 use crate::state::{Directory, Resolution};
-use crate::telemetry::{CountedIo, Telemetry};
+use crate::telemetry::{CountedIo, Handled, Telemetry};
 use crate::tls::TlsState;
 use notes::Notes;
 use route::RouteChoice;
 
-pub use endpoints::EndpointStates;
+pub use endpoints::{EndpointState, EndpointStates};
 pub use peers::PeerClients;
 
 pub use stack::Stack;
@@ -81,7 +82,6 @@ impl Outbound {
     ) -> Self {
         let peers = Arc::new(PeerClients::new(tls));
         let stack = ServiceBuilder::new()
-            .layer(timeout::layer())
             .layer(retry::layer(
                 Arc::new(retry::Budgets::default()),
                 metrics.clone(),
@@ -108,20 +108,21 @@ impl Outbound {
             .telemetry
             .begin(Direction::Outbound, &mut request, None);
         let notes = Arc::new(Notes::default());
-        let (service, response) = match self.forward(request, &notes).await {
-            Ok((service, response)) => (service, response),
+        let (service, response, upstream) = match self.forward(request, &notes).await {
+            Ok((service, response)) => (service, response, notes.upstream()),
+            // The proxy wrote this answer; no endpoint did.
             Err((service, error)) => {
                 tracing::debug!(%error, "outbound request failed");
-                (service, error.into_response())
+                (service, error.into_response(), None)
             }
         };
-        self.telemetry.finish(
-            call,
+        let handled = Handled {
             service,
-            notes.route_label(),
-            notes.retries(),
-            response,
-        )
+            route: notes.route_label(),
+            retries: notes.retries(),
+            upstream,
+        };
+        self.telemetry.finish(call, handled, response)
     }
 
     /// Sends the request on; both outcomes carry the service label to count it under.
@@ -150,8 +151,9 @@ impl Outbound {
         let service = backend.name.clone();
         let mut request = to_peer_request(request.map(body::streamed), authority);
         let choice = RouteChoice::choose(backend, &request, Some(notes.clone()));
+        let limit = choice.route.policy.timeout;
         request.extensions_mut().insert(choice);
-        match self.stack.send(request).await {
+        match timeout::within(limit, self.stack.send(request)).await {
             Ok(response) => Ok((service, response)),
             Err(error) => Err((service, error)),
         }

@@ -1,17 +1,19 @@
 //! What the stack learns about a request that the outbound's telemetry, above the
 //! stack, needs once the request is over: the route it took and how many retries were
-//! sent. The outbound keeps one `Notes` and puts it in the request's `RouteChoice`; it
-//! survives an error as well as a response.
+//! sent, and which endpoint answered. The outbound keeps one `Notes` and puts it in the
+//! request's `RouteChoice`; it survives an error as well as a response.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::state::policy::{DEFAULT_ROUTE_LABEL, Route};
+use crate::telemetry::Upstream;
 
 #[derive(Debug, Default)]
 pub struct Notes {
     route: OnceLock<Arc<Route>>,
     retries: AtomicU32,
+    upstream: Mutex<Option<Upstream>>,
 }
 
 impl Notes {
@@ -33,5 +35,16 @@ impl Notes {
 
     pub fn retries(&self) -> u32 {
         self.retries.load(Ordering::Relaxed)
+    }
+
+    /// Records the endpoint that answered an attempt (a later attempt's answer replaces
+    /// it: the app gets the last one).
+    pub fn answered_by(&self, upstream: Upstream) {
+        *self.upstream.lock().expect("notes lock poisoned") = Some(upstream);
+    }
+
+    /// The endpoint that answered last, if one did.
+    pub fn upstream(&self) -> Option<Upstream> {
+        self.upstream.lock().expect("notes lock poisoned").clone()
     }
 }

@@ -2,35 +2,29 @@
 //! included) until response headers, as the route's `timeout` says. When it runs out the
 //! attempt in flight is dropped and the app gets 504 `timeout after <timeout>`.
 
-use http::Request;
-use tower::{Layer, layer::layer_fn};
+use std::time::Duration;
 
-use super::Stack;
-use super::route::RouteChoice;
+use http::Response;
+
+use super::stack::StackFuture;
 use crate::body::ProxyBody;
 use crate::proxy_error::ProxyError;
 
-pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
-    layer_fn(|inner: Stack| {
-        Stack::new(move |request: Request<ProxyBody>| {
-            let limit = RouteChoice::of(&request).route.policy.timeout;
-            let call = inner.send(request);
-            async move {
-                match limit {
-                    Some(limit) => tokio::time::timeout(limit, call)
-                        .await
-                        .unwrap_or(Err(ProxyError::Timeout(limit))),
-                    None => call.await,
-                }
-            }
-        })
-    })
+/// `call`'s outcome, or 504 once `limit` has passed.
+pub async fn within(
+    limit: Option<Duration>,
+    call: StackFuture,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    match limit {
+        Some(limit) => tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or(Err(ProxyError::Timeout(limit))),
+        None => call.await,
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use tokio::time::Instant;
 
     use super::*;
@@ -43,12 +37,9 @@ mod tests {
             timeout: Some(Duration::from_secs(2)),
             ..Policy::default()
         };
-        let stack = layer().layer(fixtures::hang());
         let started = Instant::now();
-        let error = stack
-            .send(fixtures::routed("GET", "/", policy))
-            .await
-            .unwrap_err();
+        let call = fixtures::hang().send(fixtures::routed("GET", "/", Policy::default()));
+        let error = within(policy.timeout, call).await.unwrap_err();
         assert_eq!(started.elapsed(), Duration::from_secs(2));
         assert_eq!(error.status().as_u16(), 504);
         assert_eq!(error.to_string(), "timeout after 2s");
@@ -56,11 +47,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_answer_in_time_passes_through() {
-        let stack = layer().layer(fixtures::answer(200));
-        let response = stack
-            .send(fixtures::routed("GET", "/", Policy::default()))
-            .await
-            .unwrap();
+        let call = fixtures::answer(200).send(fixtures::routed("GET", "/", Policy::default()));
+        let response = within(Some(Duration::from_secs(2)), call).await.unwrap();
         assert_eq!(response.status(), 200);
     }
 }

@@ -3,14 +3,15 @@
 //! that pick a policy and a weighted set of backends for a request, and the targets
 //! (one service's endpoints) the balancer chooses among. Pure data and matching.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, Request};
 use seam_proto::{SpiffeId, defaults};
 
 use super::Endpoint;
+use crate::outbound::EndpointState;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -92,6 +93,10 @@ pub struct Target {
     pub service: Arc<str>,
     pub endpoints: Vec<Endpoint>,
     cursor: AtomicUsize,
+    /// The balancer's state of each endpoint (kept by address across snapshots, see
+    /// `outbound::EndpointStates`), looked up on this snapshot's first request rather
+    /// than on every one.
+    pub endpoint_states: OnceLock<Arc<[Arc<EndpointState>]>>,
 }
 
 impl Target {
@@ -100,6 +105,7 @@ impl Target {
             service,
             endpoints,
             cursor: AtomicUsize::new(0),
+            endpoint_states: OnceLock::new(),
         }
     }
 

@@ -53,8 +53,8 @@ pub enum TelemetryError {
     SampleRatio(f64),
 }
 
-/// Which upstream a proxied request went to; the outbound side puts it in the response's
-/// extensions so `finish` can name it.
+/// Which upstream a proxied request went to (outbound; the endpoint of the attempt whose
+/// response the app got).
 #[derive(Clone, Debug)]
 pub struct Upstream {
     pub endpoint: SocketAddr,
@@ -72,7 +72,9 @@ pub struct Call {
     target: Option<RequestTarget>,
     caller: Option<SpiffeId>,
     context: SpanContext,
-    span: Option<opentelemetry_sdk::trace::Span>,
+    /// Boxed: a span is large and only sampled requests have one; every request's
+    /// future carries the `Call`.
+    span: Option<Box<opentelemetry_sdk::trace::Span>>,
 }
 
 /// The authority and path a request named, for the access log and spans.
@@ -107,6 +109,15 @@ impl Call {
     pub fn trace_id(&self) -> String {
         self.context.trace_id_hex()
     }
+}
+
+/// What the listener learnt handling a request, for `finish`.
+pub struct Handled {
+    /// The service label the request is counted under.
+    pub service: Arc<str>,
+    pub route: Arc<str>,
+    pub retries: u32,
+    pub upstream: Option<Upstream>,
 }
 
 /// How a request ended, for the metrics, the span and the access log.
@@ -187,7 +198,7 @@ impl Telemetry {
                     sampled: Some(true),
                     tracestate,
                 };
-                (context, Some(span))
+                (context, Some(Box::new(span)))
             }
             _ => {
                 let context = SpanContext {
@@ -219,18 +230,16 @@ impl Telemetry {
     pub fn finish(
         self: &Arc<Self>,
         call: Call,
-        service: Arc<str>,
-        route: Arc<str>,
-        retries: u32,
+        handled: Handled,
         response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
         let done = Done {
-            service,
-            route,
-            retries,
+            service: handled.service,
+            route: handled.route,
+            retries: handled.retries,
             status: response.status().as_u16(),
             grpc_status: grpc_status::from_headers(response.headers()),
-            upstream: response.extensions().get::<Upstream>().cloned(),
+            upstream: handled.upstream,
         };
         if grpc_status::in_trailers(response.headers()) {
             let telemetry = self.clone();
