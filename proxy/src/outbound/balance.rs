@@ -37,6 +37,9 @@ pub struct Picked {
     pub state: Arc<EndpointState>,
     pub siblings: Arc<[Arc<EndpointState>]>,
     pub target: Arc<Target>,
+    /// When it was picked: where the breaker's latency sample starts (one clock read
+    /// less per attempt).
+    pub at: Instant,
 }
 
 pub fn layer(
@@ -138,6 +141,7 @@ fn pick(
         state,
         siblings,
         target,
+        at: now,
     })
 }
 

@@ -58,7 +58,7 @@ pub fn layer(metrics: Arc<Metrics>) -> impl Layer<Stack, Service = Stack> + Clon
                 }
                 let policy = &choice.route.policy;
                 let in_flight = picked.state.start();
-                let started = Instant::now();
+                let started = picked.at;
                 let call = inner.send(request);
                 let outcome = match policy.retries.per_try_timeout {
                     Some(limit) => tokio::time::timeout(limit, call)
