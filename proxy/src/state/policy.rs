@@ -43,12 +43,21 @@ pub struct RetryOn {
 }
 
 impl RetryOn {
-    pub const ALL: Self = Self {
-        server_error: true,
-        connect_failure: true,
-        reset: true,
-        unavailable: true,
-    };
+    /// The conditions `seam_proto::defaults::RETRY_ON` names, so the proxy's default is
+    /// the control plane's.
+    pub fn defaults() -> Self {
+        let mut on = Self::default();
+        for name in defaults::RETRY_ON {
+            match name {
+                "5xx" => on.server_error = true,
+                "connect-failure" => on.connect_failure = true,
+                "reset" => on.reset = true,
+                "unavailable" => on.unavailable = true,
+                other => tracing::error!(condition = other, "unknown default retry condition"),
+            }
+        }
+        on
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +81,7 @@ impl Default for Policy {
             retries: RetryPolicy {
                 attempts: defaults::RETRY_ATTEMPTS,
                 per_try_timeout: None,
-                on: RetryOn::ALL,
+                on: RetryOn::defaults(),
                 budget_percent: defaults::RETRY_BUDGET_PERCENT,
                 non_idempotent: false,
             },
@@ -249,6 +258,23 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_default_retry_condition_is_one_the_proxy_knows() {
+        let on = RetryOn::defaults();
+        let set = [
+            on.server_error,
+            on.connect_failure,
+            on.reset,
+            on.unavailable,
+        ];
+        assert_eq!(
+            set.iter().filter(|flag| **flag).count(),
+            defaults::RETRY_ON.len(),
+            "{on:?} from {:?}",
+            defaults::RETRY_ON
+        );
+    }
 
     #[test]
     fn labels_name_the_conditions_and_never_header_values() {
