@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::try_join_all;
 use seam_tests::client::{self, AppClient};
 use seam_tests::faulty::{Fault, FaultyServer};
 use seam_tests::load::{failures, load, served_by};
 use seam_tests::mesh::{READY_TIMEOUT, TestMesh, metric_sum, metric_value};
 use seam_tests::policy_mesh::{self, PolicyService};
-use seam_tests::{EchoServer, GrpcHealthServer, wait};
+use seam_tests::{EchoServer, GrpcHealthServer, TestProxy, wait};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -30,20 +31,35 @@ fn service<'a>(name: &'a str, endpoints: &[SocketAddr], extra: &'a str) -> Polic
     }
 }
 
+/// A mesh of `services`, the calling proxy `a` in front of an echo app, and one proxy of
+/// `service` in front of each of `apps`, in their order; all proxies start concurrently.
+/// The echo app is returned so it lives as long as the test.
+async fn caller_and_endpoints<const N: usize>(
+    services: &[&str],
+    service: &str,
+    apps: [SocketAddr; N],
+) -> (TestMesh, EchoServer, TestProxy, [TestProxy; N]) {
+    let mesh = TestMesh::start(services).await.expect("mesh starts");
+    let app_a = EchoServer::start("a").await.expect("app a");
+    let (a, endpoints) = tokio::try_join!(
+        mesh.start_proxy("a", app_a.addr()),
+        try_join_all(apps.map(|app| mesh.start_proxy(service, app))),
+    )
+    .expect("proxies start");
+    let Ok(endpoints) = endpoints.try_into() else {
+        unreachable!("one proxy per app");
+    };
+    (mesh, app_a, a, endpoints)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_always_503_endpoint_is_ejected_and_retries_save_the_requests() {
-    let mesh = TestMesh::start(&["a", "b"]).await.expect("mesh starts");
-    let app_a = EchoServer::start("a").await.expect("app a");
     let good = EchoServer::start("b-good").await.expect("good app");
     let bad = FaultyServer::start(Fault::Status(503))
         .await
         .expect("503 app");
-    let (a, b_good, b_bad) = tokio::try_join!(
-        mesh.start_proxy("a", app_a.addr()),
-        mesh.start_proxy("b", good.addr()),
-        mesh.start_proxy("b", bad.addr()),
-    )
-    .expect("proxies start");
+    let (mesh, _app_a, a, [b_good, b_bad]) =
+        caller_and_endpoints(&["a", "b"], "b", [good.addr(), bad.addr()]).await;
     // Every other key keeps its default: 5xx is retried, 5 failures in a row eject.
     policy_mesh::apply(
         &mesh,
@@ -96,18 +112,12 @@ async fn one_always_503_endpoint_is_ejected_and_retries_save_the_requests() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_resetting_endpoint_is_ejected_and_costs_no_request() {
-    let mesh = TestMesh::start(&["a", "b"]).await.expect("mesh starts");
-    let app_a = EchoServer::start("a").await.expect("app a");
     let good = EchoServer::start("b-good").await.expect("good app");
     let resetting = FaultyServer::start(Fault::Reset)
         .await
         .expect("resetting app");
-    let (a, b_good, b_reset) = tokio::try_join!(
-        mesh.start_proxy("a", app_a.addr()),
-        mesh.start_proxy("b", good.addr()),
-        mesh.start_proxy("b", resetting.addr()),
-    )
-    .expect("proxies start");
+    let (mesh, _app_a, a, [b_good, b_reset]) =
+        caller_and_endpoints(&["a", "b"], "b", [good.addr(), resetting.addr()]).await;
     policy_mesh::apply(
         &mesh,
         &[
@@ -133,14 +143,8 @@ async fn a_resetting_endpoint_is_ejected_and_costs_no_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hanging_upstream_gets_504_naming_the_timeout_on_time() {
-    let mesh = TestMesh::start(&["a", "b"]).await.expect("mesh starts");
-    let app_a = EchoServer::start("a").await.expect("app a");
     let hanging = FaultyServer::start(Fault::Hang).await.expect("hanging app");
-    let (a, b) = tokio::try_join!(
-        mesh.start_proxy("a", app_a.addr()),
-        mesh.start_proxy("b", hanging.addr()),
-    )
-    .expect("proxies start");
+    let (mesh, _app_a, a, [b]) = caller_and_endpoints(&["a", "b"], "b", [hanging.addr()]).await;
     policy_mesh::apply(
         &mesh,
         &[
@@ -174,20 +178,13 @@ async fn a_hanging_upstream_gets_504_naming_the_timeout_on_time() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_one_of_three_upstreams_mid_load_fails_no_request() {
-    let mesh = TestMesh::start(&["a", "b"]).await.expect("mesh starts");
-    let app_a = EchoServer::start("a").await.expect("app a");
     let apps = [
         EchoServer::start("b1").await.expect("b1"),
         EchoServer::start("b2").await.expect("b2"),
         EchoServer::start("b3").await.expect("b3"),
     ];
-    let (a, b1, b2, b3) = tokio::try_join!(
-        mesh.start_proxy("a", app_a.addr()),
-        mesh.start_proxy("b", apps[0].addr()),
-        mesh.start_proxy("b", apps[1].addr()),
-        mesh.start_proxy("b", apps[2].addr()),
-    )
-    .expect("proxies start");
+    let (mesh, _app_a, a, [b1, b2, b3]) =
+        caller_and_endpoints(&["a", "b"], "b", apps.each_ref().map(EchoServer::addr)).await;
     policy_mesh::apply(
         &mesh,
         &[
@@ -321,16 +318,10 @@ async fn a_90_10_split_and_header_routes_send_traffic_where_written() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_post_to_an_always_503_endpoint_is_tried_once() {
-    let mesh = TestMesh::start(&["a", "b"]).await.expect("mesh starts");
-    let app_a = EchoServer::start("a").await.expect("app a");
     let bad = FaultyServer::start(Fault::Status(503))
         .await
         .expect("503 app");
-    let (a, b) = tokio::try_join!(
-        mesh.start_proxy("a", app_a.addr()),
-        mesh.start_proxy("b", bad.addr()),
-    )
-    .expect("proxies start");
+    let (mesh, _app_a, a, [b]) = caller_and_endpoints(&["a", "b"], "b", [bad.addr()]).await;
     policy_mesh::apply(
         &mesh,
         &[service("a", &[], ""), service("b", &[b.inbound()], "")],
@@ -358,14 +349,8 @@ async fn a_post_to_an_always_503_endpoint_is_tried_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn load_beyond_max_concurrent_requests_is_shed_and_a_change_spares_requests_in_flight() {
-    let mesh = TestMesh::start(&["a", "b"]).await.expect("mesh starts");
-    let app_a = EchoServer::start("a").await.expect("app a");
     let app_b = EchoServer::start("b").await.expect("app b");
-    let (a, b) = tokio::try_join!(
-        mesh.start_proxy("a", app_a.addr()),
-        mesh.start_proxy("b", app_b.addr()),
-    )
-    .expect("proxies start");
+    let (mesh, _app_a, a, [b]) = caller_and_endpoints(&["a", "b"], "b", [app_b.addr()]).await;
     let limited = "    max_concurrent_requests: 2\n";
     policy_mesh::apply(
         &mesh,
@@ -426,18 +411,12 @@ async fn load_beyond_max_concurrent_requests_is_shed_and_a_change_spares_request
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_unavailable_is_retried_on_the_other_endpoint_and_ejected() {
-    let mesh = TestMesh::start(&["a", "grpc"]).await.expect("mesh starts");
-    let app_a = EchoServer::start("a").await.expect("app a");
     let healthy = GrpcHealthServer::start().await.expect("gRPC health server");
     let unavailable = FaultyServer::start(Fault::GrpcUnavailable)
         .await
         .expect("UNAVAILABLE app");
-    let (a, good, bad) = tokio::try_join!(
-        mesh.start_proxy("a", app_a.addr()),
-        mesh.start_proxy("grpc", healthy.addr()),
-        mesh.start_proxy("grpc", unavailable.addr()),
-    )
-    .expect("proxies start");
+    let (mesh, _app_a, a, [good, bad]) =
+        caller_and_endpoints(&["a", "grpc"], "grpc", [healthy.addr(), unavailable.addr()]).await;
     // gRPC calls are POSTs: retrying them is the service's choice.
     policy_mesh::apply(
         &mesh,
@@ -509,16 +488,10 @@ async fn grpc_unavailable_is_retried_on_the_other_endpoint_and_ejected() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_per_try_timeout_moves_a_request_off_a_hanging_endpoint() {
-    let mesh = TestMesh::start(&["a", "b"]).await.expect("mesh starts");
-    let app_a = EchoServer::start("a").await.expect("app a");
     let good = EchoServer::start("b-good").await.expect("good app");
     let hanging = FaultyServer::start(Fault::Hang).await.expect("hanging app");
-    let (a, b_good, b_hanging) = tokio::try_join!(
-        mesh.start_proxy("a", app_a.addr()),
-        mesh.start_proxy("b", good.addr()),
-        mesh.start_proxy("b", hanging.addr()),
-    )
-    .expect("proxies start");
+    let (mesh, _app_a, a, [b_good, b_hanging]) =
+        caller_and_endpoints(&["a", "b"], "b", [good.addr(), hanging.addr()]).await;
     policy_mesh::apply(
         &mesh,
         &[
