@@ -108,7 +108,6 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Results> {
         setup.pinning.load.as_deref().unwrap_or("any"),
         setup.pinning.hops.as_deref().unwrap_or("any"),
     );
-    let ticks = procstat::ticks_per_second()?;
     let mut upstream = {
         let exe = std::env::current_exe()?;
         let mut command = pinned_command(exe, setup.pinning.hops.as_deref());
@@ -178,7 +177,7 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Results> {
             }
         }
     }
-    let measured = measure_all(&running, &setup, ticks).await;
+    let measured = measure_all(&running, &setup).await;
     for ((name, contender), measured) in running.into_iter().zip(measured) {
         contender
             .stop()
@@ -197,11 +196,7 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Results> {
 /// Every scenario for every running contender. The contenders take turns within each
 /// scenario (and the throughput runs go round `durations.rounds` times, in a rotating
 /// order), so a slow spell of a shared machine does not fall on one contender only.
-async fn measure_all(
-    contenders: &[(&'static str, Running)],
-    setup: &Setup,
-    ticks: u64,
-) -> Vec<Measured> {
+async fn measure_all(contenders: &[(&'static str, Running)], setup: &Setup) -> Vec<Measured> {
     let cpus = setup.pinning.load.as_deref();
     let durations = setup.durations;
     let step = |name: &str, what: &str| eprintln!("seam-bench:   {name}: {what}");
@@ -213,7 +208,7 @@ async fn measure_all(
     for (name, running) in contenders {
         step(name, "HTTP/1.1 at a fixed rate");
         let pids = procstat::with_children(&running.hop_pids);
-        let cpu_before = procstat::total_cpu_time(&pids, ticks);
+        let cpu_before = procstat::total_cpu_time(&pids);
         let http1 = fixed_rate(
             running.http1,
             Mode::Http1,
@@ -222,7 +217,7 @@ async fn measure_all(
             cpus,
         )
         .await;
-        let cpu_after = procstat::total_cpu_time(&pids, ticks);
+        let cpu_after = procstat::total_cpu_time(&pids);
         let cpu_ms_per_1k = match (&http1, cpu_before, cpu_after) {
             (Ok(run), Ok(before), Ok(after)) if !pids.is_empty() && run.requests > 0 => {
                 Some((after - before).as_secs_f64() * 1000.0 / run.requests as f64 * 1000.0)
