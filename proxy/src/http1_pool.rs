@@ -4,7 +4,7 @@
 //! that response's body has been read. A request that a pooled connection could not even
 //! start to send (the peer had just closed it) goes out on another connection; a request
 //! any byte of which went out is never sent twice. Connections idle longer than the idle
-//! timeout are closed.
+//! timeout are closed: a sweep every half timeout drops them even when no request comes.
 //!
 //! hyper-util's pool does the same but spawns a task per request to wait for the
 //! connection to become idle, and rebuilds its pool key from the URI each time; the
@@ -12,7 +12,8 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -44,13 +45,24 @@ impl PoolError {
 
 pub struct Http1Pool<D, B> {
     dial: D,
-    idle: Mutex<Vec<Pooled<B>>>,
+    /// Every pooled connection, busy (its response body still being read) or idle.
+    connections: Arc<Mutex<Vec<Pooled<B>>>>,
     idle_timeout: Duration,
+    /// Whether the sweep of idle connections runs (from the first connection on).
+    sweeping: AtomicBool,
 }
 
 struct Pooled<B> {
     sender: SendRequest<B>,
     since: Instant,
+}
+
+impl<B> Pooled<B> {
+    /// Closed, or idle (ready) for longer than `idle_timeout`.
+    fn expired(&self, now: Instant, idle_timeout: Duration) -> bool {
+        self.sender.is_closed()
+            || (self.sender.is_ready() && now.duration_since(self.since) > idle_timeout)
+    }
 }
 
 impl<D, B> Http1Pool<D, B>
@@ -63,8 +75,9 @@ where
     pub fn new(dial: D, idle_timeout: Duration) -> Self {
         Self {
             dial,
-            idle: Mutex::new(Vec::new()),
+            connections: Arc::default(),
             idle_timeout,
+            sweeping: AtomicBool::new(false),
         }
     }
 
@@ -94,26 +107,23 @@ where
     /// How many connections the pool holds, busy or idle.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.idle.lock().expect("pool lock poisoned").len()
+        self.connections.lock().expect("pool lock poisoned").len()
     }
 
     /// A connection ready for a request; closed ones and ones idle too long are dropped
     /// on the way.
     fn take_ready(&self) -> Option<SendRequest<B>> {
         let now = Instant::now();
-        let mut pooled = self.idle.lock().expect("pool lock poisoned");
+        let mut pooled = self.connections.lock().expect("pool lock poisoned");
         // One pass from the newest: the first ready one is taken, closed and stale ones
         // met on the way are dropped.
         let mut index = pooled.len();
         while index > 0 {
             index -= 1;
             let entry = &pooled[index];
-            let ready = entry.sender.is_ready();
-            if entry.sender.is_closed()
-                || (ready && now.duration_since(entry.since) > self.idle_timeout)
-            {
+            if entry.expired(now, self.idle_timeout) {
                 pooled.swap_remove(index);
-            } else if ready {
+            } else if entry.sender.is_ready() {
                 return Some(pooled.swap_remove(index).sender);
             }
         }
@@ -124,13 +134,22 @@ where
         if sender.is_closed() {
             return;
         }
-        self.idle.lock().expect("pool lock poisoned").push(Pooled {
-            sender,
-            since: Instant::now(),
-        });
+        self.connections
+            .lock()
+            .expect("pool lock poisoned")
+            .push(Pooled {
+                sender,
+                since: Instant::now(),
+            });
     }
 
     async fn connect(&self) -> Result<SendRequest<B>, PoolError> {
+        if !self.sweeping.swap(true, Ordering::Relaxed) {
+            tokio::spawn(sweep_idle(
+                Arc::downgrade(&self.connections),
+                self.idle_timeout,
+            ));
+        }
         let io = self.dial.dial().await.map_err(PoolError::Connect)?;
         let (sender, connection) = http1::Builder::new().handshake(io).await?;
         tokio::spawn(async move {
@@ -139,6 +158,25 @@ where
             }
         });
         Ok(sender)
+    }
+}
+
+/// Every half `idle_timeout`, drops the connections that closed or sat idle longer than
+/// `idle_timeout` (dropping its sender closes a connection), until the pool is gone.
+/// Without it a connection nobody takes again would stay open: `take_ready` stops at the
+/// first ready connection, and a quiet pool is never asked.
+async fn sweep_idle<B>(connections: Weak<Mutex<Vec<Pooled<B>>>>, idle_timeout: Duration) {
+    let mut ticks = tokio::time::interval(idle_timeout / 2);
+    loop {
+        ticks.tick().await;
+        let Some(connections) = connections.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        connections
+            .lock()
+            .expect("pool lock poisoned")
+            .retain(|entry| !entry.expired(now, idle_timeout));
     }
 }
 

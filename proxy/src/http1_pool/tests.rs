@@ -12,10 +12,12 @@ use super::*;
 
 const BIG: usize = 8 << 20;
 
-/// A real HTTP/1.1 server on loopback that counts the connections it accepted.
+/// A real HTTP/1.1 server on loopback that counts the connections it accepted and the
+/// ones that ended.
 struct Server {
     address: SocketAddr,
     connections: Arc<AtomicUsize>,
+    ended: tokio::sync::watch::Receiver<usize>,
 }
 
 impl Server {
@@ -24,6 +26,8 @@ impl Server {
         let address = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let counted = connections.clone();
+        let (count_ended, ended) = tokio::sync::watch::channel(0);
+        let count_ended = Arc::new(count_ended);
         tokio::spawn(async move {
             loop {
                 let (tcp, _) = listener.accept().await.unwrap();
@@ -38,16 +42,20 @@ impl Server {
                     };
                     Ok::<_, Infallible>(Response::new(Full::new(body)))
                 });
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .keep_alive(keep_alive)
-                        .serve_connection(TokioIo::new(tcp), service),
-                );
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(keep_alive)
+                    .serve_connection(TokioIo::new(tcp), service);
+                let count_ended = count_ended.clone();
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                    count_ended.send_modify(|ended| *ended += 1);
+                });
             }
         });
         Self {
             address,
             connections,
+            ended,
         }
     }
 
@@ -83,15 +91,20 @@ async fn body(response: Response<Incoming>) -> String {
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
-#[tokio::test]
-async fn sequential_requests_share_one_connection() {
-    let server = Server::start(true).await;
-    let pool = pool(&server);
-    for i in 0..20 {
+/// Sends `/0`, `/1`, ... one after another, each answered with its own path.
+async fn send_in_turn(pool: &Http1Pool<Tcp, Empty<Bytes>>, count: usize) {
+    for i in 0..count {
         let path = format!("/{i}");
         let response = pool.send(get(&path)).await.unwrap();
         assert_eq!(body(response).await, path);
     }
+}
+
+#[tokio::test]
+async fn sequential_requests_share_one_connection() {
+    let server = Server::start(true).await;
+    let pool = pool(&server);
+    send_in_turn(&pool, 20).await;
     assert_eq!(server.connections(), 1);
 }
 
@@ -115,10 +128,7 @@ async fn a_connection_whose_body_is_unread_is_not_taken() {
 async fn connections_the_server_closes_are_replaced() {
     let server = Server::start(false).await;
     let pool = pool(&server);
-    for i in 0..5 {
-        let path = format!("/{i}");
-        assert_eq!(body(pool.send(get(&path)).await.unwrap()).await, path);
-    }
+    send_in_turn(&pool, 5).await;
     assert_eq!(server.connections(), 5);
 }
 
@@ -143,4 +153,17 @@ async fn a_refused_connect_is_a_connect_error() {
     let pool: Http1Pool<Tcp, Empty<Bytes>> = Http1Pool::new(Tcp(address), Duration::from_secs(30));
     let error = pool.send(get("/")).await.unwrap_err();
     assert!(error.is_connect(), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_connection_left_idle_is_closed_without_another_request() {
+    let server = Server::start(true).await;
+    let pool = Http1Pool::new(Tcp(server.address), Duration::from_millis(200));
+    send_in_turn(&pool, 1).await;
+    let mut ended = server.ended.clone();
+    tokio::time::timeout(Duration::from_secs(10), ended.wait_for(|ended| *ended == 1))
+        .await
+        .expect("the idle connection is closed within the sweep's period")
+        .unwrap();
+    assert_eq!(pool.len(), 0);
 }
