@@ -14,9 +14,12 @@ use tokio::time::Instant;
 
 const TRAFFIC_FOR: Duration = Duration::from_secs(45);
 
+/// A proxy's first serial (or expiry) and the two new ones the test wants to see.
+const VALUES_WANTED: usize = 3;
+
 /// Whether both proxies showed their first value and two new ones.
 fn renewed_twice<T>(seen: &[BTreeSet<T>; 2]) -> bool {
-    seen.iter().all(|values| values.len() >= 3)
+    seen.iter().all(|values| values.len() >= VALUES_WANTED)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -48,7 +51,9 @@ async fn proxies_renew_twenty_second_certificates_under_steady_traffic() {
         if sent % 10 == 0 {
             for (index, proxy) in [a, b].into_iter().enumerate() {
                 let identity = proxy.admin_json("/identity").await.expect("/identity");
-                serials[index].insert(identity["serial"].as_str().unwrap_or_default().to_owned());
+                if let Some(serial) = identity["serial"].as_str() {
+                    serials[index].insert(serial.to_owned());
+                }
                 let metrics = proxy.metrics().await.expect("metrics");
                 if let Some(expiry) =
                     metric_value(&metrics, "seam_certificate_expiry_timestamp_seconds", &[])
@@ -68,12 +73,13 @@ async fn proxies_renew_twenty_second_certificates_under_steady_traffic() {
     );
     for (service, (seen, expiry)) in ["a", "b"].iter().zip(serials.iter().zip(&expiries)) {
         assert!(
-            seen.len() >= 3,
-            "{service} showed {} serial(s) in 45s of 20s certificates, want 2 new ones: {seen:?}",
+            seen.len() >= VALUES_WANTED,
+            "{service} showed {} serial(s) in {TRAFFIC_FOR:?} of 20s certificates, want 2 new \
+             ones: {seen:?}",
             seen.len()
         );
         assert!(
-            expiry.len() >= 3,
+            expiry.len() >= VALUES_WANTED,
             "{service}'s expiry metric did not follow the renewals: {expiry:?}"
         );
     }

@@ -31,15 +31,14 @@ fn service<'a>(name: &'a str, endpoints: &[SocketAddr], extra: &'a str) -> Polic
     }
 }
 
-/// A mesh of `services`, the calling proxy `a` in front of an echo app, and one proxy of
-/// `service` in front of each of `apps`, in their order; all proxies start concurrently.
-/// The echo app is returned so it lives as long as the test.
+/// A mesh of `a` and `service`, the calling proxy `a` in front of an echo app, and one
+/// proxy of `service` in front of each of `apps`, in their order; all proxies start
+/// concurrently. The echo app is returned so it lives as long as the test.
 async fn caller_and_endpoints<const N: usize>(
-    services: &[&str],
     service: &str,
     apps: [SocketAddr; N],
 ) -> (TestMesh, EchoServer, TestProxy, [TestProxy; N]) {
-    let mesh = TestMesh::start(services).await.expect("mesh starts");
+    let mesh = TestMesh::start(&["a", service]).await.expect("mesh starts");
     let app_a = EchoServer::start("a").await.expect("app a");
     let (a, endpoints) = tokio::try_join!(
         mesh.start_proxy("a", app_a.addr()),
@@ -59,7 +58,7 @@ async fn one_always_503_endpoint_is_ejected_and_retries_save_the_requests() {
         .await
         .expect("503 app");
     let (mesh, _app_a, a, [b_good, b_bad]) =
-        caller_and_endpoints(&["a", "b"], "b", [good.addr(), bad.addr()]).await;
+        caller_and_endpoints("b", [good.addr(), bad.addr()]).await;
     // Every other key keeps its default: 5xx is retried, 5 failures in a row eject.
     policy_mesh::apply(
         &mesh,
@@ -117,7 +116,7 @@ async fn a_resetting_endpoint_is_ejected_and_costs_no_request() {
         .await
         .expect("resetting app");
     let (mesh, _app_a, a, [b_good, b_reset]) =
-        caller_and_endpoints(&["a", "b"], "b", [good.addr(), resetting.addr()]).await;
+        caller_and_endpoints("b", [good.addr(), resetting.addr()]).await;
     policy_mesh::apply(
         &mesh,
         &[
@@ -144,7 +143,7 @@ async fn a_resetting_endpoint_is_ejected_and_costs_no_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hanging_upstream_gets_504_naming_the_timeout_on_time() {
     let hanging = FaultyServer::start(Fault::Hang).await.expect("hanging app");
-    let (mesh, _app_a, a, [b]) = caller_and_endpoints(&["a", "b"], "b", [hanging.addr()]).await;
+    let (mesh, _app_a, a, [b]) = caller_and_endpoints("b", [hanging.addr()]).await;
     policy_mesh::apply(
         &mesh,
         &[
@@ -184,7 +183,7 @@ async fn killing_one_of_three_upstreams_mid_load_fails_no_request() {
         EchoServer::start("b3").await.expect("b3"),
     ];
     let (mesh, _app_a, a, [b1, b2, b3]) =
-        caller_and_endpoints(&["a", "b"], "b", apps.each_ref().map(EchoServer::addr)).await;
+        caller_and_endpoints("b", apps.each_ref().map(EchoServer::addr)).await;
     policy_mesh::apply(
         &mesh,
         &[
@@ -321,7 +320,7 @@ async fn a_post_to_an_always_503_endpoint_is_tried_once() {
     let bad = FaultyServer::start(Fault::Status(503))
         .await
         .expect("503 app");
-    let (mesh, _app_a, a, [b]) = caller_and_endpoints(&["a", "b"], "b", [bad.addr()]).await;
+    let (mesh, _app_a, a, [b]) = caller_and_endpoints("b", [bad.addr()]).await;
     policy_mesh::apply(
         &mesh,
         &[service("a", &[], ""), service("b", &[b.inbound()], "")],
@@ -350,7 +349,7 @@ async fn a_post_to_an_always_503_endpoint_is_tried_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn load_beyond_max_concurrent_requests_is_shed_and_a_change_spares_requests_in_flight() {
     let app_b = EchoServer::start("b").await.expect("app b");
-    let (mesh, _app_a, a, [b]) = caller_and_endpoints(&["a", "b"], "b", [app_b.addr()]).await;
+    let (mesh, _app_a, a, [b]) = caller_and_endpoints("b", [app_b.addr()]).await;
     let limited = "    max_concurrent_requests: 2\n";
     policy_mesh::apply(
         &mesh,
@@ -416,7 +415,7 @@ async fn grpc_unavailable_is_retried_on_the_other_endpoint_and_ejected() {
         .await
         .expect("UNAVAILABLE app");
     let (mesh, _app_a, a, [good, bad]) =
-        caller_and_endpoints(&["a", "grpc"], "grpc", [healthy.addr(), unavailable.addr()]).await;
+        caller_and_endpoints("grpc", [healthy.addr(), unavailable.addr()]).await;
     // gRPC calls are POSTs: retrying them is the service's choice.
     policy_mesh::apply(
         &mesh,
@@ -491,7 +490,7 @@ async fn a_per_try_timeout_moves_a_request_off_a_hanging_endpoint() {
     let good = EchoServer::start("b-good").await.expect("good app");
     let hanging = FaultyServer::start(Fault::Hang).await.expect("hanging app");
     let (mesh, _app_a, a, [b_good, b_hanging]) =
-        caller_and_endpoints(&["a", "b"], "b", [good.addr(), hanging.addr()]).await;
+        caller_and_endpoints("b", [good.addr(), hanging.addr()]).await;
     policy_mesh::apply(
         &mesh,
         &[
