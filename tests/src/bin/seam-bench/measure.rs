@@ -56,6 +56,18 @@ pub struct Measured {
 }
 
 impl Measured {
+    /// The fixed-rate and the maximum-throughput results of `mode`.
+    pub fn runs(
+        &self,
+        mode: Mode,
+    ) -> (&Result<LatencyRun, String>, &Result<ThroughputRun, String>) {
+        match mode {
+            Mode::Http1 => (&self.http1, &self.http1_max),
+            Mode::Http2 => (&self.http2, &self.http2_max),
+            Mode::NewConnection => (&self.new_connection, &self.new_connection_max),
+        }
+    }
+
     fn latency_mut(&mut self, mode: Mode) -> &mut Result<LatencyRun, String> {
         match mode {
             Mode::Http1 => &mut self.http1,
@@ -200,12 +212,11 @@ async fn measure_all(contenders: &[(&'static str, Running)], setup: &Setup) -> V
     let cpus = setup.pinning.load.as_deref();
     let durations = setup.durations;
     let step = |name: &str, what: &str| eprintln!("seam-bench:   {name}: {what}");
-    for (name, running) in contenders {
-        step(name, "warm-up");
-        let _ = closed_loop(running.http1, Mode::Http1, durations.warm_up, cpus).await;
-    }
     let mut measured: Vec<Measured> = Vec::new();
     for (name, running) in contenders {
+        // Warmed up right before its own run, so every contender starts equally warm.
+        step(name, "warm-up");
+        let _ = closed_loop(running.http1, Mode::Http1, durations.warm_up, cpus).await;
         step(name, "HTTP/1.1 at a fixed rate");
         let pids = procstat::with_children(&running.hop_pids);
         let cpu_before = procstat::total_cpu_time(&pids);
@@ -280,6 +291,9 @@ async fn rounds(
         for turn in 0..contenders.len() {
             let index = (round + turn) % contenders.len();
             let (name, running) = &contenders[index];
+            if runs[index].is_err() {
+                continue;
+            }
             eprintln!(
                 "seam-bench:   {name}: {}: maximum throughput, round {}",
                 mode.label(),

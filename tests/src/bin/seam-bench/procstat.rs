@@ -1,10 +1,13 @@
-//! What the hop processes cost, read from /proc: CPU time (user + system, every thread,
-//! in nanoseconds) and peak resident memory (`VmHWM`). A hop may be several processes
-//! (nginx's master and its worker), so a hop is a root pid plus its children.
+//! What the hop processes cost: CPU time (user + system, every thread, in nanoseconds,
+//! from each process's CPU-time clock) and peak resident memory (`VmHWM` in /proc). A
+//! hop may be several processes (nginx's master and its worker), so a hop is a root pid
+//! plus its children.
 
 use std::time::Duration;
 
 use anyhow::Context;
+use nix::time::{clock_getcpuclockid, clock_gettime};
+use nix::unistd::Pid;
 
 /// Every pid in the trees rooted at `roots` (the roots and their direct children).
 pub fn with_children(roots: &[u32]) -> Vec<u32> {
@@ -36,26 +39,15 @@ fn parent_of(pid: u32) -> Option<u32> {
     after_name.split(' ').nth(1)?.parse().ok()
 }
 
-/// CPU time `pid` has spent so far (user + system, all its threads), in nanoseconds from
-/// each thread's `schedstat`: `/proc/PID/stat` counts in clock ticks (10 ms here), too
-/// coarse for a few seconds at 1,000 requests/s.
+/// CPU time `pid` has spent so far (user + system, all its threads, exited ones too), in
+/// nanoseconds from the process's CPU-time clock: `/proc/PID/stat` counts in clock ticks
+/// (10 ms here), too coarse for a few seconds at 1,000 requests/s.
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
-    let tasks = format!("/proc/{pid}/task");
-    let mut total = Duration::ZERO;
-    for task in std::fs::read_dir(&tasks).with_context(|| format!("cannot list {tasks}"))? {
-        let path = task?.path().join("schedstat");
-        // A thread that exited since the listing has nothing more to count.
-        let Ok(schedstat) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        let on_cpu: u64 = schedstat
-            .split_whitespace()
-            .next()
-            .and_then(|field| field.parse().ok())
-            .with_context(|| format!("{} is malformed: {schedstat:?}", path.display()))?;
-        total += Duration::from_nanos(on_cpu);
-    }
-    Ok(total)
+    let pid = Pid::from_raw(i32::try_from(pid).context("pid out of range")?);
+    let clock = clock_getcpuclockid(pid).with_context(|| format!("no CPU clock for pid {pid}"))?;
+    let spent =
+        clock_gettime(clock).with_context(|| format!("cannot read pid {pid}'s CPU clock"))?;
+    Ok(Duration::from(spent))
 }
 
 /// Total CPU time of `pids`.

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
-use crate::load::{LatencyRun, Percentiles, ThroughputRun};
+use crate::load::{LatencyRun, Mode, Percentiles, ThroughputRun};
 use crate::measure::{Measured, Outcome, Results};
 
 /// One table row's numbers (None: not measured).
@@ -24,57 +24,41 @@ struct Row {
     rss: Option<f64>,
 }
 
-/// Which scenario a table shows.
-#[derive(Clone, Copy)]
-enum Scenario {
-    Http1,
-    Http2,
-    NewConnection,
+/// The results of `mode` that ran.
+fn runs(measured: &Measured, mode: Mode) -> (Option<&LatencyRun>, Option<&ThroughputRun>) {
+    let (latency, max) = measured.runs(mode);
+    (latency.as_ref().ok(), max.as_ref().ok())
 }
 
-impl Scenario {
-    fn runs(self, measured: &Measured) -> (Option<&LatencyRun>, Option<&ThroughputRun>) {
-        let (latency, max) = match self {
-            Self::Http1 => (&measured.http1, &measured.http1_max),
-            Self::Http2 => (&measured.http2, &measured.http2_max),
-            Self::NewConnection => (&measured.new_connection, &measured.new_connection_max),
-        };
-        (latency.as_ref().ok(), max.as_ref().ok())
+/// What went wrong in `mode`, if anything.
+fn problems(measured: &Measured, mode: Mode) -> Vec<String> {
+    let (latency, max) = measured.runs(mode);
+    let mut problems = Vec::new();
+    match latency {
+        Err(err) => problems.push(format!("fixed rate: {err}")),
+        Ok(run) if run.failures > 0 => problems.push(format!(
+            "fixed rate: {} of {} requests failed ({})",
+            run.failures, run.requests, run.failure_detail
+        )),
+        Ok(_) => {}
     }
-
-    fn problems(self, measured: &Measured) -> Vec<String> {
-        let (latency, max) = match self {
-            Self::Http1 => (&measured.http1, &measured.http1_max),
-            Self::Http2 => (&measured.http2, &measured.http2_max),
-            Self::NewConnection => (&measured.new_connection, &measured.new_connection_max),
-        };
-        let mut problems = Vec::new();
-        match latency {
-            Err(err) => problems.push(format!("fixed rate: {err}")),
-            Ok(run) if run.failures > 0 => problems.push(format!(
-                "fixed rate: {} of {} requests failed ({})",
-                run.failures, run.requests, run.failure_detail
-            )),
-            Ok(_) => {}
+    match max {
+        Err(err) => problems.push(format!("max throughput: {err}")),
+        Ok(run) if run.failures > 0 => {
+            problems.push(format!("max throughput: {} requests failed", run.failures))
         }
-        match max {
-            Err(err) => problems.push(format!("max throughput: {err}")),
-            Ok(run) if run.failures > 0 => {
-                problems.push(format!("max throughput: {} requests failed", run.failures))
-            }
-            Ok(_) => {}
-        }
-        problems
+        Ok(_) => {}
     }
+    problems
 }
 
-fn row(measured: &Measured, direct: Option<&Measured>, scenario: Scenario) -> Row {
-    let (latency, max) = scenario.runs(measured);
-    let baseline = direct.and_then(|direct| scenario.runs(direct).0);
+fn row(measured: &Measured, direct: Option<&Measured>, mode: Mode) -> Row {
+    let (latency, max) = runs(measured, mode);
+    let baseline = direct.and_then(|direct| runs(direct, mode).0);
     let added = |pick: fn(&Percentiles) -> f64| -> Option<f64> {
         Some(pick(&latency?.latency_ms) - pick(&baseline?.latency_ms))
     };
-    let headline = matches!(scenario, Scenario::Http1);
+    let headline = matches!(mode, Mode::Http1);
     Row {
         p50: latency.map(|run| run.latency_ms.p50),
         p90: latency.map(|run| run.latency_ms.p90),
@@ -126,12 +110,12 @@ pub fn markdown(results: &Results) -> String {
         let _ = writeln!(out, "- {tool}: {version}");
     }
     let direct = measured(results, "direct");
-    for (title, scenario) in [
-        ("HTTP/1.1, keep-alive (headline)", Scenario::Http1),
-        ("HTTP/2 (h2c into hop 1)", Scenario::Http2),
+    for (title, mode) in [
+        ("HTTP/1.1, keep-alive (headline)", Mode::Http1),
+        ("HTTP/2 (h2c into hop 1)", Mode::Http2),
         (
             "HTTP/1.1, a new connection per request",
-            Scenario::NewConnection,
+            Mode::NewConnection,
         ),
     ] {
         let _ = writeln!(
@@ -144,7 +128,7 @@ pub fn markdown(results: &Results) -> String {
         for (name, outcome) in &results.contenders {
             match outcome {
                 Outcome::Measured(measured) => {
-                    let numbers = row(measured, direct, scenario);
+                    let numbers = row(measured, direct, mode);
                     let _ = writeln!(out, "| {name} | {} |", cells(&numbers).join(" | "));
                     rows.push((*name, numbers));
                 }
@@ -172,7 +156,7 @@ pub fn markdown(results: &Results) -> String {
         }
         for (name, outcome) in &results.contenders {
             if let Outcome::Measured(measured) = outcome {
-                for problem in scenario.problems(measured) {
+                for problem in problems(measured, mode) {
                     let _ = writeln!(out, "\n- {name}: {}", one_line(&problem));
                 }
             }
@@ -275,9 +259,9 @@ pub fn json(results: &Results) -> Value {
 }
 
 fn contender_json(name: &str, measured: &Measured, direct: Option<&Measured>) -> Value {
-    let scenario_json = |scenario: Scenario| {
-        let (latency, max) = scenario.runs(measured);
-        let numbers = row(measured, direct, scenario);
+    let scenario_json = |mode: Mode| {
+        let (latency, max) = runs(measured, mode);
+        let numbers = row(measured, direct, mode);
         let mut value = json!({
             "latency_ms": latency.map(|run| json!(run.latency_ms)),
             "max_rps": max.map(|run| run.rps),
@@ -292,19 +276,19 @@ fn contender_json(name: &str, measured: &Measured, direct: Option<&Measured>) ->
                 "p99": numbers.added_p99,
             });
         }
-        let problems = scenario.problems(measured);
+        let problems = problems(measured, mode);
         if !problems.is_empty() {
             value["problems"] = json!(problems);
         }
         value
     };
-    let mut value = scenario_json(Scenario::Http1);
+    let mut value = scenario_json(Mode::Http1);
     if name != "direct" {
         value["cpu_ms_per_1k_requests"] = json!(measured.cpu_ms_per_1k);
         value["peak_rss_mib"] = json!(measured.peak_rss_mib);
     }
-    value["http2"] = scenario_json(Scenario::Http2);
-    value["new_connection"] = scenario_json(Scenario::NewConnection);
+    value["http2"] = scenario_json(Mode::Http2);
+    value["new_connection"] = scenario_json(Mode::NewConnection);
     value
 }
 
