@@ -27,15 +27,12 @@ pub fn service(peers: Arc<PeerClients>, directory: Arc<Directory>) -> Stack {
         let notes = RouteChoice::of(&request).notes.clone();
         let client = peers.get(&picked.endpoint, || directory.endpoints());
         async move {
-            let outcome = client.send(request).await;
-            if let (Ok(_), Some(notes)) = (&outcome, notes) {
-                notes.answered_by(Upstream {
-                    endpoint: picked.endpoint.address,
-                    identity: picked.endpoint.identity.clone(),
-                });
-            }
-            match outcome {
+            match client.send(request).await {
                 Ok(response) => {
+                    notes.answered_by(Upstream {
+                        endpoint: picked.endpoint.address,
+                        identity: picked.endpoint.identity,
+                    });
                     let (mut parts, body) = response.into_parts();
                     strip_hop_by_hop(&mut parts.headers);
                     Ok(Response::from_parts(parts, body::streamed(body)))

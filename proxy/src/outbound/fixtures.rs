@@ -48,19 +48,15 @@ pub fn service(policy: Policy, endpoints: Vec<Endpoint>) -> Arc<Backend> {
     ))
 }
 
-/// A request as the route and split layers leave it.
+/// A request as the outbound and the split layer leave it.
 pub fn routed(method: &str, path: &str, policy: Policy) -> Request<ProxyBody> {
     routed_to(request(method, path), service(policy, Vec::new()))
 }
 
 pub fn routed_to(mut request: Request<ProxyBody>, service: Arc<Backend>) -> Request<ProxyBody> {
-    let route = service.route_for(&request).clone();
-    let target = route.backends[0].target.clone();
-    request.extensions_mut().insert(RouteChoice {
-        service,
-        route,
-        notes: None,
-    });
+    let choice = RouteChoice::choose(service, &request, Arc::default());
+    let target = choice.route.backends[0].target.clone();
+    request.extensions_mut().insert(choice);
     request.extensions_mut().insert(target);
     request
 }

@@ -49,7 +49,8 @@ use crate::server::{
     CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, first_byte_within, http_server,
     next_connection, strip_hop_by_hop,
 };
-use crate::state::{Directory, Resolution};
+use crate::state::policy::DEFAULT_ROUTE_LABEL;
+use crate::state::{Backend, Directory, Resolution};
 use crate::telemetry::{CountedIo, Handled, Telemetry};
 use crate::tls::TlsState;
 use notes::Notes;
@@ -108,56 +109,74 @@ impl Outbound {
             .telemetry
             .begin(Direction::Outbound, &mut request, None);
         let notes = Arc::new(Notes::default());
-        let (service, response, upstream) = match self.forward(request, &notes).await {
-            Ok((service, response)) => (service, response, notes.upstream()),
+        let (labels, outcome) = self.forward(request, &notes).await;
+        let (response, upstream) = match outcome {
+            Ok(response) => (response, notes.take_upstream()),
             // The proxy wrote this answer; no endpoint did.
-            Err((service, error)) => {
+            Err(error) => {
                 tracing::debug!(%error, "outbound request failed");
-                (service, error.into_response(), None)
+                (error.into_response(), None)
             }
         };
         let handled = Handled {
-            service,
-            route: notes.route_label(),
+            service: labels.service,
+            route: labels.route,
             retries: notes.retries(),
             upstream,
         };
         self.telemetry.finish(call, handled, response)
     }
 
-    /// Sends the request on; both outcomes carry the service label to count it under.
+    /// Sends the request on, within its route's timeout; the outcome comes with the
+    /// labels to count it under.
     async fn forward(
         &self,
         request: Request<Incoming>,
         notes: &Arc<Notes>,
-    ) -> Result<(Arc<str>, Response<ProxyBody>), (Arc<str>, ProxyError)> {
-        let unknown = |error| (self.unknown_service.clone(), error);
-        let authority = target::requested_authority(&request).map_err(unknown)?;
-        let key = target::service_key(&authority);
-        let backend = match self
-            .directory
-            .resolve(&key, FIRST_LOOKUP_WAIT)
-            .await
-            .map_err(|err| unknown(err.into()))?
-        {
-            Resolution::Found(backend) => backend,
-            Resolution::NotFound => {
-                return Err(unknown(ProxyError::UnknownService(key.into_owned())));
-            }
-            Resolution::Pending => {
-                return Err(unknown(ProxyError::DiscoveryPending(key.into_owned())));
+    ) -> (Labels, Result<Response<ProxyBody>, ProxyError>) {
+        let (authority, backend) = match self.resolve(&request).await {
+            Ok(found) => found,
+            Err(error) => {
+                let labels = Labels {
+                    service: self.unknown_service.clone(),
+                    route: DEFAULT_ROUTE_LABEL.clone(),
+                };
+                return (labels, Err(error));
             }
         };
-        let service = backend.name.clone();
         let mut request = to_peer_request(request.map(body::streamed), authority);
-        let choice = RouteChoice::choose(backend, &request, Some(notes.clone()));
+        let choice = RouteChoice::choose(backend, &request, notes.clone());
+        let labels = Labels {
+            service: choice.service.name.clone(),
+            route: choice.route.label.clone(),
+        };
         let limit = choice.route.policy.timeout;
         request.extensions_mut().insert(choice);
-        match timeout::within(limit, self.stack.send(request)).await {
-            Ok(response) => Ok((service, response)),
-            Err(error) => Err((service, error)),
+        (
+            labels,
+            timeout::within(limit, self.stack.send(request)).await,
+        )
+    }
+
+    /// The authority the request names and the service it resolves to.
+    async fn resolve(
+        &self,
+        request: &Request<Incoming>,
+    ) -> Result<(Authority, Arc<Backend>), ProxyError> {
+        let authority = target::requested_authority(request)?;
+        let key = target::service_key(&authority);
+        match self.directory.resolve(&key, FIRST_LOOKUP_WAIT).await? {
+            Resolution::Found(backend) => Ok((authority, backend)),
+            Resolution::NotFound => Err(ProxyError::UnknownService(key.into_owned())),
+            Resolution::Pending => Err(ProxyError::DiscoveryPending(key.into_owned())),
         }
     }
+}
+
+/// What the outbound counts a request under.
+struct Labels {
+    service: Arc<str>,
+    route: Arc<str>,
 }
 
 /// The request as it goes to the peer: the authority the app asked for (in the Host

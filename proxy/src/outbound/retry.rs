@@ -153,9 +153,7 @@ async fn retrying(
             return outcome;
         }
         metrics.retried(service, reason.as_str());
-        if let Some(notes) = &choice.notes {
-            notes.retried();
-        }
+        choice.notes.retried();
         tracing::debug!(%service, reason = reason.as_str(), attempt, "retrying");
         avoid = endpoint.get();
         drop(outcome);

@@ -12,25 +12,18 @@ use crate::state::Backend;
 use crate::state::policy::Route;
 
 /// The service snapshot a request started with, the route it matched, and the notes
-/// the outbound reads when the request is over (absent in unit tests of one layer).
+/// the outbound reads when the request is over.
 #[derive(Clone, Debug)]
 pub struct RouteChoice {
     pub service: Arc<Backend>,
     pub route: Arc<Route>,
-    pub notes: Option<Arc<Notes>>,
+    pub notes: Arc<Notes>,
 }
 
 impl RouteChoice {
-    /// Matches `request` against `service`'s routes and notes the route taken.
-    pub fn choose<B>(
-        service: Arc<Backend>,
-        request: &Request<B>,
-        notes: Option<Arc<Notes>>,
-    ) -> Self {
+    /// Matches `request` against `service`'s routes.
+    pub fn choose<B>(service: Arc<Backend>, request: &Request<B>, notes: Arc<Notes>) -> Self {
         let route = service.route_for(request).clone();
-        if let Some(notes) = &notes {
-            notes.took_route(&route);
-        }
         Self {
             service,
             route,
@@ -78,11 +71,10 @@ mod tests {
             ("/v2/x", v2.timeout, "/v2*"),
             ("/v1", Policy::default().timeout, "default"),
         ] {
-            let notes = Arc::new(Notes::default());
             let request = fixtures::request("GET", path);
-            let choice = RouteChoice::choose(service.clone(), &request, Some(notes.clone()));
+            let choice = RouteChoice::choose(service.clone(), &request, Arc::default());
             assert_eq!(choice.route.policy.timeout, timeout, "{path}");
-            assert_eq!(&*notes.route_label(), label, "{path}");
+            assert_eq!(&*choice.route.label, label, "{path}");
         }
     }
 }

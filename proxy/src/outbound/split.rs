@@ -60,7 +60,7 @@ mod tests {
         let total = 10_000;
         for _ in 0..total {
             let mut request = fixtures::request("GET", "/");
-            let choice = RouteChoice::choose(service.clone(), &request, None);
+            let choice = RouteChoice::choose(service.clone(), &request, Arc::default());
             request.extensions_mut().insert(choice);
             let response = stack.send(request).await.unwrap();
             if response.headers()["x-target"] == "api-v2" {
