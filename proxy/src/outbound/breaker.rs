@@ -44,22 +44,21 @@ pub fn layer(metrics: Arc<Metrics>) -> impl Layer<Stack, Service = Stack> + Clon
     layer_fn(move |inner: Stack| {
         let metrics = metrics.clone();
         Stack::new(move |request: Request<ProxyBody>| {
-            let inner = inner.clone();
+            let choice = RouteChoice::of(&request).clone();
+            let picked = request
+                .extensions()
+                .get::<Picked>()
+                .cloned()
+                .expect("the balancer runs above the endpoint layer");
+            if let Some(attempt) = request.extensions().get::<AttemptEndpoint>() {
+                attempt.set(picked.endpoint.address);
+            }
+            let in_flight = picked.state.start();
+            let call = inner.send(request);
             let metrics = metrics.clone();
             async move {
-                let choice = RouteChoice::of(&request).clone();
-                let picked = request
-                    .extensions()
-                    .get::<Picked>()
-                    .cloned()
-                    .expect("the balancer runs above the endpoint layer");
-                if let Some(attempt) = request.extensions().get::<AttemptEndpoint>() {
-                    attempt.set(picked.endpoint.address);
-                }
                 let policy = &choice.route.policy;
-                let in_flight = picked.state.start();
                 let started = picked.at;
-                let call = inner.send(request);
                 let outcome = match policy.retries.per_try_timeout {
                     Some(limit) => tokio::time::timeout(limit, call)
                         .await

@@ -33,13 +33,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_hanging_request_gets_504_naming_the_timeout_exactly_on_time() {
-        let policy = Policy {
-            timeout: Some(Duration::from_secs(2)),
-            ..Policy::default()
-        };
         let started = Instant::now();
         let call = fixtures::hang().send(fixtures::routed("GET", "/", Policy::default()));
-        let error = within(policy.timeout, call).await.unwrap_err();
+        let error = within(Some(Duration::from_secs(2)), call)
+            .await
+            .unwrap_err();
         assert_eq!(started.elapsed(), Duration::from_secs(2));
         assert_eq!(error.status().as_u16(), 504);
         assert_eq!(error.to_string(), "timeout after 2s");

@@ -122,12 +122,9 @@ pub struct Handled {
 
 /// How a request ended, for the metrics, the span and the access log.
 struct Done {
-    service: Arc<str>,
-    route: Arc<str>,
-    retries: u32,
+    handled: Handled,
     status: u16,
     grpc_status: Option<u32>,
-    upstream: Option<Upstream>,
 }
 
 pub struct Telemetry {
@@ -234,12 +231,9 @@ impl Telemetry {
         response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
         let done = Done {
-            service: handled.service,
-            route: handled.route,
-            retries: handled.retries,
+            handled,
             status: response.status().as_u16(),
             grpc_status: grpc_status::from_headers(response.headers()),
-            upstream: handled.upstream,
         };
         if grpc_status::in_trailers(response.headers()) {
             let telemetry = self.clone();
@@ -264,13 +258,13 @@ impl Telemetry {
         let elapsed = call.started.elapsed();
         let peer = match call.direction {
             Direction::Inbound => call.caller.as_ref(),
-            Direction::Outbound => done.upstream.as_ref().map(|up| &up.identity),
+            Direction::Outbound => done.handled.upstream.as_ref().map(|up| &up.identity),
         }
         .map(SpiffeId::shared);
         self.metrics.record_request(&RequestRecord {
             direction: call.direction,
-            service: &done.service,
-            route: &done.route,
+            service: &done.handled.service,
+            route: &done.handled.route,
             status: done.status,
             grpc_status: done.grpc_status,
             // The peer's identity came from mTLS; plaintext callers and requests that
@@ -283,14 +277,11 @@ impl Telemetry {
             authority: String::new(),
             path: String::new(),
         });
-        if let Some(log) = &self.access_log {
+        if let (Some(log), Some(start_time)) = (&self.access_log, call.start_time) {
             log.write(&Entry {
-                time: humantime::format_rfc3339_millis(
-                    call.start_time.unwrap_or_else(SystemTime::now),
-                )
-                .to_string(),
+                time: humantime::format_rfc3339_millis(start_time).to_string(),
                 direction: call.direction.as_str(),
-                service: &done.service,
+                service: &done.handled.service,
                 trace_id: call.trace_id(),
                 method: call.method.as_str(),
                 authority: &target.authority,
@@ -298,26 +289,30 @@ impl Telemetry {
                 status: done.status,
                 grpc_status: done.grpc_status,
                 duration_seconds: elapsed.as_secs_f64(),
-                upstream: done.upstream.as_ref().map(|up| up.endpoint.to_string()),
+                upstream: done
+                    .handled
+                    .upstream
+                    .as_ref()
+                    .map(|up| up.endpoint.to_string()),
                 peer_identity: peer.as_deref(),
-                retries: done.retries,
+                retries: done.handled.retries,
             });
         }
         if let Some(mut span) = call.span {
             let mut attributes = vec![
                 KeyValue::new("http.request.method", call.method.as_str().to_owned()),
-                KeyValue::new("http.route", done.route.to_string()),
+                KeyValue::new("http.route", done.handled.route.to_string()),
                 KeyValue::new("http.response.status_code", i64::from(done.status)),
                 KeyValue::new("url.path", target.path),
                 KeyValue::new("server.address", target.authority),
-                KeyValue::new("seam.service", done.service.to_string()),
+                KeyValue::new("seam.service", done.handled.service.to_string()),
                 KeyValue::new("seam.direction", call.direction.as_str()),
-                KeyValue::new("seam.retries", i64::from(done.retries)),
+                KeyValue::new("seam.retries", i64::from(done.handled.retries)),
             ];
             if let Some(peer) = peer {
                 attributes.push(KeyValue::new("seam.peer.identity", peer.to_string()));
             }
-            if let Some(upstream) = &done.upstream {
+            if let Some(upstream) = &done.handled.upstream {
                 attributes.push(KeyValue::new(
                     "network.peer.address",
                     upstream.endpoint.ip().to_string(),

@@ -44,7 +44,6 @@ impl Setup {
     async fn send(&self) -> Result<u16, ProxyError> {
         let request = fixtures::routed_to(fixtures::request("GET", "/"), self.service.clone());
         self.stack
-            .clone()
             .send(request)
             .await
             .map(|response| response.status().as_u16())

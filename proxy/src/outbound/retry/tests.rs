@@ -181,10 +181,7 @@ async fn the_budget_caps_retries_at_its_share_of_requests() {
     let (stack, calls, metrics) = build(vec![Outcome::Status(503)]);
     let requests = 1_000;
     for _ in 0..requests {
-        let _ = stack
-            .clone()
-            .send(request("GET", b"", budgeted.clone()))
-            .await;
+        let _ = stack.send(request("GET", b"", budgeted.clone())).await;
     }
     let retries = calls.lock().unwrap().len() - requests;
     assert!(
