@@ -61,7 +61,6 @@ impl ConnectionLimit {
 /// The header that tells an app which mesh identity called it.
 pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("x-seam-client-id");
 
-/// A server for HTTP/1.1 and HTTP/2 (told apart by the HTTP/2 preface).
 /// The server for other proxies' mTLS connections: as `http_server`, but with no header
 /// read timeout, which hyper also applies while a kept-alive connection waits for its
 /// next request: it would close the callers' pooled connections after 10 s of quiet,
@@ -73,6 +72,7 @@ pub fn peer_http_server(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
+/// A server for HTTP/1.1 and HTTP/2 (told apart by the HTTP/2 preface).
 pub fn http_server(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

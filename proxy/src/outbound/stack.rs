@@ -1,6 +1,7 @@
 //! The type every layer of the outbound request path is: a shared function from request to
-//! boxed response future. Cloning one (each request does, at every layer) bumps a
-//! reference count; tower's boxed services would copy the whole chain of layers below.
+//! boxed response future. Cloning one (a layer whose future outlives its call does, per
+//! request) bumps a reference count; tower's boxed services would copy the whole chain of
+//! layers below.
 //! There is no `poll_ready`: back-pressure is the load balancer's and the breaker's
 //! business, answered per request.
 

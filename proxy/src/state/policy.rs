@@ -1,7 +1,8 @@
 //! How requests to a service are handled, in the proxy's own validated types: the
 //! policy (timeouts, retries, circuit breaking, load shedding, balancing), the routes
 //! that pick a policy and a weighted set of backends for a request, and the targets
-//! (one service's endpoints) the balancer chooses among. Pure data and matching.
+//! (one service's endpoints) the balancer chooses among, with the balancer's per-snapshot
+//! cache of their state. Data and matching; no I/O.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
