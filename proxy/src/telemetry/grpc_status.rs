@@ -5,18 +5,18 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{HeaderMap, header};
+use http::{HeaderMap, HeaderName, header};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, SizeHint};
 
 use crate::body::ProxyBody;
 
-const GRPC_STATUS: &str = "grpc-status";
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// The `grpc-status` in these headers or trailers, if any.
 pub fn from_headers(headers: &HeaderMap) -> Option<u32> {
     headers
-        .get(GRPC_STATUS)
+        .get(&GRPC_STATUS)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse().ok())
 }
@@ -30,7 +30,7 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 
 /// Whether this is a gRPC response whose status will come in trailers.
 pub fn in_trailers(headers: &HeaderMap) -> bool {
-    is_grpc(headers) && !headers.contains_key(GRPC_STATUS)
+    is_grpc(headers) && !headers.contains_key(&GRPC_STATUS)
 }
 
 /// `body`, unchanged, calling `done` once with the trailers' `grpc-status` when they pass,

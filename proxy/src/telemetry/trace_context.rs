@@ -113,7 +113,7 @@ pub fn extract(headers: &HeaderMap, propagation: Propagation) -> Option<SpanCont
 pub fn inject(headers: &mut HeaderMap, propagation: Propagation, context: &SpanContext) {
     let sampled = context.sampled.unwrap_or(false);
     if propagation.w3c {
-        headers.insert(TRACEPARENT, header_value(traceparent(context)));
+        headers.insert(TRACEPARENT, traceparent(context));
         headers.remove(TRACESTATE);
         if let Some(tracestate) = &context.tracestate {
             headers.insert(TRACESTATE, tracestate.clone());
@@ -144,7 +144,7 @@ pub fn inject(headers: &mut HeaderMap, propagation: Propagation, context: &SpanC
 }
 
 /// `00-<trace id>-<span id>-<flags>`, hex-encoded in place (every request writes one).
-pub fn traceparent(context: &SpanContext) -> String {
+pub fn traceparent(context: &SpanContext) -> HeaderValue {
     const FITS: &str = "the ids fit their hex width";
     let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
     hex::encode_to_slice(context.trace_id.to_be_bytes(), &mut text[3..35]).expect(FITS);
@@ -152,46 +152,53 @@ pub fn traceparent(context: &SpanContext) -> String {
     if context.sampled.unwrap_or(false) {
         text[54] = b'1';
     }
-    String::from_utf8(text.to_vec()).expect("hex digits and dashes are ASCII")
+    HeaderValue::from_bytes(&text).expect("hex digits and dashes make a valid header value")
 }
 
 /// Parses a W3C `traceparent` (version 00, or a later version read as 00 would be).
-/// The specification allows lowercase hex only.
+/// The specification allows lowercase hex only. Every field has a fixed width, so the
+/// fields are read at their positions (every inbound request parses one).
 pub fn parse_traceparent(value: &str) -> Option<SpanContext> {
-    if value.bytes().any(|byte| byte.is_ascii_uppercase()) {
+    let value = value.trim().as_bytes();
+    // `vv-` + 32 + `-` + 16 + `-` + `ff`: 55 bytes; a later version may add `-...`.
+    if value.len() < TRACEPARENT_LEN
+        || [2, 35, 52].iter().any(|&dash| value[dash] != b'-')
+        || value.iter().any(u8::is_ascii_uppercase)
+    {
         return None;
     }
-    let mut parts = value.trim().split('-');
-    let version = parts.next()?;
-    let trace_id = parts.next()?;
-    let span_id = parts.next()?;
-    let flags = parts.next()?;
-    let rest = parts.next();
-    if version.len() != 2 || version == "ff" || (version == "00" && rest.is_some()) {
+    let (fields, rest) = value.split_at(TRACEPARENT_LEN);
+    let version = hex_bytes::<1>(&fields[..2])?[0];
+    if version == 0xff
+        || (version == 0 && !rest.is_empty())
+        || rest.first().is_some_and(|&b| b != b'-')
+    {
         return None;
     }
-    u8::from_str_radix(version, 16).ok()?;
-    let flags = hex_u8(flags)?;
+    let flags = hex_bytes::<1>(&fields[53..55])?[0];
     Some(SpanContext {
-        trace_id: hex_id::<u128>(trace_id, 32)?,
-        span_id: hex_id::<u64>(span_id, 16)?,
+        trace_id: hex_id(&fields[3..35])?,
+        span_id: hex_id(&fields[36..52])?,
         sampled: Some(flags & 1 == 1),
         tracestate: None,
     })
 }
+
+/// The length of a version-00 `traceparent`.
+const TRACEPARENT_LEN: usize = 55;
 
 /// Parses `b3: {trace id}-{span id}[-{sampling}[-{parent span id}]]`. A lone sampling
 /// decision (`b3: 0`) carries no context and reads as none.
 pub fn parse_b3_single(value: &str) -> Option<SpanContext> {
     let mut parts = value.trim().split('-');
     let trace_id = b3_trace_id(parts.next()?)?;
-    let span_id = hex_id::<u64>(parts.next()?, 16)?;
+    let span_id = hex_id::<u64>(parts.next()?)?;
     let sampled = match parts.next() {
         None => None,
         Some(flag) => Some(b3_sampled(flag)?),
     };
     if let Some(parent) = parts.next() {
-        hex_id::<u64>(parent, 16)?;
+        hex_id::<u64>(parent)?;
     }
     if parts.next().is_some() {
         return None;
@@ -207,7 +214,7 @@ pub fn parse_b3_single(value: &str) -> Option<SpanContext> {
 /// Parses the `X-B3-TraceId`/`X-B3-SpanId`/`X-B3-Sampled`/`X-B3-Flags` set.
 pub fn parse_b3_multi(headers: &HeaderMap) -> Option<SpanContext> {
     let trace_id = b3_trace_id(header_str(headers, &B3_TRACE_ID)?)?;
-    let span_id = hex_id::<u64>(header_str(headers, &B3_SPAN_ID)?, 16)?;
+    let span_id = hex_id::<u64>(header_str(headers, &B3_SPAN_ID)?)?;
     let debug = header_str(headers, &B3_FLAGS) == Some("1");
     let sampled = match header_str(headers, &B3_SAMPLED) {
         _ if debug => Some(true),
@@ -246,8 +253,8 @@ pub fn sample(parent: Option<&SpanContext>, trace_id: u128, ratio: f64) -> bool 
 
 fn b3_trace_id(value: &str) -> Option<u128> {
     match value.len() {
-        16 => hex_id::<u64>(value, 16).map(u128::from),
-        _ => hex_id::<u128>(value, 32),
+        16 => hex_id::<u64>(value).map(u128::from),
+        _ => hex_id::<u128>(value),
     }
 }
 
@@ -259,38 +266,31 @@ fn b3_sampled(flag: &str) -> Option<bool> {
     }
 }
 
-/// A fixed-width, lowercase-or-uppercase hex id that is not all zeros.
-fn hex_id<T: FromHex + PartialEq + Default>(text: &str, width: usize) -> Option<T> {
-    if text.len() != width {
-        return None;
-    }
-    T::from_hex(text).filter(|id| *id != T::default())
+/// A lowercase-or-uppercase hex id of exactly its type's width that is not all zeros.
+fn hex_id<T: FromHex + PartialEq + Default>(digits: impl AsRef<[u8]>) -> Option<T> {
+    T::from_hex(digits.as_ref()).filter(|id| *id != T::default())
 }
 
-fn hex_u8(text: &str) -> Option<u8> {
-    if text.len() != 2 {
-        return None;
-    }
-    u8::from_str_radix(text, 16).ok()
+/// `N` bytes from exactly `2 * N` hex digits.
+fn hex_bytes<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
+    let mut bytes = [0; N];
+    hex::decode_to_slice(digits, &mut bytes).ok()?;
+    Some(bytes)
 }
 
 trait FromHex: Sized {
-    fn from_hex(text: &str) -> Option<Self>;
+    fn from_hex(digits: &[u8]) -> Option<Self>;
 }
 
 impl FromHex for u64 {
-    fn from_hex(text: &str) -> Option<Self> {
-        let mut bytes = [0; 8];
-        hex::decode_to_slice(text, &mut bytes).ok()?;
-        Some(Self::from_be_bytes(bytes))
+    fn from_hex(digits: &[u8]) -> Option<Self> {
+        hex_bytes(digits).map(Self::from_be_bytes)
     }
 }
 
 impl FromHex for u128 {
-    fn from_hex(text: &str) -> Option<Self> {
-        let mut bytes = [0; 16];
-        hex::decode_to_slice(text, &mut bytes).ok()?;
-        Some(Self::from_be_bytes(bytes))
+    fn from_hex(digits: &[u8]) -> Option<Self> {
+        hex_bytes(digits).map(Self::from_be_bytes)
     }
 }
 

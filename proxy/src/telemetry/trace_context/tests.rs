@@ -78,6 +78,24 @@ fn traceparent_table() {
             None,
         ),
         ("", None),
+        // Fields are read at fixed positions: a later version without extra fields is
+        // fine; a misplaced dash, a non-hex version or a glued suffix is not.
+        (
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            Some(true),
+        ),
+        (
+            "00-4bf92f3577b34da6a3ce929d0e0e47360-0f067aa0ba902b7-01",
+            None,
+        ),
+        (
+            "0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            None,
+        ),
+        (
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            None,
+        ),
     ];
     for (value, sampled) in cases {
         let parsed = parse_traceparent(value);
