@@ -10,27 +10,20 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::Request;
 use rand::Rng;
 use tokio::time::Instant;
 use tower::{Layer, layer::layer_fn};
 
-use super::Stack;
 use super::endpoints::{DEFAULT_RTT, EndpointState, EndpointStates};
-use super::route::RouteChoice;
-use crate::body::ProxyBody;
+use super::{Attempt, Stack};
 use crate::metrics::Metrics;
 use crate::proxy_error::ProxyError;
 use crate::state::policy::{LoadBalancer, Target};
 use crate::state::{Directory, Endpoint};
-
-/// The endpoint the previous attempt of this request failed on.
-#[derive(Clone, Copy, Debug)]
-pub struct Avoid(pub SocketAddr);
+use crate::telemetry::Upstream;
 
 /// The endpoint picked for an attempt, with the state of its backend's endpoints (the
-/// breaker needs them for `max_ejection_percent`) and the backend itself, taken out of
-/// the request (one extension fewer for every attempt to carry).
+/// breaker needs them for `max_ejection_percent`) and the backend itself.
 #[derive(Clone, Debug)]
 pub struct Picked {
     pub endpoint: Endpoint,
@@ -51,15 +44,19 @@ pub fn layer(
         let states = states.clone();
         let directory = directory.clone();
         let metrics = metrics.clone();
-        Stack::from_fn(move |mut request: Request<ProxyBody>| {
-            let target = request
-                .extensions_mut()
-                .remove::<Arc<Target>>()
+        Stack::from_fn(move |mut attempt: Attempt| {
+            let target = attempt
+                .target
+                .take()
                 .expect("the split layer runs above the balancer");
-            match pick(&states, &directory, &request, target) {
+            match pick(&states, &directory, &attempt, target) {
                 Ok(picked) => {
-                    request.extensions_mut().insert(picked);
-                    inner.send(request)
+                    attempt.choice.notes.attempted(Upstream {
+                        endpoint: picked.endpoint.address,
+                        identity: picked.endpoint.identity.clone(),
+                    });
+                    attempt.picked = Some(picked);
+                    inner.send(attempt)
                 }
                 Err(error) => {
                     if let ProxyError::LoadShed { service, .. } = &error {
@@ -75,10 +72,10 @@ pub fn layer(
 fn pick(
     states: &EndpointStates,
     directory: &Directory,
-    request: &Request<ProxyBody>,
+    attempt: &Attempt,
     target: Arc<Target>,
 ) -> Result<Picked, ProxyError> {
-    let policy = &RouteChoice::of(request).route.policy;
+    let policy = &attempt.choice.route.policy;
     if target.endpoints.is_empty() {
         return Err(ProxyError::NoEndpoints(target.service.to_string()));
     }
@@ -114,10 +111,10 @@ fn pick(
             ProxyError::AllEjected(target.service.to_string())
         });
     }
-    if let Some(Avoid(address)) = request.extensions().get::<Avoid>()
+    if let Some(address) = attempt.avoid
         && eligible.len() > 1
     {
-        eligible.retain(|&i| siblings[i].address != *address);
+        eligible.retain(|&i| siblings[i].address != address);
     }
     // An endpoint whose ejection has ended gets its probe before anything else, however
     // its old latency compares: otherwise the balancer might never try it again.

@@ -8,53 +8,31 @@
 //! × the times it was ejected, unless that would hold out more than
 //! `max_ejection_percent` of its backend's endpoints.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use http::Request;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tower::{Layer, layer::layer_fn};
 
-use super::Stack;
 use super::balance::Picked;
 use super::endpoints::{FAILURE_PENALTY, Verdict};
 use super::grpc;
 use super::route::RouteChoice;
-use crate::body::ProxyBody;
+use super::{Attempt, Stack};
 use crate::metrics::Metrics;
 use crate::proxy_error::ProxyError;
-
-/// Where an attempt went, for the retry layer to avoid that endpoint next time.
-#[derive(Clone, Debug, Default)]
-pub struct AttemptEndpoint(Arc<OnceLock<SocketAddr>>);
-
-impl AttemptEndpoint {
-    pub fn get(&self) -> Option<SocketAddr> {
-        self.0.get().copied()
-    }
-
-    /// Records the endpoint (once; an attempt has one).
-    pub fn set(&self, address: SocketAddr) {
-        let _ = self.0.set(address);
-    }
-}
 
 pub fn layer(metrics: Arc<Metrics>) -> impl Layer<Stack, Service = Stack> + Clone {
     layer_fn(move |inner: Stack| {
         let metrics = metrics.clone();
-        Stack::new(move |request: Request<ProxyBody>| {
-            let choice = RouteChoice::of(&request).clone();
-            let picked = request
-                .extensions()
-                .get::<Picked>()
-                .cloned()
+        Stack::new(move |attempt: Attempt| {
+            let choice = attempt.choice.clone();
+            let picked = attempt
+                .picked
+                .clone()
                 .expect("the balancer runs above the endpoint layer");
-            if let Some(attempt) = request.extensions().get::<AttemptEndpoint>() {
-                attempt.set(picked.endpoint.address);
-            }
             let in_flight = picked.state.start();
-            let call = inner.send(request);
+            let call = inner.send(attempt);
             let metrics = metrics.clone();
             async move {
                 let policy = &choice.route.policy;

@@ -1,4 +1,4 @@
-//! Test stand-ins for the layers' neighbours: requests carrying a service snapshot and
+//! Test stand-ins for the layers' neighbours: attempts carrying a service snapshot and
 //! route, and inner services that answer, hang, or play a script of outcomes while
 //! recording what they saw. Real sockets are covered end to end in `seam-tests`; these
 //! let each layer be tested alone, with tokio's paused clock.
@@ -11,12 +11,11 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use tokio::time::Instant;
 
-use super::Stack;
-use super::balance::{Avoid, Picked};
 use super::route::RouteChoice;
+use super::{Attempt, Stack};
 use crate::body::{self, ProxyBody};
 use crate::proxy_error::ProxyError;
-use crate::state::policy::{Policy, Target};
+use crate::state::policy::Policy;
 use crate::state::{Backend, Endpoint};
 
 pub fn request(method: &str, path: &str) -> Request<ProxyBody> {
@@ -48,17 +47,18 @@ pub fn service(policy: Policy, endpoints: Vec<Endpoint>) -> Arc<Backend> {
     ))
 }
 
-/// A request as the outbound and the split layer leave it.
-pub fn routed(method: &str, path: &str, policy: Policy) -> Request<ProxyBody> {
+/// An attempt as the outbound and the split layer leave it.
+pub fn routed(method: &str, path: &str, policy: Policy) -> Attempt {
     routed_to(request(method, path), service(policy, Vec::new()))
 }
 
-pub fn routed_to(mut request: Request<ProxyBody>, service: Arc<Backend>) -> Request<ProxyBody> {
+pub fn routed_to(request: Request<ProxyBody>, service: Arc<Backend>) -> Attempt {
     let choice = RouteChoice::choose(service, &request, Arc::default());
     let target = choice.route.backends[0].target.clone();
-    request.extensions_mut().insert(choice);
-    request.extensions_mut().insert(target);
-    request
+    Attempt {
+        target: Some(target),
+        ..Attempt::new(request, choice)
+    }
 }
 
 fn status(code: u16) -> Response<ProxyBody> {
@@ -69,24 +69,19 @@ fn status(code: u16) -> Response<ProxyBody> {
 }
 
 pub fn answer(code: u16) -> Stack {
-    Stack::new(move |_request: Request<ProxyBody>| async move { Ok(status(code)) })
+    Stack::new(move |_attempt: Attempt| async move { Ok(status(code)) })
 }
 
 pub fn hang() -> Stack {
-    Stack::new(|_request: Request<ProxyBody>| {
+    Stack::new(|_attempt: Attempt| {
         std::future::pending::<Result<Response<ProxyBody>, ProxyError>>()
     })
 }
 
 /// Answers 200 with the split's target service in `x-target`.
 pub fn answer_with_target() -> Stack {
-    Stack::new(|request: Request<ProxyBody>| {
-        let target = request
-            .extensions()
-            .get::<Arc<Target>>()
-            .unwrap()
-            .service
-            .clone();
+    Stack::new(|attempt: Attempt| {
+        let target = attempt.target.unwrap().service.clone();
         async move {
             let mut response = status(200);
             response
@@ -120,13 +115,19 @@ pub fn scripted(script: Vec<Outcome>) -> (Stack, Arc<Mutex<Vec<Call>>>) {
     let calls = Arc::new(Mutex::new(Vec::<Call>::new()));
     let log = calls.clone();
     let script = Arc::new(script);
-    let stack = Stack::new(move |request: Request<ProxyBody>| {
+    let stack = Stack::new(move |attempt: Attempt| {
         let calls = calls.clone();
         let script = script.clone();
         async move {
             let at = Instant::now();
-            let avoid = request.extensions().get::<Avoid>().map(|a| a.0);
-            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let avoid = attempt.avoid;
+            let body = attempt
+                .request
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes();
             let index = {
                 let mut calls = calls.lock().unwrap();
                 calls.push(Call { at, body, avoid });
@@ -183,13 +184,8 @@ pub fn by_endpoint(
 ) -> (Stack, Arc<Mutex<Vec<SocketAddr>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
-    let stack = Stack::new(move |request: Request<ProxyBody>| {
-        let address = request
-            .extensions()
-            .get::<Picked>()
-            .unwrap()
-            .endpoint
-            .address;
+    let stack = Stack::new(move |attempt: Attempt| {
+        let address = attempt.picked.unwrap().endpoint.address;
         seen.lock().unwrap().push(address);
         let fails = failing.lock().unwrap().contains(&address);
         let hangs = hanging.contains(&address);

@@ -59,7 +59,7 @@ use route::RouteChoice;
 pub use endpoints::{EndpointState, EndpointStates};
 pub use peers::PeerClients;
 
-pub use stack::Stack;
+pub use stack::{Attempt, Stack};
 
 /// How long the first request for a new service waits for the control plane's answer.
 const FIRST_LOOKUP_WAIT: Duration = Duration::from_secs(3);
@@ -144,17 +144,17 @@ impl Outbound {
                 return (labels, Err(error));
             }
         };
-        let mut request = to_peer_request(request.map(body::streamed), authority);
+        let request = to_peer_request(request.map(body::streamed), authority);
         let choice = RouteChoice::choose(backend, &request, notes.clone());
         let labels = Labels {
             service: choice.service.name.clone(),
             route: choice.route.label.clone(),
         };
         let limit = choice.route.policy.timeout;
-        request.extensions_mut().insert(choice);
+        let attempt = Attempt::new(request, choice);
         (
             labels,
-            timeout::within(limit, self.stack.send(request)).await,
+            timeout::within(limit, self.stack.send(attempt)).await,
         )
     }
 

@@ -1,8 +1,9 @@
-//! What the stack learns about a request that the outbound's telemetry, above the
-//! stack, needs once the request is over: how many retries were sent and which endpoint
-//! answered. The outbound keeps one `Notes` and puts it in the request's `RouteChoice`;
-//! it survives an error as well as a response.
+//! What the stack learns about a request that the layers above it need: how many
+//! retries were sent, and which endpoint the latest attempt went to (the one to avoid
+//! next, and the one that answered when an answer came). The outbound keeps one `Notes`
+//! in the request's `RouteChoice`; it survives an error as well as a response.
 
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -23,13 +24,23 @@ impl Notes {
         self.retries.load(Ordering::Relaxed)
     }
 
-    /// Records the endpoint that answered an attempt (a later attempt's answer replaces
-    /// it: the app gets the last one).
-    pub fn answered_by(&self, upstream: Upstream) {
+    /// Records the endpoint an attempt goes to (a later attempt's replaces it: attempts
+    /// follow one another).
+    pub fn attempted(&self, upstream: Upstream) {
         *self.upstream.lock().expect("notes lock poisoned") = Some(upstream);
     }
 
-    /// Takes the endpoint that answered last, if one did.
+    /// The endpoint of the latest attempt, if one was sent.
+    pub fn last_attempted(&self) -> Option<SocketAddr> {
+        self.upstream
+            .lock()
+            .expect("notes lock poisoned")
+            .as_ref()
+            .map(|upstream| upstream.endpoint)
+    }
+
+    /// Takes the endpoint of the latest attempt: the one that answered, when the stack
+    /// returned a response.
     pub fn take_upstream(&self) -> Option<Upstream> {
         self.upstream.lock().expect("notes lock poisoned").take()
     }

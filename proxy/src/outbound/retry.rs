@@ -16,12 +16,9 @@ use http::{Method, Request, Response};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, layer::layer_fn};
 
-use super::Stack;
-use super::balance::Avoid;
-use super::breaker::AttemptEndpoint;
 use super::grpc;
 use super::replay::{MAX_REPLAY_BYTES, Replay};
-use super::route::RouteChoice;
+use super::{Attempt, Stack};
 use crate::backoff::Backoff;
 use crate::body::ProxyBody;
 use crate::metrics::Metrics;
@@ -90,8 +87,8 @@ pub fn layer(
     layer_fn(move |inner: Stack| {
         let budgets = budgets.clone();
         let metrics = metrics.clone();
-        Stack::new(move |request: Request<ProxyBody>| {
-            retrying(inner.clone(), budgets.clone(), metrics.clone(), request)
+        Stack::new(move |attempt: Attempt| {
+            retrying(inner.clone(), budgets.clone(), metrics.clone(), attempt)
         })
     })
 }
@@ -100,34 +97,37 @@ async fn retrying(
     inner: Stack,
     budgets: Arc<Budgets>,
     metrics: Arc<Metrics>,
-    request: Request<ProxyBody>,
+    first: Attempt,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let choice = RouteChoice::of(&request).clone();
-    let policy = &choice.route.policy.retries;
-    let service = &choice.service.name;
-    let budget = budgets.for_service(service, policy.budget_percent);
+    let policy = &first.choice.route.policy.retries;
+    let budget = budgets.for_service(&first.choice.service.name, policy.budget_percent);
     budget.deposit();
     if policy.attempts == 0 {
-        return inner.send(request).await;
+        return inner.send(first).await;
     }
+    let Attempt {
+        request, choice, ..
+    } = first;
+    let policy = &choice.route.policy.retries;
+    let service = &choice.service.name;
     let (parts, body) = request.into_parts();
     let replay = Replay::new(body, MAX_REPLAY_BYTES);
     let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
     let mut avoid = None;
     let mut attempt = 0;
     loop {
-        let endpoint = AttemptEndpoint::default();
         let mut request = Request::new(replay.attempt());
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = parts.uri.clone();
         *request.version_mut() = parts.version;
         *request.headers_mut() = parts.headers.clone();
         *request.extensions_mut() = parts.extensions.clone();
-        request.extensions_mut().insert(endpoint.clone());
-        if let Some(address) = avoid {
-            request.extensions_mut().insert(Avoid(address));
-        }
-        let mut outcome = inner.send(request).await;
+        let mut outcome = inner
+            .send(Attempt {
+                avoid,
+                ..Attempt::new(request, choice.clone())
+            })
+            .await;
         let more = attempt < policy.attempts;
         let mut grpc_status = None;
         if more && policy.on.unavailable {
@@ -155,7 +155,7 @@ async fn retrying(
         metrics.retried(service, reason.as_str());
         choice.notes.retried();
         tracing::debug!(%service, reason = reason.as_str(), attempt, "retrying");
-        avoid = endpoint.get();
+        avoid = choice.notes.last_attempted();
         drop(outcome);
         tokio::time::sleep(backoff.next_delay()).await;
         attempt += 1;

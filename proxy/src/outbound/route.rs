@@ -1,6 +1,6 @@
 //! Route match, done once per request before the stack: the first route of the
 //! service's snapshot that takes the request (path, method, headers; the last route
-//! takes everything) is recorded for the layers below, which read their timeout, retry,
+//! takes everything) travels with each attempt to the layers below, which read their timeout, retry,
 //! breaker and balancing settings from it.
 
 use std::sync::Arc;
@@ -29,14 +29,6 @@ impl RouteChoice {
             route,
             notes,
         }
-    }
-
-    /// The choice recorded on `request`.
-    pub fn of<B>(request: &Request<B>) -> &Self {
-        request
-            .extensions()
-            .get::<Self>()
-            .expect("the outbound chooses the route before the stack")
     }
 }
 

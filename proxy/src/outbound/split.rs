@@ -5,19 +5,16 @@
 
 use std::sync::Arc;
 
-use http::Request;
 use rand::Rng;
 use tower::{Layer, layer::layer_fn};
 
-use super::Stack;
-use super::route::RouteChoice;
-use crate::body::ProxyBody;
+use super::{Attempt, Stack};
 use crate::state::policy::Target;
 
 pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
     layer_fn(|inner: Stack| {
-        Stack::from_fn(move |mut request: Request<ProxyBody>| {
-            let route = &RouteChoice::of(&request).route;
+        Stack::from_fn(move |mut attempt: Attempt| {
+            let route = &attempt.choice.route;
             let target: Arc<Target> = match route.backends.as_slice() {
                 [only] => only.target.clone(),
                 _ => {
@@ -25,8 +22,8 @@ pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
                     route.backend_at(draw).clone()
                 }
             };
-            request.extensions_mut().insert(target);
-            inner.send(request)
+            attempt.target = Some(target);
+            inner.send(attempt)
         })
     })
 }
@@ -35,6 +32,7 @@ pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
 mod tests {
     use super::*;
     use crate::outbound::fixtures;
+    use crate::outbound::route::RouteChoice;
     use crate::state::Backend;
     use crate::state::policy::{Policy, Route, RouteMatch, WeightedBackend};
 
@@ -59,10 +57,9 @@ mod tests {
         let mut v2 = 0;
         let total = 10_000;
         for _ in 0..total {
-            let mut request = fixtures::request("GET", "/");
+            let request = fixtures::request("GET", "/");
             let choice = RouteChoice::choose(service.clone(), &request, Arc::default());
-            request.extensions_mut().insert(choice);
-            let response = stack.send(request).await.unwrap();
+            let response = stack.send(Attempt::new(request, choice)).await.unwrap();
             if response.headers()["x-target"] == "api-v2" {
                 v2 += 1;
             }

@@ -145,20 +145,16 @@ async fn ejected_and_full_endpoints_are_skipped_and_none_left_is_a_fast_503() {
 async fn a_retry_goes_elsewhere_when_it_can() {
     let setup = setup(Policy::default(), &[1, 2]).await;
     for _ in 0..20 {
-        let mut request = fixtures::routed_to(fixtures::request("GET", "/"), setup.service.clone());
-        request
-            .extensions_mut()
-            .insert(Avoid(fixtures::endpoint(1).address));
-        setup.stack.send(request).await.unwrap();
+        let mut attempt = fixtures::routed_to(fixtures::request("GET", "/"), setup.service.clone());
+        attempt.avoid = Some(fixtures::endpoint(1).address);
+        setup.stack.send(attempt).await.unwrap();
     }
     assert!(setup.seen.lock().unwrap().iter().all(|a| a.port() == 2));
 
     let single = setup_single().await;
-    let mut request = fixtures::routed_to(fixtures::request("GET", "/"), single.service.clone());
-    request
-        .extensions_mut()
-        .insert(Avoid(fixtures::endpoint(1).address));
-    single.stack.send(request).await.unwrap();
+    let mut attempt = fixtures::routed_to(fixtures::request("GET", "/"), single.service.clone());
+    attempt.avoid = Some(fixtures::endpoint(1).address);
+    single.stack.send(attempt).await.unwrap();
     assert_eq!(
         single.seen.lock().unwrap().len(),
         1,

@@ -1,3 +1,4 @@
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 

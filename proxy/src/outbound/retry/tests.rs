@@ -19,7 +19,7 @@ fn build(script: Vec<Outcome>) -> (Stack, Arc<Mutex<Vec<fixtures::Call>>>, Arc<M
     (stack, calls, metrics)
 }
 
-fn request(method: &str, body: &'static [u8], policy: Policy) -> Request<ProxyBody> {
+fn request(method: &str, body: &'static [u8], policy: Policy) -> Attempt {
     fixtures::routed_to(
         fixtures::request_with_body(method, "/", Bytes::from_static(body)),
         fixtures::service(policy, Vec::new()),
@@ -141,12 +141,14 @@ async fn backoff_grows_exponentially_with_jitter() {
 #[tokio::test(start_paused = true)]
 async fn a_retry_avoids_the_endpoint_that_failed() {
     let (inner, calls) = fixtures::scripted(vec![Outcome::Status(503), Outcome::Status(200)]);
-    // Stands in for the endpoint layer, which records where each attempt went.
-    let recorder = Stack::new(move |request: Request<ProxyBody>| {
-        if let Some(attempt) = request.extensions().get::<AttemptEndpoint>() {
-            attempt.set(fixtures::endpoint(7).address);
-        }
-        inner.send(request)
+    // Stands in for the balancer, which records where each attempt went.
+    let recorder = Stack::from_fn(move |attempt: Attempt| {
+        let endpoint = fixtures::endpoint(7);
+        attempt.choice.notes.attempted(crate::telemetry::Upstream {
+            endpoint: endpoint.address,
+            identity: endpoint.identity,
+        });
+        inner.send(attempt)
     });
     let stack = layer(Arc::new(Budgets::default()), Arc::new(Metrics::new())).layer(recorder);
     let response = stack.send(request("GET", b"", policy(1))).await.unwrap();
