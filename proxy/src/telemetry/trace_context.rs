@@ -88,7 +88,9 @@ impl SpanContext {
 /// (W3C before B3). Malformed headers are ignored: the request starts a new trace.
 pub fn extract(headers: &HeaderMap, propagation: Propagation) -> Option<SpanContext> {
     if propagation.w3c
-        && let Some(context) = header_str(headers, &TRACEPARENT).and_then(parse_traceparent)
+        && let Some(context) = headers
+            .get(TRACEPARENT)
+            .and_then(|value| parse_traceparent(value.as_bytes()))
     {
         let tracestate = headers
             .get(TRACESTATE)
@@ -158,29 +160,41 @@ pub fn traceparent(context: &SpanContext) -> HeaderValue {
 /// Parses a W3C `traceparent` (version 00, or a later version read as 00 would be).
 /// The specification allows lowercase hex only. Every field has a fixed width, so the
 /// fields are read at their positions (every inbound request parses one).
-pub fn parse_traceparent(value: &str) -> Option<SpanContext> {
-    let value = value.trim().as_bytes();
+pub fn parse_traceparent(value: &[u8]) -> Option<SpanContext> {
+    let value = value.trim_ascii();
     // `vv-` + 32 + `-` + 16 + `-` + `ff`: 55 bytes; a later version may add `-...`.
-    if value.len() < TRACEPARENT_LEN
-        || [2, 35, 52].iter().any(|&dash| value[dash] != b'-')
-        || value.iter().any(u8::is_ascii_uppercase)
-    {
+    if value.len() < TRACEPARENT_LEN || [2, 35, 52].iter().any(|&dash| value[dash] != b'-') {
         return None;
     }
     let (fields, rest) = value.split_at(TRACEPARENT_LEN);
-    let version = hex_bytes::<1>(&fields[..2])?[0];
+    let version = lower_hex(&fields[..2])?;
     if version == 0xff
         || (version == 0 && !rest.is_empty())
-        || rest.first().is_some_and(|&b| b != b'-')
+        || rest.first().is_some_and(|&byte| byte != b'-')
+        || rest.iter().any(u8::is_ascii_uppercase)
     {
         return None;
     }
-    let flags = hex_bytes::<1>(&fields[53..55])?[0];
+    let flags = lower_hex(&fields[53..55])?;
     Some(SpanContext {
-        trace_id: hex_id(&fields[3..35])?,
-        span_id: hex_id(&fields[36..52])?,
+        trace_id: lower_hex(&fields[3..35]).filter(|&id| id != 0)?,
+        span_id: lower_hex(&fields[36..52])
+            .filter(|&id| id != 0)
+            .and_then(|id| u64::try_from(id).ok())?,
         sampled: Some(flags & 1 == 1),
         tracestate: None,
+    })
+}
+
+/// Up to 32 lowercase hex digits as a number; `None` at any other byte.
+fn lower_hex(digits: &[u8]) -> Option<u128> {
+    digits.iter().try_fold(0u128, |value, &digit| {
+        let nibble = match digit {
+            b'0'..=b'9' => digit - b'0',
+            b'a'..=b'f' => digit - b'a' + 10,
+            _ => return None,
+        };
+        Some(value << 4 | u128::from(nibble))
     })
 }
 

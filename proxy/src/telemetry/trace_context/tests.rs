@@ -98,7 +98,7 @@ fn traceparent_table() {
         ),
     ];
     for (value, sampled) in cases {
-        let parsed = parse_traceparent(value);
+        let parsed = parse_traceparent(value.as_bytes());
         assert_eq!(parsed.as_ref().and_then(|c| c.sampled), *sampled, "{value}");
         if let Some(context) = parsed {
             assert_eq!(context.trace_id, trace(), "{value}");
