@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::counter::Counter;
 use seam_proto::SpiffeId;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -40,6 +41,7 @@ use crate::tls::{TlsState, refusal};
 mod callers;
 
 pub use callers::CallerCounts;
+use callers::CallerTally;
 
 /// A peer has this long to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -132,13 +134,15 @@ impl Inbound {
     async fn handle(
         &self,
         mut request: Request<Incoming>,
-        caller: &InboundCaller,
+        caller: &CountedCaller,
     ) -> Response<ProxyBody> {
-        let call = self
-            .telemetry
-            .begin(Direction::Inbound, &mut request, caller.identity.as_ref());
+        let call = self.telemetry.begin(
+            Direction::Inbound,
+            &mut request,
+            caller.caller.identity.as_ref(),
+        );
         let response = match self.authorized(&request, caller).await {
-            Ok(()) => self.forward(request, caller).await,
+            Ok(()) => self.forward(request, &caller.caller).await,
             Err(refused) => refused,
         };
         let handled = Handled {
@@ -156,8 +160,9 @@ impl Inbound {
     async fn authorized<B>(
         &self,
         request: &Request<B>,
-        caller: &InboundCaller,
+        counted: &CountedCaller,
     ) -> Result<(), Response<ProxyBody>> {
+        let caller = &counted.caller;
         let service = self.policy().await?;
         let route_allow = service.route_for(request).allow.as_deref();
         let decision = authz::authorize(
@@ -167,15 +172,8 @@ impl Inbound {
             route_allow,
         );
         let label = caller.label();
-        self.metrics
-            .inbound_callers
-            .get_or_create(&CallerLabels {
-                caller: caller.shared_label(),
-                tls: caller.transport(),
-            })
-            .inc();
-        self.callers
-            .record(label, caller.transport(), decision.is_ok());
+        counted.requests.inc();
+        counted.tally.record(decision.is_ok());
         decision.map_err(|denied| {
             self.metrics
                 .authorization_denied
@@ -253,12 +251,40 @@ impl Inbound {
 }
 
 /// Who is on the other end of an inbound connection.
-#[derive(Clone)]
 struct InboundCaller {
     /// `None` for a plaintext caller.
     identity: Option<SpiffeId>,
     /// `x-seam-client-id` for the app, when there is an identity.
     header: Option<HeaderValue>,
+}
+
+/// A connection's caller with the counters its requests add to, looked up once for the
+/// connection rather than per request.
+struct CountedCaller {
+    caller: InboundCaller,
+    /// `seam_inbound_requests_by_caller_total` for this caller.
+    requests: Counter,
+    /// This caller's line of `/callers`.
+    tally: Arc<CallerTally>,
+}
+
+impl CountedCaller {
+    fn new(caller: InboundCaller, inbound: &Inbound) -> Self {
+        let requests = inbound
+            .metrics
+            .inbound_callers
+            .get_or_create(&CallerLabels {
+                caller: caller.shared_label(),
+                tls: caller.transport(),
+            })
+            .clone();
+        let tally = inbound.callers.tally(caller.label(), caller.transport());
+        Self {
+            caller,
+            requests,
+            tally,
+        }
+    }
 }
 
 impl InboundCaller {
@@ -373,6 +399,7 @@ async fn serve_http<I>(
     } else {
         http_server(&inbound.limits)
     };
+    let caller = Arc::new(CountedCaller::new(caller, &inbound));
     let service = hyper::service::service_fn(move |request| {
         let inbound = inbound.clone();
         let caller = caller.clone();

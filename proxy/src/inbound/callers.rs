@@ -4,7 +4,8 @@
 //! to Prometheus as `seam_inbound_requests_by_caller_total`.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -18,37 +19,54 @@ pub struct CallerCount {
     pub denied: u64,
 }
 
-#[derive(Debug, Default)]
+/// One caller's running counts. A connection looks its caller's up once and counts
+/// each request without a lock.
+#[derive(Debug)]
+pub struct CallerTally {
+    transport: &'static str,
+    allowed: AtomicU64,
+    denied: AtomicU64,
+}
+
+impl CallerTally {
+    pub fn record(&self, allowed: bool) {
+        let count = if allowed { &self.allowed } else { &self.denied };
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Keyed by the caller alone: a caller's label already tells its transport (an identity
-/// means mTLS), and a borrowed key finds a known caller without allocating per request.
-pub struct CallerCounts(Mutex<BTreeMap<String, CallerCount>>);
+/// means mTLS).
+#[derive(Debug, Default)]
+pub struct CallerCounts(Mutex<BTreeMap<String, Arc<CallerTally>>>);
 
 impl CallerCounts {
-    pub fn record(&self, caller: &str, transport: &'static str, allowed: bool) {
+    /// The tally of `caller`, made on its first connection.
+    pub fn tally(&self, caller: &str, transport: &'static str) -> Arc<CallerTally> {
         let mut counts = self.0.lock().expect("caller counts lock poisoned");
-        if !counts.contains_key(caller) {
-            counts.insert(
-                caller.to_owned(),
-                CallerCount {
-                    caller: caller.to_owned(),
-                    transport,
-                    ..CallerCount::default()
-                },
-            );
+        if let Some(tally) = counts.get(caller) {
+            return tally.clone();
         }
-        let count = counts
-            .get_mut(caller)
-            .expect("the caller was inserted just above");
-        if allowed {
-            count.allowed += 1;
-        } else {
-            count.denied += 1;
-        }
+        let tally = Arc::new(CallerTally {
+            transport,
+            allowed: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+        });
+        counts.insert(caller.to_owned(), tally.clone());
+        tally
     }
 
     pub fn snapshot(&self) -> Vec<CallerCount> {
         let counts = self.0.lock().expect("caller counts lock poisoned");
-        counts.values().cloned().collect()
+        counts
+            .iter()
+            .map(|(caller, tally)| CallerCount {
+                caller: caller.clone(),
+                transport: tally.transport,
+                allowed: tally.allowed.load(Ordering::Relaxed),
+                denied: tally.denied.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 }
 
@@ -59,10 +77,12 @@ mod tests {
     #[test]
     fn counts_by_caller_and_transport() {
         let counts = CallerCounts::default();
-        counts.record("spiffe://seam.local/ns/default/sa/web", "mtls", true);
-        counts.record("spiffe://seam.local/ns/default/sa/web", "mtls", true);
-        counts.record("spiffe://seam.local/ns/default/sa/web", "mtls", false);
-        counts.record("plaintext", "plaintext", true);
+        let web = "spiffe://seam.local/ns/default/sa/web";
+        counts.tally(web, "mtls").record(true);
+        // A second connection of the same caller adds to the same counts.
+        counts.tally(web, "mtls").record(true);
+        counts.tally(web, "mtls").record(false);
+        counts.tally("plaintext", "plaintext").record(true);
         let snapshot = counts.snapshot();
         assert_eq!(snapshot.len(), 2);
         assert_eq!(snapshot[0].caller, "plaintext");
