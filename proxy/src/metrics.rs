@@ -15,6 +15,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+mod series;
+
+use series::{Series, SeriesIndex};
+
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Direction {
     Inbound,
@@ -142,6 +146,8 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<LatencyLabels, Histogram>,
+    /// Where a request's series in the two families above are.
+    series: SeriesIndex,
     open_connections: Family<DirectionLabel, Gauge>,
     connections: Family<DirectionLabel, Counter>,
     read_bytes: Family<DirectionLabel, Counter>,
@@ -291,6 +297,7 @@ impl Metrics {
             registry,
             requests,
             request_duration,
+            series: SeriesIndex::default(),
             open_connections,
             connections,
             read_bytes,
@@ -312,24 +319,28 @@ impl Metrics {
     }
 
     pub fn record_request(&self, record: &RequestRecord<'_>) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                direction: record.direction.as_str(),
-                service: record.service.clone(),
-                route: record.route.clone(),
-                status: record.status,
-                grpc_status: record.grpc_status,
-                tls: if record.tls { "true" } else { "false" },
-                peer: record.peer.cloned(),
-            })
-            .inc();
-        self.request_duration
-            .get_or_create(&LatencyLabels {
-                direction: record.direction.as_str(),
-                service: record.service.clone(),
-                route: record.route.clone(),
-            })
-            .observe(record.elapsed.as_secs_f64());
+        self.series.count(record, || Series {
+            requests: self
+                .requests
+                .get_or_create(&RequestLabels {
+                    direction: record.direction.as_str(),
+                    service: record.service.clone(),
+                    route: record.route.clone(),
+                    status: record.status,
+                    grpc_status: record.grpc_status,
+                    tls: if record.tls { "true" } else { "false" },
+                    peer: record.peer.cloned(),
+                })
+                .clone(),
+            latency: self
+                .request_duration
+                .get_or_create(&LatencyLabels {
+                    direction: record.direction.as_str(),
+                    service: record.service.clone(),
+                    route: record.route.clone(),
+                })
+                .clone(),
+        });
     }
 
     pub fn retried(&self, service: &str, reason: &'static str) {
