@@ -55,6 +55,7 @@ use crate::telemetry::{CountedIo, Handled, Telemetry};
 use crate::tls::TlsState;
 use notes::Notes;
 use route::RouteChoice;
+use target::LastHost;
 
 pub use endpoints::{EndpointState, EndpointStates};
 pub use peers::PeerClients;
@@ -104,12 +105,16 @@ impl Outbound {
         }
     }
 
-    async fn handle(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
+    async fn handle(
+        &self,
+        mut request: Request<Incoming>,
+        last_host: &LastHost,
+    ) -> Response<ProxyBody> {
         let call = self
             .telemetry
             .begin(Direction::Outbound, &mut request, None);
         let notes = Arc::new(Notes::default());
-        let (labels, outcome) = self.forward(request, &notes).await;
+        let (labels, outcome) = self.forward(request, last_host, &notes).await;
         let (response, upstream) = match outcome {
             Ok(response) => (response, notes.take_upstream()),
             // The proxy wrote this answer; no endpoint did.
@@ -132,9 +137,10 @@ impl Outbound {
     async fn forward(
         &self,
         request: Request<Incoming>,
+        last_host: &LastHost,
         notes: &Arc<Notes>,
     ) -> (Labels, Result<Response<ProxyBody>, ProxyError>) {
-        let (authority, backend) = match self.resolve(&request).await {
+        let (authority, backend) = match self.resolve(&request, last_host).await {
             Ok(found) => found,
             Err(error) => {
                 let labels = Labels {
@@ -162,13 +168,13 @@ impl Outbound {
     async fn resolve(
         &self,
         request: &Request<Incoming>,
+        last_host: &LastHost,
     ) -> Result<(Authority, Arc<Backend>), ProxyError> {
-        let authority = target::requested_authority(request)?;
-        let key = target::service_key(&authority);
+        let (authority, key) = last_host.named(request)?;
         match self.directory.resolve(&key, FIRST_LOOKUP_WAIT).await? {
             Resolution::Found(backend) => Ok((authority, backend)),
-            Resolution::NotFound => Err(ProxyError::UnknownService(key.into_owned())),
-            Resolution::Pending => Err(ProxyError::DiscoveryPending(key.into_owned())),
+            Resolution::NotFound => Err(ProxyError::UnknownService(key.to_string())),
+            Resolution::Pending => Err(ProxyError::DiscoveryPending(key.to_string())),
         }
     }
 }
@@ -226,9 +232,11 @@ pub async fn serve(
         let guard = outbound.metrics.connection_opened(Direction::Outbound);
         let metrics = outbound.metrics.clone();
         let outbound = outbound.clone();
+        let last_host = Arc::new(LastHost::default());
         let service = hyper::service::service_fn(move |request| {
             let outbound = outbound.clone();
-            async move { Ok::<_, std::convert::Infallible>(outbound.handle(request).await) }
+            let last_host = last_host.clone();
+            async move { Ok::<_, std::convert::Infallible>(outbound.handle(request, &last_host).await) }
         });
         let server = server.clone();
         let watcher = connections.watcher();

@@ -1,14 +1,45 @@
 //! Which service an outbound request is for: the authority of an absolute-form URI (the app
 //! uses us as an HTTP proxy) or of an HTTP/2 request, else the `Host` header; reduced to the
-//! key the proxy subscribes with (`api:80` → `api`; an IP:port stays as it is).
+//! key the proxy subscribes with (`api:80` → `api`; an IP:port stays as it is), remembered
+//! per app connection.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use http::uri::Authority;
-use http::{Request, header};
+use http::{HeaderValue, Request, header};
 
 use crate::proxy_error::ProxyError;
+
+/// What the last request on one app connection named by its `Host`: an app's connection
+/// nearly always names one service, so the next request with the same `Host` skips
+/// parsing it into an authority and a key again.
+#[derive(Default)]
+pub struct LastHost(Mutex<Option<(HeaderValue, Authority, Arc<str>)>>);
+
+impl LastHost {
+    /// The authority `request` addressed and its subscription key.
+    pub fn named<B>(&self, request: &Request<B>) -> Result<(Authority, Arc<str>), ProxyError> {
+        let host = match request.uri().authority() {
+            Some(_) => None,
+            None => request.headers().get(header::HOST),
+        };
+        if let Some(host) = host
+            && let Some((seen, authority, key)) = &*self.0.lock().expect("host lock poisoned")
+            && seen == host
+        {
+            return Ok((authority.clone(), key.clone()));
+        }
+        let authority = requested_authority(request)?;
+        let key: Arc<str> = service_key(&authority).into();
+        if let Some(host) = host {
+            *self.0.lock().expect("host lock poisoned") =
+                Some((host.clone(), authority.clone(), key.clone()));
+        }
+        Ok((authority, key))
+    }
+}
 
 /// The authority the app addressed.
 pub fn requested_authority<B>(request: &Request<B>) -> Result<Authority, ProxyError> {
@@ -68,6 +99,23 @@ mod tests {
             let authority = requested_authority(&request).unwrap();
             assert_eq!(service_key(&authority), *expected, "{uri} {host:?}");
         }
+        let last = LastHost::default();
+        for (host, expected) in [
+            ("api", "api"),
+            ("api", "api"),
+            ("API:81", "api"),
+            ("db", "db"),
+        ] {
+            let request = Request::get("/")
+                .header(header::HOST, host)
+                .body(())
+                .unwrap();
+            let (authority, key) = last.named(&request).unwrap();
+            assert_eq!((authority.as_str(), &*key), (host, expected));
+        }
+        let absolute = Request::get("http://web:8080/").body(()).unwrap();
+        let (authority, key) = last.named(&absolute).unwrap();
+        assert_eq!((authority.as_str(), &*key), ("web:8080", "web"));
         let no_host = Request::get("/").body(()).unwrap();
         assert!(matches!(
             requested_authority(&no_host),
