@@ -231,10 +231,11 @@ impl Inbound {
     ) -> Request<Incoming> {
         let (mut parts, body) = request.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(CLIENT_ID_HEADER);
-        if let Some(header) = &caller.header {
-            parts.headers.insert(CLIENT_ID_HEADER, header.clone());
-        }
+        // An insert replaces every value the caller sent under the name.
+        match &caller.header {
+            Some(header) => parts.headers.insert(CLIENT_ID_HEADER, header.clone()),
+            None => parts.headers.remove(CLIENT_ID_HEADER),
+        };
         // HTTP/1 requests go as they came (origin form, their Host header); hyper-util's
         // HTTP/2 pool needs an absolute URI, and keeps the :authority the caller used.
         if parts.version == Version::HTTP_2 && parts.uri.authority().is_none() {

@@ -199,19 +199,23 @@ fn to_peer_request<B>(request: Request<B>, authority: Authority) -> Request<B> {
     {
         parts.headers.insert(header::HOST, host);
     }
-    let mut uri = parts.uri.into_parts();
-    if parts.version == http::Version::HTTP_2 {
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(authority);
-    } else {
-        uri.scheme = None;
-        uri.authority = None;
+    let origin_form = parts.uri.scheme().is_none() && parts.uri.authority().is_none();
+    // An HTTP/1 request in origin form (the usual case) goes as it is.
+    if parts.version == http::Version::HTTP_2 || !origin_form {
+        let mut uri = parts.uri.into_parts();
+        if parts.version == http::Version::HTTP_2 {
+            uri.scheme = Some(Scheme::HTTP);
+            uri.authority = Some(authority);
+        } else {
+            uri.scheme = None;
+            uri.authority = None;
+        }
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = Uri::from_parts(uri)
+            .expect("a path, with or without scheme and authority, is a valid URI");
     }
-    if uri.path_and_query.is_none() {
-        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-    }
-    parts.uri =
-        Uri::from_parts(uri).expect("a path, with or without scheme and authority, is a valid URI");
     Request::from_parts(parts, body)
 }
 

@@ -28,11 +28,6 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// Whether this is a gRPC response whose status will come in trailers.
-pub fn in_trailers(headers: &HeaderMap) -> bool {
-    is_grpc(headers) && !headers.contains_key(&GRPC_STATUS)
-}
-
 /// `body`, unchanged, calling `done` once with the trailers' `grpc-status` when they pass,
 /// when the body ends without them, or when it is dropped unfinished.
 pub fn on_trailers<F>(body: ProxyBody, done: F) -> ProxyBody

@@ -230,12 +230,16 @@ impl Telemetry {
         handled: Handled,
         response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
+        let grpc = grpc_status::is_grpc(response.headers());
         let done = Done {
             handled,
             status: response.status().as_u16(),
-            grpc_status: grpc_status::from_headers(response.headers()),
+            // A trailers-only gRPC response has its status in the headers.
+            grpc_status: grpc
+                .then(|| grpc_status::from_headers(response.headers()))
+                .flatten(),
         };
-        if grpc_status::in_trailers(response.headers()) {
+        if grpc && done.grpc_status.is_none() {
             let telemetry = self.clone();
             response.map(|body| {
                 grpc_status::on_trailers(body, move |grpc_status| {
