@@ -58,10 +58,9 @@ struct Pooled<B> {
 }
 
 impl<B> Pooled<B> {
-    /// Closed, or idle (ready) for longer than `idle_timeout`.
-    fn expired(&self, now: Instant, idle_timeout: Duration) -> bool {
-        self.sender.is_closed()
-            || (self.sender.is_ready() && now.duration_since(self.since) > idle_timeout)
+    /// Closed, or idle (`ready`, as the caller read it) for longer than `idle_timeout`.
+    fn expired(&self, ready: bool, now: Instant, idle_timeout: Duration) -> bool {
+        self.sender.is_closed() || (ready && now.duration_since(self.since) > idle_timeout)
     }
 }
 
@@ -121,9 +120,10 @@ where
         while index > 0 {
             index -= 1;
             let entry = &pooled[index];
-            if entry.expired(now, self.idle_timeout) {
+            let ready = entry.sender.is_ready();
+            if entry.expired(ready, now, self.idle_timeout) {
                 pooled.swap_remove(index);
-            } else if entry.sender.is_ready() {
+            } else if ready {
                 return Some(pooled.swap_remove(index).sender);
             }
         }
@@ -176,7 +176,7 @@ async fn sweep_idle<B>(connections: Weak<Mutex<Vec<Pooled<B>>>>, idle_timeout: D
         connections
             .lock()
             .expect("pool lock poisoned")
-            .retain(|entry| !entry.expired(now, idle_timeout));
+            .retain(|entry| !entry.expired(entry.sender.is_ready(), now, idle_timeout));
     }
 }
 
