@@ -291,9 +291,10 @@ async fn rounds(
         for turn in 0..contenders.len() {
             let index = (round + turn) % contenders.len();
             let (name, running) = &contenders[index];
-            if runs[index].is_err() {
+            // A contender that failed a round is not run again.
+            let Ok(done) = &mut runs[index] else {
                 continue;
-            }
+            };
             eprintln!(
                 "seam-bench:   {name}: {}: maximum throughput, round {}",
                 mode.label(),
@@ -306,11 +307,9 @@ async fn rounds(
                 setup.pinning.load.as_deref(),
             )
             .await;
-            if let Ok(done) = &mut runs[index] {
-                match run {
-                    Ok(run) => done.push(run),
-                    Err(err) => runs[index] = Err(err),
-                }
+            match run {
+                Ok(run) => done.push(run),
+                Err(err) => runs[index] = Err(err),
             }
         }
     }
