@@ -56,6 +56,10 @@ enum Command {
     /// Serve the shared upstream (the bench starts this itself).
     #[command(hide = true)]
     Upstream,
+    /// Only build the Seam binaries a run would start, then exit (CI builds before it
+    /// times the run).
+    #[command(hide = true)]
+    Build,
 }
 
 /// How long each kind of run lasts.
@@ -90,8 +94,10 @@ impl Durations {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Command::Upstream) = args.command {
-        return upstream::run();
+    match args.command {
+        Some(Command::Upstream) => return upstream::run(),
+        Some(Command::Build) => return build_seam_binaries(),
+        None => {}
     }
     rustls::crypto::ring::default_provider()
         .install_default()
