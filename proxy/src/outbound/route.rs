@@ -1,7 +1,7 @@
 //! Route match, done once per request before the stack: the first route of the
 //! service's snapshot that takes the request (path, method, headers; the last route
-//! takes everything) travels with each attempt to the layers below, which read their timeout, retry,
-//! breaker and balancing settings from it.
+//! takes everything). The outbound reads its timeout; it travels with each attempt to
+//! the layers below, which read their retry, breaker and balancing settings from it.
 
 use std::sync::Arc;
 
