@@ -23,5 +23,5 @@ pub mod wait;
 
 pub use mesh::TestMesh;
 pub use proxy::TestProxy;
-pub use two_hop::TwoHop;
+pub use two_hop::{CallerAndEndpoints, TwoHop};
 pub use upstream::{EchoServer, GrpcHealthServer};

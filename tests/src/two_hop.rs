@@ -6,7 +6,10 @@
 //! test client ──► proxy a (outbound) ══mTLS══► proxy b (inbound) ──► echo "b"
 //! ```
 
+use std::net::SocketAddr;
+
 use anyhow::Context;
+use futures_util::future::try_join_all;
 
 use crate::mesh::TestMesh;
 use crate::proxy::{JoinTokenVia, ProxyOptions, TestProxy};
@@ -64,6 +67,39 @@ impl TwoHop {
             b,
             app_a,
             app_b,
+            mesh,
+        })
+    }
+}
+
+/// Service `a`'s proxy in front of an echo app, and one proxy of `service` in front of each
+/// of `apps` (in their order), in a mesh of the two services; all proxies start together.
+/// The mesh does not list the endpoints yet: tests do, often with a policy. Fields drop in
+/// order: proxies before the control plane.
+pub struct CallerAndEndpoints<const N: usize> {
+    pub a: TestProxy,
+    pub endpoints: [TestProxy; N],
+    /// The app behind proxy `a` (it receives nothing).
+    pub app_a: EchoServer,
+    pub mesh: TestMesh,
+}
+
+impl<const N: usize> CallerAndEndpoints<N> {
+    pub async fn start(service: &str, apps: [SocketAddr; N]) -> anyhow::Result<Self> {
+        let mesh = TestMesh::start(&["a", service]).await?;
+        let app_a = EchoServer::start("a").await?;
+        let (a, endpoints) = tokio::try_join!(
+            mesh.start_proxy("a", app_a.addr()),
+            try_join_all(apps.map(|app| mesh.start_proxy(service, app))),
+        )
+        .context("starting the proxies")?;
+        let Ok(endpoints) = endpoints.try_into() else {
+            unreachable!("one proxy per app");
+        };
+        Ok(Self {
+            a,
+            endpoints,
+            app_a,
             mesh,
         })
     }

@@ -6,8 +6,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use seam_tests::mesh::{self, TestMesh, metric_value};
-use seam_tests::{EchoServer, GrpcHealthServer, TwoHop, client, prometheus, wait};
+use seam_tests::mesh::{self, metric_value};
+use seam_tests::{CallerAndEndpoints, GrpcHealthServer, TwoHop, client, prometheus, wait};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -174,14 +174,15 @@ async fn golden_metrics_have_bounded_labels_and_pass_promtool() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_status_is_counted_from_trailers_and_from_trailers_only_answers() {
-    let mesh = TestMesh::start(&["a", "grpc"]).await.expect("mesh starts");
-    let app_a = EchoServer::start("a").await.expect("app a");
     let grpc_app = GrpcHealthServer::start().await.expect("gRPC health server");
-    let (a, grpc) = tokio::try_join!(
-        mesh.start_proxy("a", app_a.addr()),
-        mesh.start_proxy("grpc", grpc_app.addr()),
-    )
-    .expect("proxies start");
+    let CallerAndEndpoints {
+        mesh,
+        app_a: _app_a,
+        a,
+        endpoints: [grpc],
+    } = CallerAndEndpoints::start("grpc", [grpc_app.addr()])
+        .await
+        .expect("mesh and proxies start");
     mesh.set_endpoints(&[("grpc", &[grpc.inbound()])])
         .await
         .expect("mesh lists the gRPC service");

@@ -12,13 +12,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::future::try_join_all;
 use seam_tests::client::{self, AppClient};
 use seam_tests::faulty::{Fault, FaultyServer};
 use seam_tests::load::{failures, load, served_by};
 use seam_tests::mesh::{READY_TIMEOUT, TestMesh, metric_sum, metric_value};
 use seam_tests::policy_mesh::{self, PolicyService};
-use seam_tests::{EchoServer, GrpcHealthServer, TestProxy, wait};
+use seam_tests::{CallerAndEndpoints, EchoServer, GrpcHealthServer, wait};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -31,34 +30,20 @@ fn service<'a>(name: &'a str, endpoints: &[SocketAddr], extra: &'a str) -> Polic
     }
 }
 
-/// A mesh of `a` and `service`, the calling proxy `a` in front of an echo app, and one
-/// proxy of `service` in front of each of `apps`, in their order; all proxies start
-/// concurrently. The echo app is returned so it lives as long as the test.
-async fn caller_and_endpoints<const N: usize>(
-    service: &str,
-    apps: [SocketAddr; N],
-) -> (TestMesh, EchoServer, TestProxy, [TestProxy; N]) {
-    let mesh = TestMesh::start(&["a", service]).await.expect("mesh starts");
-    let app_a = EchoServer::start("a").await.expect("app a");
-    let (a, endpoints) = tokio::try_join!(
-        mesh.start_proxy("a", app_a.addr()),
-        try_join_all(apps.map(|app| mesh.start_proxy(service, app))),
-    )
-    .expect("proxies start");
-    let Ok(endpoints) = endpoints.try_into() else {
-        unreachable!("one proxy per app");
-    };
-    (mesh, app_a, a, endpoints)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn one_always_503_endpoint_is_ejected_and_retries_save_the_requests() {
     let good = EchoServer::start("b-good").await.expect("good app");
     let bad = FaultyServer::start(Fault::Status(503))
         .await
         .expect("503 app");
-    let (mesh, _app_a, a, [b_good, b_bad]) =
-        caller_and_endpoints("b", [good.addr(), bad.addr()]).await;
+    let CallerAndEndpoints {
+        mesh,
+        app_a: _app_a,
+        a,
+        endpoints: [b_good, b_bad],
+    } = CallerAndEndpoints::start("b", [good.addr(), bad.addr()])
+        .await
+        .expect("mesh and proxies start");
     // Every other key keeps its default: 5xx is retried, 5 failures in a row eject.
     policy_mesh::apply(
         &mesh,
@@ -115,8 +100,14 @@ async fn a_resetting_endpoint_is_ejected_and_costs_no_request() {
     let resetting = FaultyServer::start(Fault::Reset)
         .await
         .expect("resetting app");
-    let (mesh, _app_a, a, [b_good, b_reset]) =
-        caller_and_endpoints("b", [good.addr(), resetting.addr()]).await;
+    let CallerAndEndpoints {
+        mesh,
+        app_a: _app_a,
+        a,
+        endpoints: [b_good, b_reset],
+    } = CallerAndEndpoints::start("b", [good.addr(), resetting.addr()])
+        .await
+        .expect("mesh and proxies start");
     policy_mesh::apply(
         &mesh,
         &[
@@ -143,7 +134,14 @@ async fn a_resetting_endpoint_is_ejected_and_costs_no_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hanging_upstream_gets_504_naming_the_timeout_on_time() {
     let hanging = FaultyServer::start(Fault::Hang).await.expect("hanging app");
-    let (mesh, _app_a, a, [b]) = caller_and_endpoints("b", [hanging.addr()]).await;
+    let CallerAndEndpoints {
+        mesh,
+        app_a: _app_a,
+        a,
+        endpoints: [b],
+    } = CallerAndEndpoints::start("b", [hanging.addr()])
+        .await
+        .expect("mesh and proxies start");
     policy_mesh::apply(
         &mesh,
         &[
@@ -182,8 +180,14 @@ async fn killing_one_of_three_upstreams_mid_load_fails_no_request() {
         EchoServer::start("b2").await.expect("b2"),
         EchoServer::start("b3").await.expect("b3"),
     ];
-    let (mesh, _app_a, a, [b1, b2, b3]) =
-        caller_and_endpoints("b", apps.each_ref().map(EchoServer::addr)).await;
+    let CallerAndEndpoints {
+        mesh,
+        app_a: _app_a,
+        a,
+        endpoints: [b1, b2, b3],
+    } = CallerAndEndpoints::start("b", apps.each_ref().map(EchoServer::addr))
+        .await
+        .expect("mesh and proxies start");
     policy_mesh::apply(
         &mesh,
         &[
@@ -320,7 +324,14 @@ async fn a_post_to_an_always_503_endpoint_is_tried_once() {
     let bad = FaultyServer::start(Fault::Status(503))
         .await
         .expect("503 app");
-    let (mesh, _app_a, a, [b]) = caller_and_endpoints("b", [bad.addr()]).await;
+    let CallerAndEndpoints {
+        mesh,
+        app_a: _app_a,
+        a,
+        endpoints: [b],
+    } = CallerAndEndpoints::start("b", [bad.addr()])
+        .await
+        .expect("mesh and proxies start");
     policy_mesh::apply(
         &mesh,
         &[service("a", &[], ""), service("b", &[b.inbound()], "")],
@@ -349,7 +360,14 @@ async fn a_post_to_an_always_503_endpoint_is_tried_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn load_beyond_max_concurrent_requests_is_shed_and_a_change_spares_requests_in_flight() {
     let app_b = EchoServer::start("b").await.expect("app b");
-    let (mesh, _app_a, a, [b]) = caller_and_endpoints("b", [app_b.addr()]).await;
+    let CallerAndEndpoints {
+        mesh,
+        app_a: _app_a,
+        a,
+        endpoints: [b],
+    } = CallerAndEndpoints::start("b", [app_b.addr()])
+        .await
+        .expect("mesh and proxies start");
     let limited = "    max_concurrent_requests: 2\n";
     policy_mesh::apply(
         &mesh,
@@ -414,8 +432,14 @@ async fn grpc_unavailable_is_retried_on_the_other_endpoint_and_ejected() {
     let unavailable = FaultyServer::start(Fault::GrpcUnavailable)
         .await
         .expect("UNAVAILABLE app");
-    let (mesh, _app_a, a, [good, bad]) =
-        caller_and_endpoints("grpc", [healthy.addr(), unavailable.addr()]).await;
+    let CallerAndEndpoints {
+        mesh,
+        app_a: _app_a,
+        a,
+        endpoints: [good, bad],
+    } = CallerAndEndpoints::start("grpc", [healthy.addr(), unavailable.addr()])
+        .await
+        .expect("mesh and proxies start");
     // gRPC calls are POSTs: retrying them is the service's choice.
     policy_mesh::apply(
         &mesh,
@@ -489,8 +513,14 @@ async fn grpc_unavailable_is_retried_on_the_other_endpoint_and_ejected() {
 async fn a_per_try_timeout_moves_a_request_off_a_hanging_endpoint() {
     let good = EchoServer::start("b-good").await.expect("good app");
     let hanging = FaultyServer::start(Fault::Hang).await.expect("hanging app");
-    let (mesh, _app_a, a, [b_good, b_hanging]) =
-        caller_and_endpoints("b", [good.addr(), hanging.addr()]).await;
+    let CallerAndEndpoints {
+        mesh,
+        app_a: _app_a,
+        a,
+        endpoints: [b_good, b_hanging],
+    } = CallerAndEndpoints::start("b", [good.addr(), hanging.addr()])
+        .await
+        .expect("mesh and proxies start");
     policy_mesh::apply(
         &mesh,
         &[

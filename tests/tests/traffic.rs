@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use seam_tests::client::{self, AppClient, H2cConnection};
 use seam_tests::mesh::{self, TestMesh};
 use seam_tests::proxy::ProxyOptions;
-use seam_tests::{EchoServer, GrpcHealthServer, TwoHop};
+use seam_tests::{CallerAndEndpoints, EchoServer, GrpcHealthServer, TwoHop};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -82,14 +82,15 @@ async fn h2c_request_reaches_the_app_as_http2() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_health_check_crosses_two_proxies() {
-    let mesh = TestMesh::start(&["a", "grpc"]).await.expect("mesh starts");
-    let app_a = EchoServer::start("a").await.expect("app a");
     let grpc_app = GrpcHealthServer::start().await.expect("gRPC health server");
-    let (a, grpc) = tokio::try_join!(
-        mesh.start_proxy("a", app_a.addr()),
-        mesh.start_proxy("grpc", grpc_app.addr()),
-    )
-    .expect("proxies start");
+    let CallerAndEndpoints {
+        mesh,
+        app_a: _app_a,
+        a,
+        endpoints: [grpc],
+    } = CallerAndEndpoints::start("grpc", [grpc_app.addr()])
+        .await
+        .expect("mesh and proxies start");
     mesh.set_endpoints(&[("grpc", &[grpc.inbound()])])
         .await
         .expect("mesh lists the gRPC service");
