@@ -4,16 +4,18 @@
 //! - Latency: `oha` at a fixed request rate with `--latency-correction`: open-loop, each
 //!   request timed from when the schedule said it should start, so a stall counts against
 //!   every request it delayed (no coordinated omission). oha is maintained, speaks
-//!   HTTP/1.1 and HTTP/2, can open a connection per request, and prints JSON.
+//!   HTTP/1.1 and HTTP/2, can open a connection per request, and prints every answered
+//!   request's latency as CSV, so the rounds of a contender are pooled into one set of
+//!   percentiles.
 //! - Throughput: `wrk` (HTTP/1.1) and `h2load` (HTTP/2), closed-loop: as many requests as
 //!   the path answers, on a fixed number of connections.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::contenders::{SERVICE_HOST, pinned_command};
 
@@ -60,16 +62,66 @@ pub struct Percentiles {
     pub p999: f64,
 }
 
-/// One fixed-rate run.
+/// What one oha run saw: the latency of every answered request and the statuses.
+#[derive(Clone, Debug, Default)]
+pub struct LatencySamples {
+    /// Requests sent.
+    pub sent: u64,
+    /// Milliseconds from each answered request's scheduled start to its end.
+    pub latencies_ms: Vec<f64>,
+    /// Answered requests by status code.
+    pub statuses: BTreeMap<u16, u64>,
+}
+
+/// The fixed-rate runs of one contender in one scenario, taken together.
 #[derive(Clone, Debug)]
 pub struct LatencyRun {
+    /// Percentiles over every answered request of every round.
     pub latency_ms: Percentiles,
     /// Requests answered (any status).
     pub requests: u64,
     /// Requests that failed or did not answer 200.
     pub failures: u64,
-    /// The status codes and errors seen, when some requests failed.
+    /// The status codes seen and the requests without an answer, when some failed.
     pub failure_detail: String,
+}
+
+impl LatencyRun {
+    /// The rounds' requests as one population, so a percentile counts every request
+    /// once whichever round it fell in. Nearest-rank percentiles. `None` when no request
+    /// was answered.
+    pub fn pool(rounds: &[LatencySamples]) -> Option<Self> {
+        let mut latencies: Vec<f64> = rounds
+            .iter()
+            .flat_map(|round| round.latencies_ms.iter().copied())
+            .collect();
+        if latencies.is_empty() {
+            return None;
+        }
+        latencies.sort_by(f64::total_cmp);
+        let at = |fraction: f64| {
+            let rank = (fraction * latencies.len() as f64).ceil() as usize;
+            latencies[rank.clamp(1, latencies.len()) - 1]
+        };
+        let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+        for (status, count) in rounds.iter().flat_map(|round| &round.statuses) {
+            *statuses.entry(*status).or_default() += count;
+        }
+        let requests = latencies.len() as u64;
+        let unanswered = rounds.iter().map(|round| round.sent).sum::<u64>() - requests;
+        let ok = statuses.get(&200).copied().unwrap_or(0);
+        Some(Self {
+            latency_ms: Percentiles {
+                p50: at(0.50),
+                p90: at(0.90),
+                p99: at(0.99),
+                p999: at(0.999),
+            },
+            requests,
+            failures: requests - ok + unanswered,
+            failure_detail: format!("statuses {statuses:?}, {unanswered} without an answer"),
+        })
+    }
 }
 
 /// Closed-loop runs of one contender: `rps` is the median of `rounds`.
@@ -112,7 +164,7 @@ impl ThroughputRun {
     }
 }
 
-/// How the requests travel.
+/// How the requests travel. `Mode as usize` is the mode's place in `Mode::ALL`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// HTTP/1.1, connections kept alive.
@@ -124,6 +176,9 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// Every mode, in the order the scenarios run.
+    pub const ALL: [Self; 3] = [Self::Http1, Self::Http2, Self::NewConnection];
+
     /// How progress lines name the mode.
     pub fn label(self) -> &'static str {
         match self {
@@ -134,24 +189,19 @@ impl Mode {
     }
 }
 
-/// oha at `rate` requests per second for `duration`.
+/// oha sending `requests` at `rate` requests per second.
 pub async fn fixed_rate(
     target: SocketAddr,
     mode: Mode,
     rate: u32,
-    duration: Duration,
+    requests: u64,
     cpus: Option<&str>,
-) -> anyhow::Result<LatencyRun> {
+) -> anyhow::Result<LatencySamples> {
     let mut command = pinned_command(OHA.program, cpus);
     command
-        .args([
-            "--no-tui",
-            "--output-format",
-            "json",
-            "--latency-correction",
-        ])
-        .arg("-z")
-        .arg(format!("{}ms", duration.as_millis()))
+        .args(["--no-tui", "--output-format", "csv", "--latency-correction"])
+        .arg("-n")
+        .arg(requests.to_string())
         .arg("-q")
         .arg(rate.to_string())
         // The URL names the service, so `Host` (HTTP/1.1) and `:authority` (HTTP/2)
@@ -176,48 +226,50 @@ pub async fn fixed_rate(
             .arg(LATENCY_CONNECTIONS.to_string()),
     };
     command.arg(format!("http://{SERVICE_HOST}/"));
+    let duration = Duration::from_secs_f64(requests as f64 / f64::from(rate.max(1)));
     let output = run(command, duration).await?;
-    parse_oha(&output).with_context(|| format!("oha printed: {}", excerpt(&output)))
+    parse_oha_csv(&output, requests).with_context(|| format!("oha printed: {}", excerpt(&output)))
 }
 
-fn parse_oha(output: &str) -> anyhow::Result<LatencyRun> {
-    let value: Value = serde_json::from_str(output)?;
-    let percentile = |key: &str| -> anyhow::Result<f64> {
-        value["latencyPercentiles"][key]
-            .as_f64()
-            .map(|seconds| seconds * 1000.0)
-            .with_context(|| format!("no latencyPercentiles.{key} (no request answered?)"))
+/// oha's CSV: a header, then one line per answered request, in which the fifth field is
+/// the latency in seconds (from the scheduled start, with `--latency-correction`) and the
+/// seventh the status. Requests that got no answer have no line.
+fn parse_oha_csv(output: &str, sent: u64) -> anyhow::Result<LatencySamples> {
+    let mut lines = output.lines();
+    let header = lines.next().context("no CSV header")?;
+    anyhow::ensure!(
+        header.split(',').nth(4) == Some("request-duration")
+            && header.split(',').nth(6) == Some("status"),
+        "unexpected CSV header {header:?}"
+    );
+    let mut samples = LatencySamples {
+        sent,
+        ..LatencySamples::default()
     };
-    let statuses = value["statusCodeDistribution"]
-        .as_object()
-        .context("no statusCodeDistribution")?;
-    let answered: u64 = statuses.values().filter_map(Value::as_u64).sum();
-    let ok = statuses.get("200").and_then(Value::as_u64).unwrap_or(0);
-    let errors: u64 = value["errorDistribution"]
-        .as_object()
-        .map(|errors| {
-            errors
-                .iter()
-                // Requests cut off by the end of the run are not failures.
-                .filter(|(name, _)| !name.contains("deadline"))
-                .filter_map(|(_, count)| count.as_u64())
-                .sum()
-        })
-        .unwrap_or(0);
-    Ok(LatencyRun {
-        latency_ms: Percentiles {
-            p50: percentile("p50")?,
-            p90: percentile("p90")?,
-            p99: percentile("p99")?,
-            p999: percentile("p99.9")?,
-        },
-        requests: answered,
-        failures: answered - ok + errors,
-        failure_detail: format!(
-            "statuses {} errors {}",
-            value["statusCodeDistribution"], value["errorDistribution"]
-        ),
-    })
+    for (number, line) in lines.enumerate() {
+        let fields: Vec<&str> = line.split(',').collect();
+        let (Some(seconds), Some(status)) = (fields.get(4), fields.get(6)) else {
+            bail!(
+                "CSV line {} has {} fields: {line:?}",
+                number + 2,
+                fields.len()
+            );
+        };
+        let seconds: f64 = seconds
+            .parse()
+            .with_context(|| format!("CSV line {}: latency {seconds:?}", number + 2))?;
+        let status: u16 = status
+            .parse()
+            .with_context(|| format!("CSV line {}: status {status:?}", number + 2))?;
+        samples.latencies_ms.push(seconds * 1000.0);
+        *samples.statuses.entry(status).or_default() += 1;
+    }
+    anyhow::ensure!(
+        samples.latencies_ms.len() as u64 <= sent,
+        "{} answers to {sent} requests",
+        samples.latencies_ms.len()
+    );
+    Ok(samples)
 }
 
 /// Closed-loop maximum throughput for `duration`.
@@ -368,14 +420,42 @@ mod tests {
     }
 
     #[test]
-    fn reads_oha_json() {
-        let json = r#"{"summary":{"successRate":1.0},
-            "latencyPercentiles":{"p50":0.001,"p90":0.002,"p99":0.003,"p99.9":0.004},
-            "statusCodeDistribution":{"200":990,"503":10},
-            "errorDistribution":{"aborted due to deadline":3,"connection refused":2}}"#;
-        let run = parse_oha(json).unwrap();
-        assert_eq!(run.requests, 1000);
-        assert_eq!(run.failures, 12);
-        assert!((run.latency_ms.p999 - 4.0).abs() < 1e-9);
+    fn reads_oha_csv() {
+        let csv = "request-start,DNS,DNS+dialup,Response-delay,request-duration,bytes,status\n\
+                   0.001,0.00001,0.0002,0.0010,0.0012,1024,200\n\
+                   0.002,0,0,0.0004,0.0004,1024,503\n";
+        let samples = parse_oha_csv(csv, 3).unwrap();
+        assert_eq!(samples.latencies_ms, [1.2, 0.4]);
+        assert_eq!(samples.statuses, BTreeMap::from([(200, 1), (503, 1)]));
+        assert!(parse_oha_csv(csv, 1).is_err(), "more answers than requests");
+        assert!(parse_oha_csv("Error: connection refused\n", 3).is_err());
+        assert!(parse_oha_csv(&csv.replace("1024,200", "1024"), 3).is_err());
+    }
+
+    #[test]
+    fn rounds_pool_into_one_population() {
+        let round = |latencies: &[f64], status: u16, sent: u64| LatencySamples {
+            sent,
+            latencies_ms: latencies.to_vec(),
+            statuses: BTreeMap::from([(status, latencies.len() as u64)]),
+        };
+        // 1..=100 ms split over two rounds: the percentiles of the whole hundred, not
+        // of either round.
+        let low: Vec<f64> = (1..=50).map(f64::from).collect();
+        let high: Vec<f64> = (51..=100).map(f64::from).collect();
+        let run = LatencyRun::pool(&[round(&high, 200, 50), round(&low, 200, 52)]).unwrap();
+        assert_eq!(run.latency_ms.p50, 50.0);
+        assert_eq!(run.latency_ms.p90, 90.0);
+        assert_eq!(run.latency_ms.p99, 99.0);
+        assert_eq!(run.latency_ms.p999, 100.0);
+        assert_eq!((run.requests, run.failures), (100, 2), "two never answered");
+        let run = LatencyRun::pool(&[round(&low, 503, 50), round(&high, 200, 50)]).unwrap();
+        assert_eq!(run.failures, 50);
+        assert!(
+            run.failure_detail.contains("503: 50"),
+            "{}",
+            run.failure_detail
+        );
+        assert!(LatencyRun::pool(&[round(&[], 200, 10)]).is_none());
     }
 }

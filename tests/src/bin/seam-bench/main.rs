@@ -66,9 +66,12 @@ enum Command {
 #[derive(Clone, Copy, Debug)]
 pub struct Durations {
     pub warm_up: Duration,
+    /// The HTTP/1.1 fixed-rate load, all rounds together.
     pub latency: Duration,
+    /// The other fixed-rate loads (all rounds together), and each maximum-throughput run.
     pub other: Duration,
-    /// How many times each contender's maximum throughput is measured (taking turns).
+    /// The rounds the contenders take turns in: a fixed-rate load is split into this many
+    /// parts, a maximum-throughput run repeated this many times.
     pub rounds: u32,
 }
 

@@ -17,7 +17,7 @@ use crate::Durations;
 use crate::certs::{HOP2_DNS_NAME, MeshCa};
 use crate::contenders::haproxy::Certificates;
 use crate::contenders::{self, Pinning, Running, SERVICE_HOST, pinned_command};
-use crate::load::{self, H2LOAD, LatencyRun, Mode, OHA, ThroughputRun, Tool, WRK};
+use crate::load::{self, H2LOAD, LatencyRun, LatencySamples, Mode, OHA, ThroughputRun, Tool, WRK};
 use crate::procstat;
 
 /// The contenders, in the order they run.
@@ -40,48 +40,37 @@ pub struct Setup {
     pub versions: BTreeMap<&'static str, String>,
 }
 
-/// What one contender measured. A scenario is `Err` when it could not run (its tool is
-/// missing, or it failed), with the reason.
+/// The two measurements of one scenario. Each is `Err` when it could not run (its tool
+/// is missing, or it failed), with the reason.
+pub struct Scenario {
+    pub latency: Result<LatencyRun, String>,
+    pub max: Result<ThroughputRun, String>,
+}
+
+/// What one contender measured.
 pub struct Measured {
-    pub http1: Result<LatencyRun, String>,
-    pub http1_max: Result<ThroughputRun, String>,
-    pub http2: Result<LatencyRun, String>,
-    pub http2_max: Result<ThroughputRun, String>,
-    pub new_connection: Result<LatencyRun, String>,
-    pub new_connection_max: Result<ThroughputRun, String>,
-    /// CPU time of the hop processes per 1,000 requests in the HTTP/1.1 fixed-rate run.
+    /// In the order of `Mode::ALL`.
+    scenarios: [Scenario; 3],
+    /// CPU time of the hop processes per 1,000 requests in the HTTP/1.1 fixed-rate runs.
     pub cpu_ms_per_1k: Option<f64>,
     /// Peak RSS of the largest hop process.
     pub peak_rss_mib: Option<f64>,
 }
 
 impl Measured {
-    /// The fixed-rate and the maximum-throughput results of `mode`.
-    pub fn runs(
-        &self,
-        mode: Mode,
-    ) -> (&Result<LatencyRun, String>, &Result<ThroughputRun, String>) {
-        match mode {
-            Mode::Http1 => (&self.http1, &self.http1_max),
-            Mode::Http2 => (&self.http2, &self.http2_max),
-            Mode::NewConnection => (&self.new_connection, &self.new_connection_max),
+    fn new() -> Self {
+        Self {
+            scenarios: Mode::ALL.map(|_| Scenario {
+                latency: Err("not measured".into()),
+                max: Err("not measured".into()),
+            }),
+            cpu_ms_per_1k: None,
+            peak_rss_mib: None,
         }
     }
 
-    fn latency_mut(&mut self, mode: Mode) -> &mut Result<LatencyRun, String> {
-        match mode {
-            Mode::Http1 => &mut self.http1,
-            Mode::Http2 => &mut self.http2,
-            Mode::NewConnection => &mut self.new_connection,
-        }
-    }
-
-    fn max_mut(&mut self, mode: Mode) -> &mut Result<ThroughputRun, String> {
-        match mode {
-            Mode::Http1 => &mut self.http1_max,
-            Mode::Http2 => &mut self.http2_max,
-            Mode::NewConnection => &mut self.new_connection_max,
-        }
+    pub fn scenario(&self, mode: Mode) -> &Scenario {
+        &self.scenarios[mode as usize]
     }
 }
 
@@ -206,65 +195,21 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Results> {
 }
 
 /// Every scenario for every running contender. The contenders take turns within each
-/// scenario (and the throughput runs go round `durations.rounds` times, in a rotating
-/// order), so a slow spell of a shared machine does not fall on one contender only.
+/// scenario, going round `durations.rounds` times in a rotating order, so a slow spell of
+/// a shared machine does not fall on one contender only.
 async fn measure_all(contenders: &[(&'static str, Running)], setup: &Setup) -> Vec<Measured> {
-    let cpus = setup.pinning.load.as_deref();
-    let durations = setup.durations;
-    let step = |name: &str, what: &str| eprintln!("seam-bench:   {name}: {what}");
-    let mut measured: Vec<Measured> = Vec::new();
-    for (name, running) in contenders {
-        // Warmed up right before its own run, so every contender starts equally warm.
-        step(name, "warm-up");
-        let _ = closed_loop(running.http1, Mode::Http1, durations.warm_up, cpus).await;
-        step(name, "HTTP/1.1 at a fixed rate");
-        let pids = procstat::with_children(&running.hop_pids);
-        let cpu_before = procstat::total_cpu_time(&pids);
-        let http1 = fixed_rate(
-            running.http1,
-            Mode::Http1,
-            setup.rate,
-            durations.latency,
-            cpus,
-        )
-        .await;
-        let cpu_after = procstat::total_cpu_time(&pids);
-        let cpu_ms_per_1k = match (&http1, cpu_before, cpu_after) {
-            (Ok(run), Ok(before), Ok(after)) if !pids.is_empty() && run.requests > 0 => {
-                Some((after - before).as_secs_f64() * 1000.0 / run.requests as f64 * 1000.0)
+    let mut measured: Vec<Measured> = contenders.iter().map(|_| Measured::new()).collect();
+    for mode in Mode::ALL {
+        let latency = latency_rounds(contenders, mode, setup).await;
+        for (measured, (latency, cpu_ms_per_1k)) in measured.iter_mut().zip(latency) {
+            measured.scenarios[mode as usize].latency = latency;
+            if mode == Mode::Http1 {
+                measured.cpu_ms_per_1k = cpu_ms_per_1k;
             }
-            _ => None,
-        };
-        measured.push(Measured {
-            http1,
-            http1_max: Err("not measured".into()),
-            http2: Err("not measured".into()),
-            http2_max: Err("not measured".into()),
-            new_connection: Err("not measured".into()),
-            new_connection_max: Err("not measured".into()),
-            cpu_ms_per_1k,
-            peak_rss_mib: None,
-        });
-    }
-    let max = rounds(contenders, Mode::Http1, setup).await;
-    for (measured, max) in measured.iter_mut().zip(max) {
-        measured.http1_max = max;
-    }
-    for mode in [Mode::Http2, Mode::NewConnection] {
-        for ((name, running), measured) in contenders.iter().zip(&mut measured) {
-            step(name, &format!("{}: at a fixed rate", mode.label()));
-            let run = fixed_rate(
-                running.target(mode),
-                mode,
-                setup.rate,
-                durations.other,
-                cpus,
-            );
-            *measured.latency_mut(mode) = run.await;
         }
-        let max = rounds(contenders, mode, setup).await;
+        let max = throughput_rounds(contenders, mode, setup).await;
         for (measured, max) in measured.iter_mut().zip(max) {
-            *measured.max_mut(mode) = max;
+            measured.scenarios[mode as usize].max = max;
         }
     }
     for ((_, running), measured) in contenders.iter().zip(&mut measured) {
@@ -277,10 +222,87 @@ async fn measure_all(contenders: &[(&'static str, Running)], setup: &Setup) -> V
     measured
 }
 
-/// The closed-loop runs of one mode: `durations.rounds` rounds, each contender once per
-/// round, starting one further along each round. A contender's result is the median of
-/// its rounds, or the first failure.
-async fn rounds(
+/// The order of one round's turns: each contender once, starting one further along each
+/// round.
+fn turns(round: usize, contenders: usize) -> impl Iterator<Item = usize> {
+    (0..contenders).map(move |turn| (round + turn) % contenders)
+}
+
+/// The fixed-rate runs of one mode: `durations.rounds` rounds taking turns, a contender's
+/// requests pooled over its rounds (or its first failure), with the CPU time its hop
+/// processes spent per 1,000 of them. Before its first HTTP/1.1 round (the first
+/// scenario) each contender is warmed up with closed-loop load, so all start equally warm.
+async fn latency_rounds(
+    contenders: &[(&'static str, Running)],
+    mode: Mode,
+    setup: &Setup,
+) -> Vec<(Result<LatencyRun, String>, Option<f64>)> {
+    let cpus = setup.pinning.load.as_deref();
+    let durations = setup.durations;
+    let rounds = durations.rounds.max(1);
+    let duration = if mode == Mode::Http1 {
+        durations.latency
+    } else {
+        durations.other
+    };
+    let per_round =
+        (f64::from(setup.rate) * duration.as_secs_f64() / f64::from(rounds)).round() as u64;
+    let mut samples: Vec<Result<Vec<LatencySamples>, String>> =
+        contenders.iter().map(|_| Ok(Vec::new())).collect();
+    let mut cpu: Vec<Option<Duration>> = contenders.iter().map(|_| Some(Duration::ZERO)).collect();
+    for round in 0..rounds as usize {
+        for index in turns(round, contenders.len()) {
+            let (name, running) = &contenders[index];
+            // A contender that failed a round is not run again.
+            let Ok(done) = &mut samples[index] else {
+                continue;
+            };
+            if round == 0 && mode == Mode::Http1 {
+                eprintln!("seam-bench:   {name}: warm-up");
+                let _ = closed_loop(running.http1, Mode::Http1, durations.warm_up, cpus).await;
+            }
+            eprintln!(
+                "seam-bench:   {name}: {}: at a fixed rate, round {}",
+                mode.label(),
+                round + 1
+            );
+            let pids = procstat::with_children(&running.hop_pids);
+            let before = procstat::total_cpu_time(&pids);
+            let run = fixed_rate(running.target(mode), mode, setup.rate, per_round, cpus).await;
+            let after = procstat::total_cpu_time(&pids);
+            cpu[index] = match (cpu[index], before, after) {
+                (Some(sum), Ok(before), Ok(after)) if !pids.is_empty() => {
+                    Some(sum + (after - before))
+                }
+                _ => None,
+            };
+            match run {
+                Ok(run) => done.push(run),
+                Err(err) => samples[index] = Err(err),
+            }
+        }
+    }
+    samples
+        .into_iter()
+        .zip(cpu)
+        .map(|(samples, cpu)| {
+            let run = samples.and_then(|samples| {
+                LatencyRun::pool(&samples).ok_or_else(|| "no request was answered".to_string())
+            });
+            let cpu_ms_per_1k = match (&run, cpu) {
+                (Ok(run), Some(cpu)) => {
+                    Some(cpu.as_secs_f64() * 1000.0 / run.requests as f64 * 1000.0)
+                }
+                _ => None,
+            };
+            (run, cpu_ms_per_1k)
+        })
+        .collect()
+}
+
+/// The closed-loop runs of one mode: `durations.rounds` rounds taking turns. A
+/// contender's result is the median of its rounds, or the first failure.
+async fn throughput_rounds(
     contenders: &[(&'static str, Running)],
     mode: Mode,
     setup: &Setup,
@@ -288,8 +310,7 @@ async fn rounds(
     let mut runs: Vec<Result<Vec<ThroughputRun>, String>> =
         contenders.iter().map(|_| Ok(Vec::new())).collect();
     for round in 0..setup.durations.rounds as usize {
-        for turn in 0..contenders.len() {
-            let index = (round + turn) % contenders.len();
+        for index in turns(round, contenders.len()) {
             let (name, running) = &contenders[index];
             // A contender that failed a round is not run again.
             let Ok(done) = &mut runs[index] else {
@@ -324,11 +345,11 @@ async fn fixed_rate(
     target: SocketAddr,
     mode: Mode,
     rate: u32,
-    duration: Duration,
+    requests: u64,
     cpus: Option<&str>,
-) -> Result<LatencyRun, String> {
+) -> Result<LatencySamples, String> {
     require(OHA)?;
-    load::fixed_rate(target, mode, rate, duration, cpus)
+    load::fixed_rate(target, mode, rate, requests, cpus)
         .await
         .map_err(|err| format!("{err:#}"))
 }

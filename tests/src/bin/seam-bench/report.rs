@@ -26,15 +26,15 @@ struct Row {
 
 /// The results of `mode` that ran.
 fn runs(measured: &Measured, mode: Mode) -> (Option<&LatencyRun>, Option<&ThroughputRun>) {
-    let (latency, max) = measured.runs(mode);
-    (latency.as_ref().ok(), max.as_ref().ok())
+    let scenario = measured.scenario(mode);
+    (scenario.latency.as_ref().ok(), scenario.max.as_ref().ok())
 }
 
 /// What went wrong in `mode`, if anything.
 fn problems(measured: &Measured, mode: Mode) -> Vec<String> {
-    let (latency, max) = measured.runs(mode);
+    let scenario = measured.scenario(mode);
     let mut problems = Vec::new();
-    match latency {
+    match &scenario.latency {
         Err(err) => problems.push(format!("fixed rate: {err}")),
         Ok(run) if run.failures > 0 => problems.push(format!(
             "fixed rate: {} of {} requests failed ({})",
@@ -42,7 +42,7 @@ fn problems(measured: &Measured, mode: Mode) -> Vec<String> {
         )),
         Ok(_) => {}
     }
-    match max {
+    match &scenario.max {
         Err(err) => problems.push(format!("max throughput: {err}")),
         Ok(run) if run.failures > 0 => {
             problems.push(format!("max throughput: {} requests failed", run.failures))
@@ -91,11 +91,12 @@ pub fn markdown(results: &Results) -> String {
         "\n## seam-bench: two hops, mTLS between them, 1 KiB responses\n\n\
          Machine: {} × {}, Linux {}. Load generator on CPU {}, hops and upstream on CPU {} \
          (one worker thread per hop).\n\
-         Latency: oha, open loop at {} requests/s for {:?}, corrected for coordinated \
-         omission. Max throughput: wrk (HTTP/1.1) / h2load (HTTP/2), closed loop, {:?}, the \
-         median of {} rounds. The contenders take turns in every scenario. CPU: user + system \
-         time of the hop processes per 1,000 requests at the fixed rate. RSS: peak of the \
-         largest hop process.",
+         Latency: oha, open loop at {} requests/s, corrected for coordinated omission, \
+         for {:?} in HTTP/1.1 and {:?} otherwise, split into {} rounds; the percentiles are \
+         over all of a contender's requests. Max throughput: wrk (HTTP/1.1) / h2load \
+         (HTTP/2), closed loop, {:?}, the median of {} rounds. The contenders take turns \
+         in every round of every scenario. CPU: user + system time of the hop processes \
+         per 1,000 requests at the fixed rate. RSS: peak of the largest hop process.",
         setup.cores,
         setup.cpu_model,
         setup.kernel,
@@ -103,6 +104,8 @@ pub fn markdown(results: &Results) -> String {
         setup.pinning.hops.as_deref().unwrap_or("any"),
         setup.rate,
         setup.durations.latency,
+        setup.durations.other,
+        setup.durations.rounds,
         setup.durations.other,
         setup.durations.rounds,
     );
@@ -250,6 +253,7 @@ pub fn json(results: &Results) -> Value {
             "latency_seconds": setup.durations.latency.as_secs_f64(),
             "throughput_seconds": setup.durations.other.as_secs_f64(),
             "throughput_rounds": setup.durations.rounds,
+            "latency_rounds": setup.durations.rounds,
             "load_cpus": setup.pinning.load,
             "hop_cpus": setup.pinning.hops,
             "versions": setup.versions,
