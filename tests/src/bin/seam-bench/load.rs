@@ -5,8 +5,7 @@
 //!   request timed from when the schedule said it should start, so a stall counts against
 //!   every request it delayed (no coordinated omission). oha is maintained, speaks
 //!   HTTP/1.1 and HTTP/2, can open a connection per request, and prints every answered
-//!   request's latency as CSV, so the rounds of a contender are pooled into one set of
-//!   percentiles.
+//!   request's latency as CSV (the percentiles are ours, the same for every contender).
 //! - Throughput: `wrk` (HTTP/1.1) and `h2load` (HTTP/2), closed-loop: as many requests as
 //!   the path answers, on a fixed number of connections.
 
@@ -62,6 +61,26 @@ pub struct Percentiles {
     pub p999: f64,
 }
 
+impl Percentiles {
+    /// Nearest-rank percentiles of `latencies`; `None` when there are none.
+    fn of(latencies: &mut [f64]) -> Option<Self> {
+        if latencies.is_empty() {
+            return None;
+        }
+        latencies.sort_by(f64::total_cmp);
+        let at = |fraction: f64| {
+            let rank = (fraction * latencies.len() as f64).ceil() as usize;
+            latencies[rank.clamp(1, latencies.len()) - 1]
+        };
+        Some(Self {
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            p999: at(0.999),
+        })
+    }
+}
+
 /// What one oha run saw: the latency of every answered request and the statuses.
 #[derive(Clone, Debug, Default)]
 pub struct LatencySamples {
@@ -73,11 +92,13 @@ pub struct LatencySamples {
     pub statuses: BTreeMap<u16, u64>,
 }
 
-/// The fixed-rate runs of one contender in one scenario, taken together.
+/// The fixed-rate rounds of one contender in one scenario.
 #[derive(Clone, Debug)]
 pub struct LatencyRun {
-    /// Percentiles over every answered request of every round.
+    /// Each percentile's median over the rounds.
     pub latency_ms: Percentiles,
+    /// The percentiles of each round.
+    pub rounds: Vec<Percentiles>,
     /// Requests answered (any status).
     pub requests: u64,
     /// Requests that failed or did not answer 200.
@@ -87,40 +108,55 @@ pub struct LatencyRun {
 }
 
 impl LatencyRun {
-    /// The rounds' requests as one population, so a percentile counts every request
-    /// once whichever round it fell in. Nearest-rank percentiles. `None` when no request
+    /// The rounds as one result: each percentile is the median of the rounds' (the mean
+    /// of the middle two for an even count), so a stall of the shared machine during one
+    /// round does not decide it, while a proxy's own slow requests, which come back
+    /// every round, do; the requests and failures of all rounds. `None` when no request
     /// was answered.
-    pub fn pool(rounds: &[LatencySamples]) -> Option<Self> {
-        let mut latencies: Vec<f64> = rounds
+    pub fn combine(rounds: &[LatencySamples]) -> Option<Self> {
+        let percentiles: Vec<Percentiles> = rounds
             .iter()
-            .flat_map(|round| round.latencies_ms.iter().copied())
+            .filter_map(|round| Percentiles::of(&mut round.latencies_ms.clone()))
             .collect();
-        if latencies.is_empty() {
-            return None;
-        }
-        latencies.sort_by(f64::total_cmp);
-        let at = |fraction: f64| {
-            let rank = (fraction * latencies.len() as f64).ceil() as usize;
-            latencies[rank.clamp(1, latencies.len()) - 1]
+        let median_of = |pick: fn(&Percentiles) -> f64| {
+            median(&percentiles.iter().map(pick).collect::<Vec<f64>>())
+        };
+        let latency_ms = Percentiles {
+            p50: median_of(|p| p.p50)?,
+            p90: median_of(|p| p.p90)?,
+            p99: median_of(|p| p.p99)?,
+            p999: median_of(|p| p.p999)?,
         };
         let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
         for (status, count) in rounds.iter().flat_map(|round| &round.statuses) {
             *statuses.entry(*status).or_default() += count;
         }
-        let requests = latencies.len() as u64;
+        let requests: u64 = rounds
+            .iter()
+            .map(|round| round.latencies_ms.len() as u64)
+            .sum();
         let unanswered = rounds.iter().map(|round| round.sent).sum::<u64>() - requests;
         let ok = statuses.get(&200).copied().unwrap_or(0);
         Some(Self {
-            latency_ms: Percentiles {
-                p50: at(0.50),
-                p90: at(0.90),
-                p99: at(0.99),
-                p999: at(0.999),
-            },
+            latency_ms,
+            rounds: percentiles,
             requests,
             failures: requests - ok + unanswered,
             failure_detail: format!("statuses {statuses:?}, {unanswered} without an answer"),
         })
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count); `None` for
+/// none.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        count if count.is_multiple_of(2) => Some((sorted[middle - 1] + sorted[middle]) / 2.0),
+        _ => Some(sorted[middle]),
     }
 }
 
@@ -141,23 +177,12 @@ impl ThroughputRun {
         }
     }
 
-    /// The rounds as one result: the median throughput (the mean of the middle two for
-    /// an even count), every failure. `None` for no rounds.
+    /// The rounds as one result: the median throughput, every failure. `None` for no
+    /// rounds.
     pub fn combine(runs: &[Self]) -> Option<Self> {
         let rounds: Vec<f64> = runs.iter().map(|run| run.rps).collect();
-        if rounds.is_empty() {
-            return None;
-        }
-        let mut sorted = rounds.clone();
-        sorted.sort_by(f64::total_cmp);
-        let middle = sorted.len() / 2;
-        let rps = if sorted.len().is_multiple_of(2) {
-            (sorted[middle - 1] + sorted[middle]) / 2.0
-        } else {
-            sorted[middle]
-        };
         Some(Self {
-            rps,
+            rps: median(&rounds)?,
             failures: runs.iter().map(|run| run.failures).sum(),
             rounds,
         })
@@ -433,29 +458,37 @@ mod tests {
     }
 
     #[test]
-    fn rounds_pool_into_one_population() {
-        let round = |latencies: &[f64], status: u16, sent: u64| LatencySamples {
+    fn latency_rounds_combine_into_median_percentiles() {
+        let round = |latencies: Vec<f64>, status: u16, sent: u64| LatencySamples {
             sent,
-            latencies_ms: latencies.to_vec(),
             statuses: BTreeMap::from([(status, latencies.len() as u64)]),
+            latencies_ms: latencies,
         };
-        // 1..=100 ms split over two rounds: the percentiles of the whole hundred, not
-        // of either round.
-        let low: Vec<f64> = (1..=50).map(f64::from).collect();
-        let high: Vec<f64> = (51..=100).map(f64::from).collect();
-        let run = LatencyRun::pool(&[round(&high, 200, 50), round(&low, 200, 52)]).unwrap();
+        let steady = || (1..=100).map(f64::from).collect::<Vec<f64>>();
+        // One round stalled: its tail is far out, and the median of three leaves it out.
+        let mut stalled = steady();
+        stalled[95..].fill(900.0);
+        let run = LatencyRun::combine(&[
+            round(steady(), 200, 100),
+            round(stalled, 200, 100),
+            round(steady().iter().map(|ms| ms + 1.0).collect(), 200, 102),
+        ])
+        .unwrap();
         assert_eq!(run.latency_ms.p50, 50.0);
         assert_eq!(run.latency_ms.p90, 90.0);
-        assert_eq!(run.latency_ms.p99, 99.0);
-        assert_eq!(run.latency_ms.p999, 100.0);
-        assert_eq!((run.requests, run.failures), (100, 2), "two never answered");
-        let run = LatencyRun::pool(&[round(&low, 503, 50), round(&high, 200, 50)]).unwrap();
-        assert_eq!(run.failures, 50);
+        assert_eq!(run.latency_ms.p99, 100.0);
+        assert_eq!(run.latency_ms.p999, 101.0);
+        assert_eq!(run.rounds[1].p99, 900.0);
+        assert_eq!((run.requests, run.failures), (300, 2), "two never answered");
+        let run =
+            LatencyRun::combine(&[round(steady(), 503, 100), round(steady(), 200, 100)]).unwrap();
+        assert_eq!(run.latency_ms.p50, 50.0);
+        assert_eq!(run.failures, 100);
         assert!(
-            run.failure_detail.contains("503: 50"),
+            run.failure_detail.contains("503: 100"),
             "{}",
             run.failure_detail
         );
-        assert!(LatencyRun::pool(&[round(&[], 200, 10)]).is_none());
+        assert!(LatencyRun::combine(&[round(Vec::new(), 200, 10)]).is_none());
     }
 }

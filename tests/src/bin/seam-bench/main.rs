@@ -70,9 +70,11 @@ pub struct Durations {
     pub latency: Duration,
     /// The other fixed-rate loads (all rounds together), and each maximum-throughput run.
     pub other: Duration,
-    /// The rounds the contenders take turns in: a fixed-rate load is split into this many
-    /// parts, a maximum-throughput run repeated this many times.
+    /// How many times each maximum-throughput run is repeated (the contenders taking
+    /// turns).
     pub rounds: u32,
+    /// How many parts each fixed-rate load is split into (the contenders taking turns).
+    pub latency_rounds: u32,
 }
 
 impl Durations {
@@ -83,6 +85,7 @@ impl Durations {
                 latency: Duration::from_secs(3),
                 other: Duration::from_secs(2),
                 rounds: 2,
+                latency_rounds: 3,
             }
         } else {
             Self {
@@ -90,6 +93,7 @@ impl Durations {
                 latency: Duration::from_secs(15),
                 other: Duration::from_secs(8),
                 rounds: 3,
+                latency_rounds: 3,
             }
         }
     }

@@ -195,8 +195,8 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Results> {
 }
 
 /// Every scenario for every running contender. The contenders take turns within each
-/// scenario, going round `durations.rounds` times in a rotating order, so a slow spell of
-/// a shared machine does not fall on one contender only.
+/// scenario, going round a few times in a rotating order, so a slow spell of a shared
+/// machine does not fall on one contender only.
 async fn measure_all(contenders: &[(&'static str, Running)], setup: &Setup) -> Vec<Measured> {
     let mut measured: Vec<Measured> = contenders.iter().map(|_| Measured::new()).collect();
     for mode in Mode::ALL {
@@ -228,9 +228,9 @@ fn turns(round: usize, contenders: usize) -> impl Iterator<Item = usize> {
     (0..contenders).map(move |turn| (round + turn) % contenders)
 }
 
-/// The fixed-rate runs of one mode: `durations.rounds` rounds taking turns, a contender's
-/// requests pooled over its rounds (or its first failure), with the CPU time its hop
-/// processes spent per 1,000 of them. Before its first HTTP/1.1 round (the first
+/// The fixed-rate runs of one mode: the load split into `durations.latency_rounds` rounds
+/// taking turns, a contender's rounds combined (or its first failure), with the CPU time
+/// its hop processes spent per 1,000 of their requests. Before its first HTTP/1.1 round (the first
 /// scenario) each contender is warmed up with closed-loop load, so all start equally warm.
 async fn latency_rounds(
     contenders: &[(&'static str, Running)],
@@ -239,7 +239,7 @@ async fn latency_rounds(
 ) -> Vec<(Result<LatencyRun, String>, Option<f64>)> {
     let cpus = setup.pinning.load.as_deref();
     let durations = setup.durations;
-    let rounds = durations.rounds.max(1);
+    let rounds = durations.latency_rounds.max(1);
     let duration = if mode == Mode::Http1 {
         durations.latency
     } else {
@@ -287,7 +287,7 @@ async fn latency_rounds(
         .zip(cpu)
         .map(|(samples, cpu)| {
             let run = samples.and_then(|samples| {
-                LatencyRun::pool(&samples).ok_or_else(|| "no request was answered".to_string())
+                LatencyRun::combine(&samples).ok_or_else(|| "no request was answered".to_string())
             });
             let cpu_ms_per_1k = match (&run, cpu) {
                 (Ok(run), Some(cpu)) => {

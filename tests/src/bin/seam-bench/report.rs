@@ -92,8 +92,8 @@ pub fn markdown(results: &Results) -> String {
          Machine: {} × {}, Linux {}. Load generator on CPU {}, hops and upstream on CPU {} \
          (one worker thread per hop).\n\
          Latency: oha, open loop at {} requests/s, corrected for coordinated omission, \
-         for {:?} in HTTP/1.1 and {:?} otherwise, split into {} rounds; the percentiles are \
-         over all of a contender's requests. Max throughput: wrk (HTTP/1.1) / h2load \
+         for {:?} in HTTP/1.1 and {:?} otherwise, split into {} rounds; each percentile is the \
+         median of the rounds'. Max throughput: wrk (HTTP/1.1) / h2load \
          (HTTP/2), closed loop, {:?}, the median of {} rounds. The contenders take turns \
          in every round of every scenario. CPU: user + system time of the hop processes \
          per 1,000 requests at the fixed rate. RSS: peak of the largest hop process.",
@@ -105,7 +105,7 @@ pub fn markdown(results: &Results) -> String {
         setup.rate,
         setup.durations.latency,
         setup.durations.other,
-        setup.durations.rounds,
+        setup.durations.latency_rounds,
         setup.durations.other,
         setup.durations.rounds,
     );
@@ -253,7 +253,7 @@ pub fn json(results: &Results) -> Value {
             "latency_seconds": setup.durations.latency.as_secs_f64(),
             "throughput_seconds": setup.durations.other.as_secs_f64(),
             "throughput_rounds": setup.durations.rounds,
-            "latency_rounds": setup.durations.rounds,
+            "latency_rounds": setup.durations.latency_rounds,
             "load_cpus": setup.pinning.load,
             "hop_cpus": setup.pinning.hops,
             "versions": setup.versions,
@@ -268,6 +268,7 @@ fn contender_json(name: &str, measured: &Measured, direct: Option<&Measured>) ->
         let numbers = row(measured, direct, mode);
         let mut value = json!({
             "latency_ms": latency.map(|run| json!(run.latency_ms)),
+            "latency_ms_rounds": latency.map(|run| json!(run.rounds)),
             "max_rps": max.map(|run| run.rps),
             "max_rps_rounds": max.map(|run| run.rounds.clone()),
             "requests": latency.map(|run| run.requests),
