@@ -41,6 +41,16 @@ pub enum Detection {
     NeedMore,
 }
 
+impl Detection {
+    /// The protocol, once the bytes tell it.
+    pub fn known(self) -> Option<Protocol> {
+        match self {
+            Self::Known(protocol) => Some(protocol),
+            Self::NeedMore => None,
+        }
+    }
+}
+
 /// Classifies the first bytes of a connection. A `Known` answer never changes when
 /// more bytes follow; `NeedMore` comes only for fewer than [`MAX_PREFIX`] bytes.
 pub fn detect(prefix: &[u8]) -> Detection {

@@ -24,19 +24,19 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::body::{self, ProxyBody};
-use crate::detect::{self, Detection, Protocol};
+use crate::detect::{Detection, Protocol};
 use crate::http1_pool::{Dial, Http1Pool};
 use crate::metrics::{CallerLabels, DeniedLabels, Direction, Metrics};
 use crate::proxy_error::{ProxyError, error_chain, proxy_response};
 use crate::server::{
-    CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, http_server, next_connection,
-    peer_http_server, strip_hop_by_hop,
+    CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, first_bytes, http_server, next_connection,
+    peer_http_server, speaking, strip_hop_by_hop,
 };
 use crate::state::authz::{self, Caller};
 use crate::state::policy::DEFAULT_ROUTE_LABEL;
 use crate::state::{Backend, Directory, Resolution};
 use crate::telemetry::{CountedIo, Handled, Telemetry};
-use crate::tls::{TlsState, refusal};
+use crate::tls::{ALPN_H2, ALPN_HTTP11, TlsState, refusal};
 
 mod callers;
 
@@ -325,23 +325,31 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let limit = ConnectionLimit::new(&inbound.limits);
+    let connection_metrics = Arc::new(inbound.metrics.connection_metrics(Direction::Inbound));
     while let Some((tcp, peer)) = next_connection(&listener, &stop, "inbound").await {
         let Some(permit) = inbound.metrics.admit(&limit, Direction::Inbound, peer) else {
             continue;
         };
         let inbound = inbound.clone();
+        let metrics = connection_metrics.clone();
         // A watcher per connection: the drain waits for it, handshake included.
         let watcher = connections.watcher();
         tokio::spawn(async move {
             let _permit = permit;
-            let _guard = inbound.metrics.connection_opened(Direction::Inbound);
+            let _guard = metrics.opened();
             match first_bytes(&tcp, inbound.limits.header_read_timeout).await {
                 Ok(Detection::Known(Protocol::Tls)) => {
                     let Some((tls, caller)) = handshake(&inbound, tcp, peer).await else {
                         return;
                     };
-                    let io = CountedIo::new(tls, &inbound.metrics, Direction::Inbound);
-                    serve_http(inbound, TokioIo::new(io), caller, watcher, peer).await;
+                    let protocol = match tls.get_ref().1.alpn_protocol() {
+                        Some(ALPN_H2) => Some(Protocol::Http2),
+                        Some(ALPN_HTTP11) => Some(Protocol::Http1),
+                        _ => None,
+                    };
+                    let io = CountedIo::new(tls, &metrics);
+                    let io = TokioIo::new(io);
+                    serve_http(inbound, io, protocol, caller, watcher, peer).await;
                 }
                 Ok(Detection::Known(Protocol::Unknown)) => {
                     inbound
@@ -350,7 +358,10 @@ pub async fn serve(
                     tracing::info!(%peer, "refused a connection that speaks neither TLS nor HTTP");
                 }
                 // HTTP, or bytes that may still become HTTP: hyper reads on from here.
-                Ok(Detection::Known(Protocol::Http1 | Protocol::Http2) | Detection::NeedMore) => {
+                Ok(
+                    detection @ (Detection::Known(Protocol::Http1 | Protocol::Http2)
+                    | Detection::NeedMore),
+                ) => {
                     if !inbound.plaintext_allowed().await {
                         inbound
                             .metrics
@@ -362,8 +373,8 @@ pub async fn serve(
                         identity: None,
                         header: None,
                     };
-                    let io = CountedIo::new(tcp, &inbound.metrics, Direction::Inbound);
-                    serve_http(inbound, TokioIo::new(io), caller, watcher, peer).await;
+                    let io = TokioIo::new(CountedIo::new(tcp, &metrics));
+                    serve_http(inbound, io, detection.known(), caller, watcher, peer).await;
                 }
                 Err(reason) => {
                     inbound
@@ -389,6 +400,7 @@ impl Inbound {
 async fn serve_http<I>(
     inbound: Arc<Inbound>,
     io: I,
+    protocol: Option<Protocol>,
     caller: InboundCaller,
     watcher: hyper_util::server::graceful::Watcher,
     peer: SocketAddr,
@@ -400,6 +412,7 @@ async fn serve_http<I>(
     } else {
         http_server(&inbound.limits)
     };
+    let server = speaking(server, protocol);
     let caller = Arc::new(CountedCaller::new(caller, &inbound));
     let service = hyper::service::service_fn(move |request| {
         let inbound = inbound.clone();
@@ -409,19 +422,6 @@ async fn serve_http<I>(
     let connection = server.serve_connection(io, service);
     if let Err(err) = watcher.watch(connection).await {
         tracing::debug!(%peer, error = %err, "inbound connection ended with an error");
-    }
-}
-
-/// What the client speaks, from the bytes it has sent so far (one peek: TLS is told by
-/// its first byte, and plaintext HTTP is read on by hyper). A client that sends nothing
-/// within the header read timeout is refused.
-async fn first_bytes(tcp: &TcpStream, limit: Duration) -> Result<Detection, &'static str> {
-    let mut prefix = [0u8; detect::MAX_PREFIX];
-    match tokio::time::timeout(limit, tcp.peek(&mut prefix)).await {
-        Ok(Ok(0)) => Err("closed_by_peer"),
-        Ok(Ok(read)) => Ok(detect::detect(&prefix[..read])),
-        Ok(Err(_)) => Err("io"),
-        Err(_) => Err("timeout"),
     }
 }
 

@@ -344,26 +344,18 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a connection as open until the guard is dropped.
-    pub fn connection_opened(&self, direction: Direction) -> ConnectionGuard {
+    /// One direction's connection series, looked up once for a listener rather than per
+    /// connection (each lookup hashes the label set).
+    pub fn connection_metrics(&self, direction: Direction) -> ConnectionMetrics {
         let label = DirectionLabel {
             direction: direction.as_str(),
         };
-        self.connections.get_or_create(&label).inc();
-        let gauge = self.open_connections.get_or_create(&label).clone();
-        gauge.inc();
-        ConnectionGuard(gauge)
-    }
-
-    /// The byte counters of one direction's connections.
-    pub fn byte_counters(&self, direction: Direction) -> (Counter, Counter) {
-        let label = DirectionLabel {
-            direction: direction.as_str(),
-        };
-        (
-            self.read_bytes.get_or_create(&label).clone(),
-            self.written_bytes.get_or_create(&label).clone(),
-        )
+        ConnectionMetrics {
+            opened: self.connections.get_or_create(&label).clone(),
+            open: self.open_connections.get_or_create(&label).clone(),
+            read_bytes: self.read_bytes.get_or_create(&label).clone(),
+            written_bytes: self.written_bytes.get_or_create(&label).clone(),
+        }
     }
 
     /// A permit for a new connection on a listener, or `None` (counted and logged) when
@@ -414,6 +406,23 @@ impl Default for Metrics {
 fn latency_histogram() -> Histogram {
     // 0.5 ms to ~16 s.
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The series every connection of one direction counts into.
+pub struct ConnectionMetrics {
+    opened: Counter,
+    open: Gauge,
+    pub read_bytes: Counter,
+    pub written_bytes: Counter,
+}
+
+impl ConnectionMetrics {
+    /// Counts a connection as open until the guard is dropped.
+    pub fn opened(&self) -> ConnectionGuard {
+        self.opened.inc();
+        self.open.inc();
+        ConnectionGuard(self.open.clone())
+    }
 }
 
 pub struct ConnectionGuard(Gauge);

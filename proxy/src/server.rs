@@ -10,6 +10,8 @@ use http::HeaderMap;
 use http::header::{self, HeaderName};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
+
+use crate::detect::{self, Detection, Protocol};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -111,15 +113,33 @@ pub async fn next_connection(
     }
 }
 
-/// Waits until the client has sent its first byte, for at most `limit` (the header read
-/// timeout): HTTP version detection would otherwise wait for ever on a client that
-/// connects and sends nothing. `false` if none came in time or the client left.
-pub async fn first_byte_within(tcp: &TcpStream, limit: Duration) -> bool {
-    let mut first = [0u8; 1];
-    matches!(
-        tokio::time::timeout(limit, tcp.peek(&mut first)).await,
-        Ok(Ok(1))
-    )
+/// What the client speaks, from the bytes it has sent so far (one peek: TLS is told by
+/// its first byte, and plaintext HTTP is read on by hyper). A client that sends nothing
+/// within `limit` (the header read timeout) is refused, with the reason: HTTP version
+/// detection would otherwise wait for ever on a client that connects and sends nothing.
+pub async fn first_bytes(tcp: &TcpStream, limit: Duration) -> Result<Detection, &'static str> {
+    let mut prefix = [0u8; detect::MAX_PREFIX];
+    match tokio::time::timeout(limit, tcp.peek(&mut prefix)).await {
+        Ok(Ok(0)) => Err("closed_by_peer"),
+        Ok(Ok(read)) => Ok(detect::detect(&prefix[..read])),
+        Ok(Err(_)) => Err("io"),
+        Err(_) => Err("timeout"),
+    }
+}
+
+/// `server` held to the HTTP version the connection already showed (its first bytes, or
+/// the ALPN of its TLS handshake), so hyper-util does not read the start of the
+/// connection again to find out: that probe cost every new connection a partial read
+/// and parse of its first request. With `None` hyper-util tells them apart itself.
+pub fn speaking(
+    server: auto::Builder<TokioExecutor>,
+    protocol: Option<Protocol>,
+) -> auto::Builder<TokioExecutor> {
+    match protocol {
+        Some(Protocol::Http1) => server.http1_only(),
+        Some(Protocol::Http2) => server.http2_only(),
+        _ => server,
+    }
 }
 
 /// The headers that describe one connection (RFC 9110 §7.6.1), besides any the
@@ -135,8 +155,8 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 
 /// Removes the headers that describe one connection and must not be forwarded,
 /// including any the `Connection` header names. `te: trailers` stays: gRPC needs it.
-/// Most messages carry none of them, so one pass over the names comes first and the
-/// lookups only when it finds one.
+/// Most messages carry none of them, so one pass over the names comes first; when it
+/// finds one, only the names present are removed (each removal hashes its name).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let any = headers
         .keys()
@@ -151,10 +171,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .flat_map(|value| value.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
+    let present: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(name) || named.contains(name))
+        .cloned()
+        .collect();
+    for name in present {
         headers.remove(name);
     }
     if headers

@@ -1,5 +1,6 @@
 //! Hardening of the listeners and the control plane: a client that sends half a request
-//! head is cut off by the header read timeout (10 s by default); an oversized request head
+//! head is cut off by the header read timeout (10 s by default); a request whose first
+//! bytes arrive apart is still served; an oversized request head
 //! gets 431; a listener at `--max-connections` closes new connections at once and counts
 //! them; `POST /shutdown` on the admin port drains and exits 0; the control plane's gRPC
 //! port speaks only TLS; and no join token or private key ever reaches a log line.
@@ -68,6 +69,33 @@ async fn header_read_timeout_is_a_flag_and_applies_to_idle_new_connections() {
             String::from_utf8_lossy(opening)
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_whose_first_bytes_come_apart_are_still_served() {
+    // The listeners tell HTTP/1 from HTTP/2 by peeking at the first bytes, and hand the
+    // choice back to hyper-util when those could still be either ("P" begins both POST
+    // and the HTTP/2 preface). Whether the proxy peeks before the rest arrives depends
+    // on scheduling; a request must be answered either way.
+    let mesh = TwoHop::start().await.expect("two-hop mesh starts");
+    for (opening, rest) in [("P", "OST /apart"), ("PU", "T /apart"), ("G", "ET /apart")] {
+        let mut stream = TcpStream::connect(mesh.a.outbound())
+            .await
+            .expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        stream.write_all(opening.as_bytes()).await.expect("write");
+        let head = format!(
+            "{rest} HTTP/1.1\r\nHost: b\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+        );
+        stream.write_all(head.as_bytes()).await.expect("write");
+        let (received, _, closed) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        let text = String::from_utf8_lossy(&received);
+        assert!(
+            closed && text.starts_with("HTTP/1.1 200"),
+            "{opening}|{rest}: {text:?}"
+        );
+    }
+    assert_eq!(mesh.app_b.requests_seen(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]

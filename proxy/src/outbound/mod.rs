@@ -46,8 +46,8 @@ use crate::body::{self, ProxyBody};
 use crate::metrics::{Direction, Metrics};
 use crate::proxy_error::ProxyError;
 use crate::server::{
-    CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, first_byte_within, http_server,
-    next_connection, strip_hop_by_hop,
+    CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, first_bytes, http_server, next_connection,
+    speaking, strip_hop_by_hop,
 };
 use crate::state::policy::DEFAULT_ROUTE_LABEL;
 use crate::state::{Backend, Directory, Resolution};
@@ -229,12 +229,13 @@ pub async fn serve(
 ) {
     let server = http_server(&limits);
     let limit = ConnectionLimit::new(&limits);
+    let connection_metrics = Arc::new(outbound.metrics.connection_metrics(Direction::Outbound));
     while let Some((tcp, peer)) = next_connection(&listener, &stop, "outbound").await {
         let Some(permit) = outbound.metrics.admit(&limit, Direction::Outbound, peer) else {
             continue;
         };
-        let guard = outbound.metrics.connection_opened(Direction::Outbound);
-        let metrics = outbound.metrics.clone();
+        let guard = connection_metrics.opened();
+        let metrics = connection_metrics.clone();
         let outbound = outbound.clone();
         let last_host = Arc::new(LastHost::default());
         let service = hyper::service::service_fn(move |request| {
@@ -247,11 +248,15 @@ pub async fn serve(
         tokio::spawn(async move {
             let _guard = guard;
             let _permit = permit;
-            if !first_byte_within(&tcp, limits.header_read_timeout).await {
-                tracing::debug!(%peer, "closed an outbound connection that sent nothing");
-                return;
-            }
-            let tcp = CountedIo::new(tcp, &metrics, Direction::Outbound);
+            let detection = match first_bytes(&tcp, limits.header_read_timeout).await {
+                Ok(detection) => detection,
+                Err(reason) => {
+                    tracing::debug!(%peer, reason, "closed an outbound connection that sent nothing");
+                    return;
+                }
+            };
+            let server = speaking(server, detection.known());
+            let tcp = CountedIo::new(tcp, &metrics);
             let connection = server.serve_connection(TokioIo::new(tcp), service);
             if let Err(err) = watcher.watch(connection).await {
                 tracing::debug!(error = %err, "outbound connection ended with an error");

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::metrics::{Direction, Metrics};
+use crate::metrics::ConnectionMetrics;
 
 pub struct CountedIo<T> {
     inner: T,
@@ -16,12 +16,11 @@ pub struct CountedIo<T> {
 }
 
 impl<T> CountedIo<T> {
-    pub fn new(inner: T, metrics: &Metrics, direction: Direction) -> Self {
-        let (read, written) = metrics.byte_counters(direction);
+    pub fn new(inner: T, metrics: &ConnectionMetrics) -> Self {
         Self {
             inner,
-            read,
-            written,
+            read: metrics.read_bytes.clone(),
+            written: metrics.written_bytes.clone(),
         }
     }
 }
