@@ -222,10 +222,19 @@ async fn measure_all(contenders: &[(&'static str, Running)], setup: &Setup) -> V
     measured
 }
 
-/// The order of one round's turns: each contender once, starting one further along each
-/// round.
-fn turns(round: usize, contenders: usize) -> impl Iterator<Item = usize> {
-    (0..contenders).map(move |turn| (round + turn) % contenders)
+/// The order of one round's turns: the proxies, starting one further along each round,
+/// then `direct`. `direct` loads the machine hardest (a bare upstream answers several
+/// times the requests a proxied path does), so it goes last in every round: which proxy
+/// runs after it then changes from round to round instead of always being the one
+/// listed after it.
+fn turns<T>(round: usize, contenders: &[(&str, T)]) -> Vec<usize> {
+    let (baseline, proxies): (Vec<usize>, Vec<usize>) =
+        (0..contenders.len()).partition(|index| contenders[*index].0 == "direct");
+    let count = proxies.len();
+    (0..count)
+        .map(|turn| proxies[(round + turn) % count])
+        .chain(baseline)
+        .collect()
 }
 
 /// The fixed-rate runs of one mode: the load split into `durations.latency_rounds` rounds
@@ -251,7 +260,7 @@ async fn latency_rounds(
         contenders.iter().map(|_| Ok(Vec::new())).collect();
     let mut cpu: Vec<Option<Duration>> = contenders.iter().map(|_| Some(Duration::ZERO)).collect();
     for round in 0..rounds as usize {
-        for index in turns(round, contenders.len()) {
+        for index in turns(round, contenders) {
             let (name, running) = &contenders[index];
             // A contender that failed a round is not run again.
             let Ok(done) = &mut samples[index] else {
@@ -310,7 +319,7 @@ async fn throughput_rounds(
     let mut runs: Vec<Result<Vec<ThroughputRun>, String>> =
         contenders.iter().map(|_| Ok(Vec::new())).collect();
     for round in 0..setup.durations.rounds as usize {
-        for index in turns(round, contenders.len()) {
+        for index in turns(round, contenders) {
             let (name, running) = &contenders[index];
             // A contender that failed a round is not run again.
             let Ok(done) = &mut runs[index] else {
@@ -429,4 +438,24 @@ async fn versions() -> BTreeMap<&'static str, String> {
         }
     }
     versions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_goes_last_and_the_proxies_take_turns_after_it() {
+        let contenders = [("direct", ()), ("seam", ()), ("haproxy", ()), ("nginx", ())];
+        let names = |round| -> Vec<&str> {
+            turns(round, &contenders)
+                .into_iter()
+                .map(|index| contenders[index].0)
+                .collect()
+        };
+        assert_eq!(names(0), ["seam", "haproxy", "nginx", "direct"]);
+        assert_eq!(names(1), ["haproxy", "nginx", "seam", "direct"]);
+        assert_eq!(names(2), ["nginx", "seam", "haproxy", "direct"]);
+        assert_eq!(names(3), names(0));
+    }
 }

@@ -95,7 +95,7 @@ pub fn markdown(results: &Results) -> String {
          for {:?} in HTTP/1.1 and {:?} otherwise, split into {} rounds; each percentile is the \
          median of the rounds'. Max throughput: wrk (HTTP/1.1) / h2load \
          (HTTP/2), closed loop, {:?}, the median of {} rounds. The contenders take turns \
-         in every round of every scenario. CPU: user + system time of the hop processes \
+         in every round of every scenario (the proxies in a rotating order, then direct). CPU: user + system time of the hop processes \
          per 1,000 requests at the fixed rate. RSS: peak of the largest hop process.",
         setup.cores,
         setup.cpu_model,
