@@ -113,10 +113,10 @@ impl LatencyRun {
     /// round does not decide it, while a proxy's own slow requests, which come back
     /// every round, do; the requests and failures of all rounds. `None` when no request
     /// was answered.
-    pub fn combine(rounds: &[LatencySamples]) -> Option<Self> {
+    pub fn combine(mut rounds: Vec<LatencySamples>) -> Option<Self> {
         let percentiles: Vec<Percentiles> = rounds
-            .iter()
-            .filter_map(|round| Percentiles::of(&mut round.latencies_ms.clone()))
+            .iter_mut()
+            .filter_map(|round| Percentiles::of(&mut round.latencies_ms))
             .collect();
         let median_of = |pick: fn(&Percentiles) -> f64| {
             median(&percentiles.iter().map(pick).collect::<Vec<f64>>())
@@ -468,7 +468,7 @@ mod tests {
         // One round stalled: its tail is far out, and the median of three leaves it out.
         let mut stalled = steady();
         stalled[95..].fill(900.0);
-        let run = LatencyRun::combine(&[
+        let run = LatencyRun::combine(vec![
             round(steady(), 200, 100),
             round(stalled, 200, 100),
             round(steady().iter().map(|ms| ms + 1.0).collect(), 200, 102),
@@ -480,8 +480,8 @@ mod tests {
         assert_eq!(run.latency_ms.p999, 101.0);
         assert_eq!(run.rounds[1].p99, 900.0);
         assert_eq!((run.requests, run.failures), (300, 2), "two never answered");
-        let run =
-            LatencyRun::combine(&[round(steady(), 503, 100), round(steady(), 200, 100)]).unwrap();
+        let run = LatencyRun::combine(vec![round(steady(), 503, 100), round(steady(), 200, 100)])
+            .unwrap();
         assert_eq!(run.latency_ms.p50, 50.0);
         assert_eq!(run.failures, 100);
         assert!(
@@ -489,6 +489,6 @@ mod tests {
             "{}",
             run.failure_detail
         );
-        assert!(LatencyRun::combine(&[round(Vec::new(), 200, 10)]).is_none());
+        assert!(LatencyRun::combine(vec![round(Vec::new(), 200, 10)]).is_none());
     }
 }

@@ -237,10 +237,36 @@ fn turns<T>(round: usize, contenders: &[(&str, T)]) -> Vec<usize> {
         .collect()
 }
 
+/// Runs `turn` for every contender in each of `rounds` rounds, in the order `turns`
+/// gives, and gathers each contender's results; a contender whose turn failed is not
+/// run again and keeps that failure.
+async fn take_turns<R>(
+    contenders: &[(&'static str, Running)],
+    rounds: u32,
+    mut turn: impl AsyncFnMut(usize, &str, &Running) -> Result<R, String>,
+) -> Vec<Result<Vec<R>, String>> {
+    let mut results: Vec<Result<Vec<R>, String>> =
+        contenders.iter().map(|_| Ok(Vec::new())).collect();
+    for round in 0..rounds as usize {
+        for index in turns(round, contenders) {
+            let (name, running) = &contenders[index];
+            let Ok(done) = &mut results[index] else {
+                continue;
+            };
+            match turn(round, name, running).await {
+                Ok(result) => done.push(result),
+                Err(err) => results[index] = Err(err),
+            }
+        }
+    }
+    results
+}
+
 /// The fixed-rate runs of one mode: the load split into `durations.latency_rounds` rounds
 /// taking turns, a contender's rounds combined (or its first failure), with the CPU time
-/// its hop processes spent per 1,000 of their requests. Before its first HTTP/1.1 round (the first
-/// scenario) each contender is warmed up with closed-loop load, so all start equally warm.
+/// its hop processes spent per 1,000 of their requests. Before its first HTTP/1.1 round
+/// (the first scenario) each contender is warmed up with closed-loop load, so all start
+/// equally warm.
 async fn latency_rounds(
     contenders: &[(&'static str, Running)],
     mode: Mode,
@@ -256,48 +282,37 @@ async fn latency_rounds(
     };
     let per_round =
         (f64::from(setup.rate) * duration.as_secs_f64() / f64::from(rounds)).round() as u64;
-    let mut samples: Vec<Result<Vec<LatencySamples>, String>> =
-        contenders.iter().map(|_| Ok(Vec::new())).collect();
-    let mut cpu: Vec<Option<Duration>> = contenders.iter().map(|_| Some(Duration::ZERO)).collect();
-    for round in 0..rounds as usize {
-        for index in turns(round, contenders) {
-            let (name, running) = &contenders[index];
-            // A contender that failed a round is not run again.
-            let Ok(done) = &mut samples[index] else {
-                continue;
-            };
-            if round == 0 && mode == Mode::Http1 {
-                eprintln!("seam-bench:   {name}: warm-up");
-                let _ = closed_loop(running.http1, Mode::Http1, durations.warm_up, cpus).await;
-            }
-            eprintln!(
-                "seam-bench:   {name}: {}: at a fixed rate, round {}",
-                mode.label(),
-                round + 1
-            );
-            let pids = procstat::with_children(&running.hop_pids);
-            let before = procstat::total_cpu_time(&pids);
-            let run = fixed_rate(running.target(mode), mode, setup.rate, per_round, cpus).await;
-            let after = procstat::total_cpu_time(&pids);
-            cpu[index] = match (cpu[index], before, after) {
-                (Some(sum), Ok(before), Ok(after)) if !pids.is_empty() => {
-                    Some(sum + (after - before))
-                }
-                _ => None,
-            };
-            match run {
-                Ok(run) => done.push(run),
-                Err(err) => samples[index] = Err(err),
-            }
+    let results = take_turns(contenders, rounds, async |round, name, running| {
+        if round == 0 && mode == Mode::Http1 {
+            eprintln!("seam-bench:   {name}: warm-up");
+            let _ = closed_loop(running.http1, Mode::Http1, durations.warm_up, cpus).await;
         }
-    }
-    samples
+        eprintln!(
+            "seam-bench:   {name}: {}: at a fixed rate, round {}",
+            mode.label(),
+            round + 1
+        );
+        let pids = procstat::with_children(&running.hop_pids);
+        let before = procstat::total_cpu_time(&pids);
+        let samples = fixed_rate(running.target(mode), mode, setup.rate, per_round, cpus).await?;
+        let cpu = match (before, procstat::total_cpu_time(&pids)) {
+            (Ok(before), Ok(after)) if !pids.is_empty() => Some(after - before),
+            _ => None,
+        };
+        Ok((samples, cpu))
+    })
+    .await;
+    results
         .into_iter()
-        .zip(cpu)
-        .map(|(samples, cpu)| {
-            let run = samples.and_then(|samples| {
-                LatencyRun::combine(&samples).ok_or_else(|| "no request was answered".to_string())
-            });
+        .map(|turns| {
+            let turns = match turns {
+                Ok(turns) => turns,
+                Err(err) => return (Err(err), None),
+            };
+            let cpu: Option<Duration> = turns.iter().map(|(_, cpu)| *cpu).sum();
+            let samples = turns.into_iter().map(|(samples, _)| samples).collect();
+            let run =
+                LatencyRun::combine(samples).ok_or_else(|| "no request was answered".to_string());
             let cpu_ms_per_1k = match (&run, cpu) {
                 (Ok(run), Some(cpu)) => {
                     Some(cpu.as_secs_f64() * 1000.0 / run.requests as f64 * 1000.0)
@@ -316,34 +331,27 @@ async fn throughput_rounds(
     mode: Mode,
     setup: &Setup,
 ) -> Vec<Result<ThroughputRun, String>> {
-    let mut runs: Vec<Result<Vec<ThroughputRun>, String>> =
-        contenders.iter().map(|_| Ok(Vec::new())).collect();
-    for round in 0..setup.durations.rounds as usize {
-        for index in turns(round, contenders) {
-            let (name, running) = &contenders[index];
-            // A contender that failed a round is not run again.
-            let Ok(done) = &mut runs[index] else {
-                continue;
-            };
+    let results = take_turns(
+        contenders,
+        setup.durations.rounds,
+        async |round, name, running| {
             eprintln!(
                 "seam-bench:   {name}: {}: maximum throughput, round {}",
                 mode.label(),
                 round + 1
             );
-            let run = closed_loop(
+            closed_loop(
                 running.target(mode),
                 mode,
                 setup.durations.other,
                 setup.pinning.load.as_deref(),
             )
-            .await;
-            match run {
-                Ok(run) => done.push(run),
-                Err(err) => runs[index] = Err(err),
-            }
-        }
-    }
-    runs.into_iter()
+            .await
+        },
+    )
+    .await;
+    results
+        .into_iter()
         .map(|runs| {
             runs.and_then(|runs| ThroughputRun::combine(&runs).ok_or_else(|| "no rounds".into()))
         })
