@@ -103,4 +103,16 @@ impl<const N: usize> CallerAndEndpoints<N> {
             mesh,
         })
     }
+
+    /// As [`CallerAndEndpoints::start`], with the mesh listing the endpoints (no policy).
+    pub async fn start_listed(service: &str, apps: [SocketAddr; N]) -> anyhow::Result<Self> {
+        let started = Self::start(service, apps).await?;
+        let inbounds = started.endpoints.each_ref().map(TestProxy::inbound);
+        started
+            .mesh
+            .set_endpoints(&[(service, &inbounds)])
+            .await
+            .context("listing the endpoints")?;
+        Ok(started)
+    }
 }

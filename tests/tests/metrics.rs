@@ -175,17 +175,10 @@ async fn golden_metrics_have_bounded_labels_and_pass_promtool() {
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_status_is_counted_from_trailers_and_from_trailers_only_answers() {
     let grpc_app = GrpcHealthServer::start().await.expect("gRPC health server");
-    let CallerAndEndpoints {
-        mesh,
-        app_a: _app_a,
-        a,
-        endpoints: [grpc],
-    } = CallerAndEndpoints::start("grpc", [grpc_app.addr()])
+    let mesh = CallerAndEndpoints::start_listed("grpc", [grpc_app.addr()])
         .await
-        .expect("mesh and proxies start");
-    mesh.set_endpoints(&[("grpc", &[grpc.inbound()])])
-        .await
-        .expect("mesh lists the gRPC service");
+        .expect("mesh and proxies start, the gRPC service listed");
+    let (a, [grpc]) = (&mesh.a, &mesh.endpoints);
     let channel = client::grpc_channel(a.outbound(), "grpc")
         .await
         .expect("h2c connection to a's outbound");

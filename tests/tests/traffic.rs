@@ -83,17 +83,10 @@ async fn h2c_request_reaches_the_app_as_http2() {
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_health_check_crosses_two_proxies() {
     let grpc_app = GrpcHealthServer::start().await.expect("gRPC health server");
-    let CallerAndEndpoints {
-        mesh,
-        app_a: _app_a,
-        a,
-        endpoints: [grpc],
-    } = CallerAndEndpoints::start("grpc", [grpc_app.addr()])
+    let mesh = CallerAndEndpoints::start_listed("grpc", [grpc_app.addr()])
         .await
-        .expect("mesh and proxies start");
-    mesh.set_endpoints(&[("grpc", &[grpc.inbound()])])
-        .await
-        .expect("mesh lists the gRPC service");
+        .expect("mesh and proxies start, the gRPC service listed");
+    let a = &mesh.a;
 
     // Dial a's outbound, but say `:authority: grpc` so the proxy routes to the service.
     let channel = client::grpc_channel(a.outbound(), "grpc")
