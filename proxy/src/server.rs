@@ -1,20 +1,20 @@
 //! What the inbound and outbound listeners share: the HTTP/1.1 + HTTP/2 server settings,
-//! hop-by-hop header handling, and draining open connections on shutdown.
-
-use std::time::Duration;
+//! what a new connection's first bytes say, hop-by-hop header handling, and draining open
+//! connections on shutdown.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderMap;
 use http::header::{self, HeaderName};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-
-use crate::detect::{self, Detection, Protocol};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+
+use crate::detect::{self, Detection, Protocol};
 
 /// A client must send its request headers within this long.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
