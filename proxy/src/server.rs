@@ -191,6 +191,65 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 mod tests {
     use super::*;
 
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    use hyper::{Request, Response};
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    /// Serves one connection, held to what `opening` (the bytes a peek saw first) tells.
+    fn serve_after_peeking(opening: &[u8]) -> DuplexStream {
+        let (client, server_side) = tokio::io::duplex(64 * 1024);
+        let server = speaking(
+            http_server(&ServerLimits::default()),
+            detect::detect(opening).known(),
+        );
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|request: Request<_>| async move {
+                let answer = format!("{} {:?}", request.method(), request.version());
+                Ok::<_, std::convert::Infallible>(Response::new(answer))
+            });
+            let _ = server
+                .serve_connection(TokioIo::new(server_side), service)
+                .await;
+        });
+        client
+    }
+
+    #[tokio::test]
+    async fn a_connection_held_to_its_first_bytes_serves_the_whole_request() {
+        // The peek may see only the start of a request; "P" could still be POST, PUT,
+        // PATCH or the HTTP/2 preface, so that one is left to hyper-util to tell.
+        for (method, seen) in [("POST", 1), ("PUT", 2), ("GET", 1), ("GET", 8)] {
+            let request = format!("{method} /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
+            let mut client = serve_after_peeking(&request.as_bytes()[..seen]);
+            client.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = String::new();
+            client.read_to_string(&mut answer).await.unwrap();
+            assert!(
+                answer.starts_with("HTTP/1.1 200")
+                    && answer.ends_with(&format!("{method} HTTP/1.1")),
+                "{method} after a peek of {seen} bytes: {answer:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_opened_with_the_http2_preface_speaks_http2() {
+        let client = serve_after_peeking(detect::HTTP2_PREFACE);
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = Request::get("http://a/x")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "GET HTTP/2.0");
+    }
+
     #[test]
     fn strips_hop_by_hop_headers_and_keeps_the_rest() {
         let mut headers = HeaderMap::new();

@@ -76,7 +76,8 @@ async fn requests_whose_first_bytes_come_apart_are_still_served() {
     // The listeners tell HTTP/1 from HTTP/2 by peeking at the first bytes, and hand the
     // choice back to hyper-util when those could still be either ("P" begins both POST
     // and the HTTP/2 preface). Whether the proxy peeks before the rest arrives depends
-    // on scheduling; a request must be answered either way.
+    // on scheduling; a request must be answered either way. (The proxy's unit tests in
+    // `server.rs` hold a server to each short peek deterministically.)
     let mesh = TwoHop::start().await.expect("two-hop mesh starts");
     for (opening, rest) in [("P", "OST /apart"), ("PU", "T /apart"), ("G", "ET /apart")] {
         let mut stream = TcpStream::connect(mesh.a.outbound())
