@@ -347,8 +347,7 @@ pub async fn serve(
                         Some(ALPN_HTTP11) => Some(Protocol::Http1),
                         _ => None,
                     };
-                    let io = CountedIo::new(tls, &metrics);
-                    let io = TokioIo::new(io);
+                    let io = TokioIo::new(CountedIo::new(tls, &metrics));
                     serve_http(inbound, io, protocol, caller, watcher, peer).await;
                 }
                 Ok(Detection::Known(Protocol::Unknown)) => {
