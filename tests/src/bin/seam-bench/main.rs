@@ -72,10 +72,12 @@ pub struct Durations {
     pub other: Duration,
     /// How many times each maximum-throughput run is repeated (the contenders taking
     /// turns).
-    pub rounds: u32,
-    /// How many parts each fixed-rate load is split into (the contenders taking turns).
-    pub latency_rounds: u32,
+    pub throughput_rounds: u32,
 }
+
+/// How many parts each fixed-rate load is split into (the contenders taking turns), in
+/// both the quick and the full run.
+pub const LATENCY_ROUNDS: u32 = 3;
 
 impl Durations {
     fn new(quick: bool) -> Self {
@@ -84,16 +86,14 @@ impl Durations {
                 warm_up: Duration::from_secs(1),
                 latency: Duration::from_secs(3),
                 other: Duration::from_secs(2),
-                rounds: 2,
-                latency_rounds: 3,
+                throughput_rounds: 2,
             }
         } else {
             Self {
                 warm_up: Duration::from_secs(2),
                 latency: Duration::from_secs(15),
                 other: Duration::from_secs(8),
-                rounds: 3,
-                latency_rounds: 3,
+                throughput_rounds: 3,
             }
         }
     }

@@ -7,6 +7,7 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
+use crate::LATENCY_ROUNDS;
 use crate::load::{LatencyRun, Mode, Percentiles, ThroughputRun};
 use crate::measure::{Measured, Outcome, Results};
 
@@ -93,10 +94,11 @@ pub fn markdown(results: &Results) -> String {
          (one worker thread per hop).\n\
          Latency: oha, open loop at {} requests/s, corrected for coordinated omission, \
          for {:?} in HTTP/1.1 and {:?} otherwise, split into {} rounds; each percentile is the \
-         median of the rounds'. Max throughput: wrk (HTTP/1.1) / h2load \
-         (HTTP/2), closed loop, {:?}, the median of {} rounds. The contenders take turns \
-         in every round of every scenario (the proxies in a rotating order, then direct). CPU: user + system time of the hop processes \
-         per 1,000 requests at the fixed rate. RSS: peak of the largest hop process.",
+         median of the rounds'. Max throughput: wrk (HTTP/1.1) / h2load (HTTP/2), closed \
+         loop, {:?}, the median of {} rounds. The contenders take turns in every round of \
+         every scenario (the proxies in a rotating order, then direct). CPU: user + system \
+         time of the hop processes per 1,000 requests at the fixed rate. RSS: peak of the \
+         largest hop process.",
         setup.cores,
         setup.cpu_model,
         setup.kernel,
@@ -105,9 +107,9 @@ pub fn markdown(results: &Results) -> String {
         setup.rate,
         setup.durations.latency,
         setup.durations.other,
-        setup.durations.latency_rounds,
+        LATENCY_ROUNDS,
         setup.durations.other,
-        setup.durations.rounds,
+        setup.durations.throughput_rounds,
     );
     for (tool, version) in &setup.versions {
         let _ = writeln!(out, "- {tool}: {version}");
@@ -252,8 +254,8 @@ pub fn json(results: &Results) -> Value {
             "rate_rps": setup.rate,
             "latency_seconds": setup.durations.latency.as_secs_f64(),
             "throughput_seconds": setup.durations.other.as_secs_f64(),
-            "throughput_rounds": setup.durations.rounds,
-            "latency_rounds": setup.durations.latency_rounds,
+            "throughput_rounds": setup.durations.throughput_rounds,
+            "latency_rounds": LATENCY_ROUNDS,
             "load_cpus": setup.pinning.load,
             "hop_cpus": setup.pinning.hops,
             "versions": setup.versions,
