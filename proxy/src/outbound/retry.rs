@@ -8,16 +8,20 @@
 //! headers (and a gRPC status that comes before any message), so a retry never follows
 //! bytes that already went to the app.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use foldhash::HashMap;
+use http::request::Parts;
 use http::{Method, Request, Response};
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, layer::layer_fn};
 
 use super::grpc;
 use super::replay::{MAX_REPLAY_BYTES, Replay};
+use super::route::RouteChoice;
 use super::{Attempt, Stack};
 use crate::backoff::Backoff;
 use crate::body::ProxyBody;
@@ -87,78 +91,108 @@ pub fn layer(
     layer_fn(move |inner: Stack| {
         let budgets = budgets.clone();
         let metrics = metrics.clone();
-        Stack::new(move |attempt: Attempt| {
-            retrying(inner.clone(), budgets.clone(), metrics.clone(), attempt)
+        Stack::from_fn(move |attempt: Attempt| {
+            let policy = &attempt.choice.route.policy.retries;
+            let budget = budgets.for_service(&attempt.choice.service.name, policy.budget_percent);
+            budget.deposit();
+            if policy.attempts == 0 {
+                return inner.send(attempt);
+            }
+            let Attempt {
+                request, choice, ..
+            } = attempt;
+            let (head, body) = request.into_parts();
+            let retrying = Retrying {
+                inner: inner.clone(),
+                budget,
+                metrics: metrics.clone(),
+                head,
+                replay: Replay::new(body, MAX_REPLAY_BYTES),
+                choice,
+            };
+            Box::pin(retrying.run())
         })
     })
 }
 
-async fn retrying(
+/// One request that may be tried more than once. The request is taken apart before its
+/// future is made, so the future holds its head once (an `async fn`'s arguments are
+/// kept twice in its future, which is moved and allocated per request).
+struct Retrying {
     inner: Stack,
-    budgets: Arc<Budgets>,
+    budget: Arc<TpsBudget>,
     metrics: Arc<Metrics>,
-    first: Attempt,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let policy = &first.choice.route.policy.retries;
-    let budget = budgets.for_service(&first.choice.service.name, policy.budget_percent);
-    budget.deposit();
-    if policy.attempts == 0 {
-        return inner.send(first).await;
-    }
-    let Attempt {
-        request, choice, ..
-    } = first;
-    let policy = &choice.route.policy.retries;
-    let service = &choice.service.name;
-    let (parts, body) = request.into_parts();
-    let replay = Replay::new(body, MAX_REPLAY_BYTES);
-    let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
-    let mut avoid = None;
-    let mut attempt = 0;
-    loop {
-        let mut request = Request::new(replay.attempt());
-        *request.method_mut() = parts.method.clone();
-        *request.uri_mut() = parts.uri.clone();
-        *request.version_mut() = parts.version;
-        *request.headers_mut() = parts.headers.clone();
-        *request.extensions_mut() = parts.extensions.clone();
-        let mut outcome = inner
-            .send(Attempt {
-                avoid,
-                ..Attempt::new(request, choice.clone())
-            })
-            .await;
-        let more = attempt < policy.attempts;
-        let mut grpc_status = None;
-        if more && policy.on.unavailable {
-            outcome = match outcome {
-                Ok(response) if grpc_status::is_grpc(response.headers()) => {
-                    let (status, response) = grpc::peek_status(response).await;
-                    grpc_status = status;
-                    Ok(response)
+    /// What every attempt's request is made from.
+    head: Parts,
+    replay: Replay,
+    choice: RouteChoice,
+}
+
+impl Retrying {
+    /// Tries the request until an attempt's outcome is final.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep a second copy of `self` in the future"
+    )]
+    fn run(self) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send {
+        async move {
+            let policy = &self.choice.route.policy.retries;
+            let service = &self.choice.service.name;
+            let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
+            let mut avoid = None;
+            let mut attempt = 0;
+            loop {
+                let mut outcome = self.inner.send(self.attempt(avoid)).await;
+                let more = attempt < policy.attempts;
+                let mut grpc_status = None;
+                if more && policy.on.unavailable {
+                    outcome = match outcome {
+                        // Boxed: only gRPC answers are peeked at, and the peek is larger than
+                        // the rest of this future.
+                        Ok(response) if grpc_status::is_grpc(response.headers()) => {
+                            let (status, response) = Box::pin(grpc::peek_status(response)).await;
+                            grpc_status = status;
+                            Ok(response)
+                        }
+                        other => other,
+                    };
                 }
-                other => other,
-            };
+                let Some(reason) = retry_reason(&outcome, grpc_status, policy.on) else {
+                    return outcome;
+                };
+                let method_allows = reason == Reason::ConnectFailure
+                    || policy.non_idempotent
+                    || idempotent(&self.head.method);
+                if !more || !method_allows || !self.replay.replayable() {
+                    return outcome;
+                }
+                if !self.budget.withdraw() {
+                    self.metrics.retry_budget_exhausted(service);
+                    return outcome;
+                }
+                self.metrics.retried(service, reason.as_str());
+                self.choice.notes.retried();
+                tracing::debug!(%service, reason = reason.as_str(), attempt, "retrying");
+                avoid = self.choice.notes.last_attempted();
+                drop(outcome);
+                tokio::time::sleep(backoff.next_delay()).await;
+                attempt += 1;
+            }
         }
-        let Some(reason) = retry_reason(&outcome, grpc_status, policy.on) else {
-            return outcome;
-        };
-        let method_allows =
-            reason == Reason::ConnectFailure || policy.non_idempotent || idempotent(&parts.method);
-        if !more || !method_allows || !replay.replayable() {
-            return outcome;
+    }
+
+    /// The next attempt: a copy of the request, with the body from its beginning.
+    fn attempt(&self, avoid: Option<SocketAddr>) -> Attempt {
+        let mut request = Request::new(self.replay.attempt());
+        *request.method_mut() = self.head.method.clone();
+        *request.uri_mut() = self.head.uri.clone();
+        *request.version_mut() = self.head.version;
+        *request.headers_mut() = self.head.headers.clone();
+        *request.extensions_mut() = self.head.extensions.clone();
+        Attempt {
+            avoid,
+            ..Attempt::new(request, self.choice.clone())
         }
-        if !budget.withdraw() {
-            metrics.retry_budget_exhausted(service);
-            return outcome;
-        }
-        metrics.retried(service, reason.as_str());
-        choice.notes.retried();
-        tracing::debug!(%service, reason = reason.as_str(), attempt, "retrying");
-        avoid = choice.notes.last_attempted();
-        drop(outcome);
-        tokio::time::sleep(backoff.next_delay()).await;
-        attempt += 1;
     }
 }
 
