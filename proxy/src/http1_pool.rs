@@ -44,6 +44,20 @@ impl PoolError {
 }
 
 pub struct Http1Pool<D, B> {
+    /// Shared with each request's future, which then borrows nothing from the pool: a
+    /// caller can make the future at once and keep only it, not the request beside it.
+    shared: Arc<Shared<D, B>>,
+}
+
+impl<D, B> Clone for Http1Pool<D, B> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+struct Shared<D, B> {
     dial: D,
     /// Every pooled connection, busy (its response body still being read) or idle.
     connections: Arc<Mutex<Vec<Pooled<B>>>>,
@@ -73,32 +87,41 @@ where
 {
     pub fn new(dial: D, idle_timeout: Duration) -> Self {
         Self {
-            dial,
-            connections: Arc::default(),
-            idle_timeout,
-            sweeping: AtomicBool::new(false),
+            shared: Arc::new(Shared {
+                dial,
+                connections: Arc::default(),
+                idle_timeout,
+                sweeping: AtomicBool::new(false),
+            }),
         }
     }
 
     /// Sends `request` (origin-form URI and a Host header, as HTTP/1.1 has them) on a
     /// pooled connection, or a new one when none is ready.
-    pub async fn send(&self, mut request: Request<B>) -> Result<Response<Incoming>, PoolError> {
-        loop {
-            let (mut sender, reused) = match self.take_ready() {
-                Some(sender) => (sender, true),
-                // Boxed: dialing and the TLS handshake would otherwise make every
-                // request's future (moved and allocated per request) over a KiB larger.
-                None => (Box::pin(self.connect()).await?, false),
-            };
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    self.put_back(sender);
-                    return Ok(response);
+    pub fn send(
+        &self,
+        mut request: Request<B>,
+    ) -> impl Future<Output = Result<Response<Incoming>, PoolError>> + Send + use<D, B> {
+        let pool = self.clone();
+        // An `async` block, not an `async fn`, which would keep the request twice.
+        async move {
+            loop {
+                let (mut sender, reused) = match pool.take_ready() {
+                    Some(sender) => (sender, true),
+                    // Boxed: dialing and the TLS handshake would otherwise make every
+                    // request's future (moved and allocated per request) over a KiB larger.
+                    None => (Box::pin(pool.connect()).await?, false),
+                };
+                match sender.try_send_request(request).await {
+                    Ok(response) => {
+                        pool.put_back(sender);
+                        return Ok(response);
+                    }
+                    Err(mut failed) => match failed.take_message() {
+                        Some(unsent) if reused => request = unsent,
+                        _ => return Err(PoolError::Http(failed.into_error())),
+                    },
                 }
-                Err(mut failed) => match failed.take_message() {
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(PoolError::Http(failed.into_error())),
-                },
             }
         }
     }
@@ -106,14 +129,18 @@ where
     /// How many connections the pool holds, busy or idle.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.connections.lock().expect("pool lock poisoned").len()
+        self.shared
+            .connections
+            .lock()
+            .expect("pool lock poisoned")
+            .len()
     }
 
     /// A connection ready for a request; closed ones and ones idle too long are dropped
     /// on the way.
     fn take_ready(&self) -> Option<SendRequest<B>> {
         let now = Instant::now();
-        let mut pooled = self.connections.lock().expect("pool lock poisoned");
+        let mut pooled = self.shared.connections.lock().expect("pool lock poisoned");
         // One pass from the newest: the first ready one is taken, closed and stale ones
         // met on the way are dropped.
         let mut index = pooled.len();
@@ -121,7 +148,7 @@ where
             index -= 1;
             let entry = &pooled[index];
             let ready = entry.sender.is_ready();
-            if entry.expired(ready, now, self.idle_timeout) {
+            if entry.expired(ready, now, self.shared.idle_timeout) {
                 pooled.swap_remove(index);
             } else if ready {
                 return Some(pooled.swap_remove(index).sender);
@@ -134,7 +161,8 @@ where
         if sender.is_closed() {
             return;
         }
-        self.connections
+        self.shared
+            .connections
             .lock()
             .expect("pool lock poisoned")
             .push(Pooled {
@@ -144,13 +172,13 @@ where
     }
 
     async fn connect(&self) -> Result<SendRequest<B>, PoolError> {
-        if !self.sweeping.swap(true, Ordering::Relaxed) {
+        if !self.shared.sweeping.swap(true, Ordering::Relaxed) {
             tokio::spawn(sweep_idle(
-                Arc::downgrade(&self.connections),
-                self.idle_timeout,
+                Arc::downgrade(&self.shared.connections),
+                self.shared.idle_timeout,
             ));
         }
-        let io = self.dial.dial().await.map_err(PoolError::Connect)?;
+        let io = self.shared.dial.dial().await.map_err(PoolError::Connect)?;
         let (sender, connection) = http1::Builder::new().handshake(io).await?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use futures_util::FutureExt;
 use http::Response;
 
 use super::peers::PeerClients;
@@ -18,26 +19,29 @@ pub fn service(peers: Arc<PeerClients>, directory: Arc<Directory>) -> Stack {
         let picked = attempt
             .picked
             .expect("the balancer runs above the connection");
-        let client = peers.get(&picked.endpoint, || directory.endpoints());
-        let request = attempt.request;
-        async move {
-            match client.send(request).await {
-                Ok(response) => {
-                    let (mut parts, body) = response.into_parts();
-                    strip_hop_by_hop(&mut parts.headers);
-                    Ok(Response::from_parts(parts, body::streamed(body)))
-                }
-                Err(err) if err.is_connect() => Err(ProxyError::PeerConnect {
-                    service: picked.target.service.to_string(),
-                    endpoint: picked.endpoint.address,
-                    cause: error_chain(&err),
-                }),
-                Err(err) => Err(ProxyError::Peer {
-                    service: picked.target.service.to_string(),
-                    endpoint: picked.endpoint.address,
-                    cause: error_chain(&err),
-                }),
+        // Made here and mapped, not awaited in an `async` block, so the future holds the
+        // request once (inside `response`) and `response` once.
+        let response = peers
+            .get(&picked.endpoint, || directory.endpoints())
+            .send(attempt.request);
+        let service = picked.target.service.clone();
+        let endpoint = picked.endpoint.address;
+        response.map(move |outcome| match outcome {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Ok(Response::from_parts(parts, body::streamed(body)))
             }
-        }
+            Err(err) if err.is_connect() => Err(ProxyError::PeerConnect {
+                service: service.to_string(),
+                endpoint,
+                cause: error_chain(&err),
+            }),
+            Err(err) => Err(ProxyError::Peer {
+                service: service.to_string(),
+                endpoint,
+                cause: error_chain(&err),
+            }),
+        })
     })
 }

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use foldhash::HashMap;
+use futures_util::TryFutureExt;
+use futures_util::future::Either;
 use http::{Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -74,12 +76,16 @@ impl PeerClient {
         Self { http1, http2 }
     }
 
-    /// Sends the request in the HTTP version the app spoke.
-    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<Incoming>, PeerError> {
+    /// Sends the request in the HTTP version the app spoke. The future owns what it
+    /// needs, so the caller can make it at once and keep only it, not the request too.
+    pub fn send(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> impl Future<Output = Result<Response<Incoming>, PeerError>> + Send + use<> {
         if request.version() == Version::HTTP_2 {
-            Ok(self.http2.request(request).await?)
+            Either::Left(self.http2.request(request).err_into())
         } else {
-            Ok(self.http1.send(request).await?)
+            Either::Right(self.http1.send(request).err_into())
         }
     }
 }
