@@ -11,6 +11,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either;
+use futures_util::{FutureExt, TryFutureExt};
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -131,27 +133,31 @@ impl Inbound {
         }
     }
 
-    async fn handle(
-        &self,
+    /// Answers one request from a caller. Not an `async fn`, which would keep the
+    /// request twice in a future moved per request (see the outbound's `handle`).
+    fn handle(
+        self: Arc<Self>,
         mut request: Request<Incoming>,
-        caller: &CountedCaller,
-    ) -> Response<ProxyBody> {
+        caller: Arc<CountedCaller>,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send {
         let call = self.telemetry.begin(
             Direction::Inbound,
             &mut request,
             caller.caller.identity.as_ref(),
         );
-        let response = match self.authorized(&request, caller).await {
-            Ok(()) => self.forward(request, &caller.caller).await,
-            Err(refused) => refused,
-        };
-        let handled = Handled {
-            service: self.service.clone(),
-            route: DEFAULT_ROUTE_LABEL.clone(),
-            retries: 0,
-            upstream: None,
-        };
-        self.telemetry.finish(call, handled, response)
+        async move {
+            let response = match self.authorized(&request, &caller).await {
+                Ok(()) => self.forward(request, &caller.caller).await,
+                Err(refused) => refused,
+            };
+            let handled = Handled {
+                service: self.service.clone(),
+                route: DEFAULT_ROUTE_LABEL.clone(),
+                retries: 0,
+                upstream: None,
+            };
+            self.telemetry.finish(call, handled, response)
+        }
     }
 
     /// Applies the allow list of the route the request matches (else the service's); a
@@ -193,35 +199,28 @@ impl Inbound {
         })
     }
 
-    async fn forward(
+    /// Sends the request to the app. The future is made here and borrows nothing, so
+    /// the request is held once, inside it.
+    fn forward(
         &self,
         request: Request<Incoming>,
         caller: &InboundCaller,
-    ) -> Response<ProxyBody> {
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + use<> {
         let request = self.to_app_request(request, caller);
         let sent = if request.version() == Version::HTTP_2 {
-            self.http2
-                .request(request)
-                .await
-                .map_err(|err| error_chain(&err))
+            Either::Left(self.http2.request(request).map_err(|err| error_chain(&err)))
         } else {
-            self.http1
-                .send(request)
-                .await
-                .map_err(|err| error_chain(&err))
+            Either::Right(self.http1.send(request).map_err(|err| error_chain(&err)))
         };
-        match sent {
+        let app = self.app;
+        sent.map(move |sent| match sent {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 Response::from_parts(parts, body::streamed(body))
             }
-            Err(cause) => ProxyError::App {
-                app: self.app,
-                cause,
-            }
-            .into_response(),
-        }
+            Err(cause) => ProxyError::App { app, cause }.into_response(),
+        })
     }
 
     fn to_app_request(
@@ -414,9 +413,10 @@ async fn serve_http<I>(
     let server = speaking(server, protocol);
     let caller = Arc::new(CountedCaller::new(caller, &inbound));
     let service = hyper::service::service_fn(move |request| {
-        let inbound = inbound.clone();
-        let caller = caller.clone();
-        async move { Ok::<_, std::convert::Infallible>(inbound.handle(request, &caller).await) }
+        inbound
+            .clone()
+            .handle(request, caller.clone())
+            .map(Ok::<_, std::convert::Infallible>)
     });
     let connection = server.serve_connection(io, service);
     if let Err(err) = watcher.watch(connection).await {

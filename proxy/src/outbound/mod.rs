@@ -30,9 +30,11 @@ mod stack;
 mod target;
 mod timeout;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri, header};
 use hyper::body::Incoming;
@@ -60,6 +62,7 @@ use target::LastHost;
 pub use endpoints::{EndpointState, EndpointStates};
 pub use peers::PeerClients;
 
+use stack::StackFuture;
 pub use stack::{Attempt, Stack};
 
 /// How long the first request for a new service waits for the control plane's answer.
@@ -105,62 +108,86 @@ impl Outbound {
         }
     }
 
-    async fn handle(
-        &self,
+    /// Answers one request from the app. Not an `async fn`: those keep their arguments
+    /// twice in the future (here a request, in a future moved per request), so this one
+    /// and `forward` make their futures from owned parts instead.
+    fn handle(
+        self: Arc<Self>,
         mut request: Request<Incoming>,
-        last_host: &LastHost,
-    ) -> Response<ProxyBody> {
+        last_host: Arc<LastHost>,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send {
         let call = self
             .telemetry
             .begin(Direction::Outbound, &mut request, None);
         let notes = Arc::new(Notes::default());
-        let (labels, outcome) = self.forward(request, last_host, &notes).await;
-        let (response, upstream) = match outcome {
-            Ok(response) => (response, notes.take_upstream()),
-            // The proxy wrote this answer; no endpoint did.
-            Err(error) => {
-                tracing::debug!(%error, "outbound request failed");
-                (error.into_response(), None)
-            }
-        };
-        let handled = Handled {
-            service: labels.service,
-            route: labels.route,
-            retries: notes.retries(),
-            upstream,
-        };
-        self.telemetry.finish(call, handled, response)
+        self.clone()
+            .forward(request, last_host, notes.clone())
+            .map(move |(labels, outcome)| {
+                let (response, upstream) = match outcome {
+                    Ok(response) => (response, notes.take_upstream()),
+                    // The proxy wrote this answer; no endpoint did.
+                    Err(error) => {
+                        tracing::debug!(%error, "outbound request failed");
+                        (error.into_response(), None)
+                    }
+                };
+                let handled = Handled {
+                    service: labels.service,
+                    route: labels.route,
+                    retries: notes.retries(),
+                    upstream,
+                };
+                self.telemetry.finish(call, handled, response)
+            })
     }
 
     /// Sends the request on, within its route's timeout; the outcome comes with the
     /// labels to count it under.
-    async fn forward(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep a second copy of the request in the future"
+    )]
+    fn forward(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        last_host: Arc<LastHost>,
+        notes: Arc<Notes>,
+    ) -> impl Future<Output = (Labels, Result<Response<ProxyBody>, ProxyError>)> + Send {
+        async move {
+            let (authority, backend) = match self.resolve(&request, &last_host).await {
+                Ok(found) => found,
+                Err(error) => {
+                    let labels = Labels {
+                        service: self.unknown_service.clone(),
+                        route: DEFAULT_ROUTE_LABEL.clone(),
+                    };
+                    return (labels, Err(error));
+                }
+            };
+            let (labels, limit, call) = self.start(request, authority, backend, notes);
+            (labels, timeout::within(limit, call).await)
+        }
+    }
+
+    /// Starts the request down the stack.
+    fn start(
         &self,
         request: Request<Incoming>,
-        last_host: &LastHost,
-        notes: &Arc<Notes>,
-    ) -> (Labels, Result<Response<ProxyBody>, ProxyError>) {
-        let (authority, backend) = match self.resolve(&request, last_host).await {
-            Ok(found) => found,
-            Err(error) => {
-                let labels = Labels {
-                    service: self.unknown_service.clone(),
-                    route: DEFAULT_ROUTE_LABEL.clone(),
-                };
-                return (labels, Err(error));
-            }
-        };
+        authority: Authority,
+        backend: Arc<Backend>,
+        notes: Arc<Notes>,
+    ) -> (Labels, Option<Duration>, StackFuture) {
         let request = to_peer_request(request.map(body::streamed), authority);
-        let choice = RouteChoice::choose(backend, &request, notes.clone());
+        let choice = RouteChoice::choose(backend, &request, notes);
         let labels = Labels {
             service: choice.service.name.clone(),
             route: choice.route.label.clone(),
         };
         let limit = choice.route.policy.timeout;
-        let attempt = Attempt::new(request, choice);
         (
             labels,
-            timeout::within(limit, self.stack.send(attempt)).await,
+            limit,
+            self.stack.send(Attempt::new(request, choice)),
         )
     }
 
@@ -239,9 +266,10 @@ pub async fn serve(
         let outbound = outbound.clone();
         let last_host = Arc::new(LastHost::default());
         let service = hyper::service::service_fn(move |request| {
-            let outbound = outbound.clone();
-            let last_host = last_host.clone();
-            async move { Ok::<_, std::convert::Infallible>(outbound.handle(request, &last_host).await) }
+            outbound
+                .clone()
+                .handle(request, last_host.clone())
+                .map(Ok::<_, std::convert::Infallible>)
         });
         let server = server.clone();
         let watcher = connections.watcher();
