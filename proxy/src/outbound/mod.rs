@@ -108,9 +108,8 @@ impl Outbound {
         }
     }
 
-    /// Answers one request from the app. Not an `async fn`: those keep their arguments
-    /// twice in the future (here a request, in a future moved per request), so this one
-    /// and `forward` make their futures from owned parts instead.
+    /// Answers one request from the app. Not an `async fn`, which would keep the request
+    /// twice in a future moved per request: one `async` block holds it once.
     fn handle(
         self: Arc<Self>,
         mut request: Request<Incoming>,
@@ -119,53 +118,37 @@ impl Outbound {
         let call = self
             .telemetry
             .begin(Direction::Outbound, &mut request, None);
-        let notes = Arc::new(Notes::default());
-        self.clone()
-            .forward(request, last_host, notes.clone())
-            .map(move |(labels, outcome)| {
-                let (response, upstream) = match outcome {
-                    Ok(response) => (response, notes.take_upstream()),
-                    // The proxy wrote this answer; no endpoint did.
-                    Err(error) => {
-                        tracing::debug!(%error, "outbound request failed");
-                        (error.into_response(), None)
-                    }
-                };
-                let handled = Handled {
-                    service: labels.service,
-                    route: labels.route,
-                    retries: notes.retries(),
-                    upstream,
-                };
-                self.telemetry.finish(call, handled, response)
-            })
-    }
-
-    /// Sends the request on, within its route's timeout; the outcome comes with the
-    /// labels to count it under.
-    #[expect(
-        clippy::manual_async_fn,
-        reason = "an async fn would keep a second copy of the request in the future"
-    )]
-    fn forward(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        last_host: Arc<LastHost>,
-        notes: Arc<Notes>,
-    ) -> impl Future<Output = (Labels, Result<Response<ProxyBody>, ProxyError>)> + Send {
         async move {
-            let (authority, backend) = match self.resolve(&request, &last_host).await {
-                Ok(found) => found,
+            let notes = Arc::new(Notes::default());
+            let (labels, outcome) = match self.resolve(&request, &last_host).await {
+                Ok((authority, backend)) => {
+                    let (labels, limit, sent) =
+                        self.start(request, authority, backend, notes.clone());
+                    (labels, timeout::within(limit, sent).await)
+                }
                 Err(error) => {
                     let labels = Labels {
                         service: self.unknown_service.clone(),
                         route: DEFAULT_ROUTE_LABEL.clone(),
                     };
-                    return (labels, Err(error));
+                    (labels, Err(error))
                 }
             };
-            let (labels, limit, call) = self.start(request, authority, backend, notes);
-            (labels, timeout::within(limit, call).await)
+            let (response, upstream) = match outcome {
+                Ok(response) => (response, notes.take_upstream()),
+                // The proxy wrote this answer; no endpoint did.
+                Err(error) => {
+                    tracing::debug!(%error, "outbound request failed");
+                    (error.into_response(), None)
+                }
+            };
+            let handled = Handled {
+                service: labels.service,
+                route: labels.route,
+                retries: notes.retries(),
+                upstream,
+            };
+            self.telemetry.finish(call, handled, response)
         }
     }
 
