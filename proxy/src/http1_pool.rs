@@ -60,7 +60,7 @@ impl<D, B> Clone for Http1Pool<D, B> {
 struct Shared<D, B> {
     dial: D,
     /// Every pooled connection, busy (its response body still being read) or idle.
-    connections: Arc<Mutex<Vec<Pooled<B>>>>,
+    connections: Mutex<Vec<Pooled<B>>>,
     idle_timeout: Duration,
     /// Whether the sweep of idle connections runs (from the first connection on).
     sweeping: AtomicBool,
@@ -89,7 +89,7 @@ where
         Self {
             shared: Arc::new(Shared {
                 dial,
-                connections: Arc::default(),
+                connections: Mutex::default(),
                 idle_timeout,
                 sweeping: AtomicBool::new(false),
             }),
@@ -174,7 +174,7 @@ where
     async fn connect(&self) -> Result<SendRequest<B>, PoolError> {
         if !self.shared.sweeping.swap(true, Ordering::Relaxed) {
             tokio::spawn(sweep_idle(
-                Arc::downgrade(&self.shared.connections),
+                Arc::downgrade(&self.shared),
                 self.shared.idle_timeout,
             ));
         }
@@ -193,15 +193,15 @@ where
 /// `idle_timeout` (dropping its sender closes a connection), until the pool is gone.
 /// Without it a connection nobody takes again would stay open: `take_ready` stops at the
 /// first ready connection, and a quiet pool is never asked.
-async fn sweep_idle<B>(connections: Weak<Mutex<Vec<Pooled<B>>>>, idle_timeout: Duration) {
+async fn sweep_idle<D, B>(pool: Weak<Shared<D, B>>, idle_timeout: Duration) {
     let mut ticks = tokio::time::interval(idle_timeout / 2);
     loop {
         ticks.tick().await;
-        let Some(connections) = connections.upgrade() else {
+        let Some(pool) = pool.upgrade() else {
             return;
         };
         let now = Instant::now();
-        connections
+        pool.connections
             .lock()
             .expect("pool lock poisoned")
             .retain(|entry| !entry.expired(entry.sender.is_ready(), now, idle_timeout));
