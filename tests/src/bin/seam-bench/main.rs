@@ -62,30 +62,35 @@ enum Command {
     Build,
 }
 
-/// How long each kind of run lasts.
+/// How long each kind of run lasts, and into how many rounds it is split.
 #[derive(Clone, Copy, Debug)]
 pub struct Durations {
     pub warm_up: Duration,
     /// The HTTP/1.1 fixed-rate load, all rounds together.
     pub latency: Duration,
-    /// The other fixed-rate loads (all rounds together), and each maximum-throughput run.
+    /// The other fixed-rate loads, all rounds together.
     pub other: Duration,
+    /// How many parts each fixed-rate load is split into (the contenders taking turns).
+    pub latency_rounds: u32,
+    /// Each maximum-throughput run.
+    pub throughput: Duration,
     /// How many times each maximum-throughput run is repeated (the contenders taking
     /// turns).
     pub throughput_rounds: u32,
 }
 
-/// How many parts each fixed-rate load is split into (the contenders taking turns), in
-/// both the quick and the full run.
-pub const LATENCY_ROUNDS: u32 = 3;
-
 impl Durations {
+    /// The full run takes five rounds of each load, so that a stall of the shared machine
+    /// in two of a contender's rounds still does not decide its median; the quick run,
+    /// a smoke test, takes fewer.
     fn new(quick: bool) -> Self {
         if quick {
             Self {
                 warm_up: Duration::from_secs(1),
                 latency: Duration::from_secs(3),
                 other: Duration::from_secs(2),
+                latency_rounds: 3,
+                throughput: Duration::from_secs(2),
                 throughput_rounds: 2,
             }
         } else {
@@ -93,7 +98,9 @@ impl Durations {
                 warm_up: Duration::from_secs(2),
                 latency: Duration::from_secs(15),
                 other: Duration::from_secs(8),
-                throughput_rounds: 3,
+                latency_rounds: 5,
+                throughput: Duration::from_secs(5),
+                throughput_rounds: 5,
             }
         }
     }

@@ -13,12 +13,12 @@ use anyhow::Context;
 use seam_control_plane::launch::SeamProcess;
 use seam_tests::TestMesh;
 
+use crate::Durations;
 use crate::certs::{HOP2_DNS_NAME, MeshCa};
 use crate::contenders::haproxy::Certificates;
 use crate::contenders::{self, Pinning, Running, SERVICE_HOST, pinned_command};
 use crate::load::{self, H2LOAD, LatencyRun, LatencySamples, Mode, OHA, ThroughputRun, Tool, WRK};
 use crate::procstat;
-use crate::{Durations, LATENCY_ROUNDS};
 
 /// The contenders, in the order they run.
 pub const CONTENDERS: [&str; 4] = ["direct", "seam", "haproxy", "nginx"];
@@ -262,7 +262,7 @@ async fn take_turns<R>(
     results
 }
 
-/// The fixed-rate runs of one mode: the load split into `LATENCY_ROUNDS` rounds
+/// The fixed-rate runs of one mode: the load split into `durations.latency_rounds` rounds
 /// taking turns, a contender's rounds combined (or its first failure), with the CPU time
 /// its hop processes spent per 1,000 of their requests. Before its first HTTP/1.1 round
 /// (the first scenario) each contender is warmed up with closed-loop load, so all start
@@ -279,9 +279,10 @@ async fn latency_rounds(
     } else {
         durations.other
     };
+    let rounds = durations.latency_rounds;
     let per_round =
-        (f64::from(setup.rate) * duration.as_secs_f64() / f64::from(LATENCY_ROUNDS)).round() as u64;
-    let results = take_turns(contenders, LATENCY_ROUNDS, async |round, name, running| {
+        (f64::from(setup.rate) * duration.as_secs_f64() / f64::from(rounds)).round() as u64;
+    let results = take_turns(contenders, rounds, async |round, name, running| {
         if round == 0 && mode == Mode::Http1 {
             eprintln!("seam-bench:   {name}: warm-up");
             let _ = closed_loop(running.http1, Mode::Http1, durations.warm_up, cpus).await;
@@ -342,7 +343,7 @@ async fn throughput_rounds(
             closed_loop(
                 running.target(mode),
                 mode,
-                setup.durations.other,
+                setup.durations.throughput,
                 setup.pinning.load.as_deref(),
             )
             .await

@@ -7,7 +7,6 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
-use crate::LATENCY_ROUNDS;
 use crate::load::{LatencyRun, Mode, Percentiles, ThroughputRun};
 use crate::measure::{Measured, Outcome, Results};
 
@@ -107,8 +106,8 @@ pub fn markdown(results: &Results) -> String {
         setup.rate,
         setup.durations.latency,
         setup.durations.other,
-        LATENCY_ROUNDS,
-        setup.durations.other,
+        setup.durations.latency_rounds,
+        setup.durations.throughput,
         setup.durations.throughput_rounds,
     );
     for (tool, version) in &setup.versions {
@@ -253,9 +252,9 @@ pub fn json(results: &Results) -> Value {
         "settings": {
             "rate_rps": setup.rate,
             "latency_seconds": setup.durations.latency.as_secs_f64(),
-            "throughput_seconds": setup.durations.other.as_secs_f64(),
+            "throughput_seconds": setup.durations.throughput.as_secs_f64(),
             "throughput_rounds": setup.durations.throughput_rounds,
-            "latency_rounds": LATENCY_ROUNDS,
+            "latency_rounds": setup.durations.latency_rounds,
             "load_cpus": setup.pinning.load,
             "hop_cpus": setup.pinning.hops,
             "versions": setup.versions,
