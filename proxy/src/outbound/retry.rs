@@ -183,12 +183,7 @@ impl Retrying {
 
     /// The next attempt: a copy of the request, with the body from its beginning.
     fn attempt(&self, avoid: Option<SocketAddr>) -> Attempt {
-        let mut request = Request::new(self.replay.attempt());
-        *request.method_mut() = self.head.method.clone();
-        *request.uri_mut() = self.head.uri.clone();
-        *request.version_mut() = self.head.version;
-        *request.headers_mut() = self.head.headers.clone();
-        *request.extensions_mut() = self.head.extensions.clone();
+        let request = Request::from_parts(self.head.clone(), self.replay.attempt());
         Attempt {
             avoid,
             ..Attempt::new(request, self.choice.clone())
