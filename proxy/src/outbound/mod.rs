@@ -62,7 +62,6 @@ use target::LastHost;
 pub use endpoints::{EndpointState, EndpointStates};
 pub use peers::PeerClients;
 
-use stack::StackFuture;
 pub use stack::{Attempt, Stack};
 
 /// How long the first request for a new service waits for the control plane's answer.
@@ -122,9 +121,8 @@ impl Outbound {
             let notes = Arc::new(Notes::default());
             let (labels, outcome) = match self.resolve(&request, &last_host).await {
                 Ok((authority, backend)) => {
-                    let (labels, limit, sent) =
-                        self.start(request, authority, backend, notes.clone());
-                    (labels, timeout::within(limit, sent).await)
+                    let (labels, sent) = self.start(request, authority, backend, notes.clone());
+                    (labels, sent.await)
                 }
                 Err(error) => {
                     let labels = Labels {
@@ -152,14 +150,18 @@ impl Outbound {
         }
     }
 
-    /// Starts the request down the stack.
+    /// Starts the request down the stack, within its route's timeout; the outcome is to
+    /// be counted under the labels.
     fn start(
         &self,
         request: Request<Incoming>,
         authority: Authority,
         backend: Arc<Backend>,
         notes: Arc<Notes>,
-    ) -> (Labels, Option<Duration>, StackFuture) {
+    ) -> (
+        Labels,
+        impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + use<>,
+    ) {
         let request = to_peer_request(request.map(body::streamed), authority);
         let choice = RouteChoice::choose(backend, &request, notes);
         let labels = Labels {
@@ -167,11 +169,8 @@ impl Outbound {
             route: choice.route.label.clone(),
         };
         let limit = choice.route.policy.timeout;
-        (
-            labels,
-            limit,
-            self.stack.send(Attempt::new(request, choice)),
-        )
+        let sent = self.stack.send(Attempt::new(request, choice));
+        (labels, timeout::within(limit, sent))
     }
 
     /// The authority the request names and the service it resolves to.
