@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 
 use std::net::SocketAddr;
 
+use crate::accept::next_connection;
 use crate::ca::{CaError, CertificateAuthority};
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
@@ -34,9 +35,7 @@ pub struct AdminState {
 /// Serves the admin API on `listener` until the task is aborted.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            continue;
-        };
+        let (tcp, peer) = next_connection(&listener, "admin").await;
         let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {

@@ -65,7 +65,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
     };
-    let incoming = ReceiverStream::new(tls::accept_tls(grpc_listener, tls_config));
+    let incoming = ReceiverStream::new(tls::accept_tls(grpc_listener, tls_config, metrics.clone()));
     let grpc_shutdown = shutdown.clone();
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()

@@ -8,10 +8,11 @@
 mod store;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use rcgen::{
@@ -188,7 +189,7 @@ impl CertificateAuthority {
     /// Rotation step 1: makes a new root and adds it to the trust bundle; the current root
     /// keeps signing, so proxies learn to trust the new one at their next renewal.
     pub fn introduce_root(&self) -> Result<(), CaError> {
-        let _step = self.rotating.lock().map_err(|_| self.poisoned())?;
+        let _step = self.rotating.lock();
         if self.phase() != RotationPhase::Idle {
             return Err(CaError::RotationInProgress(self.phase()));
         }
@@ -210,7 +211,7 @@ impl CertificateAuthority {
 
     /// Rotation step 2: the introduced root signs from now on; the old one stays trusted.
     pub fn promote_root(&self) -> Result<(), CaError> {
-        let _step = self.rotating.lock().map_err(|_| self.poisoned())?;
+        let _step = self.rotating.lock();
         let current = self.roots.load();
         let Some((cert, key)) = &current.next else {
             return Err(CaError::NoRotationStep("promote", self.phase()));
@@ -232,7 +233,7 @@ impl CertificateAuthority {
 
     /// Rotation step 3: the old roots leave the trust bundle.
     pub fn retire_old_roots(&self) -> Result<(), CaError> {
-        let _step = self.rotating.lock().map_err(|_| self.poisoned())?;
+        let _step = self.rotating.lock();
         if self.phase() != RotationPhase::Promoted {
             return Err(CaError::NoRotationStep("retire", self.phase()));
         }
@@ -252,13 +253,6 @@ impl CertificateAuthority {
     fn publish(&self, roots: Roots) {
         self.roots.store(Arc::new(roots));
         self.changes.send_modify(|generation| *generation += 1);
-    }
-
-    fn poisoned(&self) -> CaError {
-        CaError::Invalid {
-            path: self.state_dir.clone(),
-            reason: "an earlier rotation step panicked".into(),
-        }
     }
 
     pub fn trust_domain(&self) -> &str {

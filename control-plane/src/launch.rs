@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use http_body_util::{BodyExt, Empty};
+use parking_lot::Mutex;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -79,7 +80,7 @@ impl SeamProcess {
         let sink = stdout_lines.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().expect("stdout line buffer poisoned").push(line);
+                sink.lock().push(line);
             }
         });
         Ok(Self {
@@ -106,10 +107,7 @@ impl SeamProcess {
 
     /// The lines the child printed on stdout after its listening line.
     pub fn stdout_lines(&self) -> Vec<String> {
-        self.stdout_lines
-            .lock()
-            .expect("stdout line buffer poisoned")
-            .clone()
+        self.stdout_lines.lock().clone()
     }
 
     pub fn pid(&self) -> Option<u32> {

@@ -1,6 +1,7 @@
 //! seam-control-plane: the mesh's certificate authority, its model of services built from
 //! service discovery, and the gRPC push of that model to every proxy; plus `seamctl`.
 
+pub mod accept;
 pub mod admin;
 pub mod app;
 pub mod ca;

@@ -18,8 +18,10 @@ async fn main() -> std::process::ExitCode {
     match app::run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("seam-control-plane: {err:#}");
+            eprintln!(
+                "seam-control-plane: {}",
+                seam_proto::report::error_chain(err.as_ref())
+            );
             std::process::ExitCode::FAILURE
         }
     }

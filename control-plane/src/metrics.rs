@@ -22,6 +22,7 @@ pub struct Metrics {
     pub discovery_updates: Counter,
     pub discovery_nacks: Counter,
     pub discovery_push_duration: Histogram,
+    pub handshakes_refused: Counter,
 }
 
 impl Metrics {
@@ -71,6 +72,12 @@ impl Metrics {
             Unit::Seconds,
             discovery_push_duration.clone(),
         );
+        let handshakes_refused = Counter::default();
+        registry.register(
+            "grpc_handshakes_refused",
+            "TLS handshakes on the gRPC listener that failed or timed out (each is logged at debug)",
+            handshakes_refused.clone(),
+        );
         Self {
             registry,
             mesh_reloads,
@@ -80,6 +87,7 @@ impl Metrics {
             discovery_updates,
             discovery_nacks,
             discovery_push_duration,
+            handshakes_refused,
         }
     }
 

@@ -2,10 +2,11 @@
 //! who each is, what it subscribed to, what it was sent and what it acknowledged or refused.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
@@ -95,8 +96,8 @@ impl ProxyRegistry {
         self.lock().values().cloned().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, ProxyRecord>> {
-        self.proxies.lock().expect("proxy registry poisoned")
+    fn lock(&self) -> parking_lot::MutexGuard<'_, BTreeMap<u64, ProxyRecord>> {
+        self.proxies.lock()
     }
 }
 

@@ -6,9 +6,10 @@
 //! rotation in progress and waits a full lifetime again before the next step, which is
 //! never too early.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -60,11 +61,8 @@ impl Rotation {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        // The guarded value is a plain Instant: a panic elsewhere cannot leave it half-set.
-        self.next_step_at
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Option<Instant>> {
+        self.next_step_at.lock()
     }
 
     fn schedule_next(&self) {

@@ -3,10 +3,11 @@
 //! model. A refused file is logged and reported, and the last good model stays in force.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::Watcher;
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
 use crate::mesh_file::{self, MeshFileError};
@@ -158,8 +159,8 @@ impl MeshSource {
         }
     }
 
-    fn lock_state(&self) -> std::sync::MutexGuard<'_, ReloadState> {
-        self.state.lock().expect("mesh source state poisoned")
+    fn lock_state(&self) -> parking_lot::MutexGuard<'_, ReloadState> {
+        self.state.lock()
     }
 }
 

@@ -16,7 +16,9 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::accept::next_connection;
 use crate::ca::{CaError, CertificateAuthority};
+use crate::metrics::Metrics;
 
 /// DNS names on the serving certificate, for tools such as grpcurl and plain gRPC clients.
 const DNS_NAMES: &[&str] = &["localhost", "seam-control-plane"];
@@ -126,30 +128,34 @@ pub fn serving_config(
 }
 
 /// Accepts TCP connections and completes TLS handshakes off the accept loop, handing the
-/// finished streams to the gRPC server.
+/// finished streams to the gRPC server. A failed handshake is counted
+/// (`seam_grpc_handshakes_refused_total`) and logged at debug only: anyone who can reach the
+/// port can fail handshakes, and a line each at info would let them flood the log.
 pub fn accept_tls(
     listener: TcpListener,
     config: SharedServerConfig,
+    metrics: Arc<Metrics>,
 ) -> mpsc::Receiver<Result<TlsStream<TcpStream>, std::io::Error>> {
     let (streams, receiver) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(err) => {
-                    tracing::warn!(error = %err, "gRPC listener accept failed");
-                    continue;
-                }
-            };
+            let (tcp, peer) = next_connection(&listener, "grpc").await;
             let acceptor = TlsAcceptor::from(config.load_full());
             let streams = streams.clone();
+            let refused = metrics.handshakes_refused.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         let _ = streams.send(Ok(tls)).await;
                     }
-                    Ok(Err(err)) => tracing::info!(%peer, error = %err, "TLS handshake refused"),
-                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    Ok(Err(err)) => {
+                        refused.inc();
+                        tracing::debug!(%peer, error = %err, "TLS handshake refused");
+                    }
+                    Err(_) => {
+                        refused.inc();
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                    }
                 }
             });
         }

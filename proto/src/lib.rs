@@ -2,10 +2,12 @@
 //! (generated from `seam/v1/seam.proto`) and the SPIFFE identity both sides must read
 //! the same way. Each side converts these messages into its own validated types at
 //! its edge; nothing here carries behaviour beyond parsing. `exposition` is the one
-//! `/metrics` format rule both binaries follow.
+//! `/metrics` format rule both binaries follow, and `report` the one way both word an
+//! error and its causes for a person.
 
 pub mod defaults;
 pub mod exposition;
+pub mod report;
 pub mod spiffe;
 
 pub use spiffe::{SpiffeId, SpiffeIdError};

@@ -13,7 +13,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,6 +21,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use parking_lot::Mutex;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -76,12 +77,12 @@ impl FaultyServer {
 
     /// How many requests (or, for [`Fault::Reset`], connections) arrived so far.
     pub fn requests_seen(&self) -> usize {
-        self.methods.lock().expect("methods lock poisoned").len()
+        self.methods.lock().len()
     }
 
     /// The methods of the requests seen, in order of arrival.
     pub fn methods(&self) -> Vec<String> {
-        self.methods.lock().expect("methods lock poisoned").clone()
+        self.methods.lock().clone()
     }
 }
 
@@ -95,9 +96,7 @@ async fn serve(stream: tokio::net::TcpStream, seen: Arc<Mutex<Vec<String>>>, sta
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let seen = seen.clone();
         async move {
-            seen.lock()
-                .expect("methods lock poisoned")
-                .push(request.method().to_string());
+            seen.lock().push(request.method().to_string());
             let _ = request.into_body().collect().await;
             match status {
                 Some(GRPC_UNAVAILABLE) => Ok::<_, Infallible>(
@@ -136,7 +135,7 @@ async fn reset(mut stream: tokio::net::TcpStream, seen: &Mutex<Vec<String>>) {
             .next()
             .unwrap_or_default()
             .to_string();
-        seen.lock().expect("methods lock poisoned").push(method);
+        seen.lock().push(method);
     }
     // Linger 0: closing sends RST instead of FIN.
     let _ = stream.set_zero_linger();

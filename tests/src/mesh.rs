@@ -8,10 +8,10 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use parking_lot::Mutex;
 use seam_control_plane::launch::{self, SeamProcess};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -205,10 +205,7 @@ impl TestMesh {
 
     /// The services as the test last wrote them.
     pub fn services(&self) -> BTreeMap<String, MeshService> {
-        self.services
-            .lock()
-            .expect("mesh model lock poisoned")
-            .clone()
+        self.services.lock().clone()
     }
 
     /// `GET /mesh` on the control plane's admin listener.
@@ -244,7 +241,7 @@ impl TestMesh {
     ) -> anyhow::Result<Instant> {
         let before = self.mesh_state().await?["version"].clone();
         let contents = {
-            let mut services = self.services.lock().expect("mesh model lock poisoned");
+            let mut services = self.services.lock();
             for (name, endpoints) in changes {
                 let service = services
                     .get_mut(*name)
@@ -278,10 +275,7 @@ impl TestMesh {
     }
 
     fn extra_lines(&self) -> BTreeMap<String, Vec<String>> {
-        self.extra_lines
-            .lock()
-            .expect("mesh lines lock poisoned")
-            .clone()
+        self.extra_lines.lock().clone()
     }
 
     /// Sets extra mesh file lines under `service` (such as `allow: [a]` or
@@ -290,8 +284,8 @@ impl TestMesh {
     pub async fn set_service_lines(&self, service: &str, lines: &[&str]) -> anyhow::Result<()> {
         let before = self.mesh_state().await?["version"].clone();
         let contents = {
-            let services = self.services.lock().expect("mesh model lock poisoned");
-            let mut extra = self.extra_lines.lock().expect("mesh lines lock poisoned");
+            let services = self.services.lock();
+            let mut extra = self.extra_lines.lock();
             extra.insert(
                 service.to_owned(),
                 lines.iter().map(ToString::to_string).collect(),
@@ -306,7 +300,7 @@ impl TestMesh {
     /// Removes `service` from the mesh file and waits until `/mesh` no longer lists it.
     pub async fn remove_service(&self, service: &str) -> anyhow::Result<()> {
         let contents = {
-            let mut services = self.services.lock().expect("mesh model lock poisoned");
+            let mut services = self.services.lock();
             services
                 .remove(service)
                 .with_context(|| format!("service {service} is not in the test mesh"))?;

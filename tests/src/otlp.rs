@@ -3,7 +3,7 @@
 //! sent, flattened with the `service.name` of the resource that sent it.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -89,11 +90,7 @@ impl TraceService for Sink {
                 }
             }
         }
-        self.0
-            .spans
-            .lock()
-            .expect("span list poisoned")
-            .extend(received);
+        self.0.spans.lock().extend(received);
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
@@ -147,11 +144,7 @@ impl OtlpReceiver {
     }
 
     pub fn spans(&self) -> Vec<ReceivedSpan> {
-        self.collected
-            .spans
-            .lock()
-            .expect("span list poisoned")
-            .clone()
+        self.collected.spans.lock().clone()
     }
 
     /// Waits until the spans of `trace_id` number at least `count`, and returns them.

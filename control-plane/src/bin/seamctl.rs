@@ -20,8 +20,11 @@ async fn main() -> ExitCode {
     match ctl::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            // `{:#}` prints the whole cause chain on one line, without a backtrace.
-            eprintln!("seamctl: {error:#}");
+            // The whole cause chain on one line, each cause once, without a backtrace.
+            eprintln!(
+                "seamctl: {}",
+                seam_proto::report::error_chain(error.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

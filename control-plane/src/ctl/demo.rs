@@ -31,11 +31,12 @@ mod mesh_file;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures_util::future::select_all;
+use parking_lot::Mutex;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -380,7 +381,7 @@ impl Demo {
         let stop = loop {
             tokio::select! {
                 _ = ticker.tick() => {
-                    let report = window.lock().expect("summary window poisoned").take_report();
+                    let report = window.lock().take_report();
                     println!("{}", report.render(started.elapsed().as_secs_f64().round() as u64));
                     ticks += 1;
                     if ticks.is_multiple_of(STAT_EVERY_SECS)
@@ -399,10 +400,7 @@ impl Demo {
             }
         };
         generator.abort();
-        let report = window
-            .lock()
-            .expect("summary window poisoned")
-            .take_report();
+        let report = window.lock().take_report();
         println!("\n{}", report.render_final());
         if let (Some(admin), Some(start)) = (stat_admin, &stat_start)
             && let Ok(now) = stat::scrape(admin).await

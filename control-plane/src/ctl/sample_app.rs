@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::accept::next_connection;
 use crate::launch;
 
 /// The header an inbound proxy sets to the caller's SPIFFE id.
@@ -89,13 +90,7 @@ pub async fn run(args: SampleAppArgs) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     loop {
         let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    continue;
-                }
-            },
+            accepted = next_connection(&listener, "app") => accepted,
             _ = terminate.recv() => return Ok(()),
             _ = interrupt.recv() => return Ok(()),
         };

@@ -4,7 +4,7 @@
 //! when the mesh is slow or broken.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use parking_lot::Mutex;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -38,10 +39,7 @@ pub async fn generate(target: SocketAddr, rate: u32, window: Arc<Mutex<Window>>)
         let window = window.clone();
         in_flight.spawn(async move {
             let outcome = send_one(&client, target).await;
-            window
-                .lock()
-                .expect("summary window poisoned")
-                .record(outcome);
+            window.lock().record(outcome);
         });
     }
 }
