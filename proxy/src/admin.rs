@@ -23,8 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
-use crate::outbound::EndpointStates;
+use crate::server::next_connection;
 use crate::state::Directory;
+use crate::state::endpoints::EndpointStates;
 use crate::tls::TlsState;
 use seam_proto::exposition;
 
@@ -64,10 +65,11 @@ impl AdminState {
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
-    loop {
-        let Ok((tcp, peer)) = listener.accept().await else {
-            continue;
-        };
+    // The admin listener serves until the process exits.
+    let never = CancellationToken::new();
+    while let Some((tcp, peer)) =
+        next_connection(&listener, &never, "admin", &state.metrics.refusal_log).await
+    {
         let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {

@@ -20,8 +20,9 @@ use crate::discovery::DiscoveryClientTask;
 use crate::identity::{IdentityManager, load_trust_anchors};
 use crate::inbound::{self, Inbound};
 use crate::metrics::Metrics;
-use crate::outbound::{self, EndpointStates, Outbound};
+use crate::outbound::{self, Outbound};
 use crate::state::Directory;
+use crate::state::endpoints::EndpointStates;
 use crate::telemetry::{Telemetry, TelemetryConfig};
 use crate::tls::TlsState;
 
@@ -39,6 +40,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let tls = TlsState::new(provider.clone(), anchors);
     let control_plane = ControlPlane::new(args.control_plane.clone(), &trust_domain, tls.clone())?;
     let metrics = Arc::new(Metrics::new());
+    let refusal_summaries = tokio::spawn(metrics.refusal_log.clone().run());
     let telemetry = Arc::new(Telemetry::start(
         &TelemetryConfig {
             service: args.service.clone(),
@@ -184,7 +186,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!(grace = ?args.shutdown_grace, "in-flight requests did not finish within the grace period");
     }
     telemetry.shutdown().await;
-    for task in [identity, discovery, admin_task, expiry] {
+    for task in [identity, discovery, admin_task, expiry, refusal_summaries] {
         task.abort();
     }
     tracing::info!("stopped");

@@ -1,11 +1,35 @@
-//! The one body type every proxied response has: either the peer's streamed body or a
-//! short text the proxy wrote itself.
+//! The one body type every proxied request and response has: the peer's or the app's
+//! streamed body, a short text the proxy wrote itself, or a request body replayed for a
+//! retry. Its error is boxed, so the proxy can end a body it stops on purpose (a retry's
+//! superseded attempt) with an error of its own rather than only hyper's.
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+/// Why a body broke off: hyper's error for a connection that failed, or the proxy's own.
+#[derive(Debug)]
+pub struct BodyError(Box<dyn std::error::Error + Send + Sync>);
+
+impl BodyError {
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self(Box::new(error))
+    }
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+pub type ProxyBody = BoxBody<Bytes, BodyError>;
 
 /// A body holding `text`.
 pub fn text(text: String) -> ProxyBody {
@@ -23,5 +47,5 @@ pub fn empty() -> ProxyBody {
 
 /// A streamed body from a peer or the app, unchanged.
 pub fn streamed(body: hyper::body::Incoming) -> ProxyBody {
-    body.boxed()
+    body.map_err(BodyError::new).boxed()
 }

@@ -13,12 +13,13 @@
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 /// Opens one new connection to the pool's destination.
@@ -129,18 +130,14 @@ where
     /// How many connections the pool holds, busy or idle.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.shared
-            .connections
-            .lock()
-            .expect("pool lock poisoned")
-            .len()
+        self.shared.connections.lock().len()
     }
 
     /// A connection ready for a request; closed ones and ones idle too long are dropped
     /// on the way.
     fn take_ready(&self) -> Option<SendRequest<B>> {
         let now = Instant::now();
-        let mut pooled = self.shared.connections.lock().expect("pool lock poisoned");
+        let mut pooled = self.shared.connections.lock();
         // One pass from the newest: the first ready one is taken, closed and stale ones
         // met on the way are dropped.
         let mut index = pooled.len();
@@ -161,14 +158,10 @@ where
         if sender.is_closed() {
             return;
         }
-        self.shared
-            .connections
-            .lock()
-            .expect("pool lock poisoned")
-            .push(Pooled {
-                sender,
-                since: Instant::now(),
-            });
+        self.shared.connections.lock().push(Pooled {
+            sender,
+            since: Instant::now(),
+        });
     }
 
     async fn connect(&self) -> Result<SendRequest<B>, PoolError> {
@@ -203,7 +196,6 @@ async fn sweep_idle<D, B>(pool: Weak<Shared<D, B>>, idle_timeout: Duration) {
         let now = Instant::now();
         pool.connections
             .lock()
-            .expect("pool lock poisoned")
             .retain(|entry| !entry.expired(entry.sender.is_ready(), now, idle_timeout));
     }
 }

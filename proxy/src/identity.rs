@@ -13,6 +13,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 use seam_proto::SpiffeId;
+use seam_proto::report::error_chain;
 use seam_proto::v1::identity_client::IdentityClient;
 use seam_proto::v1::{CertifyRequest, certify_request};
 use tokio::sync::watch;
@@ -62,7 +63,7 @@ impl IdentityManager {
                         .certificate()
                         .is_some_and(|c| c.not_after > SystemTime::now());
                     tracing::error!(
-                        error = format!("{err:#}"), retry_in = ?wait, still_valid,
+                        error = %error_chain(err.as_ref()), retry_in = ?wait, still_valid,
                         "cannot get a certificate from the control plane"
                     );
                     tokio::time::sleep(wait).await;

@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::metrics::counter::Counter;
 use seam_proto::SpiffeId;
+use seam_proto::report::error_chain;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -29,14 +30,14 @@ use crate::body::{self, ProxyBody};
 use crate::detect::{Detection, Protocol};
 use crate::http1_pool::{Dial, Http1Pool};
 use crate::metrics::{CallerLabels, DeniedLabels, Direction, Metrics};
-use crate::proxy_error::{ProxyError, error_chain, proxy_response};
+use crate::proxy_error::{ProxyError, proxy_response};
 use crate::server::{
     CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, first_bytes, http_server, next_connection,
     peer_http_server, speaking, strip_hop_by_hop,
 };
 use crate::state::authz::{self, Caller};
 use crate::state::policy::DEFAULT_ROUTE_LABEL;
-use crate::state::{Backend, Directory, Resolution};
+use crate::state::{Directory, Resolution, Service};
 use crate::telemetry::{CountedIo, Handled, Telemetry};
 use crate::tls::{ALPN_H2, ALPN_HTTP11, TlsState, refusal};
 
@@ -113,9 +114,9 @@ impl Inbound {
     }
 
     /// This service's authorization policy as the control plane last sent it.
-    async fn policy(&self) -> Result<Arc<Backend>, Response<ProxyBody>> {
+    async fn policy(&self) -> Result<Arc<Service>, Response<ProxyBody>> {
         match self.directory.resolve(&self.service, POLICY_WAIT).await {
-            Ok(Resolution::Found(backend)) => Ok(backend),
+            Ok(Resolution::Found(service)) => Ok(service),
             Ok(Resolution::NotFound) => Err(proxy_response(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -189,12 +190,14 @@ impl Inbound {
                     reason: denied.reason_label(),
                 })
                 .inc();
-            let callee = self
-                .tls
-                .certificate()
-                .map(|c| c.spiffe_id.to_string())
-                .unwrap_or_default();
-            tracing::warn!(caller = label, callee, service = %self.service, reason = %denied, "refused a request: not allowed");
+            if self.metrics.refusal_log.admit(denied.reason_label()) {
+                let callee = self
+                    .tls
+                    .certificate()
+                    .map(|c| c.spiffe_id.to_string())
+                    .unwrap_or_default();
+                tracing::warn!(caller = label, callee, service = %self.service, reason = %denied, "refused a request: not allowed");
+            }
             proxy_response(StatusCode::FORBIDDEN, format!("{denied}\n"))
         })
     }
@@ -325,7 +328,9 @@ pub async fn serve(
 ) {
     let limit = ConnectionLimit::new(&inbound.limits);
     let connection_metrics = Arc::new(inbound.metrics.connection_metrics(Direction::Inbound));
-    while let Some((tcp, peer)) = next_connection(&listener, &stop, "inbound").await {
+    while let Some((tcp, peer)) =
+        next_connection(&listener, &stop, "inbound", &inbound.metrics.refusal_log).await
+    {
         let Some(permit) = inbound.metrics.admit(&limit, Direction::Inbound, peer) else {
             continue;
         };
@@ -350,10 +355,12 @@ pub async fn serve(
                     serve_http(inbound, io, protocol, caller, watcher, peer).await;
                 }
                 Ok(Detection::Known(Protocol::Unknown)) => {
-                    inbound
+                    if inbound
                         .metrics
-                        .count_tls_refusal(Direction::Inbound, "unknown_protocol");
-                    tracing::info!(%peer, "refused a connection that speaks neither TLS nor HTTP");
+                        .connection_refused(Direction::Inbound, "unknown_protocol")
+                    {
+                        tracing::info!(%peer, "refused a connection that speaks neither TLS nor HTTP");
+                    }
                 }
                 // HTTP, or bytes that may still become HTTP: hyper reads on from here.
                 Ok(
@@ -361,10 +368,12 @@ pub async fn serve(
                     | Detection::NeedMore),
                 ) => {
                     if !inbound.plaintext_allowed().await {
-                        inbound
+                        if inbound
                             .metrics
-                            .count_tls_refusal(Direction::Inbound, "plaintext");
-                        tracing::info!(%peer, "refused a plaintext connection: the service accepts only mTLS");
+                            .connection_refused(Direction::Inbound, "plaintext")
+                        {
+                            tracing::info!(%peer, "refused a plaintext connection: the service accepts only mTLS");
+                        }
                         return;
                     }
                     let caller = InboundCaller {
@@ -375,10 +384,12 @@ pub async fn serve(
                     serve_http(inbound, io, detection.known(), caller, watcher, peer).await;
                 }
                 Err(reason) => {
-                    inbound
+                    if inbound
                         .metrics
-                        .count_tls_refusal(Direction::Inbound, reason);
-                    tracing::info!(%peer, reason, "closed an inbound connection before any byte");
+                        .connection_refused(Direction::Inbound, reason)
+                    {
+                        tracing::info!(%peer, reason, "closed an inbound connection before any byte");
+                    }
                 }
             }
         });
@@ -425,20 +436,17 @@ async fn serve_http<I>(
 }
 
 /// Completes the mTLS handshake and reads the caller's SPIFFE id; refusals are counted
-/// by reason and logged.
+/// by reason and logged (a few per window, see `RefusalLog`).
 async fn handshake(
     inbound: &Inbound,
     tcp: TcpStream,
     peer: SocketAddr,
 ) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, InboundCaller)> {
-    let refuse = |reason: &'static str| {
-        inbound
-            .metrics
-            .count_tls_refusal(Direction::Inbound, reason);
-    };
+    let refuse = |reason: &'static str| inbound.metrics.tls_refused(Direction::Inbound, reason);
     let Some(config) = inbound.tls.inbound_config() else {
-        refuse("no_certificate_yet");
-        tracing::info!(%peer, "refused a connection: this proxy has no certificate yet");
+        if refuse("no_certificate_yet") {
+            tracing::info!(%peer, "refused a connection: this proxy has no certificate yet");
+        }
         return None;
     };
     let stream = match tokio::time::timeout(
@@ -450,13 +458,15 @@ async fn handshake(
         Ok(Ok(stream)) => stream,
         Ok(Err(err)) => {
             let reason = refusal::reason(&err);
-            refuse(reason);
-            tracing::info!(%peer, reason, error = %err, "refused an inbound TLS handshake");
+            if refuse(reason) {
+                tracing::info!(%peer, reason, error = %err, "refused an inbound TLS handshake");
+            }
             return None;
         }
         Err(_) => {
-            refuse("timeout");
-            tracing::info!(%peer, "inbound TLS handshake timed out");
+            if refuse("timeout") {
+                tracing::info!(%peer, "inbound TLS handshake timed out");
+            }
             return None;
         }
     };
@@ -472,8 +482,9 @@ async fn handshake(
         .and_then(|leaf| SpiffeId::from_certificate_der(leaf).ok())
         .filter(|id| own_trust_domain.as_deref() == Some(id.trust_domain()));
     let Some(caller) = caller else {
-        refuse("bad_identity");
-        tracing::info!(%peer, "refused a peer whose certificate names no SPIFFE id of this trust domain");
+        if refuse("bad_identity") {
+            tracing::info!(%peer, "refused a peer whose certificate names no SPIFFE id of this trust domain");
+        }
         return None;
     };
     let header = HeaderValue::from_str(caller.as_str()).ok()?;

@@ -16,6 +16,7 @@ mod inbound;
 mod metrics;
 mod outbound;
 mod proxy_error;
+mod refusal_log;
 mod server;
 mod state;
 mod telemetry;
@@ -54,8 +55,10 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(app::run(args)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("seam-proxy: {err:#}");
+            eprintln!(
+                "seam-proxy: {}",
+                seam_proto::report::error_chain(err.as_ref())
+            );
             std::process::ExitCode::FAILURE
         }
     }

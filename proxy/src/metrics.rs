@@ -16,6 +16,8 @@ use prometheus_client::registry::{Registry, Unit};
 
 mod series;
 
+use crate::refusal_log::RefusalLog;
+
 use series::{Series, SeriesIndex};
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -128,11 +130,13 @@ pub struct Metrics {
     load_shed: Family<ServiceLabel, Counter>,
     pub access_log_dropped: Counter,
     /// TLS handshakes refused, by direction and reason (expired, unknown_ca, ...).
-    pub tls_refused: Family<RefusedLabels, Counter>,
-    /// Connections closed at once because a listener was at its limit.
-    pub connections_refused: Family<RefusedLabels, Counter>,
+    tls_handshakes_refused: Family<RefusedLabels, Counter>,
+    /// Connections closed before any exchange for reasons other than TLS.
+    connections_refused: Family<RefusedLabels, Counter>,
     pub authorization_denied: Family<DeniedLabels, Counter>,
     pub inbound_callers: Family<CallerLabels, Counter>,
+    /// Decides which of the refusals counted here are also logged.
+    pub refusal_log: Arc<RefusalLog>,
 }
 
 impl Metrics {
@@ -235,16 +239,18 @@ impl Metrics {
             "Access log lines dropped because stdout could not keep up",
             access_log_dropped.clone(),
         );
-        let tls_refused = Family::default();
+        let tls_handshakes_refused = Family::default();
         registry.register(
             "tls_handshakes_refused",
-            "TLS handshakes refused, by direction and reason",
-            Family::clone(&tls_refused),
+            "TLS handshakes refused, by direction and reason (expired, unknown_ca, ...)",
+            Family::clone(&tls_handshakes_refused),
         );
         let connections_refused = Family::default();
         registry.register(
             "connections_refused",
-            "Connections closed on accept, by direction and reason (limit: --max-connections)",
+            "Connections closed before any exchange for reasons other than TLS, by direction and \
+             reason (limit: --max-connections; plaintext; unknown_protocol; timeout and closed: \
+             no first byte)",
             Family::clone(&connections_refused),
         );
         let authorization_denied = Family::default();
@@ -277,10 +283,11 @@ impl Metrics {
             ejections,
             load_shed,
             access_log_dropped,
-            tls_refused,
+            tls_handshakes_refused,
             connections_refused,
             authorization_denied,
             inbound_callers,
+            refusal_log: Arc::default(),
         }
     }
 
@@ -367,26 +374,36 @@ impl Metrics {
         peer: std::net::SocketAddr,
     ) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let permit = limit.admit();
-        if permit.is_none() {
-            self.connections_refused
-                .get_or_create(&RefusedLabels {
-                    direction: direction.as_str(),
-                    reason: "limit",
-                })
-                .inc();
+        if permit.is_none() && self.connection_refused(direction, "limit") {
             tracing::warn!(%peer, direction = direction.as_str(), "closed a connection: the listener is at --max-connections");
         }
         permit
     }
 
-    /// Counts a refused TLS handshake.
-    pub fn count_tls_refusal(&self, direction: Direction, reason: &'static str) {
-        self.tls_refused
+    /// Counts a connection closed before any exchange for a reason other than TLS (the
+    /// listener's limit, plaintext where only mTLS is allowed, an unknown protocol, no
+    /// first byte). Says whether it may also be logged, one by one (see `RefusalLog`).
+    #[must_use = "the answer says whether to log the refusal"]
+    pub fn connection_refused(&self, direction: Direction, reason: &'static str) -> bool {
+        self.connections_refused
             .get_or_create(&RefusedLabels {
                 direction: direction.as_str(),
                 reason,
             })
             .inc();
+        self.refusal_log.admit(reason)
+    }
+
+    /// Counts a refused TLS handshake; says whether it may also be logged.
+    #[must_use = "the answer says whether to log the refusal"]
+    pub fn tls_refused(&self, direction: Direction, reason: &'static str) -> bool {
+        self.tls_handshakes_refused
+            .get_or_create(&RefusedLabels {
+                direction: direction.as_str(),
+                reason,
+            })
+            .inc();
+        self.refusal_log.admit(reason)
     }
 
     pub fn encode(&self) -> String {

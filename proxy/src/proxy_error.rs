@@ -84,21 +84,6 @@ pub fn proxy_response(status: StatusCode, text: String) -> Response<ProxyBody> {
         .expect("status and static headers are valid")
 }
 
-/// An error and its sources, joined with `: ` (hyper hides the useful part in the chain).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::detect::{self, Detection, Protocol};
+use crate::refusal_log::RefusalLog;
 
 /// A client must send its request headers within this long.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,6 +26,9 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub const MAX_CONNECTIONS: usize = 10_000;
 /// hyper refuses a smaller HTTP/1 read buffer.
 const MIN_HEADER_BUFFER: usize = 8192;
+/// The first pause after a failed accept; it doubles while failures go on, up to the max.
+const ACCEPT_RETRY_FIRST: Duration = Duration::from_millis(5);
+const ACCEPT_RETRY_MAX: Duration = Duration::from_secs(1);
 
 /// Limits every listener applies to its clients (`--header-read-timeout`,
 /// `--max-header-bytes`, `--max-connections`).
@@ -89,13 +94,17 @@ pub fn http_server(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// The next connection on `listener`, or `None` once `stop` is cancelled. Accept errors
-/// (such as running out of file descriptors) are logged and retried after a short pause.
+/// The next connection on `listener`, or `None` once `stop` is cancelled. An accept error
+/// (such as running out of file descriptors) is retried after a pause that doubles while
+/// the errors go on, so a listener out of descriptors waits instead of spinning a core;
+/// the errors are logged a few per window (see `RefusalLog`).
 pub async fn next_connection(
     listener: &TcpListener,
     stop: &CancellationToken,
     name: &'static str,
+    log: &RefusalLog,
 ) -> Option<(TcpStream, SocketAddr)> {
+    let mut pause = Backoff::new(ACCEPT_RETRY_FIRST, ACCEPT_RETRY_MAX);
     loop {
         tokio::select! {
             () = stop.cancelled() => return None,
@@ -105,8 +114,11 @@ pub async fn next_connection(
                     return Some((tcp, peer));
                 }
                 Err(err) => {
-                    tracing::warn!(listener = name, error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let wait = pause.next_delay();
+                    if log.admit("accept_failed") {
+                        tracing::warn!(listener = name, error = %err, retry_in = ?wait, "accept failed");
+                    }
+                    tokio::time::sleep(wait).await;
                 }
             },
         }

@@ -3,15 +3,17 @@
 //! the request path, a watch channel per authority for the first request that waits),
 //! with each service's routes and policies ([`policy`]). No sockets here.
 
+pub mod endpoints;
 pub mod policy;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use foldhash::HashMap;
+use parking_lot::Mutex;
 use seam_proto::SpiffeId;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -36,7 +38,7 @@ fn serialize_id<S: serde::Serializer>(id: &SpiffeId, serializer: S) -> Result<S:
 
 /// A service as the control plane last described it.
 #[derive(Debug)]
-pub struct Backend {
+pub struct Service {
     /// Shared with every request's labels and logs, never copied.
     pub name: Arc<str>,
     pub endpoints: Vec<Endpoint>,
@@ -47,7 +49,7 @@ pub struct Backend {
     pub authorization: Authorization,
 }
 
-impl Backend {
+impl Service {
     /// A service with the default policy and no routes of its own.
     #[cfg(test)]
     pub fn new(name: String, endpoints: Vec<Endpoint>) -> Self {
@@ -101,7 +103,7 @@ impl Backend {
             .unwrap_or_else(|| {
                 self.routes
                     .last()
-                    .expect("a backend always ends with its match-all route")
+                    .expect("a service always ends with its match-all route")
             })
     }
 
@@ -113,7 +115,7 @@ impl Backend {
             .flat_map(|backend| backend.target.endpoints.iter())
     }
 
-    /// The same backend with its authorization policy set.
+    /// The same service with its authorization policy set.
     pub fn with_authorization(mut self, authorization: Authorization) -> Self {
         self.authorization = authorization;
         self
@@ -126,7 +128,7 @@ pub enum Resolution {
     /// Subscribed; the control plane has not answered yet.
     Pending,
     NotFound,
-    Found(Arc<Backend>),
+    Found(Arc<Service>),
 }
 
 /// A resolution and the control plane version it came with.
@@ -191,7 +193,7 @@ impl Directory {
     }
 
     fn add(&self, authority: &str) -> Result<watch::Receiver<Versioned>, LookupError> {
-        let _adding = self.adding.lock().expect("directory lock poisoned");
+        let _adding = self.adding.lock();
         let current = self.entries.load();
         if let Some(entry) = current.get(authority) {
             return Ok(entry.subscribe());
@@ -238,8 +240,8 @@ impl Directory {
     pub fn endpoints(&self) -> Vec<Endpoint> {
         let mut endpoints = Vec::new();
         for entry in self.entries.load().values() {
-            if let Resolution::Found(backend) = &entry.borrow().resolution {
-                endpoints.extend(backend.reachable_endpoints().cloned());
+            if let Resolution::Found(service) = &entry.borrow().resolution {
+                endpoints.extend(service.reachable_endpoints().cloned());
             }
         }
         endpoints
@@ -255,7 +257,7 @@ impl Directory {
                 let (state, endpoints) = match &versioned.resolution {
                     Resolution::Pending => ("pending", Vec::new()),
                     Resolution::NotFound => ("not_found", Vec::new()),
-                    Resolution::Found(backend) => ("found", backend.endpoints.clone()),
+                    Resolution::Found(service) => ("found", service.endpoints.clone()),
                 };
                 let value = serde_json::json!({
                     "version": versioned.version,

@@ -178,7 +178,7 @@ async fn plaintext_is_refused_unless_the_service_allows_it() {
     assert_eq!(
         metric_value(
             &metrics,
-            "seam_tls_handshakes_refused_total",
+            "seam_connections_refused_total",
             &[("reason", "plaintext")]
         ),
         Some(1.0),

@@ -54,7 +54,7 @@ async fn bytes_that_are_neither_tls_nor_http_are_refused_and_counted() {
     let metrics = mesh.b.metrics().await.expect("b's metrics");
     let refused = mesh::metric_value(
         &metrics,
-        "seam_tls_handshakes_refused_total",
+        "seam_connections_refused_total",
         &[("direction", "inbound"), ("reason", "unknown_protocol")],
     );
     assert_eq!(refused, Some(1.0), "{metrics}");

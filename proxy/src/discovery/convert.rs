@@ -10,7 +10,7 @@ use seam_proto::v1::{self, ServiceUpdate, service_update};
 use super::policy::{match_from_proto, policy_from_proto};
 use crate::state::authz::Authorization;
 use crate::state::policy::{Route, Target, WeightedBackend};
-use crate::state::{Backend, Endpoint, Resolution};
+use crate::state::{Endpoint, Resolution, Service};
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidUpdate {
@@ -69,7 +69,7 @@ pub fn update_from_proto(update: ServiceUpdate) -> Result<Resolution, InvalidUpd
             let authorization =
                 authorization_from_proto(service.authorization.unwrap_or_default())?;
             Ok(Resolution::Found(Arc::new(
-                Backend::with_routes(service.name, endpoints, policy, routes)
+                Service::with_routes(service.name, endpoints, policy, routes)
                     .with_authorization(authorization),
             )))
         }

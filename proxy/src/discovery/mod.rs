@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use seam_proto::report::error_chain;
 use seam_proto::v1::discovery_client::DiscoveryClient;
 use seam_proto::v1::{Ack, Hello, Nack, Subscribe, WatchRequest, watch_request};
 use tokio::sync::{mpsc, watch};
@@ -66,7 +67,7 @@ impl DiscoveryClientTask {
                     tracing::warn!(retry_in = ?wait, "the control plane closed the discovery stream; serving the last good state")
                 }
                 Err(err) => {
-                    tracing::warn!(error = format!("{err:#}"), retry_in = ?wait, "discovery stream down; serving the last good state")
+                    tracing::warn!(error = %error_chain(err.as_ref()), retry_in = ?wait, "discovery stream down; serving the last good state")
                 }
             }
             tokio::time::sleep(wait).await;

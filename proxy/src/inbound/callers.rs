@@ -4,9 +4,10 @@
 //! to Prometheus as `seam_inbound_requests_by_caller_total`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
+use parking_lot::Mutex;
 use serde::Serialize;
 
 /// One caller's counts.
@@ -43,7 +44,7 @@ pub struct CallerCounts(Mutex<BTreeMap<String, Arc<CallerTally>>>);
 impl CallerCounts {
     /// The tally of `caller`, made on its first connection.
     pub fn tally(&self, caller: &str, transport: &'static str) -> Arc<CallerTally> {
-        let mut counts = self.0.lock().expect("caller counts lock poisoned");
+        let mut counts = self.0.lock();
         if let Some(tally) = counts.get(caller) {
             return tally.clone();
         }
@@ -57,7 +58,7 @@ impl CallerCounts {
     }
 
     pub fn snapshot(&self) -> Vec<CallerCount> {
-        let counts = self.0.lock().expect("caller counts lock poisoned");
+        let counts = self.0.lock();
         counts
             .iter()
             .map(|(caller, tally)| CallerCount {

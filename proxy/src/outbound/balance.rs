@@ -14,10 +14,10 @@ use rand::Rng;
 use tokio::time::Instant;
 use tower::{Layer, layer::layer_fn};
 
-use super::endpoints::{DEFAULT_RTT, EndpointState, EndpointStates};
-use super::{Attempt, Stack};
+use super::stack::{Attempt, Stack, ToBackend, ToEndpoint};
 use crate::metrics::Metrics;
 use crate::proxy_error::ProxyError;
+use crate::state::endpoints::{DEFAULT_RTT, EndpointState, EndpointStates};
 use crate::state::policy::{LoadBalancer, Target};
 use crate::state::{Directory, Endpoint};
 use crate::telemetry::Upstream;
@@ -39,24 +39,23 @@ pub fn layer(
     states: Arc<EndpointStates>,
     directory: Arc<Directory>,
     metrics: Arc<Metrics>,
-) -> impl Layer<Stack, Service = Stack> + Clone {
-    layer_fn(move |inner: Stack| {
+) -> impl Layer<Stack<ToEndpoint>, Service = Stack<ToBackend>> + Clone {
+    layer_fn(move |inner: Stack<ToEndpoint>| {
         let states = states.clone();
         let directory = directory.clone();
         let metrics = metrics.clone();
-        Stack::from_fn(move |mut attempt: Attempt| {
-            let target = attempt
-                .target
-                .take()
-                .expect("the split layer runs above the balancer");
+        Stack::from_fn(move |ToBackend { attempt, target }: ToBackend| {
             match pick(&states, &directory, &attempt, target) {
                 Ok(picked) => {
                     attempt.choice.notes.attempted(Upstream {
                         endpoint: picked.endpoint.address,
                         identity: picked.endpoint.identity.clone(),
                     });
-                    attempt.picked = Some(picked);
-                    inner.send(attempt)
+                    inner.send(ToEndpoint {
+                        request: attempt.request,
+                        choice: attempt.choice,
+                        picked,
+                    })
                 }
                 Err(error) => {
                     if let ProxyError::LoadShed { service, .. } = &error {
@@ -128,11 +127,7 @@ fn pick(
         (None, LoadBalancer::Ewma) => power_of_two_choices(&eligible, &siblings, now),
     };
     let state = siblings[chosen].clone();
-    state
-        .breaker
-        .lock()
-        .expect("breaker lock poisoned")
-        .begin(now);
+    state.breaker.lock().begin(now);
     Ok(Picked {
         endpoint: target.endpoints[chosen].clone(),
         state,

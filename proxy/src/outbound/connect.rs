@@ -8,17 +8,17 @@ use futures_util::FutureExt;
 use http::Response;
 
 use super::peers::PeerClients;
-use super::{Attempt, Stack};
+use super::stack::{Stack, ToEndpoint};
 use crate::body;
-use crate::proxy_error::{ProxyError, error_chain};
+use seam_proto::report::error_chain;
+
+use crate::proxy_error::ProxyError;
 use crate::server::strip_hop_by_hop;
 use crate::state::Directory;
 
-pub fn service(peers: Arc<PeerClients>, directory: Arc<Directory>) -> Stack {
-    Stack::new(move |attempt: Attempt| {
-        let picked = attempt
-            .picked
-            .expect("the balancer runs above the connection");
+pub fn service(peers: Arc<PeerClients>, directory: Arc<Directory>) -> Stack<ToEndpoint> {
+    Stack::new(move |attempt: ToEndpoint| {
+        let picked = attempt.picked;
         // Made here and mapped, not awaited in an `async` block, so the future holds the
         // request once (inside `response`) and `response` once.
         let response = peers

@@ -4,19 +4,20 @@
 //! let each layer be tested alone, with tokio's paused clock.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::route::RouteChoice;
-use super::{Attempt, Stack};
+use super::stack::{Attempt, Stack, ToBackend, ToEndpoint};
 use crate::body::{self, ProxyBody};
 use crate::proxy_error::ProxyError;
 use crate::state::policy::Policy;
-use crate::state::{Backend, Endpoint};
+use crate::state::{Endpoint, Service};
 
 pub fn request(method: &str, path: &str) -> Request<ProxyBody> {
     request_with_body(method, path, Bytes::new())
@@ -38,8 +39,8 @@ pub fn endpoint(port: u16) -> Endpoint {
 }
 
 /// A service "api" with `endpoints` whose only route has `policy`.
-pub fn service(policy: Policy, endpoints: Vec<Endpoint>) -> Arc<Backend> {
-    Arc::new(Backend::with_routes(
+pub fn service(policy: Policy, endpoints: Vec<Endpoint>) -> Arc<Service> {
+    Arc::new(Service::with_routes(
         "api".into(),
         endpoints,
         policy,
@@ -47,18 +48,21 @@ pub fn service(policy: Policy, endpoints: Vec<Endpoint>) -> Arc<Backend> {
     ))
 }
 
-/// An attempt as the outbound and the split layer leave it.
+/// An attempt as the outbound hands it to the stack.
 pub fn routed(method: &str, path: &str, policy: Policy) -> Attempt {
     routed_to(request(method, path), service(policy, Vec::new()))
 }
 
-pub fn routed_to(request: Request<ProxyBody>, service: Arc<Backend>) -> Attempt {
+pub fn routed_to(request: Request<ProxyBody>, service: Arc<Service>) -> Attempt {
     let choice = RouteChoice::choose(service, &request, Arc::default());
-    let target = choice.route.backends[0].target.clone();
-    Attempt {
-        target: Some(target),
-        ..Attempt::new(request, choice)
-    }
+    Attempt::new(request, choice)
+}
+
+/// An attempt as the split leaves it: bound for the route's first backend.
+pub fn to_backend(request: Request<ProxyBody>, service: Arc<Service>) -> ToBackend {
+    let attempt = routed_to(request, service);
+    let target = attempt.choice.route.backends[0].target.clone();
+    ToBackend { attempt, target }
 }
 
 fn status(code: u16) -> Response<ProxyBody> {
@@ -68,20 +72,19 @@ fn status(code: u16) -> Response<ProxyBody> {
         .unwrap()
 }
 
-pub fn answer(code: u16) -> Stack {
-    Stack::new(move |_attempt: Attempt| async move { Ok(status(code)) })
+/// Answers every attempt, at any stage, with `code`.
+pub fn answer<A: 'static>(code: u16) -> Stack<A> {
+    Stack::new(move |_attempt: A| async move { Ok(status(code)) })
 }
 
-pub fn hang() -> Stack {
-    Stack::new(|_attempt: Attempt| {
-        std::future::pending::<Result<Response<ProxyBody>, ProxyError>>()
-    })
+pub fn hang<A: 'static>() -> Stack<A> {
+    Stack::new(|_attempt: A| std::future::pending::<Result<Response<ProxyBody>, ProxyError>>())
 }
 
 /// Answers 200 with the split's target service in `x-target`.
-pub fn answer_with_target() -> Stack {
-    Stack::new(|attempt: Attempt| {
-        let target = attempt.target.unwrap().service.clone();
+pub fn answer_with_target() -> Stack<ToBackend> {
+    Stack::new(|attempt: ToBackend| {
+        let target = attempt.target.service.clone();
         async move {
             let mut response = status(200);
             response
@@ -111,7 +114,7 @@ pub struct Call {
 }
 
 /// Plays `script` in order (repeating the last outcome), reading each request body whole.
-pub fn scripted(script: Vec<Outcome>) -> (Stack, Arc<Mutex<Vec<Call>>>) {
+pub fn scripted(script: Vec<Outcome>) -> (Stack<Attempt>, Arc<Mutex<Vec<Call>>>) {
     let calls = Arc::new(Mutex::new(Vec::<Call>::new()));
     let log = calls.clone();
     let script = Arc::new(script);
@@ -129,7 +132,7 @@ pub fn scripted(script: Vec<Outcome>) -> (Stack, Arc<Mutex<Vec<Call>>>) {
                 .unwrap()
                 .to_bytes();
             let index = {
-                let mut calls = calls.lock().unwrap();
+                let mut calls = calls.lock();
                 calls.push(Call { at, body, avoid });
                 calls.len() - 1
             };
@@ -165,7 +168,7 @@ pub fn scripted(script: Vec<Outcome>) -> (Stack, Arc<Mutex<Vec<Call>>>) {
 }
 
 /// A directory that lists `service` (so endpoint state for it is kept).
-pub async fn directory_with(service: Arc<Backend>) -> Arc<crate::state::Directory> {
+pub async fn directory_with(service: Arc<Service>) -> Arc<crate::state::Directory> {
     let (subscribe, _subscriptions) = tokio::sync::mpsc::unbounded_channel();
     let directory = Arc::new(crate::state::Directory::new(subscribe, 10));
     let _ = directory
@@ -181,13 +184,13 @@ pub async fn directory_with(service: Arc<Backend>) -> Arc<crate::state::Director
 pub fn by_endpoint(
     failing: Arc<Mutex<Vec<SocketAddr>>>,
     hanging: Vec<SocketAddr>,
-) -> (Stack, Arc<Mutex<Vec<SocketAddr>>>) {
+) -> (Stack<ToEndpoint>, Arc<Mutex<Vec<SocketAddr>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
-    let stack = Stack::new(move |attempt: Attempt| {
-        let address = attempt.picked.unwrap().endpoint.address;
-        seen.lock().unwrap().push(address);
-        let fails = failing.lock().unwrap().contains(&address);
+    let stack = Stack::new(move |attempt: ToEndpoint| {
+        let address = attempt.picked.endpoint.address;
+        seen.lock().push(address);
+        let fails = failing.lock().contains(&address);
         let hangs = hanging.contains(&address);
         async move {
             if hangs {

@@ -12,7 +12,7 @@ use http::Response;
 use http_body_util::{BodyExt, BodyStream, StreamBody};
 use hyper::body::Frame;
 
-use crate::body::ProxyBody;
+use crate::body::{BodyError, ProxyBody};
 use crate::telemetry::grpc_status::{from_headers, is_grpc};
 
 /// `grpc-status` UNAVAILABLE.
@@ -42,7 +42,7 @@ pub async fn peek_status(response: Response<ProxyBody>) -> (Option<u32>, Respons
         Some(Ok(frame)) => frame.trailers_ref().and_then(from_headers),
         _ => None,
     };
-    let first: Vec<Result<Frame<Bytes>, hyper::Error>> = first.into_iter().collect();
+    let first: Vec<Result<Frame<Bytes>, BodyError>> = first.into_iter().collect();
     let rest = BodyStream::new(body);
     let body = BodyExt::boxed(StreamBody::new(
         futures_util::stream::iter(first).chain(rest),
@@ -64,7 +64,7 @@ mod tests {
         if let Some(status) = header_status {
             builder = builder.header("grpc-status", status);
         }
-        let frames: Vec<Result<Frame<Bytes>, hyper::Error>> = frames.into_iter().map(Ok).collect();
+        let frames: Vec<Result<Frame<Bytes>, BodyError>> = frames.into_iter().map(Ok).collect();
         builder
             .body(BodyExt::boxed(StreamBody::new(futures_util::stream::iter(
                 frames,
@@ -113,7 +113,7 @@ mod tests {
     async fn a_slow_first_frame_is_not_waited_for() {
         let slow = futures_util::stream::once(async {
             tokio::time::sleep(Duration::from_secs(60)).await;
-            Ok::<_, hyper::Error>(trailers("14"))
+            Ok::<_, BodyError>(trailers("14"))
         });
         let response = Response::builder()
             .header(header::CONTENT_TYPE, "application/grpc")

@@ -4,24 +4,31 @@
 //! within the route's whole-request `timeout`, down a fixed stack of layers, each its
 //! own module, outermost first:
 //!
-//! retry (budget + backoff) → traffic split →
-//! load balancer (P2C over peak-EWMA) → per-endpoint circuit breaker and concurrency
-//! limit → pooled mTLS connection.
+//! - `retry`: tries a failed attempt again, within the service's budget, with backoff
+//!   (`replay` keeps the request body for it, `grpc` reads a gRPC status);
+//! - `split`: draws one of the route's weighted backends for the attempt;
+//! - `balance`: picks the backend's endpoint (P2C over peak-EWMA, or round robin),
+//!   skipping endpoints the breaker holds out and those at `max_concurrent_requests`
+//!   (the concurrency limit: with none left, 503 at once);
+//! - `per_endpoint`: counts the attempt in flight on its endpoint, bounds it by the
+//!   per-try timeout, feeds its latency to the EWMA and its outcome to the breaker;
+//! - `connect`: sends it over the endpoint's pooled mTLS connection (`peers`).
 //!
-//! Each layer reads its settings from the route the request matched, in the service
-//! snapshot the request started with, so a config change never disturbs requests in
-//! flight; per-endpoint state (EWMA, breaker, in-flight) is kept by address across
-//! snapshots. Failures the proxy can name are answered with a short body that says so.
+//! Each stage's attempt is its own type (`stack`), so the stack cannot be built in
+//! another order. Each layer reads its settings from the route the request matched, in
+//! the service snapshot the request started with, so a config change never disturbs
+//! requests in flight; per-endpoint state (EWMA, breaker, in-flight) is kept by address
+//! across snapshots (`state::endpoints`). Failures the proxy can name are answered with
+//! a short body that says so.
 
 mod balance;
-mod breaker;
 mod connect;
-mod endpoints;
 #[cfg(test)]
 mod fixtures;
 mod grpc;
 mod notes;
 mod peers;
+mod per_endpoint;
 mod replay;
 mod retry;
 mod route;
@@ -51,18 +58,18 @@ use crate::server::{
     CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, first_bytes, http_server, next_connection,
     speaking, strip_hop_by_hop,
 };
+use crate::state::endpoints::EndpointStates;
 use crate::state::policy::DEFAULT_ROUTE_LABEL;
-use crate::state::{Backend, Directory, Resolution};
+use crate::state::{Directory, Resolution, Service};
 use crate::telemetry::{CountedIo, Handled, Telemetry};
 use crate::tls::TlsState;
 use notes::Notes;
 use route::RouteChoice;
 use target::LastHost;
 
-pub use endpoints::{EndpointState, EndpointStates};
 pub use peers::PeerClients;
 
-pub use stack::{Attempt, Stack};
+use stack::{Attempt, Stack};
 
 /// How long the first request for a new service waits for the control plane's answer.
 const FIRST_LOOKUP_WAIT: Duration = Duration::from_secs(3);
@@ -71,7 +78,7 @@ pub struct Outbound {
     /// The label requests for services the mesh does not know are counted under.
     unknown_service: Arc<str>,
     directory: Arc<Directory>,
-    stack: Stack,
+    stack: Stack<Attempt>,
     metrics: Arc<Metrics>,
     telemetry: Arc<Telemetry>,
 }
@@ -96,7 +103,7 @@ impl Outbound {
                 directory.clone(),
                 metrics.clone(),
             ))
-            .layer(breaker::layer(metrics.clone()))
+            .layer(per_endpoint::layer(metrics.clone()))
             .service(connect::service(peers, directory.clone()));
         Self {
             unknown_service: "unknown".into(),
@@ -120,8 +127,8 @@ impl Outbound {
         async move {
             let notes = Arc::new(Notes::default());
             let (labels, outcome) = match self.resolve(&request, &last_host).await {
-                Ok((authority, backend)) => {
-                    let (labels, sent) = self.start(request, authority, backend, notes.clone());
+                Ok((authority, service)) => {
+                    let (labels, sent) = self.start(request, authority, service, notes.clone());
                     (labels, sent.await)
                 }
                 Err(error) => {
@@ -156,14 +163,14 @@ impl Outbound {
         &self,
         request: Request<Incoming>,
         authority: Authority,
-        backend: Arc<Backend>,
+        service: Arc<Service>,
         notes: Arc<Notes>,
     ) -> (
         Labels,
         impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + use<>,
     ) {
         let request = to_peer_request(request.map(body::streamed), authority);
-        let choice = RouteChoice::choose(backend, &request, notes);
+        let choice = RouteChoice::choose(service, &request, notes);
         let labels = Labels {
             service: choice.service.name.clone(),
             route: choice.route.label.clone(),
@@ -178,7 +185,7 @@ impl Outbound {
         &self,
         request: &Request<Incoming>,
         last_host: &LastHost,
-    ) -> Result<(Authority, Arc<Backend>), ProxyError> {
+    ) -> Result<(Authority, Arc<Service>), ProxyError> {
         let (authority, key) = last_host.named(request)?;
         match self.directory.resolve(&key, FIRST_LOOKUP_WAIT).await? {
             Resolution::Found(backend) => Ok((authority, backend)),
@@ -239,7 +246,9 @@ pub async fn serve(
     let server = http_server(&limits);
     let limit = ConnectionLimit::new(&limits);
     let connection_metrics = Arc::new(outbound.metrics.connection_metrics(Direction::Outbound));
-    while let Some((tcp, peer)) = next_connection(&listener, &stop, "outbound").await {
+    while let Some((tcp, peer)) =
+        next_connection(&listener, &stop, "outbound", &outbound.metrics.refusal_log).await
+    {
         let Some(permit) = outbound.metrics.admit(&limit, Direction::Outbound, peer) else {
             continue;
         };

@@ -4,8 +4,9 @@
 //! in the request's `RouteChoice`; it survives an error as well as a response.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use parking_lot::Mutex;
 
 use crate::telemetry::Upstream;
 
@@ -27,14 +28,13 @@ impl Notes {
     /// Records the endpoint an attempt goes to (a later attempt's replaces it: attempts
     /// follow one another).
     pub fn attempted(&self, upstream: Upstream) {
-        *self.upstream.lock().expect("notes lock poisoned") = Some(upstream);
+        *self.upstream.lock() = Some(upstream);
     }
 
     /// The endpoint of the latest attempt, if one was sent.
     pub fn last_attempted(&self) -> Option<SocketAddr> {
         self.upstream
             .lock()
-            .expect("notes lock poisoned")
             .as_ref()
             .map(|upstream| upstream.endpoint)
     }
@@ -42,6 +42,6 @@ impl Notes {
     /// Takes the endpoint of the latest attempt: the one that answered, when the stack
     /// returned a response.
     pub fn take_upstream(&self) -> Option<Upstream> {
-        self.upstream.lock().expect("notes lock poisoned").take()
+        self.upstream.lock().take()
     }
 }

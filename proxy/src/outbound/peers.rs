@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use parking_lot::Mutex;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -116,7 +117,7 @@ impl PeerClients {
         if let Some(client) = self.clients.load().get(endpoint) {
             return client.clone();
         }
-        let _adding = self.adding.lock().expect("peer pool lock poisoned");
+        let _adding = self.adding.lock();
         let current = self.clients.load();
         if let Some(client) = current.get(endpoint) {
             return client.clone();

@@ -3,21 +3,39 @@
 //! (64 KiB) is kept; a later attempt replays the copy and then carries on reading where
 //! the app's body left off. A body larger than the limit is sent once and not retried.
 //! A body that has ended before the first attempt (a GET's) needs no copy at all.
+//!
+//! Only the newest attempt reads. Making a retry's body supersedes the attempts before it:
+//! the connection of an earlier attempt may still be sending its body after an early
+//! answer (an upstream may answer 503 before reading the request), and from its next poll
+//! on that body ends with an error, which aborts that upload instead of completing a
+//! request the retry sends again. No lock is held while the app's body is polled: the
+//! reader takes it out of the shared state, polls it and puts it back; an attempt that
+//! finds it taken out (its predecessor was mid-poll on another thread) is woken when it is
+//! put back.
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::HeaderMap;
-use hyper::body::{Body, Frame, SizeHint};
-
 use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use parking_lot::Mutex;
 
-use crate::body::{self, ProxyBody};
+use crate::body::{self, BodyError, ProxyBody};
 
 /// The most request body bytes kept for a retry.
 pub const MAX_REPLAY_BYTES: usize = 64 * 1024;
+
+/// Why a replayed body ended with an error of the proxy's own.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("a retry took over the request body from this attempt")]
+    Superseded,
+    #[error("the request body broke off while an earlier attempt was sending it")]
+    Broken,
+}
 
 /// The app's body and the copy every attempt shares; `None` for a body that was empty
 /// from the start.
@@ -26,150 +44,209 @@ pub struct Replay {
 }
 
 struct Shared {
-    /// The app's body, until it ends.
-    source: Option<ProxyBody>,
+    source: Source,
     chunks: Vec<Bytes>,
     buffered: usize,
     limit: usize,
     trailers: Option<HeaderMap>,
     /// More than `limit` bytes went by: the copy is gone and no retry is possible.
     overflowed: bool,
-    /// The app's body broke: no attempt can send it whole.
-    broken: bool,
+    /// The attempt that may read; the ones before it are superseded.
+    current: u32,
+    /// An attempt that found the source taken out, to wake when it is put back.
+    waiting: Option<Waker>,
+    /// The attempt that last found the app's body had nothing yet: the one the body will
+    /// wake. A retry wakes it, so a superseded attempt learns it is done at once rather
+    /// than leaving its connection waiting for ever.
+    parked: Option<Waker>,
+}
+
+/// Where the app's body is.
+enum Source {
+    /// Here, to be polled by the current attempt.
+    Open(ProxyBody),
+    /// Taken out by an attempt that is polling it right now.
+    Polling,
+    /// It ended (its trailers, if any, are kept).
+    Ended,
+    /// It broke: no attempt can send it whole.
+    Broken,
 }
 
 impl Replay {
-    pub fn new(body: ProxyBody, limit: usize) -> Self {
+    /// Takes the app's body; returns the replay and the first attempt's body.
+    pub fn new(body: ProxyBody, limit: usize) -> (Self, ProxyBody) {
         if body.is_end_stream() {
-            return Self { shared: None };
+            return (Self { shared: None }, body::empty());
         }
-        Self {
-            shared: Some(Arc::new(Mutex::new(Shared {
-                source: Some(body),
-                chunks: Vec::new(),
-                buffered: 0,
-                limit,
-                trailers: None,
-                overflowed: false,
-                broken: false,
-            }))),
-        }
-    }
-
-    /// A body for one attempt, starting from the beginning.
-    pub fn attempt(&self) -> ProxyBody {
-        match &self.shared {
-            None => body::empty(),
-            Some(shared) => ReplayBody {
-                shared: shared.clone(),
-                next_chunk: 0,
-                trailers_sent: false,
-            }
-            .boxed(),
-        }
+        let shared = Arc::new(Mutex::new(Shared {
+            source: Source::Open(body),
+            chunks: Vec::new(),
+            buffered: 0,
+            limit,
+            trailers: None,
+            overflowed: false,
+            current: 0,
+            waiting: None,
+            parked: None,
+        }));
+        let first = ReplayBody::boxed_for(shared.clone(), 0);
+        (
+            Self {
+                shared: Some(shared),
+            },
+            first,
+        )
     }
 
     /// Whether another attempt could send the whole body.
     pub fn replayable(&self) -> bool {
         self.shared.as_ref().is_none_or(|shared| {
-            let shared = shared.lock().expect("replay lock poisoned");
-            !shared.overflowed && !shared.broken
+            let shared = shared.lock();
+            !shared.overflowed && !matches!(shared.source, Source::Broken)
         })
+    }
+
+    /// The body of a retry, from the beginning, superseding every earlier attempt; `None`
+    /// when it cannot be sent whole any more.
+    pub fn retry_body(&self) -> Option<ProxyBody> {
+        let Some(shared) = &self.shared else {
+            return Some(body::empty());
+        };
+        let (attempt, parked) = {
+            let mut state = shared.lock();
+            if state.overflowed || matches!(state.source, Source::Broken) {
+                return None;
+            }
+            state.current += 1;
+            (state.current, state.parked.take())
+        };
+        if let Some(superseded) = parked {
+            superseded.wake();
+        }
+        Some(ReplayBody::boxed_for(shared.clone(), attempt))
     }
 }
 
 /// One attempt's view of the body.
 struct ReplayBody {
     shared: Arc<Mutex<Shared>>,
+    cursor: Cursor,
+}
+
+/// Which attempt a body is, and how far it got.
+struct Cursor {
+    attempt: u32,
     next_chunk: usize,
     trailers_sent: bool,
 }
 
+impl ReplayBody {
+    fn boxed_for(shared: Arc<Mutex<Shared>>, attempt: u32) -> ProxyBody {
+        Self {
+            shared,
+            cursor: Cursor {
+                attempt,
+                next_chunk: 0,
+                trailers_sent: false,
+            },
+        }
+        .boxed()
+    }
+}
+
 impl Body for ReplayBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let mut shared = this.shared.lock().expect("replay lock poisoned");
-        if !shared.overflowed && this.next_chunk < shared.chunks.len() {
-            let chunk = shared.chunks[this.next_chunk].clone();
-            this.next_chunk += 1;
-            return Poll::Ready(Some(Ok(Frame::data(chunk))));
-        }
+        let mut shared = this.shared.lock();
         loop {
-            let Some(source) = shared.source.as_mut() else {
-                if this.trailers_sent {
-                    return Poll::Ready(None);
-                }
-                this.trailers_sent = true;
-                return Poll::Ready(shared.trailers.clone().map(|t| Ok(Frame::trailers(t))));
-            };
-            let frame = match Pin::new(source).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    shared.source = None;
-                    continue;
-                }
-                Poll::Ready(Some(Err(err))) => {
-                    shared.broken = true;
-                    return Poll::Ready(Some(Err(err)));
-                }
-                Poll::Ready(Some(Ok(frame))) => frame,
-            };
-            let frame = match frame.into_data() {
-                Ok(data) => {
-                    if !shared.overflowed {
-                        if shared.buffered + data.len() > shared.limit {
-                            shared.overflowed = true;
-                            shared.chunks = Vec::new();
-                        } else {
-                            shared.buffered += data.len();
-                            shared.chunks.push(data.clone());
-                            this.next_chunk += 1;
-                        }
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Err(frame) => frame,
-            };
-            if let Ok(trailers) = frame.into_trailers() {
-                shared.trailers = Some(trailers.clone());
-                shared.source = None;
-                this.trailers_sent = true;
-                return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+            if this.cursor.attempt != shared.current {
+                return Poll::Ready(Some(Err(BodyError::new(ReplayError::Superseded))));
             }
-            // A frame kind this proxy does not know: not forwarded.
+            // The copy first. Once the copy overflowed it is empty, and only the current
+            // attempt, which had read all of it, reads on.
+            if this.cursor.next_chunk < shared.chunks.len() {
+                let chunk = shared.chunks[this.cursor.next_chunk].clone();
+                this.cursor.next_chunk += 1;
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            let mut source = match std::mem::replace(&mut shared.source, Source::Polling) {
+                Source::Open(source) => source,
+                Source::Polling => {
+                    shared.waiting = Some(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                Source::Ended => {
+                    shared.source = Source::Ended;
+                    if this.cursor.trailers_sent {
+                        return Poll::Ready(None);
+                    }
+                    this.cursor.trailers_sent = true;
+                    return Poll::Ready(shared.trailers.clone().map(|t| Ok(Frame::trailers(t))));
+                }
+                Source::Broken => {
+                    shared.source = Source::Broken;
+                    return Poll::Ready(Some(Err(BodyError::new(ReplayError::Broken))));
+                }
+            };
+            drop(shared);
+            let polled = Pin::new(&mut source).poll_frame(cx);
+            shared = this.shared.lock();
+            let waiting = shared.waiting.take();
+            if polled.is_pending()
+                && !shared
+                    .parked
+                    .as_ref()
+                    .is_some_and(|parked| parked.will_wake(cx.waker()))
+            {
+                shared.parked = Some(cx.waker().clone());
+            }
+            let outcome = shared.took(source, polled, &mut this.cursor);
+            if let Some(waiting) = waiting {
+                waiting.wake();
+            }
+            match outcome {
+                Took::Frame(frame) => return frame,
+                Took::ReadAgain => {}
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        let shared = self.shared.lock().expect("replay lock poisoned");
-        let copy_sent = shared.overflowed || self.next_chunk >= shared.chunks.len();
-        let source_done = shared
-            .source
-            .as_ref()
-            .is_none_or(|source| source.is_end_stream());
-        let trailers_done = self.trailers_sent || shared.trailers.is_none();
-        copy_sent && source_done && trailers_done
+        let shared = self.shared.lock();
+        if self.cursor.attempt != shared.current {
+            // It ends with an error, not quietly: a body reported complete would let a
+            // connection send it as if whole.
+            return false;
+        }
+        let copy_sent = self.cursor.next_chunk >= shared.chunks.len();
+        let trailers_done = self.cursor.trailers_sent || shared.trailers.is_none();
+        let source_done = match &shared.source {
+            Source::Open(source) => source.is_end_stream(),
+            Source::Ended => trailers_done,
+            Source::Polling | Source::Broken => false,
+        };
+        copy_sent && source_done
     }
 
     fn size_hint(&self) -> SizeHint {
-        let shared = self.shared.lock().expect("replay lock poisoned");
-        let copied: u64 = if shared.overflowed {
-            0
-        } else {
-            shared.chunks[self.next_chunk.min(shared.chunks.len())..]
-                .iter()
-                .map(|chunk| chunk.len() as u64)
-                .sum()
-        };
+        let shared = self.shared.lock();
+        if self.cursor.attempt != shared.current {
+            return SizeHint::default();
+        }
+        let copied: u64 = shared.chunks[self.cursor.next_chunk.min(shared.chunks.len())..]
+            .iter()
+            .map(|chunk| chunk.len() as u64)
+            .sum();
         match &shared.source {
-            None => SizeHint::with_exact(copied),
-            Some(source) => {
+            Source::Ended => SizeHint::with_exact(copied),
+            Source::Open(source) => {
                 let rest = source.size_hint();
                 let mut hint = SizeHint::new();
                 hint.set_lower(rest.lower() + copied);
@@ -178,87 +255,86 @@ impl Body for ReplayBody {
                 }
                 hint
             }
+            Source::Polling | Source::Broken => SizeHint::default(),
+        }
+    }
+}
+
+/// What polling the app's body gave the attempt that polled it.
+enum Took {
+    Frame(Poll<Option<Result<Frame<Bytes>, BodyError>>>),
+    /// A frame kind this proxy does not forward: poll again.
+    ReadAgain,
+}
+
+impl Shared {
+    /// Puts the app's body back after `reader` polled it, keeping a copy of what came.
+    /// A frame read by an attempt superseded while it was polling is kept for the current
+    /// one (and only for it: the superseded attempt gets an error).
+    fn took(
+        &mut self,
+        source: ProxyBody,
+        polled: Poll<Option<Result<Frame<Bytes>, BodyError>>>,
+        reader: &mut Cursor,
+    ) -> Took {
+        let superseded = reader.attempt != self.current;
+        let frame = match polled {
+            Poll::Pending => {
+                self.source = Source::Open(source);
+                return Took::Frame(Poll::Pending);
+            }
+            Poll::Ready(None) => {
+                self.source = Source::Ended;
+                return Took::ReadAgain;
+            }
+            Poll::Ready(Some(Err(err))) => {
+                self.source = Source::Broken;
+                return Took::Frame(Poll::Ready(Some(Err(err))));
+            }
+            Poll::Ready(Some(Ok(frame))) => frame,
+        };
+        self.source = Source::Open(source);
+        let frame = match frame.into_data() {
+            Ok(data) => {
+                if !self.overflowed {
+                    if self.buffered + data.len() > self.limit {
+                        self.overflowed = true;
+                        self.chunks = Vec::new();
+                        if superseded {
+                            // The current attempt can neither replay nor read this chunk.
+                            self.source = Source::Broken;
+                        }
+                    } else {
+                        self.buffered += data.len();
+                        self.chunks.push(data.clone());
+                        if !superseded {
+                            reader.next_chunk += 1;
+                        }
+                    }
+                }
+                Frame::data(data)
+            }
+            Err(frame) => match frame.into_trailers() {
+                Ok(trailers) => {
+                    self.trailers = Some(trailers.clone());
+                    self.source = Source::Ended;
+                    if !superseded {
+                        reader.trailers_sent = true;
+                    }
+                    Frame::trailers(trailers)
+                }
+                Err(_) => return Took::ReadAgain,
+            },
+        };
+        if superseded {
+            Took::Frame(Poll::Ready(Some(Err(BodyError::new(
+                ReplayError::Superseded,
+            )))))
+        } else {
+            Took::Frame(Poll::Ready(Some(Ok(frame))))
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::{BodyExt, StreamBody};
-
-    fn body_of(chunks: &[&'static [u8]], trailers: Option<HeaderMap>) -> ProxyBody {
-        let mut frames: Vec<Result<Frame<Bytes>, hyper::Error>> = chunks
-            .iter()
-            .map(|chunk| Ok(Frame::data(Bytes::from_static(chunk))))
-            .collect();
-        if let Some(trailers) = trailers {
-            frames.push(Ok(Frame::trailers(trailers)));
-        }
-        StreamBody::new(futures_util::stream::iter(frames)).boxed()
-    }
-
-    async fn read(body: ProxyBody) -> (Vec<u8>, Option<HeaderMap>) {
-        let collected = body.collect().await.unwrap();
-        let trailers = collected.trailers().cloned();
-        (collected.to_bytes().to_vec(), trailers)
-    }
-
-    #[tokio::test]
-    async fn every_attempt_sends_the_whole_body_and_its_trailers() {
-        let mut trailers = HeaderMap::new();
-        trailers.insert("x-sum", "3".parse().unwrap());
-        let replay = Replay::new(body_of(&[b"ab", b"c"], Some(trailers)), 16);
-        for _ in 0..3 {
-            let (data, trailers) = read(replay.attempt()).await;
-            assert_eq!(data, b"abc");
-            assert_eq!(trailers.unwrap()["x-sum"], "3");
-            assert!(replay.replayable());
-        }
-        let finished = replay.attempt();
-        assert_eq!(finished.size_hint().exact(), Some(3));
-    }
-
-    #[tokio::test]
-    async fn a_later_attempt_continues_where_an_earlier_one_stopped() {
-        let replay = Replay::new(body_of(&[b"ab", b"cd", b"ef"], None), 16);
-        let mut first = replay.attempt();
-        let frame = first.frame().await.unwrap().unwrap();
-        assert_eq!(frame.into_data().unwrap(), "ab");
-        drop(first);
-        let (data, _) = read(replay.attempt()).await;
-        assert_eq!(
-            data, b"abcdef",
-            "the copy first, then the rest of the app's body"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_body_over_the_limit_is_sent_once_and_not_replayable() {
-        let replay = Replay::new(body_of(&[b"0123456789", b"0123456789"], None), 16);
-        let (data, _) = read(replay.attempt()).await;
-        assert_eq!(data.len(), 20, "the one attempt still gets all of it");
-        assert!(!replay.replayable());
-    }
-
-    #[tokio::test]
-    async fn a_body_that_already_ended_is_replayed_without_a_copy() {
-        let replay = Replay::new(body::empty(), 16);
-        assert!(replay.shared.is_none());
-        for _ in 0..2 {
-            let attempt = replay.attempt();
-            assert!(attempt.is_end_stream());
-            assert_eq!(read(attempt).await, (Vec::new(), None));
-        }
-        assert!(replay.replayable());
-    }
-
-    #[tokio::test]
-    async fn an_empty_body_ends_at_once() {
-        let replay = Replay::new(body_of(&[], None), 16);
-        let (data, trailers) = read(replay.attempt()).await;
-        assert!(data.is_empty() && trailers.is_none());
-        assert!(replay.attempt().is_end_stream());
-        assert!(replay.replayable());
-    }
-}
+mod tests;

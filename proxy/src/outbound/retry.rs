@@ -10,19 +10,20 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use foldhash::HashMap;
 use http::request::Parts;
 use http::{Method, Request, Response};
+use parking_lot::Mutex;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, layer::layer_fn};
 
 use super::grpc;
 use super::replay::{MAX_REPLAY_BYTES, Replay};
 use super::route::RouteChoice;
-use super::{Attempt, Stack};
+use super::stack::{Attempt, Stack};
 use crate::backoff::Backoff;
 use crate::body::ProxyBody;
 use crate::metrics::Metrics;
@@ -68,7 +69,7 @@ pub struct Budgets {
 
 impl Budgets {
     fn for_service(&self, service: &str, percent: u32) -> Arc<TpsBudget> {
-        let mut budgets = self.budgets.lock().expect("budget lock poisoned");
+        let mut budgets = self.budgets.lock();
         match budgets.get(service) {
             Some((kept, budget)) if *kept == percent => budget.clone(),
             _ => {
@@ -87,8 +88,8 @@ impl Budgets {
 pub fn layer(
     budgets: Arc<Budgets>,
     metrics: Arc<Metrics>,
-) -> impl Layer<Stack, Service = Stack> + Clone {
-    layer_fn(move |inner: Stack| {
+) -> impl Layer<Stack<Attempt>, Service = Stack<Attempt>> + Clone {
+    layer_fn(move |inner: Stack<Attempt>| {
         let budgets = budgets.clone();
         let metrics = metrics.clone();
         Stack::from_fn(move |attempt: Attempt| {
@@ -102,15 +103,16 @@ pub fn layer(
                 request, choice, ..
             } = attempt;
             let (head, body) = request.into_parts();
+            let (replay, first_body) = Replay::new(body, MAX_REPLAY_BYTES);
             let retrying = Retrying {
                 inner: inner.clone(),
                 budget,
                 metrics: metrics.clone(),
                 head,
-                replay: Replay::new(body, MAX_REPLAY_BYTES),
+                replay,
                 choice,
             };
-            Box::pin(retrying.run())
+            Box::pin(retrying.run(first_body))
         })
     })
 }
@@ -119,7 +121,7 @@ pub fn layer(
 /// future is made, so the future holds its head once (an `async fn`'s arguments are
 /// kept twice in its future, which is moved and allocated per request).
 struct Retrying {
-    inner: Stack,
+    inner: Stack<Attempt>,
     budget: Arc<TpsBudget>,
     metrics: Arc<Metrics>,
     /// What every attempt's request is made from.
@@ -134,15 +136,19 @@ impl Retrying {
         clippy::manual_async_fn,
         reason = "an async fn would keep a second copy of `self` in the future"
     )]
-    fn run(self) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send {
+    fn run(
+        self,
+        first_body: ProxyBody,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send {
         async move {
             let policy = &self.choice.route.policy.retries;
             let service = &self.choice.service.name;
             let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
             let mut avoid = None;
             let mut attempt = 0;
+            let mut body = first_body;
             loop {
-                let mut outcome = self.inner.send(self.attempt(avoid)).await;
+                let mut outcome = self.inner.send(self.attempt(body, avoid)).await;
                 let more = attempt < policy.attempts;
                 let mut grpc_status = None;
                 if more && policy.on.unavailable {
@@ -170,6 +176,12 @@ impl Retrying {
                     self.metrics.retry_budget_exhausted(service);
                     return outcome;
                 }
+                // Made now, before the backoff: it stops the attempt that failed from
+                // sending its body any further.
+                let Some(next_body) = self.replay.retry_body() else {
+                    return outcome;
+                };
+                body = next_body;
                 self.metrics.retried(service, reason.as_str());
                 self.choice.notes.retried();
                 tracing::debug!(%service, reason = reason.as_str(), attempt, "retrying");
@@ -181,12 +193,12 @@ impl Retrying {
         }
     }
 
-    /// The next attempt: a copy of the request, with the body from its beginning.
-    fn attempt(&self, avoid: Option<SocketAddr>) -> Attempt {
-        let request = Request::from_parts(self.head.clone(), self.replay.attempt());
+    /// The next attempt: a copy of the request head, with `body`.
+    fn attempt(&self, body: ProxyBody, avoid: Option<SocketAddr>) -> Attempt {
         Attempt {
+            request: Request::from_parts(self.head.clone(), body),
+            choice: self.choice.clone(),
             avoid,
-            ..Attempt::new(request, self.choice.clone())
         }
     }
 }

@@ -8,21 +8,21 @@ use std::sync::Arc;
 use http::Request;
 
 use super::notes::Notes;
-use crate::state::Backend;
+use crate::state::Service;
 use crate::state::policy::Route;
 
 /// The service snapshot a request started with, the route it matched, and the notes
 /// the outbound reads when the request is over.
 #[derive(Clone, Debug)]
 pub struct RouteChoice {
-    pub service: Arc<Backend>,
+    pub service: Arc<Service>,
     pub route: Arc<Route>,
     pub notes: Arc<Notes>,
 }
 
 impl RouteChoice {
     /// Matches `request` against `service`'s routes.
-    pub fn choose<B>(service: Arc<Backend>, request: &Request<B>, notes: Arc<Notes>) -> Self {
+    pub fn choose<B>(service: Arc<Service>, request: &Request<B>, notes: Arc<Notes>) -> Self {
         let route = service.route_for(request).clone();
         Self {
             service,
@@ -45,7 +45,7 @@ mod tests {
             timeout: Some(std::time::Duration::from_secs(5)),
             ..Policy::default()
         };
-        let service = Arc::new(Backend::with_routes(
+        let service = Arc::new(Service::with_routes(
             "api".into(),
             Vec::new(),
             Policy::default(),

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use rand::Rng;
 use tower::{Layer, layer::layer_fn};
 
-use super::{Attempt, Stack};
+use super::stack::{Attempt, Stack, ToBackend};
 use crate::state::policy::Target;
 
-pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
-    layer_fn(|inner: Stack| {
-        Stack::from_fn(move |mut attempt: Attempt| {
+pub fn layer() -> impl Layer<Stack<ToBackend>, Service = Stack<Attempt>> + Clone {
+    layer_fn(|inner: Stack<ToBackend>| {
+        Stack::from_fn(move |attempt: Attempt| {
             let route = &attempt.choice.route;
             let target: Arc<Target> = match route.backends.as_slice() {
                 [only] => only.target.clone(),
@@ -22,8 +22,7 @@ pub fn layer() -> impl Layer<Stack, Service = Stack> + Clone {
                     route.backend_at(draw).clone()
                 }
             };
-            attempt.target = Some(target);
-            inner.send(attempt)
+            inner.send(ToBackend { attempt, target })
         })
     })
 }
@@ -33,7 +32,7 @@ mod tests {
     use super::*;
     use crate::outbound::fixtures;
     use crate::outbound::route::RouteChoice;
-    use crate::state::Backend;
+    use crate::state::Service;
     use crate::state::policy::{Policy, Route, RouteMatch, WeightedBackend};
 
     #[tokio::test]
@@ -42,7 +41,7 @@ mod tests {
             weight,
             target: Arc::new(Target::new(name.into(), Vec::new())),
         };
-        let service = Arc::new(Backend::with_routes(
+        let service = Arc::new(Service::with_routes(
             "api".into(),
             Vec::new(),
             Policy::default(),

@@ -1,11 +1,17 @@
-//! The type every layer of the outbound request path is: a shared function from an
-//! attempt to a boxed response future. Cloning one (a layer whose future outlives its call
-//! does, per request) bumps a reference count; tower's boxed services would copy the whole
-//! chain of layers below.
-//! What the layers decide for an attempt travels beside the request in `Attempt`, not in
-//! its extensions: typed fields cost no allocation or lookup, and the peer never sees them.
-//! There is no `poll_ready`: back-pressure is the load balancer's and the breaker's
-//! business, answered per request.
+//! The types the layers of the outbound request path are made of. A layer is a shared
+//! function from one stage of an attempt to a boxed response future; cloning one (a layer
+//! whose future outlives its call does, per request) bumps a reference count, where
+//! tower's boxed services would copy the whole chain of layers below.
+//!
+//! Each stage is its own type, holding what the layers above have decided: the retry
+//! layer hands an [`Attempt`] down, the split turns it into a [`ToBackend`] (the backend it
+//! drew), the balancer into a [`ToEndpoint`] (the endpoint it picked), which the
+//! per-endpoint layer and the connection take. A layer's input and output types are its
+//! place in the order, so a stack built in another order does not compile. What the
+//! layers decide travels in typed fields, not in request extensions: they cost no
+//! allocation or lookup, and the peer never sees them. There is no `poll_ready`:
+//! back-pressure is the balancer's and the per-endpoint layer's business, answered per
+//! request.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,17 +26,12 @@ use crate::body::ProxyBody;
 use crate::proxy_error::ProxyError;
 use crate::state::policy::Target;
 
-/// One attempt on its way down the stack: the request, the route it matched, and what
-/// the layers above decided for it.
+/// One attempt of a request: the request, the route it matched, and the endpoint the
+/// previous attempt failed on (from the retry layer).
 pub struct Attempt {
     pub request: Request<ProxyBody>,
     pub choice: RouteChoice,
-    /// The endpoint the previous attempt of this request failed on (from `retry`).
     pub avoid: Option<SocketAddr>,
-    /// The backend the split drew (from `split`).
-    pub target: Option<Arc<Target>>,
-    /// The endpoint the balancer picked (from `balance`).
-    pub picked: Option<Picked>,
 }
 
 impl Attempt {
@@ -39,26 +40,42 @@ impl Attempt {
             request,
             choice,
             avoid: None,
-            target: None,
-            picked: None,
         }
     }
+}
+
+/// An attempt and the backend the split drew for it.
+pub struct ToBackend {
+    pub attempt: Attempt,
+    pub target: Arc<Target>,
+}
+
+/// An attempt on its way to the endpoint the balancer picked.
+pub struct ToEndpoint {
+    pub request: Request<ProxyBody>,
+    pub choice: RouteChoice,
+    pub picked: Picked,
 }
 
 pub type StackFuture =
     Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'static>>;
 
-type Handler = dyn Fn(Attempt) -> StackFuture + Send + Sync;
+type Handler<A> = dyn Fn(A) -> StackFuture + Send + Sync;
 
-/// One layer and everything below it.
-#[derive(Clone)]
-pub struct Stack(Arc<Handler>);
+/// One layer and everything below it, taking attempts at stage `A`.
+pub struct Stack<A>(Arc<Handler<A>>);
 
-impl Stack {
+impl<A> Clone for Stack<A> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<A: 'static> Stack<A> {
     /// A layer that answers each attempt with `handle(attempt)`.
     pub fn new<F, Fut>(handle: F) -> Self
     where
-        F: Fn(Attempt) -> Fut + Send + Sync + 'static,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'static,
     {
         Self(Arc::new(move |attempt| Box::pin(handle(attempt))))
@@ -68,13 +85,13 @@ impl Stack {
     /// `send`), which is kept as it is rather than boxed again.
     pub fn from_fn<F>(handle: F) -> Self
     where
-        F: Fn(Attempt) -> StackFuture + Send + Sync + 'static,
+        F: Fn(A) -> StackFuture + Send + Sync + 'static,
     {
         Self(Arc::new(handle))
     }
 
     /// Sends `attempt` down this layer.
-    pub fn send(&self, attempt: Attempt) -> StackFuture {
+    pub fn send(&self, attempt: A) -> StackFuture {
         (self.0)(attempt)
     }
 }

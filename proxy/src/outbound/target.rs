@@ -5,10 +5,11 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http::uri::Authority;
 use http::{HeaderValue, Request, header};
+use parking_lot::Mutex;
 
 use crate::proxy_error::ProxyError;
 
@@ -26,7 +27,7 @@ impl LastHost {
             None => request.headers().get(header::HOST),
         };
         if let Some(host) = host
-            && let Some((seen, authority, key)) = &*self.0.lock().expect("host lock poisoned")
+            && let Some((seen, authority, key)) = &*self.0.lock()
             && seen == host
         {
             return Ok((authority.clone(), key.clone()));
@@ -34,8 +35,7 @@ impl LastHost {
         let authority = requested_authority(request)?;
         let key: Arc<str> = service_key(&authority).into();
         if let Some(host) = host {
-            *self.0.lock().expect("host lock poisoned") =
-                Some((host.clone(), authority.clone(), key.clone()));
+            *self.0.lock() = Some((host.clone(), authority.clone(), key.clone()));
         }
         Ok((authority, key))
     }

@@ -12,7 +12,7 @@ use http::{HeaderName, HeaderValue, Method, Request};
 use seam_proto::{SpiffeId, defaults};
 
 use super::Endpoint;
-use crate::outbound::EndpointState;
+use super::endpoints::EndpointState;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -104,7 +104,7 @@ pub struct Target {
     pub endpoints: Vec<Endpoint>,
     cursor: AtomicUsize,
     /// The balancer's state of each endpoint (kept by address across snapshots, see
-    /// `outbound::EndpointStates`), looked up on this snapshot's first request rather
+    /// `endpoints::EndpointStates`), looked up on this snapshot's first request rather
     /// than on every one.
     pub endpoint_states: OnceLock<Arc<[Arc<EndpointState>]>>,
 }
@@ -147,7 +147,7 @@ pub struct Route {
 
 impl Route {
     /// A route as configured; empty `backends` mean the service's own endpoints, which
-    /// [`super::Backend::with_routes`] fills in.
+    /// [`super::Service::with_routes`] fills in.
     pub fn new(
         route_match: RouteMatch,
         policy: Policy,

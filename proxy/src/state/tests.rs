@@ -19,7 +19,7 @@ async fn first_use_subscribes_once_and_waits_for_the_answer() {
     directory.apply(
         "api",
         7,
-        Resolution::Found(Arc::new(Backend::new(
+        Resolution::Found(Arc::new(Service::new(
             "api".into(),
             vec![endpoint(1, "api")],
         ))),

@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, header};
 use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::body::ProxyBody;
+use crate::body::{BodyError, ProxyBody};
 
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
@@ -58,12 +58,12 @@ impl TrailerWatch {
 
 impl Body for TrailerWatch {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {

@@ -1,16 +1,19 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
 use super::*;
 use crate::outbound::fixtures;
-use crate::state::Backend;
+use crate::outbound::stack::ToBackend;
+use crate::state::Service;
 use crate::state::policy::Policy;
 
 struct Setup {
-    service: Arc<Backend>,
+    service: Arc<Service>,
     states: Arc<EndpointStates>,
-    stack: Stack,
-    seen: Arc<std::sync::Mutex<Vec<SocketAddr>>>,
+    stack: Stack<ToBackend>,
+    seen: Arc<Mutex<Vec<SocketAddr>>>,
 }
 
 async fn setup(policy: Policy, ports: &[u16]) -> Setup {
@@ -32,13 +35,13 @@ async fn setup(policy: Policy, ports: &[u16]) -> Setup {
 
 impl Setup {
     async fn send(&self, count: usize) -> BTreeMap<u16, usize> {
-        self.seen.lock().unwrap().clear();
+        self.seen.lock().clear();
         for _ in 0..count {
-            let request = fixtures::routed_to(fixtures::request("GET", "/"), self.service.clone());
+            let request = fixtures::to_backend(fixtures::request("GET", "/"), self.service.clone());
             self.stack.send(request).await.unwrap();
         }
         let mut counts = BTreeMap::new();
-        for address in self.seen.lock().unwrap().iter() {
+        for address in self.seen.lock().iter() {
             *counts.entry(address.port()).or_insert(0) += 1;
         }
         counts
@@ -50,7 +53,7 @@ impl Setup {
     }
 
     async fn error(&self) -> ProxyError {
-        let request = fixtures::routed_to(fixtures::request("GET", "/"), self.service.clone());
+        let request = fixtures::to_backend(fixtures::request("GET", "/"), self.service.clone());
         self.stack.send(request).await.unwrap_err()
     }
 }
@@ -63,7 +66,6 @@ async fn p2c_never_picks_the_slowest_of_three_and_counts_load() {
             .state(port)
             .latency
             .lock()
-            .unwrap()
             .observe(Duration::from_millis(millis), Instant::now());
     }
     let counts = setup.send(300).await;
@@ -108,7 +110,6 @@ async fn ejected_and_full_endpoints_are_skipped_and_none_left_is_a_fast_503() {
             .state(1)
             .breaker
             .lock()
-            .unwrap()
             .failed(Instant::now(), breaker, true);
     }
     assert_eq!(
@@ -130,13 +131,12 @@ async fn ejected_and_full_endpoints_are_skipped_and_none_left_is_a_fast_503() {
             .state(2)
             .breaker
             .lock()
-            .unwrap()
             .failed(Instant::now(), breaker, true);
     }
     assert!(matches!(setup.error().await, ProxyError::AllEjected(_)));
 
     let empty = super::super::fixtures::service(Policy::default(), Vec::new());
-    let request = fixtures::routed_to(fixtures::request("GET", "/"), empty);
+    let request = fixtures::to_backend(fixtures::request("GET", "/"), empty);
     let error = setup.stack.send(request).await.unwrap_err();
     assert!(matches!(error, ProxyError::NoEndpoints(_)), "{error}");
 }
@@ -145,18 +145,19 @@ async fn ejected_and_full_endpoints_are_skipped_and_none_left_is_a_fast_503() {
 async fn a_retry_goes_elsewhere_when_it_can() {
     let setup = setup(Policy::default(), &[1, 2]).await;
     for _ in 0..20 {
-        let mut attempt = fixtures::routed_to(fixtures::request("GET", "/"), setup.service.clone());
-        attempt.avoid = Some(fixtures::endpoint(1).address);
+        let mut attempt =
+            fixtures::to_backend(fixtures::request("GET", "/"), setup.service.clone());
+        attempt.attempt.avoid = Some(fixtures::endpoint(1).address);
         setup.stack.send(attempt).await.unwrap();
     }
-    assert!(setup.seen.lock().unwrap().iter().all(|a| a.port() == 2));
+    assert!(setup.seen.lock().iter().all(|a| a.port() == 2));
 
     let single = setup_single().await;
-    let mut attempt = fixtures::routed_to(fixtures::request("GET", "/"), single.service.clone());
-    attempt.avoid = Some(fixtures::endpoint(1).address);
+    let mut attempt = fixtures::to_backend(fixtures::request("GET", "/"), single.service.clone());
+    attempt.attempt.avoid = Some(fixtures::endpoint(1).address);
     single.stack.send(attempt).await.unwrap();
     assert_eq!(
-        single.seen.lock().unwrap().len(),
+        single.seen.lock().len(),
         1,
         "the only endpoint is still used"
     );
@@ -171,11 +172,11 @@ async fn endpoint_state_outlives_a_config_update() {
     let setup = setup(Policy::default(), &[1, 2]).await;
     let policy = Policy::default();
     for _ in 0..policy.circuit_breaker.consecutive_failures {
-        setup.state(1).breaker.lock().unwrap().failed(
-            Instant::now(),
-            &policy.circuit_breaker,
-            true,
-        );
+        setup
+            .state(1)
+            .breaker
+            .lock()
+            .failed(Instant::now(), &policy.circuit_breaker, true);
     }
     // A new snapshot of the service (say, a changed timeout) with the same endpoints.
     let updated = fixtures::service(
@@ -186,11 +187,11 @@ async fn endpoint_state_outlives_a_config_update() {
         vec![fixtures::endpoint(1), fixtures::endpoint(2)],
     );
     for _ in 0..10 {
-        let request = fixtures::routed_to(fixtures::request("GET", "/"), updated.clone());
+        let request = fixtures::to_backend(fixtures::request("GET", "/"), updated.clone());
         setup.stack.send(request).await.unwrap();
     }
     assert!(
-        setup.seen.lock().unwrap().iter().all(|a| a.port() == 2),
+        setup.seen.lock().iter().all(|a| a.port() == 2),
         "endpoint 1 stays ejected across the update"
     );
 }
@@ -202,7 +203,6 @@ async fn a_new_endpoint_gets_its_share_at_once() {
         .state(1)
         .latency
         .lock()
-        .unwrap()
         .observe(Duration::from_millis(1), Instant::now());
     let counts = setup.send(200).await;
     assert!(

@@ -1,17 +1,19 @@
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use super::*;
 use crate::outbound::balance;
-use crate::outbound::endpoints::EndpointStates;
 use crate::outbound::fixtures;
-use crate::state::Backend;
+use crate::outbound::stack::ToBackend;
+use crate::state::Service;
+use crate::state::endpoints::EndpointStates;
 use crate::state::policy::Policy;
 
 struct Setup {
-    service: Arc<Backend>,
-    stack: Stack,
+    service: Arc<Service>,
+    stack: Stack<ToBackend>,
     states: Arc<EndpointStates>,
     seen: Arc<Mutex<Vec<SocketAddr>>>,
     metrics: Arc<Metrics>,
@@ -43,7 +45,7 @@ async fn setup(policy: Policy, ports: &[u16], failing: &[u16], hanging: &[u16]) 
 
 impl Setup {
     async fn send(&self) -> Result<u16, ProxyError> {
-        let request = fixtures::routed_to(fixtures::request("GET", "/"), self.service.clone());
+        let request = fixtures::to_backend(fixtures::request("GET", "/"), self.service.clone());
         self.stack
             .send(request)
             .await
@@ -51,12 +53,7 @@ impl Setup {
     }
 
     fn sent_to(&self, port: u16) -> usize {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|a| a.port() == port)
-            .count()
+        self.seen.lock().iter().filter(|a| a.port() == port).count()
     }
 }
 
@@ -138,7 +135,7 @@ async fn a_per_try_timeout_answers_504_and_counts_as_a_failure() {
         "the timed-out attempt no longer counts"
     );
     assert!(
-        state.latency.lock().unwrap().nanos() >= 500e6,
+        state.latency.lock().nanos() >= 500e6,
         "its latency counts in the EWMA"
     );
 }
@@ -146,7 +143,7 @@ async fn a_per_try_timeout_answers_504_and_counts_as_a_failure() {
 #[tokio::test(start_paused = true)]
 async fn a_response_counts_in_flight_until_its_body_is_done() {
     let setup = setup(breaker_policy(), &[1], &[], &[]).await;
-    let request = fixtures::routed_to(fixtures::request("GET", "/"), setup.service.clone());
+    let request = fixtures::to_backend(fixtures::request("GET", "/"), setup.service.clone());
     let response = setup.stack.send(request).await.unwrap();
     let state = setup.states.get(fixtures::endpoint(1).address, Vec::new);
     assert_eq!(

@@ -15,22 +15,21 @@ use tokio::time::Instant;
 use tower::{Layer, layer::layer_fn};
 
 use super::balance::Picked;
-use super::endpoints::{FAILURE_PENALTY, Verdict};
 use super::grpc;
 use super::route::RouteChoice;
-use super::{Attempt, Stack};
+use super::stack::{Stack, ToEndpoint};
 use crate::metrics::Metrics;
 use crate::proxy_error::ProxyError;
+use crate::state::endpoints::{FAILURE_PENALTY, Verdict};
 
-pub fn layer(metrics: Arc<Metrics>) -> impl Layer<Stack, Service = Stack> + Clone {
-    layer_fn(move |inner: Stack| {
+pub fn layer(
+    metrics: Arc<Metrics>,
+) -> impl Layer<Stack<ToEndpoint>, Service = Stack<ToEndpoint>> + Clone {
+    layer_fn(move |inner: Stack<ToEndpoint>| {
         let metrics = metrics.clone();
-        Stack::new(move |attempt: Attempt| {
+        Stack::new(move |attempt: ToEndpoint| {
             let choice = attempt.choice.clone();
-            let picked = attempt
-                .picked
-                .clone()
-                .expect("the balancer runs above the endpoint layer");
+            let picked = attempt.picked.clone();
             let in_flight = picked.state.start();
             let call = inner.send(attempt);
             let metrics = metrics.clone();
@@ -55,21 +54,11 @@ pub fn layer(metrics: Arc<Metrics>) -> impl Layer<Stack, Service = Stack> + Clon
                     Err(ProxyError::PeerConnect { .. }) => FAILURE_PENALTY,
                     _ => now.saturating_duration_since(started),
                 };
-                picked
-                    .state
-                    .latency
-                    .lock()
-                    .expect("latency lock poisoned")
-                    .observe(latency, now);
+                picked.state.latency.lock().observe(latency, now);
                 if failed {
                     record_failure(&picked, &choice, &metrics, now);
                 } else {
-                    picked
-                        .state
-                        .breaker
-                        .lock()
-                        .expect("breaker lock poisoned")
-                        .succeeded();
+                    picked.state.breaker.lock().succeeded();
                 }
                 // A response counts as in flight until its body is done (or dropped).
                 outcome.map(|response| {
@@ -95,12 +84,7 @@ fn record_failure(picked: &Picked, choice: &RouteChoice, metrics: &Metrics, now:
         .count();
     let allowed = picked.siblings.len() * policy.max_ejection_percent as usize / 100;
     let may_eject = ejected_now < allowed;
-    let verdict = picked
-        .state
-        .breaker
-        .lock()
-        .expect("breaker lock poisoned")
-        .failed(now, policy, may_eject);
+    let verdict = picked.state.breaker.lock().failed(now, policy, may_eject);
     if let Verdict::Ejected(time) = verdict {
         metrics.ejected(&choice.service.name);
         tracing::warn!(

@@ -5,12 +5,13 @@
 //! come and go; this state stays while some service still lists the endpoint.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use foldhash::HashMap;
+use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -198,10 +199,7 @@ impl EndpointState {
 
     /// The latency estimate now; `None` until the endpoint first answered.
     pub fn estimate(&self, now: Instant) -> Option<f64> {
-        self.latency
-            .lock()
-            .expect("latency lock poisoned")
-            .estimate(now)
+        self.latency.lock().estimate(now)
     }
 
     /// The balancer's cost: latency times the load it would join. An endpoint not
@@ -212,24 +210,15 @@ impl EndpointState {
     }
 
     pub fn available(&self, now: Instant) -> bool {
-        self.breaker
-            .lock()
-            .expect("breaker lock poisoned")
-            .available(now)
+        self.breaker.lock().available(now)
     }
 
     pub fn is_ejected(&self) -> bool {
-        self.breaker
-            .lock()
-            .expect("breaker lock poisoned")
-            .is_ejected()
+        self.breaker.lock().is_ejected()
     }
 
     pub fn probe_due(&self, now: Instant) -> bool {
-        self.breaker
-            .lock()
-            .expect("breaker lock poisoned")
-            .probe_due(now)
+        self.breaker.lock().probe_due(now)
     }
 }
 
@@ -269,7 +258,7 @@ impl EndpointStates {
         if let Some(state) = self.states.load().get(&address) {
             return state.clone();
         }
-        let _adding = self.adding.lock().expect("endpoint state lock poisoned");
+        let _adding = self.adding.lock();
         let current = self.states.load();
         if let Some(state) = current.get(&address) {
             return state.clone();
@@ -294,7 +283,7 @@ impl EndpointStates {
             .load()
             .values()
             .filter_map(|state| {
-                let breaker = state.breaker.lock().expect("breaker lock poisoned");
+                let breaker = state.breaker.lock();
                 let (remaining, probing) = match breaker.state {
                     BreakerState::Closed => return None,
                     BreakerState::Ejected { until } => {
