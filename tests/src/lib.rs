@@ -8,6 +8,7 @@ pub mod certify;
 pub mod client;
 pub mod dashboard;
 pub mod faulty;
+pub mod fresh_binaries;
 pub mod load;
 pub mod logs;
 pub mod mesh;

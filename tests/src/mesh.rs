@@ -98,11 +98,18 @@ pub fn write_atomically(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The path of one of Seam's binaries, built from the tree as it is (see
+/// [`crate::fresh_binaries`]).
+pub fn seam_binary(name: &str) -> anyhow::Result<PathBuf> {
+    crate::fresh_binaries::ensure()?;
+    launch::binary_path(name)
+}
+
 /// Builds a command for one of Seam's binaries with a clean environment: no `SEAM_*`
 /// variable leaks in from the developer's shell, and logs at `info` unless
 /// `SEAM_TEST_LOG` asks for another filter.
 pub fn seam_command(binary: &str) -> anyhow::Result<Command> {
-    let mut command = Command::new(launch::binary_path(binary)?);
+    let mut command = Command::new(seam_binary(binary)?);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("SEAM_") {
             command.env_remove(key);

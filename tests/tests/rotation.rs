@@ -71,7 +71,8 @@ async fn root_rotation_under_traffic_fails_no_request() {
     });
 
     // `seamctl ca rotate` follows the rotation to its end; watch serials meanwhile.
-    let mut rotate = tokio::process::Command::new(launch::binary_path("seamctl").expect("seamctl"));
+    let mut rotate =
+        tokio::process::Command::new(seam_tests::mesh::seam_binary("seamctl").expect("seamctl"));
     rotate
         .args(["ca", "rotate", "--admin", &mesh.admin_addr().to_string()])
         .kill_on_drop(true);

@@ -12,7 +12,7 @@ use seam_tests::tls::{self, ProbeOutcome};
 use seam_tests::{TwoHop, client, wait};
 
 async fn seamctl(args: &[&str]) -> Output {
-    tokio::process::Command::new(launch::binary_path("seamctl").expect("seamctl"))
+    tokio::process::Command::new(seam_tests::mesh::seam_binary("seamctl").expect("seamctl"))
         .args(args)
         .output()
         .await

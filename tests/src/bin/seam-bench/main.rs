@@ -110,13 +110,15 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.command {
         Some(Command::Upstream) => return upstream::run(),
-        Some(Command::Build) => return build_seam_binaries(),
+        Some(Command::Build) => return seam_tests::fresh_binaries::ensure(),
         None => {}
     }
     rustls::crypto::ring::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("another crypto provider is already installed"))?;
-    build_seam_binaries()?;
+    // Under `cargo run`, the Seam binaries are built in the bench's profile first: cargo
+    // builds only the bench itself, and measuring stale proxies would mislead.
+    seam_tests::fresh_binaries::ensure()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let results = runtime.block_on(measure::run_all(&measure::Plan {
         durations: Durations::new(args.quick),
@@ -129,55 +131,5 @@ fn main() -> anyhow::Result<()> {
         std::fs::write(path, json + "\n")?;
         eprintln!("seam-bench: wrote {}", path.display());
     }
-    Ok(())
-}
-
-/// Under `cargo run`, builds `seam-proxy` and `seam-control-plane` in this binary's profile
-/// first: cargo builds only the bench itself, and measuring stale proxies would mislead.
-fn build_seam_binaries() -> anyhow::Result<()> {
-    let Some(cargo) = std::env::var_os("CARGO") else {
-        return Ok(());
-    };
-    let exe = std::env::current_exe()?;
-    let release = exe
-        .parent()
-        .and_then(|dir| dir.file_name())
-        .is_some_and(|profile| profile == "release");
-    let mut command = std::process::Command::new(cargo);
-    // What `cargo run` set for the bench itself would make build scripts that watch these
-    // variables rerun, and the next `cargo run` rebuild everything again.
-    for (key, _) in std::env::vars_os() {
-        let key_text = key.to_string_lossy();
-        if [
-            "CARGO_PKG_",
-            "CARGO_MANIFEST_",
-            "CARGO_BIN_",
-            "CARGO_CRATE_",
-            "CARGO_PRIMARY_",
-        ]
-        .iter()
-        .any(|prefix| key_text.starts_with(prefix))
-        {
-            command.env_remove(&key);
-        }
-    }
-    command
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .args([
-            "build",
-            "-p",
-            "seam-proxy",
-            "-p",
-            "seam-control-plane",
-            "--bins",
-        ]);
-    if release {
-        command.arg("--release");
-    }
-    let status = command.status()?;
-    anyhow::ensure!(
-        status.success(),
-        "building the Seam binaries failed: {status}"
-    );
     Ok(())
 }

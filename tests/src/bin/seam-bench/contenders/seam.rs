@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use seam_control_plane::launch::{self, SeamProcess};
+use seam_control_plane::launch::SeamProcess;
 use seam_tests::TestMesh;
 use seam_tests::mesh::join_token;
 
@@ -70,7 +70,10 @@ async fn spawn_proxy(
 ) -> anyhow::Result<SeamProcess> {
     let log = mesh.dir().join(format!("bench-{service}.log"));
     let stderr = std::fs::File::create(&log)?;
-    let mut command = pinned_command(launch::binary_path("seam-proxy")?, pinning.hops.as_deref());
+    let mut command = pinned_command(
+        seam_tests::mesh::seam_binary("seam-proxy")?,
+        pinning.hops.as_deref(),
+    );
     command
         .env("SEAM_JOIN_TOKEN", join_token(service))
         // Like the peers, which log nothing per request.
