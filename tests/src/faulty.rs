@@ -6,7 +6,10 @@
 //! - [`Fault::Reset`]: accepts a connection, reads the first bytes of the request and
 //!   resets the connection (`SO_LINGER` 0, so the peer sees a TCP RST);
 //! - [`Fault::GrpcUnavailable`]: answers every request (gRPC over h2c) with a
-//!   trailers-only `grpc-status: 14`, as a gRPC server that is shutting down does.
+//!   trailers-only `grpc-status: 14`, as a gRPC server that is shutting down does;
+//! - [`Fault::EarlyStatusOnce`]: answers its first request with a status at once, before
+//!   reading the request body (as a server that refuses a request by its headers does,
+//!   draining the body afterwards), and every later request with 200 and the body it sent.
 //!
 //! Each counts the requests it saw and their methods. Killing an upstream mid-run is done
 //! to its proxy process (see the resilience tests), not here.
@@ -14,6 +17,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,6 +40,7 @@ pub enum Fault {
     Hang,
     Reset,
     GrpcUnavailable,
+    EarlyStatusOnce(u16),
 }
 
 /// A misbehaving app. Dropping it stops accepting connections.
@@ -51,15 +56,20 @@ impl FaultyServer {
         let addr = listener.local_addr()?;
         let methods = Arc::new(Mutex::new(Vec::new()));
         let seen = methods.clone();
+        let answered_early = Arc::new(AtomicBool::new(false));
         let accept_loop = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let seen = seen.clone();
+                let answered_early = answered_early.clone();
                 tokio::spawn(async move {
                     match fault {
                         Fault::Reset => reset(stream, &seen).await,
                         Fault::Status(status) => serve(stream, seen, Some(status)).await,
                         Fault::Hang => serve(stream, seen, None).await,
                         Fault::GrpcUnavailable => serve(stream, seen, Some(GRPC_UNAVAILABLE)).await,
+                        Fault::EarlyStatusOnce(status) => {
+                            early_status_once(stream, seen, status, answered_early).await;
+                        }
                     }
                 });
             }
@@ -121,6 +131,36 @@ async fn serve(stream: tokio::net::TcpStream, seen: Arc<Mutex<Vec<String>>>, sta
         }
     });
     // A connection error (a peer going away) ends only that connection.
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+async fn early_status_once(
+    stream: tokio::net::TcpStream,
+    seen: Arc<Mutex<Vec<String>>>,
+    status: u16,
+    answered_early: Arc<AtomicBool>,
+) {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let seen = seen.clone();
+        let early = !answered_early.swap(true, Ordering::SeqCst);
+        async move {
+            seen.lock().push(request.method().to_string());
+            let response = if early {
+                // The body is read after the answer, as a server that drains a refused
+                // request to keep the connection does: the client goes on sending it.
+                tokio::spawn(request.into_body().collect());
+                Response::builder()
+                    .status(StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE))
+                    .body(Full::new(Bytes::from_static(b"refused before reading\n")))
+            } else {
+                let body = request.into_body().collect().await.map(|b| b.to_bytes());
+                Response::builder().body(Full::new(body.unwrap_or_default()))
+            };
+            Ok::<_, Infallible>(response.expect("a status and a body make a response"))
+        }
+    });
     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(stream), service)
         .await;

@@ -6,18 +6,22 @@
 //! exactly; waiting is on the binaries' own state under generous deadlines.
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
 use seam_tests::client::{self, AppClient};
 use seam_tests::faulty::{Fault, FaultyServer};
 use seam_tests::load::{failures, load, served_by};
 use seam_tests::mesh::{READY_TIMEOUT, TestMesh, metric_sum, metric_value};
 use seam_tests::policy_mesh::{self, PolicyService};
 use seam_tests::{CallerAndEndpoints, EchoServer, GrpcHealthServer, wait};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -355,6 +359,81 @@ async fn a_post_to_an_always_503_endpoint_is_tried_once() {
         ["POST", "GET", "GET", "GET"],
         "a GET is tried 1 + 2 times by default"
     );
+}
+
+/// An upstream may answer before it has read the request (a 503 by its headers) while
+/// the client is still sending a slow body. The retry must send the whole body: the
+/// first attempt's connection, still sending, must not take the chunks that come after
+/// the retry began (it did, and the retry waited for its timeout).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_post_sends_the_whole_slow_body_after_an_early_503() {
+    let app = FaultyServer::start(Fault::EarlyStatusOnce(503))
+        .await
+        .expect("early-503 app");
+    let CallerAndEndpoints {
+        mesh,
+        app_a: _app_a,
+        a,
+        endpoints: [b],
+    } = CallerAndEndpoints::start("b", [app.addr()])
+        .await
+        .expect("mesh and proxies start");
+    policy_mesh::apply(
+        &mesh,
+        &[
+            service("a", &[], ""),
+            service(
+                "b",
+                &[b.inbound()],
+                "    timeout: 10s\n    retries:\n      attempts: 2\n      non_idempotent: true\n",
+            ),
+        ],
+    )
+    .await
+    .expect("mesh with retries for POST");
+
+    let (chunks, body) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    let request = http::Request::post("/upload")
+        .header(http::header::HOST, "b")
+        .body(StreamBody::new(ReceiverStream::new(body)))
+        .expect("request");
+    let outbound = a.outbound();
+    let reply = tokio::spawn(async move { client::http1_send(outbound, request).await });
+    let send = |text: &'static str| {
+        let chunks = chunks.clone();
+        async move {
+            chunks
+                .send(Ok(Frame::data(Bytes::from_static(text.as_bytes()))))
+                .await
+                .expect("the client still sends")
+        }
+    };
+    send("one,").await;
+    // The first attempt was answered 503 and retried while the body is still coming.
+    wait::until(
+        "a retries after the early 503",
+        Duration::from_secs(10),
+        || async {
+            let metrics = a.metrics().await?;
+            let retries = metric_value(&metrics, "seam_retries_total", &[("service", "b")]);
+            anyhow::ensure!(retries == Some(1.0), "retries: {retries:?}");
+            Ok(())
+        },
+    )
+    .await
+    .expect("retried");
+    for part in ["two,", "three,", "four"] {
+        send(part).await;
+    }
+    drop(chunks);
+    let reply = reply.await.expect("client task").expect("an answer");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        reply.text(),
+        "one,two,three,four",
+        "the retry sent the whole body"
+    );
+    assert_eq!(app.methods(), ["POST", "POST"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,3 +1,4 @@
+use std::task::Waker;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, StreamBody};
@@ -157,4 +158,65 @@ async fn a_retry_reads_a_slow_body_to_its_end_while_the_first_attempt_is_still_p
         "the first attempt read nothing after the retry began"
     );
     assert!(error.is_some(), "the first attempt ends with an error");
+}
+
+/// A waker that counts how often it was woken.
+struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn counting_waker() -> (Arc<CountingWaker>, Waker) {
+    let count = Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
+    (count.clone(), Waker::from(count))
+}
+
+fn woken(count: &CountingWaker) -> usize {
+    count.0.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+fn poll(body: &mut ProxyBody, waker: &Waker) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    Pin::new(body).poll_frame(&mut Context::from_waker(waker))
+}
+
+/// The order that lost a retry's wake-up: the first attempt's connection polls its body
+/// again after the retry has (woken for its own reasons, say the end of the early answer
+/// arriving). The app's body keeps one waker, the last poller's; the next chunk must
+/// still wake the retry.
+#[tokio::test]
+async fn a_poll_of_the_earlier_attempt_after_the_retry_does_not_take_the_retrys_wake_up() {
+    let (app, body) = slow_body();
+    let (replay, mut first) = Replay::new(body, MAX_REPLAY_BYTES);
+    let (first_woken, first_waker) = counting_waker();
+    let (retry_woken, retry_waker) = counting_waker();
+    app.send(chunk(b"one,")).await.unwrap();
+    assert!(matches!(
+        poll(&mut first, &first_waker),
+        Poll::Ready(Some(Ok(_)))
+    ));
+    assert!(poll(&mut first, &first_waker).is_pending());
+
+    let mut retry = replay.retry_body().unwrap();
+    assert_eq!(
+        woken(&first_woken),
+        1,
+        "the superseded attempt is told at once"
+    );
+    let replayed = poll(&mut retry, &retry_waker);
+    assert!(
+        matches!(&replayed, Poll::Ready(Some(Ok(frame))) if frame.data_ref().unwrap() == "one,")
+    );
+    assert!(poll(&mut retry, &retry_waker).is_pending());
+    assert!(
+        matches!(poll(&mut first, &first_waker), Poll::Ready(Some(Err(_)))),
+        "the earlier attempt ends instead of waiting on the app's body"
+    );
+
+    app.send(chunk(b"two")).await.unwrap();
+    assert_eq!(woken(&retry_woken), 1, "the new chunk wakes the retry");
+    let next = poll(&mut retry, &retry_waker);
+    assert!(matches!(&next, Poll::Ready(Some(Ok(frame))) if frame.data_ref().unwrap() == "two"));
 }
