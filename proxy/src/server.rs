@@ -262,6 +262,21 @@ mod tests {
         assert_eq!(body, "GET HTTP/2.0");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn half_a_request_head_is_cut_off_when_the_header_read_timeout_ends() {
+        let mut client = serve_after_peeking(b"GET / HTTP/1.1\r\nHo");
+        client.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(started.elapsed(), HEADER_READ_TIMEOUT);
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+            "{answer:?}"
+        );
+    }
+
     #[test]
     fn strips_hop_by_hop_headers_and_keeps_the_rest() {
         let mut headers = HeaderMap::new();

@@ -33,10 +33,12 @@ async fn half_a_request_head_is_cut_off_by_the_default_header_read_timeout() {
     slow.write_all(b"GET /slow HTTP/1.1\r\nHost: b\r\nX-Half: ")
         .await
         .expect("write half a head");
-    let (received, elapsed, closed) = read_until_closed(&mut slow, Duration::from_secs(20)).await;
-    assert!(closed, "the proxy kept a half-sent request open for 20s");
+    let (received, elapsed, closed) = read_until_closed(&mut slow, Duration::from_secs(30)).await;
+    assert!(closed, "the proxy kept a half-sent request open for 30s");
+    // The proxy's unit tests time the cut-off exactly on a paused clock (`server.rs`); a
+    // loaded machine may delay it here, but not by as much as another 10 s.
     assert!(
-        elapsed <= Duration::from_secs(12),
+        elapsed < Duration::from_secs(18),
         "cut off only after {elapsed:?}; the default is 10s"
     );
     assert!(

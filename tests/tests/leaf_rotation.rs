@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use seam_tests::TwoHop;
-use seam_tests::client::{self, AppClient};
+use seam_tests::load::{Steady, SteadyLoad, timed_failures};
 use seam_tests::mesh::{TestMesh, metric_value};
 use tokio::time::Instant;
 
@@ -30,41 +30,32 @@ async fn proxies_renew_twenty_second_certificates_under_steady_traffic() {
     let hop = TwoHop::start_in(mesh).await.expect("proxies a and b start");
     let (a, b) = (&hop.a, &hop.b);
 
-    let app = AppClient::new(a.outbound());
+    let traffic = SteadyLoad::start(Steady::new(a.outbound(), "b", TRAFFIC_FOR).fresh_every(10));
     let mut serials = [BTreeSet::new(), BTreeSet::new()];
     let mut expiries = [BTreeSet::new(), BTreeSet::new()];
-    let (mut sent, mut failures) = (0u32, Vec::new());
+    // Each proxy's identity and expiry metric, read at an interval until both renewed
+    // twice (bounded by the load's own time).
+    let mut look = tokio::time::interval(Duration::from_millis(250));
     let started = Instant::now();
     while started.elapsed() < TRAFFIC_FOR && !(renewed_twice(&serials) && renewed_twice(&expiries))
     {
-        sent += 1;
-        let reply = if sent % 10 == 0 {
-            client::http1_get(a.outbound(), "b", "/fresh", &[]).await
-        } else {
-            app.get("b", "/steady").await
-        };
-        match reply {
-            Ok(reply) if reply.status == 200 => {}
-            Ok(reply) => failures.push(format!("{}: {}", reply.status, reply.text())),
-            Err(err) => failures.push(format!("{err:#}")),
-        }
-        if sent % 10 == 0 {
-            for (index, proxy) in [a, b].into_iter().enumerate() {
-                let identity = proxy.admin_json("/identity").await.expect("/identity");
-                if let Some(serial) = identity["serial"].as_str() {
-                    serials[index].insert(serial.to_owned());
-                }
-                let metrics = proxy.metrics().await.expect("metrics");
-                if let Some(expiry) =
-                    metric_value(&metrics, "seam_certificate_expiry_timestamp_seconds", &[])
-                {
-                    expiries[index].insert(expiry as u64);
-                }
+        look.tick().await;
+        for (index, proxy) in [a, b].into_iter().enumerate() {
+            let identity = proxy.admin_json("/identity").await.expect("/identity");
+            if let Some(serial) = identity["serial"].as_str() {
+                serials[index].insert(serial.to_owned());
+            }
+            let metrics = proxy.metrics().await.expect("metrics");
+            if let Some(expiry) =
+                metric_value(&metrics, "seam_certificate_expiry_timestamp_seconds", &[])
+            {
+                expiries[index].insert(expiry as u64);
             }
         }
-        // Pace the load: about 40 requests a second.
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    let replies = traffic.stop().await;
+    let failures = timed_failures(&replies);
+    let sent = replies.len();
     eprintln!("{sent} requests; serials {serials:?}; expiries {expiries:?}");
     assert!(
         failures.is_empty(),

@@ -4,14 +4,11 @@
 //! back on the same state directory they reconnect (with jittered backoff), resubscribe
 //! and take new endpoints.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use seam_tests::client::{self, AppClient};
+use seam_tests::load::{Steady, SteadyLoad, timed_failures};
 use seam_tests::mesh::metric_value;
 use seam_tests::{EchoServer, TestProxy, TwoHop, wait};
-use tokio::time::Instant;
 
 async fn discovery_state(proxy: &TestProxy) -> (bool, Option<f64>) {
     let config = proxy.config().await.expect("/config");
@@ -25,48 +22,15 @@ async fn discovery_state(proxy: &TestProxy) -> (bool, Option<f64>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_control_plane_under_load_fails_no_request() {
     let mut mesh = TwoHop::start().await.expect("two-hop mesh starts");
-    let stop = Arc::new(AtomicBool::new(false));
-    let answered = Arc::new(AtomicU32::new(0));
-    let traffic = tokio::spawn({
-        let stop = stop.clone();
-        let answered = answered.clone();
-        let outbound = mesh.a.outbound();
-        async move {
-            let app = AppClient::new(outbound);
-            let (mut sent, mut failures) = (0u32, Vec::new());
-            let started = Instant::now();
-            while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(60) {
-                sent += 1;
-                let reply = if sent % 5 == 0 {
-                    client::http1_get(outbound, "b", "/fresh", &[]).await
-                } else {
-                    app.get("b", "/pooled").await
-                };
-                match reply {
-                    Ok(reply) if reply.status == 200 => {
-                        answered.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Ok(reply) => failures.push(format!("{}: {}", reply.status, reply.text())),
-                    Err(err) => failures.push(format!("{err:#}")),
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            (sent, failures)
-        }
-    });
+    let traffic = SteadyLoad::start(
+        Steady::new(mesh.a.outbound(), "b", Duration::from_secs(60)).fresh_every(5),
+    );
 
     // Traffic flows first (a learns b's endpoints on its first request), then the kill.
-    wait::until(
-        "traffic flows before the kill",
-        Duration::from_secs(20),
-        || async {
-            let now = answered.load(Ordering::Relaxed);
-            anyhow::ensure!(now >= 20, "{now} answered so far");
-            Ok(())
-        },
-    )
-    .await
-    .expect("traffic before the outage");
+    traffic
+        .wait_more(20, Duration::from_secs(20))
+        .await
+        .expect("traffic before the outage");
     mesh.mesh
         .kill_control_plane()
         .await
@@ -94,18 +58,10 @@ async fn killing_the_control_plane_under_load_fails_no_request() {
         );
     }
     // Traffic goes on while nobody is there to ask.
-    let before = answered.load(Ordering::Relaxed);
-    wait::until(
-        "50 requests answered during the outage",
-        Duration::from_secs(20),
-        || async {
-            let now = answered.load(Ordering::Relaxed);
-            anyhow::ensure!(now >= before + 50, "{} answered so far", now - before);
-            Ok(())
-        },
-    )
-    .await
-    .expect("traffic during the outage");
+    traffic
+        .wait_more(50, Duration::from_secs(20))
+        .await
+        .expect("traffic during the outage");
 
     // Back on the same state directory and addresses: both reconnect and resubscribe.
     mesh.mesh
@@ -148,12 +104,13 @@ async fn killing_the_control_plane_under_load_fails_no_request() {
         .await
         .expect("b2 served");
 
-    stop.store(true, Ordering::Relaxed);
-    let (sent, failures) = traffic.await.expect("traffic task");
-    eprintln!("{sent} requests through the outage");
+    let replies = traffic.stop().await;
+    let failures = timed_failures(&replies);
+    eprintln!("{} requests through the outage", replies.len());
     assert!(
         failures.is_empty(),
-        "{} of {sent} requests failed: {failures:?}",
-        failures.len()
+        "{} of {} requests failed: {failures:?}",
+        failures.len(),
+        replies.len()
     );
 }

@@ -167,10 +167,12 @@ async fn a_hanging_upstream_gets_504_naming_the_timeout_on_time() {
         assert_eq!(reply.status, 504, "round {round}: {}", reply.text());
         assert_eq!(reply.text(), "timeout after 2s\n");
         assert_eq!(reply.headers["x-seam-proxy-error"], "true");
+        // The proxy's unit tests time the 504 exactly on a paused clock; here a loaded
+        // machine may add to it, but never as much as a second timeout would.
         if round == 1 {
             assert!(
-                elapsed >= timeout && elapsed <= timeout.mul_f64(1.1),
-                "504 after {elapsed:?}, not within 10 % of {timeout:?}"
+                elapsed >= timeout && elapsed < timeout * 2,
+                "504 after {elapsed:?}, not between {timeout:?} and twice that"
             );
         }
     }

@@ -7,12 +7,11 @@
 //! the new root, and a proxy started afterwards from that file joins the mesh.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use seam_control_plane::launch;
-use seam_tests::client::{self, AppClient};
+use seam_tests::client;
+use seam_tests::load::{Steady, SteadyLoad, timed_failures};
 use seam_tests::mesh::TestMesh;
 use seam_tests::{EchoServer, TwoHop, wait};
 use serde_json::Value;
@@ -44,31 +43,8 @@ async fn root_rotation_under_traffic_fails_no_request() {
     assert_eq!(before["rotation"]["phase"], "idle", "{before}");
 
     // Steady traffic: a keep-alive client, and every fifth request on a new connection.
-    let stop = Arc::new(AtomicBool::new(false));
-    let traffic = tokio::spawn({
-        let stop = stop.clone();
-        let outbound = a.outbound();
-        async move {
-            let app = AppClient::new(outbound);
-            let (mut sent, mut failures) = (0u32, Vec::new());
-            let started = Instant::now();
-            while !stop.load(Ordering::Relaxed) && started.elapsed() < ROTATION_TIMEOUT * 2 {
-                sent += 1;
-                let reply = if sent % 5 == 0 {
-                    client::http1_get(outbound, "b", "/fresh", &[]).await
-                } else {
-                    app.get("b", "/pooled").await
-                };
-                match reply {
-                    Ok(reply) if reply.status == 200 => {}
-                    Ok(reply) => failures.push(format!("{}: {}", reply.status, reply.text())),
-                    Err(err) => failures.push(format!("{err:#}")),
-                }
-                tokio::time::sleep(Duration::from_millis(25)).await;
-            }
-            (sent, failures)
-        }
-    });
+    let traffic =
+        SteadyLoad::start(Steady::new(a.outbound(), "b", ROTATION_TIMEOUT * 2).fresh_every(5));
 
     // `seamctl ca rotate` follows the rotation to its end; watch serials meanwhile.
     let mut rotate =
@@ -148,8 +124,9 @@ async fn root_rotation_under_traffic_fails_no_request() {
         .expect("c → b");
     assert_eq!(reply.status, 200, "{}", reply.text());
 
-    stop.store(true, Ordering::Relaxed);
-    let (sent, failures) = traffic.await.expect("traffic task");
+    let replies = traffic.stop().await;
+    let failures = timed_failures(&replies);
+    let sent = replies.len();
     eprintln!("{sent} requests; serials seen {serials:?}; phases {phases:?}");
     assert!(
         failures.is_empty(),
