@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify::Watcher;
+use notify::event::{AccessKind, AccessMode, EventKind};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
@@ -87,12 +88,14 @@ impl MeshSource {
         let file_name = self.path.file_name().map(ToOwned::to_owned);
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                // Only events on the mesh file itself (by name, as renames replace the inode).
+                // Only events that may change the mesh file itself (by name, as renames
+                // replace the inode). Opening it is an event too, and reloading opens it.
                 let touches_file = event.is_ok_and(|event| {
-                    event
-                        .paths
-                        .iter()
-                        .any(|path| path.file_name() == file_name.as_deref())
+                    may_change_content(&event.kind)
+                        && event
+                            .paths
+                            .iter()
+                            .any(|path| path.file_name() == file_name.as_deref())
                 });
                 if touches_file {
                     let _ = tx.send(());
@@ -164,9 +167,45 @@ impl MeshSource {
     }
 }
 
+/// Whether a file event may have changed what the file holds: not opening, reading or
+/// closing it after reading, which every reload itself does (reacting to those made each
+/// reload trigger the next, every few milliseconds, from the first change on).
+fn may_change_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opening_or_reading_the_file_is_not_a_change() {
+        use notify::event::{CreateKind, DataChange, ModifyKind, RemoveKind, RenameMode};
+        let cases = [
+            (EventKind::Access(AccessKind::Open(AccessMode::Any)), false),
+            (EventKind::Access(AccessKind::Read), false),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Read)),
+                false,
+            ),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                true,
+            ),
+            (EventKind::Modify(ModifyKind::Data(DataChange::Any)), true),
+            (EventKind::Modify(ModifyKind::Name(RenameMode::To)), true),
+            (EventKind::Create(CreateKind::File), true),
+            (EventKind::Remove(RemoveKind::File), true),
+            (EventKind::Any, true),
+        ];
+        for (kind, changes) in cases {
+            assert_eq!(may_change_content(&kind), changes, "{kind:?}");
+        }
+    }
 
     #[test]
     fn a_bad_change_keeps_the_last_good_model_and_a_fix_clears_the_error() {
