@@ -1,6 +1,7 @@
 //! Reading mesh file v1 (YAML) into a [`MeshModel`]. Every refusal, of syntax or of
-//! meaning, names the file, the line and the reason. The request-handling keys of
-//! services and routes are read in [`policy`].
+//! meaning, names the file, the line and the reason, in Seam's words ([`wording`] turns
+//! the YAML library's errors into them). The request-handling keys of services and
+//! routes are read in [`policy`].
 
 mod policy;
 
@@ -92,13 +93,16 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
     let file: MeshFileV1 = if text.trim().is_empty() {
         return Err(at(0, 0, "the mesh file is empty".into()));
     } else {
-        serde_saphyr::from_str(text).map_err(|err| {
+        let mut key_path = String::new();
+        serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize(de).map_err(|err| {
+                key_path = err.path().to_string();
+                err.into_inner()
+            })
+        })
+        .map_err(|err| {
             let (line, column) = err.location().map_or((0, 0), |l| (l.line(), l.column()));
-            at(
-                line,
-                column,
-                reason_without_position(&err.without_snippet().to_string()),
-            )
+            at(line, column, wording::describe(&err, &key_path, text))
         })?
     };
 
@@ -204,21 +208,6 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
     })
 }
 
-/// The YAML parser ends its messages with the position, which the error already leads with.
-fn reason_without_position(message: &str) -> String {
-    match message.rsplit_once(" at line ") {
-        Some((reason, position))
-            if position.contains(", column ")
-                && position
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || b", column".contains(&b)) =>
-        {
-            reason.to_owned()
-        }
-        _ => message.to_owned(),
-    }
-}
-
 /// Service names are DNS labels, so they work as hostnames and SPIFFE path segments.
 fn check_service_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > 63 {
@@ -237,6 +226,7 @@ fn check_service_name(name: &str) -> Result<(), &'static str> {
 }
 
 mod allow;
+mod wording;
 
 #[cfg(test)]
 mod tests;

@@ -95,11 +95,11 @@ fn syntax_errors_name_the_position_once() {
         .to_string();
     assert!(!err.contains(" at line "), "{err}");
     assert_eq!(
-        reason_without_position("bad thing at line 5, column 3"),
+        wording::without_position("bad thing at line 5, column 3"),
         "bad thing"
     );
     assert_eq!(
-        reason_without_position("at line 5 is fine"),
+        wording::without_position("at line 5 is fine"),
         "at line 5 is fine"
     );
 }
@@ -341,4 +341,147 @@ fn a_route_takes_its_own_allow_list_and_refuses_unknown_callers_with_the_line() 
     .unwrap_err();
     assert_eq!(err.line, 6, "{err}");
     assert!(err.reason.contains("nobody"), "{err}");
+}
+
+/// Every shape mistake the YAML library reports, said in Seam's words: the key as a path
+/// through the file, the value as written, and what the key takes.
+#[test]
+fn yaml_shape_errors_name_the_key_the_value_and_what_it_takes() {
+    let service = "services:\n  api:\n    join_token: t\n";
+    let cases: Vec<(String, u64, &str)> = vec![
+        (
+            format!("{service}    retries:\n      attempts: \"three\"\n"),
+            5,
+            "services.api.retries.attempts is \"three\"; expected a whole number from 0 to 10",
+        ),
+        (
+            format!("{service}    retries:\n      attempts: 2.5\n"),
+            5,
+            "services.api.retries.attempts is 2.5; expected a whole number from 0 to 10",
+        ),
+        (
+            "services:\n  api:\n    join_token: t\n  api:\n    join_token: u\n".into(),
+            4,
+            "service \"api\" is listed twice (the second time here)",
+        ),
+        (
+            format!("{service}    endpoint: []\n"),
+            4,
+            "service \"api\" has no key \"endpoint\" (did you mean endpoints?); its keys are \
+             join_token, endpoints, timeout, retries, circuit_breaker, max_concurrent_requests, \
+             load_balancer, routes, allow, allow_plaintext",
+        ),
+        (
+            format!("{service}    endpoints: \"127.0.0.1:1\"\n"),
+            4,
+            "services.api.endpoints is \"127.0.0.1:1\"; expected a list of IP:port addresses, \
+             like [\"10.0.0.7:4143\"]",
+        ),
+        (
+            "services:\n  api:\n    endpoints: []\n".into(),
+            3,
+            "service \"api\" has no join_token, which every service needs",
+        ),
+        (
+            "services: [api]\n".into(),
+            1,
+            "services is [api]; expected a map of service names to their settings",
+        ),
+        (
+            format!("{service}    max_concurrent_requests: -1\n"),
+            4,
+            "services.api.max_concurrent_requests is -1; expected a whole number, at least 1",
+        ),
+        (
+            format!("{service}    retries: 3\n"),
+            4,
+            "services.api.retries is 3; expected a map of attempts, per_try_timeout, on, \
+             budget_percent and non_idempotent",
+        ),
+        (
+            format!(
+                "{service}    routes:\n      - match: {{ path_prefix: /x }}\n        backends: [{{ service: api, weight: \"a\" }}]\n"
+            ),
+            6,
+            "services.api.routes[0].backends[0].weight is \"a\"; expected a whole number, 0 or more",
+        ),
+        (
+            format!(
+                "{service}    routes:\n      - match: {{ path_prefix: /x }}\n        backends: [{{ service: api }}]\n"
+            ),
+            6,
+            "services.api.routes[0].backends[0] has no weight, which it needs",
+        ),
+        (
+            format!("{service}    routes:\n      - match: {{ pathprefix: /x }}\n"),
+            5,
+            "services.api.routes[0].match has no key \"pathprefix\" (did you mean path_prefix?); \
+             its keys are path_prefix, path, method, headers",
+        ),
+        (
+            format!("{service}    routes:\n      match: {{ path_prefix: /x }}\n"),
+            5,
+            "services.api.routes is a map; expected a list of routes, each with match and backends",
+        ),
+        (
+            format!("{service}    retries:\n      on: 5xx\n"),
+            5,
+            "services.api.retries.on is 5xx; expected a list of 5xx, connect-failure, reset and \
+             unavailable",
+        ),
+        (
+            format!("{service}    allow: web\n"),
+            4,
+            "services.api.allow is web; expected a list of service names or spiffe:// ids, like [web]",
+        ),
+        (
+            format!("{service}    circuit_breaker:\n      consecutive_failures: many\n"),
+            5,
+            "services.api.circuit_breaker.consecutive_failures is many; expected a whole number, \
+             at least 1",
+        ),
+        (
+            format!("{service}    retries:\n      non_idempotent: maybe\n"),
+            5,
+            "services.api.retries.non_idempotent is maybe; expected true or false",
+        ),
+        (
+            "version: 2\nservices: {}\n".into(),
+            1,
+            "the mesh file has no key \"version\"; its keys are trust_domain, services",
+        ),
+        (
+            "services:\n  api:\n    join_token: [a]\n".into(),
+            3,
+            "services.api.join_token is [a]; expected the service's join token, as text",
+        ),
+        (
+            "services:\n  api:\n\tjoin_token: t\n".into(),
+            3,
+            "a line is indented with a tab; YAML indentation must be spaces",
+        ),
+        (
+            "services:\n  api: [unclosed\n".into(),
+            2,
+            "service \"api\" is [unclosed; expected a map of the service's settings \
+             (join_token, endpoints, ...)",
+        ),
+        (
+            "services:\n  api: {join_token: t\n".into(),
+            3,
+            "the file is not valid YAML: ",
+        ),
+    ];
+    for (text, line, reason) in &cases {
+        let err = parse_text(text).unwrap_err();
+        if reason.ends_with(": ") {
+            assert!(err.reason.starts_with(reason), "{err}");
+            continue;
+        }
+        assert_eq!(
+            (err.line, err.reason.as_str()),
+            (*line, *reason),
+            "{text:?}"
+        );
+    }
 }
