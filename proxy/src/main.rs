@@ -1,4 +1,5 @@
 //! `seam-proxy`: parses flags, sets up logging, the crypto provider and the runtime, runs.
+//! `seam-proxy init` instead installs the iptables rules of transparent mode (see `init`).
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ mod discovery;
 mod http1_pool;
 mod identity;
 mod inbound;
+mod init;
 mod metrics;
 mod outbound;
 mod proxy_error;
@@ -22,7 +24,7 @@ mod state;
 mod telemetry;
 mod tls;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 // mimalloc rather than glibc's malloc: a proxied request makes dozens of small,
 // short-lived allocations (headers, body frames, futures), which glibc's malloc served at
@@ -35,6 +37,12 @@ use clap::Parser;
 extern crate mimalloc;
 
 fn main() -> std::process::ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|word| word == init::SUBCOMMAND)
+    {
+        return init::main(std::env::args_os().skip(2));
+    }
     rustls::crypto::ring::default_provider()
         .install_default()
         .expect("no other crypto provider is installed before main");
@@ -44,7 +52,7 @@ fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let args = config::Args::parse();
+    let args = proxy_args();
     let runtime = match runtime() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -62,6 +70,16 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The proxy's flags, parsed as `config::Args::parse` would, with a word on `init` in `--help`.
+fn proxy_args() -> config::Args {
+    let mut command = config::Args::command().after_help(
+        "`seam-proxy init [FLAGS]` instead installs the iptables rules that redirect this \
+         network namespace's TCP to the proxy; see `seam-proxy init --help`.",
+    );
+    config::Args::from_arg_matches(&command.clone().get_matches())
+        .unwrap_or_else(|error| error.format(&mut command).exit())
 }
 
 /// The tokio runtime: with one CPU to run on (a pinned sidecar), a current-thread runtime,
