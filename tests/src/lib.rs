@@ -2,18 +2,24 @@
 //! `seam_control_plane::launch`) on loopback ports chosen by the OS, writes the mesh file
 //! they read, runs real upstream apps (an HTTP echo, a gRPC health service) and real
 //! clients (HTTP/1.1, h2c, gRPC, raw TLS), and waits on the binaries' own state endpoints
-//! with deadlines, never on sleeps. The tests themselves live in `tests/`.
+//! with deadlines, never on sleeps. For transparent mode it also builds pods out of Linux
+//! network namespaces (`netns`, `pod_network`) and tells where an intercepted connection
+//! went (`interception`); those system tests need root. The tests themselves live in
+//! `tests/`.
 
 pub mod certify;
 pub mod client;
 pub mod dashboard;
 pub mod faulty;
 pub mod fresh_binaries;
+pub mod interception;
 pub mod load;
 pub mod logs;
 pub mod mesh;
 pub mod mesh_ca;
+pub mod netns;
 pub mod otlp;
+pub mod pod_network;
 pub mod policy_mesh;
 pub mod prometheus;
 pub mod proxy;
