@@ -3,15 +3,16 @@
 //! they read, runs real upstream apps (an HTTP echo, a gRPC health service) and real
 //! clients (HTTP/1.1, h2c, gRPC, raw TLS), and waits on the binaries' own state endpoints
 //! with deadlines, never on sleeps. For transparent mode it also builds pods out of Linux
-//! network namespaces (`netns`, `pod_network`) and tells where an intercepted connection
-//! went (`interception`); those system tests need root. The tests themselves live in
-//! `tests/`.
+//! network namespaces (`netns`, `pod_network`), runs `seam-proxy init` in them
+//! (`proxy_init`) and tells where an intercepted connection went (`interception`,
+//! `intercepted_pods`); those system tests need root. The tests themselves live in `tests/`.
 
 pub mod certify;
 pub mod client;
 pub mod dashboard;
 pub mod faulty;
 pub mod fresh_binaries;
+pub mod intercepted_pods;
 pub mod interception;
 pub mod load;
 pub mod logs;
@@ -23,6 +24,7 @@ pub mod pod_network;
 pub mod policy_mesh;
 pub mod prometheus;
 pub mod proxy;
+pub mod proxy_init;
 pub mod tls;
 pub mod two_hop;
 pub mod upstream;

@@ -110,14 +110,19 @@ pub fn seam_binary(name: &str) -> anyhow::Result<PathBuf> {
 /// `SEAM_TEST_LOG` asks for another filter.
 pub fn seam_command(binary: &str) -> anyhow::Result<Command> {
     let mut command = Command::new(seam_binary(binary)?);
+    remove_seam_variables(command.as_std_mut());
+    let filter = std::env::var("SEAM_TEST_LOG").unwrap_or_else(|_| "info".to_string());
+    command.env("RUST_LOG", filter).env("NO_COLOR", "1");
+    Ok(command)
+}
+
+/// Keeps every `SEAM_*` variable of the test's own environment away from `command`.
+pub fn remove_seam_variables(command: &mut std::process::Command) {
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("SEAM_") {
             command.env_remove(key);
         }
     }
-    let filter = std::env::var("SEAM_TEST_LOG").unwrap_or_else(|_| "info".to_string());
-    command.env("RUST_LOG", filter).env("NO_COLOR", "1");
-    Ok(command)
 }
 
 /// A running control plane over a mesh file in its own temporary directory.
