@@ -46,13 +46,18 @@ pub fn choose(mode: IptablesMode, families: &[Family]) -> BackendChoice {
     match mode {
         IptablesMode::Nft => given(Backend::Nft),
         IptablesMode::Legacy => given(Backend::Legacy),
-        IptablesMode::Auto => decide(
-            RulesHeld {
-                nft: rules_held(Backend::Nft, families),
-                legacy: rules_held(Backend::Legacy, families),
-            },
-            iptables::system_default,
-        ),
+        IptablesMode::Auto => {
+            let (nft, legacy) = (
+                rules_held(Backend::Nft, families),
+                rules_held(Backend::Legacy, families),
+            );
+            let held = RulesHeld {
+                nft: nft.unwrap_or(0),
+                legacy: legacy.unwrap_or(0),
+                readable: nft.is_some() || legacy.is_some(),
+            };
+            decide(held, iptables::system_default)
+        }
     }
 }
 
@@ -61,16 +66,18 @@ pub fn choose(mode: IptablesMode, families: &[Family]) -> BackendChoice {
 struct RulesHeld {
     nft: usize,
     legacy: usize,
+    /// Whether either backend could be read at all (not as a user other than root).
+    readable: bool,
 }
 
-/// The rules one backend shows here; a backend whose tools are missing or fail holds none
-/// that this program could work with.
-fn rules_held(backend: Backend, families: &[Family]) -> usize {
-    families
+/// The rules one backend shows here, or `None` if none of its tools could be run; a
+/// backend whose tools are missing or fail holds none that this program could work with.
+fn rules_held(backend: Backend, families: &[Family]) -> Option<usize> {
+    let saves: Vec<String> = families
         .iter()
         .filter_map(|&family| iptables::save(backend, family).ok())
-        .map(|save| count_rules(&save))
-        .sum()
+        .collect();
+    (!saves.is_empty()).then(|| saves.iter().map(|save| count_rules(save)).sum())
 }
 
 /// Rules are the `-A` lines; tables and chains appear as soon as anyone lists them.
@@ -82,7 +89,11 @@ fn decide(
     held: RulesHeld,
     system_default: impl FnOnce() -> Result<Backend, String>,
 ) -> BackendChoice {
-    let RulesHeld { nft, legacy } = held;
+    let RulesHeld {
+        nft,
+        legacy,
+        readable,
+    } = held;
     let chosen = |backend, reason| BackendChoice { backend, reason };
     match (nft, legacy) {
         (nft, 0) if nft > 0 => chosen(
@@ -109,7 +120,9 @@ fn decide(
             )
         }
         _ => {
-            let held = if nft == 0 {
+            let held = if !readable {
+                "the rules here cannot be read with either backend".to_string()
+            } else if nft == 0 {
                 "no rules in this namespace yet".to_string()
             } else {
                 format!("as many nft as legacy rules here ({nft})")
@@ -181,10 +194,33 @@ mod tests {
             ),
         ];
         for (nft, legacy, system, backend, reason) in cases {
-            let choice = decide(RulesHeld { nft, legacy }, system);
+            let held = RulesHeld {
+                nft,
+                legacy,
+                readable: true,
+            };
+            let choice = decide(held, system);
             assert_eq!(choice.backend, backend, "{nft} nft, {legacy} legacy");
             assert!(choice.reason.contains(reason), "{}", choice.reason);
         }
+    }
+
+    #[test]
+    fn says_so_when_no_backend_can_be_read() {
+        let held = RulesHeld {
+            nft: 0,
+            legacy: 0,
+            readable: false,
+        };
+        let choice = decide(held, || Ok(Backend::Legacy));
+        assert_eq!(choice.backend, Backend::Legacy);
+        assert!(
+            choice
+                .reason
+                .starts_with("the rules here cannot be read with either backend, "),
+            "{}",
+            choice.reason
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod rules;
 mod subnet;
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -147,11 +148,25 @@ fn apply(
     backend: Backend,
     family: Family,
 ) -> Result<Outcome, InitError> {
-    let save = iptables::save(backend, family).map_err(|source| InitError::Read {
-        family: family.label(),
-        source,
-    })?;
-    let current = NatTable::from_save(&save);
+    let current = match iptables::save(backend, family) {
+        Ok(save) => NatTable::from_save(&save),
+        // A dry run is also how one reads the rules on a machine where one is not root.
+        Err(error) if args.dry_run && !error.is_table_unavailable() => {
+            say(format_args!(
+                "{}: cannot read the current rules ({}); showing them as for a namespace \
+                 without Seam's",
+                family.label(),
+                with_causes(&error)
+            ));
+            NatTable::default()
+        }
+        Err(source) => {
+            return Err(InitError::Read {
+                family: family.label(),
+                source,
+            });
+        }
+    };
     let input = if args.remove {
         plan::removal(&current)
     } else {
@@ -173,12 +188,12 @@ fn apply(
 
 /// The input exactly as it would be given, under a comment line saying for which tool.
 fn print_dry_run(backend: Backend, family: Family, input: &RestoreInput) {
-    println!(
+    print_line(format_args!(
         "# {}: {} --noflush would read:\n{}",
         family.label(),
         backend.tool(family, "restore"),
         input.text().trim_end()
-    );
+    ));
 }
 
 /// One line: what was done, with which tool, and how many rules per family.
@@ -215,5 +230,11 @@ fn summary(args: &InitArgs, backend: Backend, outcomes: &[(Family, Outcome)]) ->
 
 /// A line for the operator, on stdout: an init container's log is what they will read.
 fn say(line: std::fmt::Arguments<'_>) {
-    println!("seam-proxy init: {line}");
+    print_line(format_args!("seam-proxy init: {line}"));
+}
+
+/// Prints `line` on stdout. A reader that went away (`--dry-run | head`) is not a failure
+/// of the rules, so it is not one of this program either.
+fn print_line(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
 }
