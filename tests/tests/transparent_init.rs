@@ -2,8 +2,9 @@
 //! only; these tests fail, never skip, without it): a second run and a second `--remove`
 //! change nothing, `--remove` gives the namespace back exactly as it was, `--dry-run`
 //! changes nothing, both iptables backends work and `auto` follows the rules already
-//! there, bad input is one line and exit 2 with no rule touched, and the rules really
-//! send each kind of connection where they should (IPv4 and IPv6).
+//! there, bad input is one line and exit 2 with no rule touched, a rule iptables refuses
+//! is named and nothing is installed, and the rules really send each kind of connection
+//! where they should (IPv4 and IPv6).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -332,6 +333,35 @@ async fn bad_input_is_one_line_and_exit_2_with_no_rule_touched() {
             }
             assert_eq!(all_rules(&pod).await, before, "{all:?} changed the rules");
         }
+    }
+}
+
+/// A rule the kernel side refuses (iptables will not match uid 2^32-1, the "no uid" of
+/// the system calls) fails the whole transaction: the error names the rule and the
+/// reason, the exit code is 1, and the namespace keeps exactly the rules it had.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_rule_is_named_with_the_reason_and_nothing_is_installed() {
+    for backend in ["nft", "legacy"] {
+        let pod = namespace("pod");
+        add_foreign_rules(&pod, backend).await;
+        let before = all_rules(&pod).await;
+        let args = ["--iptables-mode", backend, "--proxy-uid", "4294967295"];
+        let run = run_init(&pod, &args).await.expect("seam-proxy init runs");
+        assert_eq!(run.status.code(), Some(1), "{run}");
+        for wanted in [
+            format!(
+                "cannot apply the IPv4 rules: iptables-{backend}-restore refused line 8 of the IPv4 rules"
+            ),
+            "`-A SEAM_OUTPUT -m owner --uid-owner 4294967295 -m comment".to_string(),
+            "Bad value for \"--uid-owner\" option".to_string(),
+        ] {
+            assert!(run.stderr.contains(&wanted), "no {wanted:?} in {run}");
+        }
+        assert_eq!(
+            all_rules(&pod).await,
+            before,
+            "a refused transaction changed the rules"
+        );
     }
 }
 
