@@ -5,7 +5,6 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use seam_control_plane::launch;
 
 use crate::mesh;
 use crate::netns::NetNs;
@@ -43,7 +42,7 @@ impl std::fmt::Display for InitRun {
 
 /// Runs `seam-proxy init <args>` inside `namespace` and waits for it to finish.
 pub async fn run_init(namespace: &NetNs, args: &[&str]) -> anyhow::Result<InitRun> {
-    let mut command = namespace.command(launch::binary_path("seam-proxy")?);
+    let mut command = namespace.command(mesh::seam_binary("seam-proxy")?);
     mesh::remove_seam_variables(command.as_std_mut());
     command.arg("init").args(args);
     let output = tokio::time::timeout(INIT_TIMEOUT, command.output())
