@@ -248,6 +248,7 @@ fn to_proto(authority: &str, version: u64, resolution: &Resolution) -> ServiceUp
             policy: Some(policy_to_proto(&service.policy)),
             routes: service.routes.iter().map(route_to_proto).collect(),
             authorization: Some(authorization_to_proto(&service.authorization)),
+            opaque_ports: Vec::new(),
         }),
         Resolution::NotFound => service_update::State::NotFound(v1::NotFound {}),
     };

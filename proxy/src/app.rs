@@ -18,7 +18,7 @@ use crate::config::Args;
 use crate::control_plane::ControlPlane;
 use crate::discovery::DiscoveryClientTask;
 use crate::identity::{IdentityManager, load_trust_anchors};
-use crate::inbound::{self, Inbound};
+use crate::inbound::{self, Inbound, InboundSettings};
 use crate::metrics::Metrics;
 use crate::outbound::{self, Outbound};
 use crate::state::Directory;
@@ -107,7 +107,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             control_plane,
             directory: directory.clone(),
             new_authorities,
-            admin_addr: admin_addr.to_string(),
+            admin_addr,
             connected: discovery_connected.clone(),
             ever_connected,
             certified: certified_rx,
@@ -122,13 +122,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let connections = Arc::new(GracefulShutdown::new());
     let limits = args.server_limits();
     let inbound = Arc::new(Inbound::new(
-        args.service.clone(),
-        args.app,
+        InboundSettings {
+            service: args.service.clone(),
+            app: args.app,
+            limits,
+            detect_timeout: args.detect_timeout,
+        },
         tls.clone(),
         metrics.clone(),
         telemetry.clone(),
         directory.clone(),
-        limits,
     ));
     let inbound_task = tokio::spawn(inbound::serve(
         inbound_listener,
@@ -144,6 +147,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             metrics.clone(),
             endpoint_states.clone(),
             telemetry.clone(),
+            args.detect_timeout,
         )),
         connections.clone(),
         stop_accepting.clone(),

@@ -66,6 +66,11 @@ pub struct Args {
     /// Open connections per listener; beyond it new connections are closed at once.
     #[arg(long, env = "SEAM_MAX_CONNECTIONS", default_value_t = crate::server::MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// How long a redirected connection (transparent mode) may take to show its protocol;
+    /// one that sends nothing by then is taken to wait for its server to speak first, and
+    /// is carried as opaque TCP.
+    #[arg(long, env = "SEAM_DETECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub detect_timeout: Duration,
 }
 
 impl Args {

@@ -174,7 +174,8 @@ where
         let io = self.shared.dial.dial().await.map_err(PoolError::Connect)?;
         let (sender, connection) = http1::Builder::new().handshake(io).await?;
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
+            // With upgrades: a `101` answer hands the connection over (see `upgrade`).
+            if let Err(err) = connection.with_upgrades().await {
                 tracing::debug!(error = %err, "pooled HTTP/1.1 connection ended with an error");
             }
         });

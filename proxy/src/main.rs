@@ -16,6 +16,8 @@ mod identity;
 mod inbound;
 mod init;
 mod metrics;
+mod opaque;
+mod original_dst;
 mod outbound;
 mod proxy_error;
 mod refusal_log;
@@ -23,6 +25,7 @@ mod server;
 mod state;
 mod telemetry;
 mod tls;
+mod upgrade;
 
 use clap::{CommandFactory, FromArgMatches};
 

@@ -74,6 +74,23 @@ pub struct ServiceLabel {
     pub service: String,
 }
 
+/// An opaque stream: its direction, service and peer identity.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpaqueLabels {
+    pub direction: &'static str,
+    pub service: Arc<str>,
+    pub peer: Arc<str>,
+}
+
+/// The bytes of an opaque stream one way: `sent` to the peer or `received` from it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpaqueBytesLabels {
+    pub direction: &'static str,
+    pub service: Arc<str>,
+    pub peer: Arc<str>,
+    pub flow: &'static str,
+}
+
 /// What one finished request is counted as.
 #[derive(Clone, Debug)]
 pub struct RequestRecord<'a> {
@@ -137,6 +154,10 @@ pub struct Metrics {
     pub inbound_callers: Family<CallerLabels, Counter>,
     /// Decides which of the refusals counted here are also logged.
     pub refusal_log: Arc<RefusalLog>,
+    opaque_streams: Family<OpaqueLabels, Counter>,
+    opaque_bytes: Family<OpaqueBytesLabels, Counter>,
+    /// Connections for destinations the mesh does not know, passed through as plain TCP.
+    pub tcp_passthrough: Counter,
 }
 
 impl Metrics {
@@ -265,6 +286,28 @@ impl Metrics {
             "Inbound requests by caller identity and transport (mtls or plaintext)",
             Family::clone(&inbound_callers),
         );
+        let opaque_streams = Family::default();
+        registry.register(
+            "opaque_streams",
+            "Opaque TCP streams (not HTTP, opaque ports, CONNECT tunnels, upgraded \
+             connections), by direction, service and peer identity",
+            Family::clone(&opaque_streams),
+        );
+        let opaque_bytes = Family::default();
+        registry.register_with_unit(
+            "opaque",
+            "Bytes of opaque TCP streams, by direction, service, peer identity and flow \
+             (sent to the peer or received from it)",
+            Unit::Bytes,
+            Family::clone(&opaque_bytes),
+        );
+        let tcp_passthrough = Counter::default();
+        registry.register(
+            "tcp_passthrough",
+            "Outbound connections for destinations the mesh does not know, passed through \
+             as plain TCP",
+            tcp_passthrough.clone(),
+        );
         Self {
             registry,
             requests,
@@ -288,7 +331,32 @@ impl Metrics {
             authorization_denied,
             inbound_callers,
             refusal_log: Arc::default(),
+            opaque_streams,
+            opaque_bytes,
+            tcp_passthrough,
         }
+    }
+
+    /// Counts a new opaque stream; the counters of its bytes received from and sent to
+    /// its peer.
+    pub fn opaque_flow(&self, flow: &crate::opaque::Flow) -> (Counter, Counter) {
+        let labels = OpaqueLabels {
+            direction: flow.direction.as_str(),
+            service: flow.service.clone(),
+            peer: flow.peer.clone(),
+        };
+        self.opaque_streams.get_or_create(&labels).inc();
+        let bytes = |way: &'static str| {
+            self.opaque_bytes
+                .get_or_create(&OpaqueBytesLabels {
+                    direction: labels.direction,
+                    service: labels.service.clone(),
+                    peer: labels.peer.clone(),
+                    flow: way,
+                })
+                .clone()
+        };
+        (bytes("received"), bytes("sent"))
     }
 
     pub fn record_request(&self, record: &RequestRecord<'_>) {

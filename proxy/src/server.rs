@@ -139,6 +139,45 @@ pub async fn first_bytes(tcp: &TcpStream, limit: Duration) -> Result<Detection, 
     }
 }
 
+/// What a connection's first bytes showed within the wait for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstBytes {
+    /// The bytes tell the protocol (`Unknown`: neither TLS nor HTTP).
+    Protocol(Protocol),
+    /// Nothing came within the wait: a protocol where the server speaks first, or bytes
+    /// that never became more than a prefix of HTTP.
+    Silent,
+    /// The client closed the connection (or it failed) before sending anything.
+    Closed,
+}
+
+/// How often the first bytes are looked at again while they are still the start of more
+/// than one protocol.
+const DETECT_POLL: Duration = Duration::from_millis(5);
+
+/// Waits up to `limit` for a connection's first bytes to tell its protocol, without
+/// consuming them. Unlike [`first_bytes`], it never hands undecided bytes on: a connection
+/// that stays silent or ambiguous is, after `limit`, opaque.
+pub async fn detect_protocol(tcp: &TcpStream, limit: Duration) -> FirstBytes {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut prefix = [0u8; detect::MAX_PREFIX];
+    loop {
+        let read = match tokio::time::timeout_at(deadline, tcp.peek(&mut prefix)).await {
+            Ok(Ok(0) | Err(_)) => return FirstBytes::Closed,
+            Ok(Ok(read)) => read,
+            Err(_) => return FirstBytes::Silent,
+        };
+        match detect::detect(&prefix[..read]) {
+            Detection::Known(protocol) => return FirstBytes::Protocol(protocol),
+            Detection::NeedMore if tokio::time::Instant::now() + DETECT_POLL < deadline => {
+                // A peek returns at once while the same bytes are there: look again soon.
+                tokio::time::sleep(DETECT_POLL).await;
+            }
+            Detection::NeedMore => return FirstBytes::Silent,
+        }
+    }
+}
+
 /// `server` held to the HTTP version the connection already showed (its first bytes, or
 /// the ALPN of its TLS handshake), so hyper-util does not read the start of the
 /// connection again to find out: that probe cost every new connection a partial read

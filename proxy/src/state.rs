@@ -47,6 +47,8 @@ pub struct Service {
     routes: Vec<Arc<Route>>,
     /// Who may call this service (what its own proxies enforce).
     pub authorization: Authorization,
+    /// Instance ports whose connections are opaque TCP, without protocol detection.
+    pub opaque_ports: Vec<u16>,
 }
 
 impl Service {
@@ -92,6 +94,7 @@ impl Service {
             endpoints,
             routes: built,
             authorization: Authorization::default(),
+            opaque_ports: Vec::new(),
         }
     }
 
@@ -107,6 +110,15 @@ impl Service {
             })
     }
 
+    /// The service's own endpoints as a target (what its match-all route sends to).
+    pub fn own_target(&self) -> &Arc<Target> {
+        let default_route = self
+            .routes
+            .last()
+            .expect("a service always ends with its match-all route");
+        &default_route.backends[0].target
+    }
+
     /// Every endpoint a request to this service may reach, splits included.
     pub fn reachable_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
         self.routes
@@ -119,6 +131,17 @@ impl Service {
     pub fn with_authorization(mut self, authorization: Authorization) -> Self {
         self.authorization = authorization;
         self
+    }
+
+    /// The same service with its opaque ports set.
+    pub fn with_opaque_ports(mut self, opaque_ports: Vec<u16>) -> Self {
+        self.opaque_ports = opaque_ports;
+        self
+    }
+
+    /// Whether a connection to `port` of an instance carries opaque TCP.
+    pub fn is_opaque_port(&self, port: u16) -> bool {
+        self.opaque_ports.contains(&port)
     }
 }
 

@@ -26,6 +26,8 @@ pub enum InvalidUpdate {
     Route(String),
     #[error("the allow list holds an invalid identity: {0}")]
     AllowedIdentity(String),
+    #[error("opaque port {0} is not a port (1 to 65535)")]
+    OpaquePort(u32),
 }
 
 pub fn update_from_proto(update: ServiceUpdate) -> Result<Resolution, InvalidUpdate> {
@@ -68,9 +70,20 @@ pub fn update_from_proto(update: ServiceUpdate) -> Result<Resolution, InvalidUpd
                 .collect::<Result<Vec<_>, _>>()?;
             let authorization =
                 authorization_from_proto(service.authorization.unwrap_or_default())?;
+            let opaque_ports = service
+                .opaque_ports
+                .iter()
+                .map(|&port| {
+                    u16::try_from(port)
+                        .ok()
+                        .filter(|&port| port != 0)
+                        .ok_or(InvalidUpdate::OpaquePort(port))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             Ok(Resolution::Found(Arc::new(
                 Service::with_routes(service.name, endpoints, policy, routes)
-                    .with_authorization(authorization),
+                    .with_authorization(authorization)
+                    .with_opaque_ports(opaque_ports),
             )))
         }
     }

@@ -7,6 +7,7 @@
 mod convert;
 mod policy;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -32,7 +33,9 @@ pub struct DiscoveryClientTask {
     pub control_plane: ControlPlane,
     pub directory: Arc<Directory>,
     pub new_authorities: mpsc::UnboundedReceiver<String>,
-    pub admin_addr: String,
+    /// The admin listener's address; an unspecified IP (`0.0.0.0`) is told as the
+    /// proxy's own address towards the control plane, which operators' tools can reach.
+    pub admin_addr: SocketAddr,
     /// Whether the stream is up right now.
     pub connected: Arc<AtomicBool>,
     /// Set to true the first time the stream comes up.
@@ -74,13 +77,23 @@ impl DiscoveryClientTask {
         }
     }
 
+    /// The admin address as the control plane's side of the network reaches it.
+    fn reachable_admin_addr(&self) -> SocketAddr {
+        match self.control_plane.local_ip() {
+            Some(ip) if self.admin_addr.ip().is_unspecified() => {
+                SocketAddr::new(ip, self.admin_addr.port())
+            }
+            _ => self.admin_addr,
+        }
+    }
+
     async fn stream(&mut self) -> anyhow::Result<()> {
         let channel = self.control_plane.connect().await?;
         let (requests, outgoing) = mpsc::channel(256);
         let send = |kind| WatchRequest { kind: Some(kind) };
         requests
             .send(send(watch_request::Kind::Hello(Hello {
-                admin_addr: self.admin_addr.clone(),
+                admin_addr: self.reachable_admin_addr().to_string(),
                 proxy_version: env!("CARGO_PKG_VERSION").to_owned(),
             })))
             .await?;

@@ -26,6 +26,7 @@ mod connect;
 #[cfg(test)]
 mod fixtures;
 mod grpc;
+mod intercepted;
 mod notes;
 mod peers;
 mod per_endpoint;
@@ -36,6 +37,7 @@ mod split;
 mod stack;
 mod target;
 mod timeout;
+mod tunnel;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,16 +45,20 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri, header};
+use http::{Method, Request, Response, Uri, header};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 
 use crate::body::{self, ProxyBody};
-use crate::metrics::{Direction, Metrics};
+use crate::detect::Protocol;
+use crate::metrics::{ConnectionMetrics, Direction, Metrics};
+use crate::opaque::{Flow, Forwarder};
+use crate::original_dst::{self, Arrival};
 use crate::proxy_error::ProxyError;
 use crate::server::{
     CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, first_bytes, http_server, next_connection,
@@ -63,9 +69,10 @@ use crate::state::policy::DEFAULT_ROUTE_LABEL;
 use crate::state::{Directory, Resolution, Service};
 use crate::telemetry::{CountedIo, Handled, Telemetry};
 use crate::tls::TlsState;
+use crate::upgrade::{self, Upgrade};
 use notes::Notes;
 use route::RouteChoice;
-use target::LastHost;
+use target::ConnectionTarget;
 
 pub use peers::PeerClients;
 
@@ -79,8 +86,12 @@ pub struct Outbound {
     unknown_service: Arc<str>,
     directory: Arc<Directory>,
     stack: Stack<Attempt>,
+    /// Opens opaque streams (non-HTTP connections, `CONNECT` tunnels) to services.
+    forwarder: Forwarder,
     metrics: Arc<Metrics>,
     telemetry: Arc<Telemetry>,
+    /// How long a redirected connection may take to show its protocol.
+    detect_timeout: Duration,
 }
 
 impl Outbound {
@@ -90,8 +101,15 @@ impl Outbound {
         metrics: Arc<Metrics>,
         endpoint_states: Arc<EndpointStates>,
         telemetry: Arc<Telemetry>,
+        detect_timeout: Duration,
     ) -> Self {
         let peers = Arc::new(PeerClients::new(tls));
+        let forwarder = Forwarder {
+            peers: peers.clone(),
+            states: endpoint_states.clone(),
+            directory: directory.clone(),
+            metrics: metrics.clone(),
+        };
         let stack = ServiceBuilder::new()
             .layer(retry::layer(
                 Arc::new(retry::Budgets::default()),
@@ -109,8 +127,10 @@ impl Outbound {
             unknown_service: "unknown".into(),
             directory,
             stack,
+            forwarder,
             metrics,
             telemetry,
+            detect_timeout,
         }
     }
 
@@ -119,28 +139,52 @@ impl Outbound {
     fn handle(
         self: Arc<Self>,
         mut request: Request<Incoming>,
-        last_host: Arc<LastHost>,
+        target: Arc<ConnectionTarget>,
     ) -> impl Future<Output = Response<ProxyBody>> + Send {
         let call = self
             .telemetry
             .begin(Direction::Outbound, &mut request, None);
+        // Boxed: upgrades are rare, and every request's future would carry one.
+        let upgrade = upgrade::take(&mut request).map(Box::new);
         async move {
             let notes = Arc::new(Notes::default());
-            let (labels, outcome) = match self.resolve(&request, &last_host).await {
-                Ok((authority, service)) => {
-                    let (labels, sent) = self.start(request, authority, service, notes.clone());
-                    (labels, sent.await)
-                }
-                Err(error) => {
-                    let labels = Labels {
-                        service: self.unknown_service.clone(),
-                        route: DEFAULT_ROUTE_LABEL.clone(),
-                    };
-                    (labels, Err(error))
+            let (labels, outcome) = if request.method() == Method::CONNECT {
+                // Boxed: a tunnel's future would make every request's larger.
+                Box::pin(tunnel::open(self.clone(), request)).await
+            } else {
+                match self.resolve(&request, &target).await {
+                    Ok((authority, service)) => {
+                        let (labels, sent) = self.start(
+                            request,
+                            authority,
+                            service,
+                            notes.clone(),
+                            upgrade.as_deref(),
+                        );
+                        (labels, sent.await)
+                    }
+                    Err(error) => {
+                        let labels = Labels {
+                            service: self.unknown_service.clone(),
+                            route: DEFAULT_ROUTE_LABEL.clone(),
+                        };
+                        (labels, Err(error))
+                    }
                 }
             };
             let (response, upstream) = match outcome {
-                Ok(response) => (response, notes.take_upstream()),
+                Ok(mut response) => {
+                    let upstream = notes.take_upstream();
+                    if let (Some(upgrade), Some(upstream)) = (upgrade, &upstream) {
+                        let flow = Flow {
+                            direction: Direction::Outbound,
+                            service: labels.service.clone(),
+                            peer: upstream.identity.shared(),
+                        };
+                        upgrade.splice(&mut response, flow, self.metrics.clone());
+                    }
+                    (response, upstream)
+                }
                 // The proxy wrote this answer; no endpoint did.
                 Err(error) => {
                     tracing::debug!(%error, "outbound request failed");
@@ -165,11 +209,15 @@ impl Outbound {
         authority: Authority,
         service: Arc<Service>,
         notes: Arc<Notes>,
+        upgrade: Option<&Upgrade>,
     ) -> (
         Labels,
         impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + use<>,
     ) {
-        let request = to_peer_request(request.map(body::streamed), authority);
+        let mut request = to_peer_request(request.map(body::streamed), authority);
+        if let Some(upgrade) = upgrade {
+            upgrade.ask_next_hop(request.headers_mut());
+        }
         let choice = RouteChoice::choose(service, &request, notes);
         let labels = Labels {
             service: choice.service.name.clone(),
@@ -184,9 +232,9 @@ impl Outbound {
     async fn resolve(
         &self,
         request: &Request<Incoming>,
-        last_host: &LastHost,
+        target: &ConnectionTarget,
     ) -> Result<(Authority, Arc<Service>), ProxyError> {
-        let (authority, key) = last_host.named(request)?;
+        let (authority, key) = target.of(request)?;
         match self.directory.resolve(&key, FIRST_LOOKUP_WAIT).await? {
             Resolution::Found(backend) => Ok((authority, backend)),
             Resolution::NotFound => Err(ProxyError::UnknownService(key.to_string())),
@@ -235,7 +283,9 @@ fn to_peer_request<B>(request: Request<B>, authority: Authority) -> Request<B> {
     Request::from_parts(parts, body)
 }
 
-/// Accepts the app's connections until `stop` is cancelled.
+/// Accepts the app's connections until `stop` is cancelled. A connection the app
+/// addressed to the proxy is HTTP naming its service; one iptables redirected here is
+/// decided by where it was going (`intercepted`).
 pub async fn serve(
     listener: TcpListener,
     outbound: Arc<Outbound>,
@@ -255,18 +305,15 @@ pub async fn serve(
         let guard = connection_metrics.opened();
         let metrics = connection_metrics.clone();
         let outbound = outbound.clone();
-        let last_host = Arc::new(LastHost::default());
-        let service = hyper::service::service_fn(move |request| {
-            outbound
-                .clone()
-                .handle(request, last_host.clone())
-                .map(Ok::<_, std::convert::Infallible>)
-        });
         let server = server.clone();
         let watcher = connections.watcher();
         tokio::spawn(async move {
             let _guard = guard;
             let _permit = permit;
+            if let Arrival::Redirected(destination) = original_dst::arrival(&tcp) {
+                intercepted::serve(outbound, server, tcp, destination, watcher, metrics).await;
+                return;
+            }
             let detection = match first_bytes(&tcp, limits.header_read_timeout).await {
                 Ok(detection) => detection,
                 Err(reason) => {
@@ -274,12 +321,43 @@ pub async fn serve(
                     return;
                 }
             };
-            let server = speaking(server, detection.known());
-            let tcp = CountedIo::new(tcp, &metrics);
-            let connection = server.serve_connection(TokioIo::new(tcp), service);
-            if let Err(err) = watcher.watch(connection).await {
-                tracing::debug!(error = %err, "outbound connection ended with an error");
-            }
+            let target = ConnectionTarget::named();
+            serve_http(
+                outbound,
+                server,
+                tcp,
+                detection.known(),
+                target,
+                watcher,
+                metrics,
+            )
+            .await;
         });
+    }
+}
+
+/// Serves the app's HTTP on one connection; every request goes to the service `target`
+/// names for it.
+async fn serve_http(
+    outbound: Arc<Outbound>,
+    server: auto::Builder<TokioExecutor>,
+    tcp: TcpStream,
+    protocol: Option<Protocol>,
+    target: ConnectionTarget,
+    watcher: Watcher,
+    metrics: Arc<ConnectionMetrics>,
+) {
+    let target = Arc::new(target);
+    let service = hyper::service::service_fn(move |request| {
+        outbound
+            .clone()
+            .handle(request, target.clone())
+            .map(Ok::<_, std::convert::Infallible>)
+    });
+    let server = speaking(server, protocol);
+    let tcp = CountedIo::new(tcp, &metrics);
+    let connection = server.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+    if let Err(err) = watcher.watch(connection).await {
+        tracing::debug!(error = %err, "outbound connection ended with an error");
     }
 }

@@ -1,5 +1,5 @@
 //! Pooled mTLS connections to other proxies' inbound listeners, one pool per endpoint and
-//! HTTP version. A connection dials the endpoint's address, speaks TLS 1.3 with our
+//! HTTP version, and single connections for opaque streams. A connection dials the endpoint's address, speaks TLS 1.3 with our
 //! workload certificate, and accepts only the SPIFFE id the control plane published for
 //! that endpoint. Pools are keyed by endpoint and outlive config updates.
 
@@ -29,16 +29,18 @@ use tokio_rustls::client::TlsStream;
 use crate::body::ProxyBody;
 use crate::http1_pool::{Dial, Http1Pool, PoolError};
 use crate::state::Endpoint;
-use crate::tls::{ALPN_H2, ALPN_HTTP11, TlsState};
+use crate::tls::{ALPN_H2, ALPN_HTTP11, ALPN_OPAQUE, TlsState};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The two pools for one endpoint: HTTP/1.1 connections kept alive (`http1_pool`), and
-/// hyper-util's pool for HTTP/2, which shares one connection among all requests.
+/// hyper-util's pool for HTTP/2, which shares one connection among all requests; and the
+/// connector for opaque streams, each on its own connection.
 pub struct PeerClient {
     http1: Http1Pool<PeerConnector, ProxyBody>,
     http2: Client<PeerConnector, ProxyBody>,
+    opaque: PeerConnector,
 }
 
 /// Why a request did not get a response from the peer.
@@ -74,7 +76,18 @@ impl PeerClient {
             .http2_only(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .build(connector(ALPN_H2));
-        Self { http1, http2 }
+        Self {
+            http1,
+            http2,
+            opaque: connector(ALPN_OPAQUE),
+        }
+    }
+
+    /// A new mTLS connection to the endpoint for an opaque stream.
+    pub fn connect_opaque(
+        &self,
+    ) -> impl Future<Output = io::Result<TokioIo<PeerStream>>> + Send + 'static {
+        self.opaque.connect()
     }
 
     /// Sends the request in the HTTP version the app spoke. The future owns what it

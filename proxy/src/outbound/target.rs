@@ -1,7 +1,9 @@
-//! Which service an outbound request is for: the authority of an absolute-form URI (the app
-//! uses us as an HTTP proxy) or of an HTTP/2 request, else the `Host` header; reduced to the
-//! key the proxy subscribes with (`api:80` → `api`; an IP:port stays as it is), remembered
-//! per app connection.
+//! Which service an outbound request is for. On a connection the app addressed to the
+//! proxy: the authority of an absolute-form URI (the app uses us as an HTTP proxy) or of an
+//! HTTP/2 request, else the `Host` header; reduced to the key the proxy subscribes with
+//! (`api:80` → `api`; an IP:port stays as it is), remembered per app connection. On a
+//! connection iptables redirected: the address it was going to, whatever the requests
+//! name (their `Host` is left alone).
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -12,6 +14,46 @@ use http::{HeaderValue, Request, header};
 use parking_lot::Mutex;
 
 use crate::proxy_error::ProxyError;
+
+/// How the requests of one app connection name their service.
+pub enum ConnectionTarget {
+    /// Each request names it.
+    Named(LastHost),
+    /// The connection was redirected: every request goes where it was going.
+    Intercepted {
+        key: Arc<str>,
+        destination: Authority,
+    },
+}
+
+impl ConnectionTarget {
+    pub fn named() -> Self {
+        Self::Named(LastHost::default())
+    }
+
+    /// A redirected connection's target, from the address it was going to.
+    pub fn intercepted(destination: SocketAddr) -> Self {
+        let text = destination.to_string();
+        Self::Intercepted {
+            destination: Authority::try_from(text.as_str())
+                .expect("a socket address is a valid authority"),
+            key: text.into(),
+        }
+    }
+
+    /// The authority `request` goes to (for its `Host` or `:authority`) and the key of the
+    /// service it is for.
+    pub fn of<B>(&self, request: &Request<B>) -> Result<(Authority, Arc<str>), ProxyError> {
+        match self {
+            Self::Named(last_host) => last_host.named(request),
+            Self::Intercepted { key, destination } => {
+                let authority =
+                    requested_authority(request).unwrap_or_else(|_| destination.clone());
+                Ok((authority, key.clone()))
+            }
+        }
+    }
+}
 
 /// What the last request on one app connection named by its `Host`: an app's connection
 /// nearly always names one service, so the next request with the same `Host` skips
@@ -129,5 +171,32 @@ mod tests {
             requested_authority(&bad),
             Err(ProxyError::BadAuthority(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod intercepted_tests {
+    use super::*;
+
+    #[test]
+    fn a_redirected_connection_goes_where_it_was_going_whatever_the_host() {
+        let target = ConnectionTarget::intercepted("10.0.0.7:8080".parse().unwrap());
+        let with_host = Request::get("/")
+            .header(header::HOST, "api.example")
+            .body(())
+            .unwrap();
+        let (authority, key) = target.of(&with_host).unwrap();
+        assert_eq!(
+            (authority.as_str(), &*key),
+            ("api.example", "10.0.0.7:8080")
+        );
+        let without_host = Request::get("/").body(()).unwrap();
+        let (authority, key) = target.of(&without_host).unwrap();
+        assert_eq!(
+            (authority.as_str(), &*key),
+            ("10.0.0.7:8080", "10.0.0.7:8080")
+        );
+        let v6 = ConnectionTarget::intercepted("[fd77::2]:80".parse().unwrap());
+        assert_eq!(&*v6.of(&without_host).unwrap().1, "[fd77::2]:80");
     }
 }

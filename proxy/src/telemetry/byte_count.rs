@@ -1,5 +1,6 @@
-//! Counts the bytes read from and written to a connection into the proxy's
-//! `seam_tcp_read_bytes_total` / `seam_tcp_written_bytes_total` counters.
+//! Counts the bytes read from and written to a connection into two counters: a
+//! listener's `seam_tcp_read_bytes_total` / `seam_tcp_written_bytes_total`, or an opaque
+//! flow's bytes received from and sent to its peer.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -16,11 +17,21 @@ pub struct CountedIo<T> {
 }
 
 impl<T> CountedIo<T> {
+    /// Counts into a listener's connection series.
     pub fn new(inner: T, metrics: &ConnectionMetrics) -> Self {
+        Self::counting(
+            inner,
+            metrics.read_bytes.clone(),
+            metrics.written_bytes.clone(),
+        )
+    }
+
+    /// Counts what is read from `inner` into `read` and what is written into `written`.
+    pub fn counting(inner: T, read: Counter, written: Counter) -> Self {
         Self {
             inner,
-            read: metrics.read_bytes.clone(),
-            written: metrics.written_bytes.clone(),
+            read,
+            written,
         }
     }
 }

@@ -22,6 +22,9 @@ pub use verify::SpiffeServerVerifier;
 /// ALPN ids of the two HTTP versions spoken between proxies.
 pub const ALPN_H2: &[u8] = b"h2";
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+/// The ALPN id of an opaque stream between proxies (any TCP protocol, a `CONNECT` tunnel):
+/// the callee's inbound copies its bytes to the app rather than reading HTTP.
+pub const ALPN_OPAQUE: &[u8] = b"seam-tcp";
 
 /// The certificate this proxy presents.
 #[derive(Debug)]
@@ -82,7 +85,7 @@ impl TlsState {
             .map_err(|err| TlsError::Roots(err.to_string()))?
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(Arc::new(CurrentCertificate(self.clone())));
-        inbound.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
+        inbound.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec(), ALPN_OPAQUE.to_vec()];
         self.roots.store(roots);
         self.certificate.store(Some(Arc::new(certificate)));
         self.inbound.store(Some(Arc::new(inbound)));

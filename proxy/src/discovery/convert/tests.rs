@@ -172,3 +172,25 @@ fn converts_policies_and_routes_and_refuses_bad_ones_with_a_reason() {
         assert!(err.contains(reason), "{err}");
     }
 }
+
+#[test]
+fn reads_the_opaque_ports_and_refuses_what_is_not_a_port() {
+    let with_ports = |ports: Vec<u32>| {
+        let mut update = update(Vec::new());
+        if let Some(service_update::State::Service(service)) = &mut update.state {
+            service.opaque_ports = ports;
+        }
+        update
+    };
+    match update_from_proto(with_ports(vec![3306, 25])).unwrap() {
+        Resolution::Found(service) => {
+            assert_eq!(service.opaque_ports, [3306, 25]);
+            assert!(service.is_opaque_port(25) && !service.is_opaque_port(80));
+        }
+        other => panic!("{other:?}"),
+    }
+    for port in [0, 70_000] {
+        let err = update_from_proto(with_ports(vec![port])).unwrap_err();
+        assert_eq!(err, InvalidUpdate::OpaquePort(port));
+    }
+}
