@@ -25,6 +25,7 @@ pub mod policy_mesh;
 pub mod prometheus;
 pub mod proxy;
 pub mod proxy_init;
+pub mod streams;
 pub mod tls;
 pub mod two_hop;
 pub mod upstream;
