@@ -19,6 +19,7 @@ use crate::control_plane::ControlPlane;
 use crate::discovery::DiscoveryClientTask;
 use crate::identity::{IdentityManager, load_trust_anchors};
 use crate::inbound::{self, Inbound, InboundSettings};
+use crate::listeners;
 use crate::metrics::Metrics;
 use crate::outbound::{self, Outbound};
 use crate::state::Directory;
@@ -52,16 +53,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         metrics.clone(),
     )?);
 
-    let bind = |address, flag: &'static str| async move {
-        TcpListener::bind(address)
-            .await
-            .with_context(|| format!("cannot listen on {address} ({flag})"))
-    };
-    let inbound_listener = bind(args.inbound, "--inbound").await?;
-    let outbound_listener = bind(args.outbound, "--outbound").await?;
-    let admin_listener = bind(args.admin, "--admin").await?;
-    let inbound_addr = inbound_listener.local_addr()?;
-    let outbound_addr = outbound_listener.local_addr()?;
+    let inbound_listeners = listeners::bind_all(&args.inbound, "--inbound")?;
+    let outbound_listeners = listeners::bind_all(&args.outbound, "--outbound")?;
+    let admin_listener = TcpListener::bind(args.admin)
+        .await
+        .with_context(|| format!("cannot listen on {} (--admin)", args.admin))?;
+    let inbound_addrs = local_addrs(&inbound_listeners)?;
+    let outbound_addrs = local_addrs(&outbound_listeners)?;
     let admin_addr = admin_listener.local_addr()?;
 
     let (certified, certified_rx) = watch::channel(false);
@@ -133,26 +131,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         telemetry.clone(),
         directory.clone(),
     ));
-    let inbound_task = tokio::spawn(inbound::serve(
-        inbound_listener,
-        inbound.clone(),
-        connections.clone(),
-        stop_accepting.clone(),
+    let mut accepting = Vec::new();
+    for listener in inbound_listeners {
+        accepting.push(tokio::spawn(inbound::serve(
+            listener,
+            inbound.clone(),
+            connections.clone(),
+            stop_accepting.clone(),
+        )));
+    }
+    let outbound = Arc::new(Outbound::new(
+        directory.clone(),
+        tls.clone(),
+        metrics.clone(),
+        endpoint_states.clone(),
+        telemetry.clone(),
+        args.detect_timeout,
     ));
-    let outbound_task = tokio::spawn(outbound::serve(
-        outbound_listener,
-        Arc::new(Outbound::new(
-            directory.clone(),
-            tls.clone(),
-            metrics.clone(),
-            endpoint_states.clone(),
-            telemetry.clone(),
-            args.detect_timeout,
-        )),
-        connections.clone(),
-        stop_accepting.clone(),
-        limits,
-    ));
+    for listener in outbound_listeners {
+        accepting.push(tokio::spawn(outbound::serve(
+            listener,
+            outbound.clone(),
+            connections.clone(),
+            stop_accepting.clone(),
+            limits,
+        )));
+    }
     let shutdown_requested = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
@@ -170,8 +174,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             shutdown_requested: shutdown_requested.clone(),
         }),
     ));
-    tracing::info!(%inbound_addr, %outbound_addr, %admin_addr, app = %args.app, "proxy started");
-    print_listening_line(inbound_addr, outbound_addr, admin_addr);
+    tracing::info!(inbound = ?inbound_addrs, outbound = ?outbound_addrs, %admin_addr, app = %args.app, "proxy started");
+    print_listening_line(inbound_addrs[0], outbound_addrs[0], admin_addr);
 
     tokio::select! {
         result = stop_signal() => result?,
@@ -180,7 +184,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(grace = ?args.shutdown_grace, "draining");
     draining.store(true, Ordering::Relaxed);
     stop_accepting.cancel();
-    let _ = tokio::join!(inbound_task, outbound_task);
+    futures_util::future::join_all(accepting).await;
     let connections = Arc::into_inner(connections)
         .context("a listener still holds the connection tracker after it stopped")?;
     if tokio::time::timeout(args.shutdown_grace, connections.shutdown())
@@ -197,7 +201,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints `{"event":"listening",...}`, the line tooling reads to learn the bound ports.
+fn local_addrs(listeners: &[TcpListener]) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    listeners.iter().map(TcpListener::local_addr).collect()
+}
+
+/// Prints `{"event":"listening",...}`, the line tooling reads to learn the bound ports
+/// (the first address of each listener flag).
 fn print_listening_line(
     inbound: std::net::SocketAddr,
     outbound: std::net::SocketAddr,

@@ -28,12 +28,24 @@ pub struct Args {
     /// File holding the service's join token (else SEAM_JOIN_TOKEN is read).
     #[arg(long, env = "SEAM_JOIN_TOKEN_FILE")]
     pub join_token_file: Option<PathBuf>,
-    /// mTLS from other proxies.
-    #[arg(long, env = "SEAM_INBOUND", default_value = "0.0.0.0:4143")]
-    pub inbound: SocketAddr,
-    /// Plain HTTP from the local app.
-    #[arg(long, env = "SEAM_OUTBOUND", default_value = "127.0.0.1:4140")]
-    pub outbound: SocketAddr,
+    /// mTLS from other proxies (and redirected connections for the pod): a comma-separated
+    /// list; an IPv6 address is left out where the machine has no IPv6.
+    #[arg(
+        long,
+        env = "SEAM_INBOUND",
+        value_delimiter = ',',
+        default_value = "0.0.0.0:4143,[::]:4143"
+    )]
+    pub inbound: Vec<SocketAddr>,
+    /// The local app's traffic (and its redirected connections): a comma-separated list;
+    /// an IPv6 address is left out where the machine has no IPv6.
+    #[arg(
+        long,
+        env = "SEAM_OUTBOUND",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:4140,[::1]:4140"
+    )]
+    pub outbound: Vec<SocketAddr>,
     /// /ready, /live, /metrics, /config, /identity.
     #[arg(long, env = "SEAM_ADMIN", default_value = "127.0.0.1:4191")]
     pub admin: SocketAddr,

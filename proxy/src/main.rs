@@ -15,6 +15,7 @@ mod http1_pool;
 mod identity;
 mod inbound;
 mod init;
+mod listeners;
 mod metrics;
 mod opaque;
 mod original_dst;
