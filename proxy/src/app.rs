@@ -61,6 +61,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let inbound_addrs = local_addrs(&inbound_listeners)?;
     let outbound_addrs = local_addrs(&outbound_listeners)?;
     let admin_addr = admin_listener.local_addr()?;
+    let mut tcp_upstreams = Vec::with_capacity(args.tcp_upstreams.len());
+    for upstream in &args.tcp_upstreams {
+        let listener = TcpListener::bind(upstream.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (--tcp-upstream)", upstream.listen))?;
+        tcp_upstreams.push((listener, upstream.service.clone()));
+    }
 
     let (certified, certified_rx) = watch::channel(false);
     let identity = tokio::spawn(
@@ -157,6 +164,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             limits,
         )));
     }
+    let mut tcp_upstream_addrs = Vec::new();
+    for (listener, service) in tcp_upstreams {
+        tcp_upstream_addrs.push((service.clone(), listener.local_addr()?));
+        // Subscribed at once, so the first connection does not wait for the answer.
+        let _ = directory.resolve(&service, std::time::Duration::ZERO).await;
+        accepting.push(tokio::spawn(outbound::serve_tcp_upstream(
+            listener,
+            outbound.clone(),
+            service.into(),
+            stop_accepting.clone(),
+            limits,
+        )));
+    }
     let shutdown_requested = CancellationToken::new();
     let admin_task = tokio::spawn(admin::serve(
         admin_listener,
@@ -175,7 +195,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }),
     ));
     tracing::info!(inbound = ?inbound_addrs, outbound = ?outbound_addrs, %admin_addr, app = %args.app, "proxy started");
-    print_listening_line(inbound_addrs[0], outbound_addrs[0], admin_addr);
+    print_listening_line(
+        inbound_addrs[0],
+        outbound_addrs[0],
+        admin_addr,
+        &tcp_upstream_addrs,
+    );
 
     tokio::select! {
         result = stop_signal() => result?,
@@ -206,21 +231,24 @@ fn local_addrs(listeners: &[TcpListener]) -> std::io::Result<Vec<std::net::Socke
 }
 
 /// Prints `{"event":"listening",...}`, the line tooling reads to learn the bound ports
-/// (the first address of each listener flag).
+/// (the first address of each listener flag, and `tcp:<service>` for each
+/// `--tcp-upstream`).
 fn print_listening_line(
     inbound: std::net::SocketAddr,
     outbound: std::net::SocketAddr,
     admin: std::net::SocketAddr,
+    tcp_upstreams: &[(String, std::net::SocketAddr)],
 ) {
-    println!(
-        "{}",
-        serde_json::json!({
-            "event": "listening",
-            "inbound": inbound.to_string(),
-            "outbound": outbound.to_string(),
-            "admin": admin.to_string(),
-        })
-    );
+    let mut line = serde_json::json!({
+        "event": "listening",
+        "inbound": inbound.to_string(),
+        "outbound": outbound.to_string(),
+        "admin": admin.to_string(),
+    });
+    for (service, address) in tcp_upstreams {
+        line[format!("tcp:{service}")] = address.to_string().into();
+    }
+    println!("{line}");
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

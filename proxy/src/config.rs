@@ -78,6 +78,16 @@ pub struct Args {
     /// Open connections per listener; beyond it new connections are closed at once.
     #[arg(long, env = "SEAM_MAX_CONNECTIONS", default_value_t = crate::server::MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// Local listeners for opaque TCP to a service, without iptables: `ADDR=SERVICE`,
+    /// comma-separated (`127.0.0.1:15432=db`). Each connection to ADDR is carried as an
+    /// opaque stream over mTLS to one of SERVICE's endpoints (for an app that cannot be
+    /// told to use an HTTP proxy, such as a database client).
+    #[arg(
+        long = "tcp-upstream",
+        env = "SEAM_TCP_UPSTREAM",
+        value_delimiter = ','
+    )]
+    pub tcp_upstreams: Vec<TcpUpstream>,
     /// How long a redirected connection (transparent mode) may take to show its protocol;
     /// one that sends nothing by then is taken to wait for its server to speak first, and
     /// is carried as opaque TCP.
@@ -108,5 +118,53 @@ impl Args {
             bail!("the join token is empty");
         }
         Ok(token)
+    }
+}
+
+/// One `--tcp-upstream`: a local address and the service its connections go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpUpstream {
+    pub listen: SocketAddr,
+    pub service: String,
+}
+
+impl std::str::FromStr for TcpUpstream {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (listen, service) = text
+            .split_once('=')
+            .ok_or_else(|| format!("{text:?} is not ADDR=SERVICE (such as 127.0.0.1:15432=db)"))?;
+        let listen = listen
+            .trim()
+            .parse()
+            .map_err(|_| format!("{listen:?} in {text:?} is not an IP:port"))?;
+        let service = service.trim();
+        if service.is_empty() {
+            return Err(format!("{text:?} names no service after '='"));
+        }
+        Ok(Self {
+            listen,
+            service: service.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tcp_upstream_is_an_address_and_a_service() {
+        assert_eq!(
+            "127.0.0.1:15432=db".parse::<TcpUpstream>(),
+            Ok(TcpUpstream {
+                listen: "127.0.0.1:15432".parse().unwrap(),
+                service: "db".into()
+            })
+        );
+        for bad in ["127.0.0.1:15432", "nowhere=db", "127.0.0.1:1="] {
+            assert!(bad.parse::<TcpUpstream>().is_err(), "{bad}");
+        }
     }
 }

@@ -117,6 +117,11 @@ impl TestProxy {
         self.process.addr("admin")
     }
 
+    /// The local listener of `--tcp-upstream ADDR=service`.
+    pub fn tcp_upstream(&self, service: &str) -> SocketAddr {
+        self.process.addr(&format!("tcp:{service}"))
+    }
+
     pub fn log(&self) -> &ChildLog {
         &self.log
     }

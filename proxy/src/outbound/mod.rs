@@ -336,6 +336,54 @@ pub async fn serve(
     }
 }
 
+/// Accepts the connections of one `--tcp-upstream` listener until `stop` is cancelled,
+/// and carries each as an opaque stream to `service`.
+pub async fn serve_tcp_upstream(
+    listener: TcpListener,
+    outbound: Arc<Outbound>,
+    service: Arc<str>,
+    stop: CancellationToken,
+    limits: ServerLimits,
+) {
+    let limit = ConnectionLimit::new(&limits);
+    let connection_metrics = Arc::new(outbound.metrics.connection_metrics(Direction::Outbound));
+    while let Some((tcp, peer)) = next_connection(
+        &listener,
+        &stop,
+        "tcp-upstream",
+        &outbound.metrics.refusal_log,
+    )
+    .await
+    {
+        let Some(permit) = outbound.metrics.admit(&limit, Direction::Outbound, peer) else {
+            continue;
+        };
+        let guard = connection_metrics.opened();
+        let metrics = connection_metrics.clone();
+        let outbound = outbound.clone();
+        let service = service.clone();
+        tokio::spawn(async move {
+            let _guard = guard;
+            let _permit = permit;
+            match outbound
+                .directory
+                .resolve(&service, FIRST_LOOKUP_WAIT)
+                .await
+            {
+                Ok(Resolution::Found(found)) => {
+                    let tcp = CountedIo::new(tcp, &metrics);
+                    outbound.forwarder.forward(tcp, &found).await;
+                }
+                other => {
+                    if outbound.metrics.refusal_log.admit("tcp_upstream_unknown") {
+                        tracing::warn!(%service, resolution = ?other, "closed a --tcp-upstream connection: the service is not known");
+                    }
+                }
+            }
+        });
+    }
+}
+
 /// Serves the app's HTTP on one connection; every request goes to the service `target`
 /// names for it.
 async fn serve_http(
