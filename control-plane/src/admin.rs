@@ -77,7 +77,7 @@ fn route(
         "/mesh" => {
             let model = state.source.current();
             let services: serde_json::Map<_, _> = model
-                .services
+                .services()
                 .values()
                 .map(|service| {
                     let endpoints: Vec<String> = service

@@ -39,7 +39,7 @@ impl IdentityService {
                 ));
             }
         };
-        let Some(service) = model.services.get(&service_name) else {
+        let Some(service) = model.services().get(&service_name) else {
             return Err(Status::permission_denied(format!(
                 "join token rejected for service {service_name:?}: the mesh has no such service"
             )));

@@ -15,7 +15,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::model::{
-    Authorization, Endpoint, FILE_NAMESPACE, JoinToken, MeshModel, Policy, ServiceModel,
+    AddressError, Authorization, Endpoint, FILE_NAMESPACE, JoinToken, MeshModel, Policy,
+    ServiceModel,
 };
 
 /// Why a mesh file was refused, and where.
@@ -120,10 +121,12 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
     }
 
     let mut services = BTreeMap::new();
+    let mut locations = BTreeMap::new();
     let mut seen_addresses = HashSet::new();
     let names: HashSet<String> = file.services.keys().cloned().collect();
     for (name, spec) in file.services {
         let location = spec.referenced;
+        locations.insert(name.clone(), location);
         let spec = spec.value;
         if let Err(why) = check_service_name(&name) {
             return Err(spanned_error(
@@ -192,6 +195,8 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
                 name,
                 join_token: JoinToken::new(spec.join_token.value),
                 endpoints,
+                ports: Vec::new(),
+                addresses: Vec::new(),
                 policy: service_policy,
                 routes,
                 authorization: Authorization {
@@ -201,10 +206,20 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
             },
         );
     }
-    Ok(MeshModel {
-        version: 0,
-        trust_domain: trust_domain.to_owned(),
-        services,
+    MeshModel::new(trust_domain, services).map_err(|err| {
+        // The service whose claim met an earlier one.
+        let service = match &err {
+            AddressError::Claimed { second, .. } => &second.service,
+            AddressError::Unmapped { service, .. } | AddressError::TooMany { service, .. } => {
+                service
+            }
+        };
+        let (line, column) = locations
+            .get(service)
+            .map_or((0, 0), |location: &serde_saphyr::Location| {
+                (location.line(), location.column())
+            });
+        at(line, column, err.to_string())
     })
 }
 

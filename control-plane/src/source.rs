@@ -48,7 +48,7 @@ impl MeshSource {
             .mesh_reloads
             .get_or_create(&ResultLabel { result: "accepted" })
             .inc();
-        tracing::info!(path = %path.display(), services = model.services.len(), "loaded the mesh file");
+        tracing::info!(path = %path.display(), services = model.services().len(), "loaded the mesh file");
         Ok(Arc::new(Self {
             path: path.to_owned(),
             trust_domain: trust_domain.to_owned(),
@@ -137,7 +137,7 @@ impl MeshSource {
                     .get_or_create(&ResultLabel { result: "accepted" })
                     .inc();
                 let current = self.current();
-                if model.services == current.services {
+                if model.services() == current.services() {
                     return;
                 }
                 model.version = current.version + 1;
@@ -146,7 +146,7 @@ impl MeshSource {
                     .set(i64::try_from(model.version).unwrap_or(i64::MAX));
                 tracing::info!(
                     version = model.version,
-                    services = model.services.len(),
+                    services = model.services().len(),
                     "mesh file changed"
                 );
                 self.model.send_replace(Arc::new(model));
@@ -242,7 +242,7 @@ mod tests {
         assert!(models.has_changed().unwrap());
         let model = models.borrow_and_update().clone();
         assert_eq!(model.version, 2);
-        assert_eq!(model.services["api"].endpoints.len(), 1);
+        assert_eq!(model.services()["api"].endpoints.len(), 1);
 
         // The same content again is not a new version.
         source.reload();

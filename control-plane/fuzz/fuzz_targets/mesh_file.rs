@@ -1,17 +1,35 @@
 //! The mesh file parser on arbitrary text: it must refuse or accept, never panic, and
 //! every refusal must name a position inside the text (or 0 for the file as a whole).
+//! What it accepts must resolve: every endpoint to its own service pinned to that
+//! endpoint, every virtual address to its own service.
 
 #![no_main]
 
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
+use seam_control_plane::model::Resolution;
 
 fuzz_target!(|text: &str| {
     match seam_control_plane::mesh_file::parse(Path::new("fuzz.yaml"), text, "seam.local") {
         Ok(model) => {
-            for service in model.services.values() {
+            for service in model.services().values() {
                 assert!(!service.name.is_empty());
+                for endpoint in &service.endpoints {
+                    match model.resolve(&endpoint.address.to_string()) {
+                        Resolution::Service(found) => {
+                            assert_eq!(found.name, service.name);
+                            assert_eq!(found.endpoints, [endpoint.clone()]);
+                        }
+                        Resolution::NotFound => panic!("endpoint {} is lost", endpoint.address),
+                    }
+                }
+                for address in &service.addresses {
+                    match model.resolve(&address.to_string()) {
+                        Resolution::Service(found) => assert_eq!(found.name, service.name),
+                        Resolution::NotFound => panic!("virtual address {address} is lost"),
+                    }
+                }
             }
         }
         Err(err) => {

@@ -10,7 +10,7 @@ fn parses_the_documented_example() {
         "trust_domain: seam.local\nservices:\n  api:\n    join_token: \"s3cret-api\"\n    endpoints: [\"127.0.0.1:24143\"]\n  web:\n    join_token: w\n",
     )
     .unwrap();
-    let api = &model.services["api"];
+    let api = &model.services()["api"];
     assert_eq!(api.endpoints.len(), 1);
     assert_eq!(api.endpoints[0].address, "127.0.0.1:24143".parse().unwrap());
     assert_eq!(
@@ -18,7 +18,7 @@ fn parses_the_documented_example() {
         "spiffe://seam.local/ns/default/sa/api"
     );
     assert!(api.join_token.matches("s3cret-api"));
-    assert!(model.services["web"].endpoints.is_empty());
+    assert!(model.services()["web"].endpoints.is_empty());
 }
 
 #[test]
@@ -53,6 +53,11 @@ fn refusals_name_file_line_and_reason() {
             "services:\n  api:\n    join_token: t\n    endpoints: [\"127.0.0.1:1\", \"127.0.0.1:1\"]\n",
             4,
             "listed twice",
+        ),
+        (
+            "services:\n  a:\n    join_token: t\n    endpoints: [\"10.0.0.1:80\", \"10.0.0.2:81\"]\n  b:\n    join_token: t\n    endpoints: [\"10.0.0.1:81\"]\n",
+            6,
+            "address 10.0.0.1:81 is claimed by two services: \"a\" (an instance address) and \"b\" (an instance address)",
         ),
         ("services:\n  api: [unclosed\n", 2, ""),
         ("services:\n  api:\n    endpoints: []\n", 3, "join_token"),
@@ -137,7 +142,7 @@ fn reads_request_handling_keys_and_routes_with_overrides() {
     use std::time::Duration;
 
     let model = parse_text(ISSUE_EXAMPLE).unwrap();
-    let api = &model.services["api"];
+    let api = &model.services()["api"];
     let policy = &api.policy;
     assert_eq!(policy.timeout, Some(Duration::from_secs(2)));
     assert_eq!(policy.retries.attempts, 3);
@@ -184,7 +189,7 @@ fn reads_request_handling_keys_and_routes_with_overrides() {
     );
     assert!(api.routes[1].backends.is_empty());
 
-    let defaults = &model.services["api-v2"].policy;
+    let defaults = &model.services()["api-v2"].policy;
     assert_eq!(*defaults, crate::model::Policy::default());
     assert_eq!(
         defaults.timeout,
@@ -272,7 +277,7 @@ fn allow_lists_take_service_names_and_spiffe_ids() {
         "services:\n  api:\n    join_token: t\n    allow: [web, \"spiffe://seam.local/ns/prod/sa/billing\", web]\n    allow_plaintext: true\n  web:\n    join_token: w\n",
     )
     .unwrap();
-    let api = &model.services["api"].authorization;
+    let api = &model.services()["api"].authorization;
     let allowed: Vec<&str> = api.allow.iter().flatten().map(|id| id.as_str()).collect();
     assert_eq!(
         allowed,
@@ -282,7 +287,7 @@ fn allow_lists_take_service_names_and_spiffe_ids() {
         ]
     );
     assert!(api.allow_plaintext);
-    let web = &model.services["web"].authorization;
+    let web = &model.services()["web"].authorization;
     assert_eq!(web.allow, None, "no allow list means any mesh identity");
     assert!(
         !web.allow_plaintext,
@@ -290,7 +295,7 @@ fn allow_lists_take_service_names_and_spiffe_ids() {
     );
 
     let empty = parse_text("services:\n  api:\n    join_token: t\n    allow: []\n").unwrap();
-    assert_eq!(empty.services["api"].authorization.allow, Some(vec![]));
+    assert_eq!(empty.services()["api"].authorization.allow, Some(vec![]));
 }
 
 #[test]
@@ -325,13 +330,14 @@ fn a_route_takes_its_own_allow_list_and_refuses_unknown_callers_with_the_line() 
         "services:\n  api:\n    join_token: t\n    routes:\n      - match: { path_prefix: /admin }\n        allow: [ops]\n  ops:\n    join_token: o\n",
     )
     .unwrap();
-    let allow = model.services["api"].routes[0]
+    let allow = model.services()["api"].routes[0]
         .allow
         .as_ref()
         .expect("route allow");
     assert_eq!(allow[0].as_str(), "spiffe://seam.local/ns/default/sa/ops");
     assert_eq!(
-        model.services["api"].authorization.allow, None,
+        model.services()["api"].authorization.allow,
+        None,
         "the service's own list is untouched"
     );
 

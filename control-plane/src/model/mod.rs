@@ -1,7 +1,11 @@
 //! The mesh model: the validated, indexed set of services the control plane serves, and
-//! how an authority a proxy subscribes to resolves against it. Pure data, no I/O.
+//! how an authority a proxy subscribes to resolves against it (`resolve`). Pure data, no
+//! I/O. A model is built whole by [`MeshModel::new`], which indexes every address it
+//! holds (`addresses`), so no model exists whose index disagrees with its services.
 
+mod addresses;
 mod policy;
+mod resolve;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,10 +14,14 @@ use std::net::SocketAddr;
 use seam_proto::SpiffeId;
 use subtle::ConstantTimeEq;
 
+use addresses::{AddressIndex, Named};
+
+pub use addresses::{AddressError, AddressKind, Claim, MAX_ADDRESSES, PortMapping};
 pub use policy::{
     BackendRef, CircuitBreaker, LoadBalancer, PathMatch, Policy, RetryOn, RetryPolicy, RouteMatch,
     RouteModel,
 };
+pub use resolve::strip_port;
 
 /// The namespace every service lives in when the mesh file is the source.
 pub const FILE_NAMESPACE: &str = "default";
@@ -24,14 +32,22 @@ pub struct MeshModel {
     /// Increases by one with every accepted change; never reused while the process lives.
     pub version: u64,
     pub trust_domain: String,
-    pub services: BTreeMap<String, ServiceModel>,
+    services: BTreeMap<String, ServiceModel>,
+    /// Built from `services` once, by [`MeshModel::new`].
+    addresses: AddressIndex,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceModel {
     pub name: String,
     pub join_token: JoinToken,
+    /// The instances as listed; each endpoint IP also serves every other instance port.
     pub endpoints: Vec<Endpoint>,
+    /// How a virtual address's ports map to instance ports; each target is an instance
+    /// port.
+    pub ports: Vec<PortMapping>,
+    /// Virtual addresses, whose connections go to any instance.
+    pub addresses: Vec<SocketAddr>,
     pub policy: Policy,
     /// Checked in order; the first match decides.
     pub routes: Vec<RouteModel>,
@@ -116,148 +132,31 @@ impl MeshModel {
             version: 0,
             trust_domain: trust_domain.to_owned(),
             services: BTreeMap::new(),
+            addresses: AddressIndex::default(),
         }
     }
 
-    /// Resolves an authority: a service name (with or without a port), or the IP:port of
-    /// one of a service's endpoints.
-    pub fn resolve(&self, authority: &str) -> Resolution {
-        let service = match authority.parse::<SocketAddr>() {
-            Ok(address) => self
-                .services
-                .values()
-                .find(|service| service.endpoints.iter().any(|e| e.address == address)),
-            Err(_) => self.services.get(strip_port(authority)),
-        };
-        match service {
-            Some(service) => Resolution::Service(Box::new(self.resolve_service(service))),
-            None => Resolution::NotFound,
-        }
+    /// A mesh of `services`, with its addresses indexed; refused when an address would
+    /// name two things or a virtual address goes nowhere. `version` is left at 0 for the
+    /// caller to set.
+    pub fn new(
+        trust_domain: &str,
+        services: BTreeMap<String, ServiceModel>,
+    ) -> Result<Self, AddressError> {
+        let addresses = AddressIndex::build(&services)?;
+        Ok(Self {
+            version: 0,
+            trust_domain: trust_domain.to_owned(),
+            services,
+            addresses,
+        })
     }
 
-    fn resolve_service(&self, service: &ServiceModel) -> ResolvedService {
-        let routes = service
-            .routes
-            .iter()
-            .map(|route| ResolvedRoute {
-                route_match: route.route_match.clone(),
-                policy: route.policy.clone(),
-                backends: route
-                    .backends
-                    .iter()
-                    .map(|backend| ResolvedBackend {
-                        service: backend.service.clone(),
-                        weight: backend.weight,
-                        // The mesh file checks that backends name known services.
-                        endpoints: self
-                            .services
-                            .get(&backend.service)
-                            .map(|target| target.endpoints.clone())
-                            .unwrap_or_default(),
-                    })
-                    .collect(),
-                allow: route.allow.clone(),
-            })
-            .collect();
-        ResolvedService {
-            name: service.name.clone(),
-            endpoints: service.endpoints.clone(),
-            policy: service.policy.clone(),
-            routes,
-            authorization: service.authorization.clone(),
-        }
-    }
-}
-
-/// `api:80` → `api`; `api` → `api`.
-pub fn strip_port(authority: &str) -> &str {
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
+    /// Every service, by name.
+    pub fn services(&self) -> &BTreeMap<String, ServiceModel> {
+        &self.services
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn model() -> MeshModel {
-        let endpoint = |address: &str, service: &str| Endpoint {
-            address: address.parse().unwrap(),
-            identity: SpiffeId::workload("seam.local", FILE_NAMESPACE, service).unwrap(),
-        };
-        let mut services = BTreeMap::new();
-        services.insert(
-            "api".to_owned(),
-            ServiceModel {
-                name: "api".into(),
-                join_token: JoinToken::new("t".into()),
-                endpoints: vec![endpoint("127.0.0.1:1001", "api")],
-                policy: Policy::default(),
-                authorization: Authorization::default(),
-                routes: vec![RouteModel {
-                    route_match: RouteMatch::default(),
-                    policy: Policy::default(),
-                    backends: vec![BackendRef {
-                        service: "v2".into(),
-                        weight: 1,
-                    }],
-                    allow: None,
-                }],
-            },
-        );
-        services.insert(
-            "v2".to_owned(),
-            ServiceModel {
-                name: "v2".into(),
-                join_token: JoinToken::new("t".into()),
-                endpoints: vec![endpoint("127.0.0.1:1002", "v2")],
-                policy: Policy::default(),
-                routes: Vec::new(),
-                authorization: Authorization::default(),
-            },
-        );
-        MeshModel {
-            version: 1,
-            trust_domain: "seam.local".into(),
-            services,
-        }
-    }
-
-    #[test]
-    fn resolves_names_names_with_ports_and_endpoint_addresses() {
-        let model = model();
-        for authority in ["api", "api:80", "127.0.0.1:1001"] {
-            match model.resolve(authority) {
-                Resolution::Service(service) => {
-                    assert_eq!(service.name, "api", "{authority}");
-                    assert_eq!(service.endpoints.len(), 1);
-                    let backend = &service.routes[0].backends[0];
-                    assert_eq!(backend.service, "v2");
-                    assert_eq!(
-                        backend.endpoints[0].address,
-                        "127.0.0.1:1002".parse().unwrap(),
-                        "route backends carry their endpoints"
-                    );
-                }
-                Resolution::NotFound => panic!("{authority} did not resolve"),
-            }
-        }
-        for authority in ["web", "127.0.0.1:9", "api:http"] {
-            assert_eq!(
-                model.resolve(authority),
-                Resolution::NotFound,
-                "{authority}"
-            );
-        }
-    }
-
-    #[test]
-    fn join_tokens_match_exactly_and_never_print() {
-        let token = JoinToken::new("s3cret".into());
-        assert!(token.matches("s3cret"));
-        assert!(!token.matches("s3cre"));
-        assert!(!token.matches("s3cret!"));
-        assert!(!format!("{token:?}").contains("s3cret"));
-    }
-}
+mod tests;

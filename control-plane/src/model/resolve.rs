@@ -1,0 +1,130 @@
+//! How an authority a proxy subscribes to resolves against the model. A service name
+//! (`api`, `api:80`) names the whole service. An IP:port is looked up in the address
+//! index: a virtual address names the service with its endpoints moved to the instance
+//! port the address maps to; an instance address names the service *pinned* to that one
+//! instance, because an app that dialed one instance (a StatefulSet pod, a Kafka broker)
+//! must reach that instance, not whichever the balancer picks.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::{
+    Endpoint, MeshModel, Named, Resolution, ResolvedBackend, ResolvedRoute, ResolvedService,
+    ServiceModel,
+};
+
+/// Which instances of a service a resolution reaches.
+#[derive(Clone, Copy)]
+enum Reach {
+    /// Every instance at its listed endpoint (a name), routes splitting as they say.
+    Endpoints,
+    /// Every instance IP at one instance port (a virtual address), routes splitting as
+    /// they say.
+    AtPort(u16),
+    /// This one instance address only, every request included: routes keep their match
+    /// and policy but lose their splits.
+    Pinned(SocketAddr),
+}
+
+impl MeshModel {
+    /// Resolves an authority: a service name (with or without a port), or an IP:port
+    /// that is one of a service's virtual or instance addresses.
+    pub fn resolve(&self, authority: &str) -> Resolution {
+        let found = match authority.parse::<SocketAddr>() {
+            Ok(address) => self.addresses.get(&address).and_then(|named| {
+                let reach = match named {
+                    Named::Virtual { target_port, .. } => Reach::AtPort(*target_port),
+                    Named::Instance { .. } => Reach::Pinned(address),
+                };
+                Some((self.services.get(named.service())?, reach))
+            }),
+            Err(_) => self
+                .services
+                .get(strip_port(authority))
+                .map(|service| (service, Reach::Endpoints)),
+        };
+        match found {
+            Some((service, reach)) => {
+                Resolution::Service(Box::new(self.resolve_service(service, reach)))
+            }
+            None => Resolution::NotFound,
+        }
+    }
+
+    fn resolve_service(&self, service: &ServiceModel, reach: Reach) -> ResolvedService {
+        let endpoints = match reach {
+            Reach::Endpoints => service.endpoints.clone(),
+            Reach::AtPort(port) => at_port(&service.endpoints, port),
+            Reach::Pinned(address) => pinned(&service.endpoints, address),
+        };
+        let routes = service
+            .routes
+            .iter()
+            .map(|route| ResolvedRoute {
+                route_match: route.route_match.clone(),
+                policy: route.policy.clone(),
+                backends: match reach {
+                    Reach::Pinned(_) => Vec::new(),
+                    Reach::Endpoints | Reach::AtPort(_) => route
+                        .backends
+                        .iter()
+                        .map(|backend| ResolvedBackend {
+                            service: backend.service.clone(),
+                            weight: backend.weight,
+                            // The mesh file checks that backends name known services.
+                            endpoints: self
+                                .services
+                                .get(&backend.service)
+                                .map(|target| target.endpoints.clone())
+                                .unwrap_or_default(),
+                        })
+                        .collect(),
+                },
+                allow: route.allow.clone(),
+            })
+            .collect();
+        ResolvedService {
+            name: service.name.clone(),
+            endpoints,
+            policy: service.policy.clone(),
+            routes,
+            authorization: service.authorization.clone(),
+        }
+    }
+}
+
+/// One endpoint per instance IP, in the order listed, at `port`.
+fn at_port(endpoints: &[Endpoint], port: u16) -> Vec<Endpoint> {
+    let mut moved: Vec<Endpoint> = Vec::new();
+    for endpoint in endpoints {
+        let ip = endpoint.address.ip();
+        if !moved.iter().any(|seen| seen.address.ip() == ip) {
+            moved.push(Endpoint {
+                address: SocketAddr::new(ip, port),
+                identity: endpoint.identity.clone(),
+            });
+        }
+    }
+    moved
+}
+
+/// `address` alone, with the identity its IP's instance proves.
+fn pinned(endpoints: &[Endpoint], address: SocketAddr) -> Vec<Endpoint> {
+    let ip: IpAddr = address.ip();
+    endpoints
+        .iter()
+        .find(|endpoint| endpoint.address.ip() == ip)
+        .map(|endpoint| Endpoint {
+            address,
+            identity: endpoint.identity.clone(),
+        })
+        .into_iter()
+        .collect()
+}
+
+/// `api:80` → `api`; `api` → `api`.
+pub fn strip_port(authority: &str) -> &str {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
