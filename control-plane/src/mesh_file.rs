@@ -1,23 +1,21 @@
 //! Reading mesh file v1 (YAML) into a [`MeshModel`]. Every refusal, of syntax or of
 //! meaning, names the file, the line and the reason, in Seam's words ([`wording`] turns
 //! the YAML library's errors into them). The request-handling keys of services and
-//! routes are read in [`policy`].
+//! routes are read in [`policy`], the addressing keys (endpoints, ports, virtual
+//! addresses) in [`addressing`].
 
+mod addressing;
 mod policy;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use seam_proto::SpiffeId;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::model::{
-    AddressError, Authorization, Endpoint, FILE_NAMESPACE, JoinToken, MeshModel, Policy,
-    ServiceModel,
-};
+use crate::model::{Authorization, FILE_NAMESPACE, JoinToken, MeshModel, Policy, ServiceModel};
 
 /// Why a mesh file was refused, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +53,12 @@ struct ServiceSpec {
     join_token: Spanned<String>,
     #[serde(default)]
     endpoints: Vec<Spanned<String>>,
+    /// Ports every instance serves, and how a virtual address's ports map to them.
+    #[serde(default)]
+    ports: Vec<Spanned<addressing::PortSpec>>,
+    /// Virtual addresses (IP:port), whose connections go to any instance.
+    #[serde(default)]
+    addresses: Vec<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     retries: Option<Spanned<policy::RetriesSpec>>,
     circuit_breaker: Option<Spanned<policy::BreakerSpec>>,
@@ -121,12 +125,10 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
     }
 
     let mut services = BTreeMap::new();
-    let mut locations = BTreeMap::new();
-    let mut seen_addresses = HashSet::new();
+    let mut written = BTreeMap::new();
     let names: HashSet<String> = file.services.keys().cloned().collect();
     for (name, spec) in file.services {
         let location = spec.referenced;
-        locations.insert(name.clone(), location);
         let spec = spec.value;
         if let Err(why) = check_service_name(&name) {
             return Err(spanned_error(
@@ -142,29 +144,19 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
         }
         let identity = SpiffeId::workload(trust_domain, FILE_NAMESPACE, &name)
             .map_err(|err| spanned_error(location, err.to_string()))?;
-        let mut endpoints = Vec::with_capacity(spec.endpoints.len());
-        for endpoint in spec.endpoints {
-            let address: SocketAddr = endpoint.value.parse().map_err(|_| {
-                spanned_error(
-                    endpoint.referenced,
-                    format!(
-                        "endpoint {:?} of service {name:?} is not an IP:port",
-                        endpoint.value
-                    ),
-                )
-            })?;
-            if !seen_addresses.insert(address) {
-                return Err(spanned_error(
-                    endpoint.referenced,
-                    format!("endpoint {address} is listed twice"),
-                ));
-            }
-            endpoints.push(Endpoint {
-                address,
-                identity: identity.clone(),
-            });
-        }
         let refused = |(location, reason): policy::Refusal| spanned_error(location, reason);
+        let addressing = addressing::read(
+            &name,
+            location,
+            &identity,
+            addressing::AddressingSpec {
+                endpoints: spec.endpoints,
+                ports: spec.ports,
+                addresses: spec.addresses,
+            },
+        )
+        .map_err(refused)?;
+        written.insert(name.clone(), addressing.written);
         let service_policy = policy::apply(
             &Policy::default(),
             policy::PolicyFields {
@@ -194,9 +186,9 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
             ServiceModel {
                 name,
                 join_token: JoinToken::new(spec.join_token.value),
-                endpoints,
-                ports: Vec::new(),
-                addresses: Vec::new(),
+                endpoints: addressing.endpoints,
+                ports: addressing.ports,
+                addresses: addressing.addresses,
                 policy: service_policy,
                 routes,
                 authorization: Authorization {
@@ -207,18 +199,8 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
         );
     }
     MeshModel::new(trust_domain, services).map_err(|err| {
-        // The service whose claim met an earlier one.
-        let service = match &err {
-            AddressError::Claimed { second, .. } => &second.service,
-            AddressError::Unmapped { service, .. } | AddressError::TooMany { service, .. } => {
-                service
-            }
-        };
-        let (line, column) = locations
-            .get(service)
-            .map_or((0, 0), |location: &serde_saphyr::Location| {
-                (location.line(), location.column())
-            });
+        let (line, column) = addressing::locate(&err, &written)
+            .map_or((0, 0), |location| (location.line(), location.column()));
         at(line, column, err.to_string())
     })
 }

@@ -54,11 +54,6 @@ fn refusals_name_file_line_and_reason() {
             4,
             "listed twice",
         ),
-        (
-            "services:\n  a:\n    join_token: t\n    endpoints: [\"10.0.0.1:80\", \"10.0.0.2:81\"]\n  b:\n    join_token: t\n    endpoints: [\"10.0.0.1:81\"]\n",
-            6,
-            "address 10.0.0.1:81 is claimed by two services: \"a\" (an instance address) and \"b\" (an instance address)",
-        ),
         ("services:\n  api: [unclosed\n", 2, ""),
         ("services:\n  api:\n    endpoints: []\n", 3, "join_token"),
     ];
@@ -374,8 +369,8 @@ fn yaml_shape_errors_name_the_key_the_value_and_what_it_takes() {
             format!("{service}    endpoint: []\n"),
             4,
             "service \"api\" has no key \"endpoint\" (did you mean endpoints?); its keys are \
-             join_token, endpoints, timeout, retries, circuit_breaker, max_concurrent_requests, \
-             load_balancer, routes, allow, allow_plaintext",
+             join_token, endpoints, ports, addresses, timeout, retries, circuit_breaker, \
+             max_concurrent_requests, load_balancer, routes, allow, allow_plaintext",
         ),
         (
             format!("{service}    endpoints: \"127.0.0.1:1\"\n"),

@@ -191,6 +191,9 @@ fn accepts(path: &[String]) -> &'static str {
         (_, "trust_domain") => "the trust domain, as text",
         (_, "load_balancer") => "ewma or round_robin",
         (_, "endpoints") => "a list of IP:port addresses, like [\"10.0.0.7:4143\"]",
+        (_, "ports") => "a list of ports, like [5432, { port: 80, target_port: 8080 }]",
+        (_, "addresses") => "a list of IP:port addresses, like [\"10.96.0.20:80\"]",
+        (_, "port" | "target_port") => "a port from 1 to 65535",
         (_, "allow") => "a list of service names or spiffe:// ids, like [web]",
         (_, "on") => "a list of 5xx, connect-failure, reset and unavailable",
         (_, "routes") => "a list of routes, each with match and backends",
@@ -206,6 +209,10 @@ fn accepts(path: &[String]) -> &'static str {
         (_, "method") => "an HTTP method, like GET",
         (_, "path" | "path_prefix") => "a path starting with /",
         (_, "service") => "the name of a service of this file",
+        _ if last.starts_with("ports[") => {
+            "a port from 1 to 65535, or a map like { port: 80, target_port: 8080 }"
+        }
+        _ if last.starts_with("addresses[") => "an IP:port, like \"10.96.0.20:80\"",
         _ if last.starts_with('[') || last.ends_with(']') => "a list entry of the shape above",
         _ => "another value (see the mesh file reference in the README)",
     }
