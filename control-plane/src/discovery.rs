@@ -248,7 +248,12 @@ fn to_proto(authority: &str, version: u64, resolution: &Resolution) -> ServiceUp
             policy: Some(policy_to_proto(&service.policy)),
             routes: service.routes.iter().map(route_to_proto).collect(),
             authorization: Some(authorization_to_proto(&service.authorization)),
-            opaque_ports: Vec::new(),
+            opaque_ports: service
+                .opaque_ports
+                .iter()
+                .copied()
+                .map(u32::from)
+                .collect(),
         }),
         Resolution::NotFound => service_update::State::NotFound(v1::NotFound {}),
     };
@@ -339,5 +344,36 @@ fn route_to_proto(route: &ResolvedRoute) -> v1::Route {
                 allow_plaintext: false,
             })
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mesh_file;
+
+    #[test]
+    fn a_service_update_carries_the_effective_opaque_ports() {
+        let text = "services:\n  db:\n    join_token: t\n    endpoints: [\"10.0.0.3:3306\"]\n    \
+                    opaque_ports: [3306, 5432]\n  web:\n    join_token: w\n";
+        let model = mesh_file::parse(std::path::Path::new("mesh.yaml"), text, "seam.local")
+            .expect("a valid mesh file");
+        let opaque_ports =
+            |authority: &str| match to_proto(authority, 1, &model.resolve(authority)).state {
+                Some(service_update::State::Service(service)) => service.opaque_ports,
+                other => panic!("{authority}: {other:?}"),
+            };
+        assert_eq!(opaque_ports("db"), [3306, 5432]);
+        assert_eq!(opaque_ports("10.0.0.3:3306"), [3306, 5432]);
+        let defaults: Vec<u32> = seam_proto::defaults::OPAQUE_PORTS
+            .iter()
+            .copied()
+            .map(u32::from)
+            .collect();
+        assert_eq!(
+            opaque_ports("web"),
+            defaults,
+            "the default list, spelled out"
+        );
     }
 }

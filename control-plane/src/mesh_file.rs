@@ -2,7 +2,7 @@
 //! meaning, names the file, the line and the reason, in Seam's words ([`wording`] turns
 //! the YAML library's errors into them). The request-handling keys of services and
 //! routes are read in [`policy`], the addressing keys (endpoints, ports, virtual
-//! addresses) in [`addressing`].
+//! addresses, opaque ports) in [`addressing`].
 
 mod addressing;
 mod policy;
@@ -59,6 +59,8 @@ struct ServiceSpec {
     /// Virtual addresses (IP:port), whose connections go to any instance.
     #[serde(default)]
     addresses: Vec<Spanned<String>>,
+    /// Instance ports carrying opaque TCP; absent means the default list.
+    opaque_ports: Option<Vec<Spanned<u16>>>,
     timeout: Option<Spanned<String>>,
     retries: Option<Spanned<policy::RetriesSpec>>,
     circuit_breaker: Option<Spanned<policy::BreakerSpec>>,
@@ -153,6 +155,7 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
                 endpoints: spec.endpoints,
                 ports: spec.ports,
                 addresses: spec.addresses,
+                opaque_ports: spec.opaque_ports,
             },
         )
         .map_err(refused)?;
@@ -189,6 +192,7 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
                 endpoints: addressing.endpoints,
                 ports: addressing.ports,
                 addresses: addressing.addresses,
+                opaque_ports: addressing.opaque_ports,
                 policy: service_policy,
                 routes,
                 authorization: Authorization {

@@ -1,6 +1,7 @@
-//! The defaults of every request-handling key of the mesh file, in one place so the
-//! control plane (which fills them in) and the proxy (which falls back to them when an
-//! update carries no policy) can never disagree. The README's table lists the same values.
+//! The defaults of the mesh file's keys that have one (the request-handling keys, and a
+//! service's `opaque_ports`), in one place so the control plane (which fills them in) and
+//! the proxy (which falls back to them when an update carries no policy) can never
+//! disagree. The README's tables list the same values.
 
 use std::time::Duration;
 
@@ -22,3 +23,9 @@ pub const MAX_EJECTION_PERCENT: u32 = 50;
 pub const MAX_CONCURRENT_REQUESTS: u32 = 1024;
 /// The most `retries.attempts` a mesh file may ask for.
 pub const MAX_RETRY_ATTEMPTS: u32 = 10;
+/// `opaque_ports` when a service gives none: well-known ports of protocols where the
+/// server speaks first (FTP 21, SSH 22, SMTP 25, POP3 110, IMAP 143, SMTPS 465, submission
+/// 587, IMAPS 993, POP3S 995, MySQL 3306, VNC 5900). A proxy waiting for the client's first
+/// bytes to detect the protocol would wait forever on them, so detection is skipped and
+/// the connection is carried as opaque TCP.
+pub const OPAQUE_PORTS: [u16; 11] = [21, 22, 25, 110, 143, 465, 587, 993, 995, 3306, 5900];

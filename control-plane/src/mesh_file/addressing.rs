@@ -1,15 +1,15 @@
-//! A service's addressing keys in the mesh file (`endpoints`, `ports`, `addresses`):
-//! their YAML shape (a `ports` entry is a number or a
+//! A service's addressing keys in the mesh file (`endpoints`, `ports`, `addresses`,
+//! `opaque_ports`): their YAML shape (a `ports` entry is a number or a
 //! `{ port, target_port }` map), their reading into the model, and where in the file an
 //! address the model refuses was written. Which addresses may coexist across services is
 //! the model's rule ([`MeshModel::new`](crate::model::MeshModel::new)); this module points
 //! at the line.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 
-use seam_proto::SpiffeId;
+use seam_proto::{SpiffeId, defaults};
 use serde::de::{self, Deserializer, MapAccess, Unexpected, Visitor};
 use serde::{Deserialize, de::value::MapAccessDeserializer};
 use serde_saphyr::{Location, Spanned};
@@ -70,6 +70,7 @@ pub struct AddressingSpec {
     pub endpoints: Vec<Spanned<String>>,
     pub ports: Vec<Spanned<PortSpec>>,
     pub addresses: Vec<Spanned<String>>,
+    pub opaque_ports: Option<Vec<Spanned<u16>>>,
 }
 
 /// A service's addressing keys, read, and where each address-bearing entry is written.
@@ -77,6 +78,7 @@ pub struct Addressing {
     pub endpoints: Vec<Endpoint>,
     pub ports: Vec<PortMapping>,
     pub addresses: Vec<SocketAddr>,
+    pub opaque_ports: Vec<u16>,
     pub written: Written,
 }
 
@@ -161,10 +163,23 @@ pub fn read(
         addresses.push(address);
     }
 
+    let opaque_ports = match spec.opaque_ports {
+        Some(listed) => {
+            let mut opaque = BTreeSet::new();
+            for (index, port) in listed.iter().enumerate() {
+                let key = format!("services.{name}.opaque_ports[{index}]");
+                opaque.insert(nonzero(port.value, port.referenced, &key)?);
+            }
+            opaque.into_iter().collect()
+        }
+        None => defaults::OPAQUE_PORTS.to_vec(),
+    };
+
     Ok(Addressing {
         endpoints,
         ports,
         addresses,
+        opaque_ports,
         written,
     })
 }

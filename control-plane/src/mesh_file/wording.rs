@@ -193,6 +193,7 @@ fn accepts(path: &[String]) -> &'static str {
         (_, "endpoints") => "a list of IP:port addresses, like [\"10.0.0.7:4143\"]",
         (_, "ports") => "a list of ports, like [5432, { port: 80, target_port: 8080 }]",
         (_, "addresses") => "a list of IP:port addresses, like [\"10.96.0.20:80\"]",
+        (_, "opaque_ports") => "a list of ports, like [3306]",
         (_, "port" | "target_port") => "a port from 1 to 65535",
         (_, "allow") => "a list of service names or spiffe:// ids, like [web]",
         (_, "on") => "a list of 5xx, connect-failure, reset and unavailable",
@@ -212,6 +213,7 @@ fn accepts(path: &[String]) -> &'static str {
         _ if last.starts_with("ports[") => {
             "a port from 1 to 65535, or a map like { port: 80, target_port: 8080 }"
         }
+        _ if last.starts_with("opaque_ports[") => "a port from 1 to 65535",
         _ if last.starts_with("addresses[") => "an IP:port, like \"10.96.0.20:80\"",
         _ if last.starts_with('[') || last.ends_with(']') => "a list entry of the shape above",
         _ => "another value (see the mesh file reference in the README)",

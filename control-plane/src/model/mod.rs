@@ -48,6 +48,9 @@ pub struct ServiceModel {
     pub ports: Vec<PortMapping>,
     /// Virtual addresses, whose connections go to any instance.
     pub addresses: Vec<SocketAddr>,
+    /// Instance ports whose connections carry opaque TCP (no protocol detection): the
+    /// effective list, the default filled in, ascending and each once.
+    pub opaque_ports: Vec<u16>,
     pub policy: Policy,
     /// Checked in order; the first match decides.
     pub routes: Vec<RouteModel>,
@@ -87,6 +90,7 @@ pub struct ResolvedService {
     pub policy: Policy,
     pub routes: Vec<ResolvedRoute>,
     pub authorization: Authorization,
+    pub opaque_ports: Vec<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -88,6 +88,7 @@ impl MeshModel {
             policy: service.policy.clone(),
             routes,
             authorization: service.authorization.clone(),
+            opaque_ports: service.opaque_ports.clone(),
         }
     }
 }

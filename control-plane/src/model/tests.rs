@@ -25,6 +25,7 @@ pub(super) fn service(
             .map(|&(port, target_port)| PortMapping { port, target_port })
             .collect(),
         addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+        opaque_ports: vec![5432],
         policy: Policy::default(),
         routes: split_to
             .map(|target| RouteModel {
@@ -163,6 +164,17 @@ fn resolves_names_virtual_addresses_and_pinned_instances() {
     let model = model();
     for (case, authority, want) in cases {
         assert_eq!(seen(model.resolve(authority)), want, "{case}: {authority}");
+    }
+}
+
+#[test]
+fn a_resolution_carries_the_opaque_ports() {
+    let model = model();
+    for authority in ["db", "10.96.0.20:80", "10.77.0.3:5432"] {
+        let Resolution::Service(service) = model.resolve(authority) else {
+            panic!("{authority} did not resolve");
+        };
+        assert_eq!(service.opaque_ports, [5432], "{authority}");
     }
 }
 

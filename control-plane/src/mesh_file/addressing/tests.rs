@@ -1,5 +1,7 @@
 use std::path::Path;
 
+use seam_proto::defaults;
+
 use crate::mesh_file::{MeshFileError, parse};
 use crate::model::{MeshModel, PortMapping};
 
@@ -21,13 +23,14 @@ const EXAMPLE: &str = r#"services:
       - { port: 80, target_port: 8080 }
       - port: 9090
     addresses: ["10.96.0.20:5432", "10.96.0.20:80", "[fd00:96::20]:9090"]
+    opaque_ports: [5432, 3306, 5432]
   web:
     join_token: w
     endpoints: ["10.77.0.9:80"]
 "#;
 
 #[test]
-fn reads_ports_and_addresses() {
+fn reads_ports_addresses_and_opaque_ports() {
     let model = parse_text(EXAMPLE).unwrap();
     let db = &model.services()["db"];
     let mapping = |port, target_port| PortMapping { port, target_port };
@@ -40,6 +43,7 @@ fn reads_ports_and_addresses() {
         addresses,
         ["10.96.0.20:5432", "10.96.0.20:80", "[fd00:96::20]:9090"]
     );
+    assert_eq!(db.opaque_ports, [3306, 5432], "ascending, each once");
     assert_eq!(
         db.instance_ports().into_iter().collect::<Vec<_>>(),
         [5432, 8080, 9090]
@@ -47,6 +51,17 @@ fn reads_ports_and_addresses() {
 
     let web = &model.services()["web"];
     assert!(web.ports.is_empty() && web.addresses.is_empty());
+    assert_eq!(
+        web.opaque_ports,
+        defaults::OPAQUE_PORTS,
+        "absent: the well-known server-first ports"
+    );
+
+    let none = parse_text(&with_db("    opaque_ports: []\n")).unwrap();
+    assert!(
+        none.services()["db"].opaque_ports.is_empty(),
+        "[]: detect on every port"
+    );
 }
 
 /// Every refusal of the addressing keys: line, column and reason.
@@ -113,6 +128,24 @@ fn bad_addressing_keys_are_refused_at_their_entry() {
             12,
             "services.db.ports is 80; expected a list of ports, like [5432, { port: 80, \
              target_port: 8080 }]",
+        ),
+        (
+            with_db("    opaque_ports: [3306, 0]\n"),
+            5,
+            26,
+            "services.db.opaque_ports[1] is 0; expected a port from 1 to 65535",
+        ),
+        (
+            with_db("    opaque_ports: [-25]\n"),
+            5,
+            20,
+            "services.db.opaque_ports[0] is -25; expected a port from 1 to 65535",
+        ),
+        (
+            with_db("    opaque_ports: 3306\n"),
+            5,
+            19,
+            "services.db.opaque_ports is 3306; expected a list of ports, like [3306]",
         ),
         (
             with_db("    addresses: [\"10.96.0.20\"]\n"),
