@@ -10,6 +10,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use http::{HeaderValue, Response};
@@ -34,6 +35,10 @@ use crate::state::Resolution;
 use crate::state::authz;
 use crate::telemetry::CountedIo;
 use crate::tls::{ALPN_H2, ALPN_HTTP11, ALPN_OPAQUE, refusal};
+
+/// On a port the service declares opaque, how long a redirected connection may take to
+/// show a TLS handshake before it is taken for plaintext.
+const OPAQUE_TLS_WAIT: Duration = Duration::from_millis(100);
 
 /// What a connection's first bytes make of it.
 enum Opening {
@@ -159,7 +164,8 @@ async fn serve_connection(
 /// What the connection's first bytes make of it. A connection addressed to the listener
 /// comes from a proxy (TLS) or a plaintext HTTP client, and has the header read timeout to
 /// send its first byte. A redirected one may be anything the app serves: on a port the
-/// service declares opaque nothing is waited for, elsewhere the detection wait applies.
+/// service declares opaque only a TLS handshake is waited for, briefly; elsewhere the
+/// detection wait applies.
 async fn opening(inbound: &Inbound, tcp: &TcpStream, arrival: Arrival) -> Opening {
     let Arrival::Redirected(destination) = arrival else {
         return match first_bytes(tcp, inbound.limits.header_read_timeout).await {
@@ -170,8 +176,14 @@ async fn opening(inbound: &Inbound, tcp: &TcpStream, arrival: Arrival) -> Openin
         };
     };
     if inbound.is_opaque_port(destination.port()).await {
-        // A server-first protocol: the caller sends nothing until the app greets it.
-        return Opening::Opaque;
+        // A meshed caller opens with its TLS handshake at once; a plaintext caller of a
+        // server-first protocol sends nothing until the app greets it, so it is not
+        // waited for longer than a handshake takes to arrive.
+        return match detect_protocol(tcp, OPAQUE_TLS_WAIT).await {
+            FirstBytes::Protocol(Protocol::Tls) => Opening::Tls,
+            FirstBytes::Closed => Opening::Refused("closed_by_peer"),
+            FirstBytes::Protocol(_) | FirstBytes::Silent => Opening::Opaque,
+        };
     }
     match detect_protocol(tcp, inbound.detect_timeout).await {
         FirstBytes::Protocol(Protocol::Tls) => Opening::Tls,
