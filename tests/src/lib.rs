@@ -18,6 +18,7 @@ pub mod load;
 pub mod logs;
 pub mod mesh;
 pub mod mesh_ca;
+pub mod meshed_pods;
 pub mod netns;
 pub mod otlp;
 pub mod pod_network;

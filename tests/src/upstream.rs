@@ -50,7 +50,11 @@ pub struct EchoServer {
 impl EchoServer {
     /// Binds `127.0.0.1:0` and serves; `name` is echoed in every answer.
     pub async fn start(name: &str) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve(TcpListener::bind("127.0.0.1:0").await?, name)
+    }
+
+    /// Serves on `listener` (bound wherever the test needs it, say inside a pod).
+    pub fn serve(listener: TcpListener, name: &str) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
         let state = Arc::new(EchoState {
             name: name.to_string(),
