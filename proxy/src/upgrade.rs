@@ -29,13 +29,14 @@ pub fn take<B>(request: &mut Request<B>) -> Option<Upgrade> {
         return None;
     }
     let headers = request.headers();
+    // Most requests have no `Upgrade`: one lookup, and nothing else, for them.
+    let protocol = headers.get(header::UPGRADE)?.clone();
     let asked = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    let protocol = headers.get(header::UPGRADE)?.clone();
     if !asked {
         return None;
     }
