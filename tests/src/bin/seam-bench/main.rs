@@ -21,6 +21,8 @@ mod load;
 mod measure;
 mod procstat;
 mod report;
+mod tcp_exchange;
+mod tcp_load;
 mod upstream;
 
 use std::path::PathBuf;
@@ -60,6 +62,9 @@ enum Command {
     /// times the run).
     #[command(hide = true)]
     Build,
+    /// Drive the opaque TCP scenario's load (the bench starts this itself, pinned).
+    #[command(hide = true, subcommand)]
+    TcpLoad(tcp_load::Run),
 }
 
 /// How long each kind of run lasts, and into how many rounds it is split.
@@ -111,6 +116,7 @@ fn main() -> anyhow::Result<()> {
     match args.command {
         Some(Command::Upstream) => return upstream::run(),
         Some(Command::Build) => return seam_tests::fresh_binaries::ensure(),
+        Some(Command::TcpLoad(run)) => return tcp_load::run(&run),
         None => {}
     }
     rustls::crypto::ring::default_provider()
