@@ -40,32 +40,50 @@ pub struct Setup {
     pub versions: BTreeMap<&'static str, String>,
 }
 
-/// The two measurements of one scenario. Each is `Err` when it could not run (its tool
-/// is missing, or it failed), with the reason.
+/// Why a measurement has no result.
+#[derive(Clone, Debug)]
+pub enum Unmeasured {
+    /// Something it needs is not installed: the text names it and the command that
+    /// installs it.
+    Missing(String),
+    /// It ran and failed, or could not run.
+    Failed(String),
+}
+
+impl std::fmt::Display for Unmeasured {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing(text) | Self::Failed(text) => f.write_str(text),
+        }
+    }
+}
+
+/// What one scenario measured of one contender.
 pub struct Scenario {
-    pub latency: Result<LatencyRun, String>,
-    pub max: Result<ThroughputRun, String>,
+    pub latency: Result<LatencyRun, Unmeasured>,
+    pub max: Result<ThroughputRun, Unmeasured>,
+    /// CPU time of the hop processes per 1,000 requests in the fixed-rate runs.
+    pub cpu_ms_per_1k: Option<f64>,
+    /// Peak RSS of the largest hop process, on the scenario that reports it for its
+    /// processes (the HTTP scenarios share one set, reported on HTTP/1.1).
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// What one contender measured.
 pub struct Measured {
     /// In the order of `Mode::ALL`.
-    scenarios: [Scenario; 3],
-    /// CPU time of the hop processes per 1,000 requests in the HTTP/1.1 fixed-rate runs.
-    pub cpu_ms_per_1k: Option<f64>,
-    /// Peak RSS of the largest hop process.
-    pub peak_rss_mib: Option<f64>,
+    scenarios: [Scenario; Mode::ALL.len()],
 }
 
 impl Measured {
     fn new() -> Self {
         Self {
             scenarios: Mode::ALL.map(|_| Scenario {
-                latency: Err("not measured".into()),
-                max: Err("not measured".into()),
+                latency: Err(Unmeasured::Failed("not measured".into())),
+                max: Err(Unmeasured::Failed("not measured".into())),
+                cpu_ms_per_1k: None,
+                peak_rss_mib: None,
             }),
-            cpu_ms_per_1k: None,
-            peak_rss_mib: None,
         }
     }
 
@@ -202,10 +220,9 @@ async fn measure_all(contenders: &[(&'static str, Running)], setup: &Setup) -> V
     for mode in Mode::ALL {
         let latency = latency_rounds(contenders, mode, setup).await;
         for (measured, (latency, cpu_ms_per_1k)) in measured.iter_mut().zip(latency) {
-            measured.scenarios[mode as usize].latency = latency;
-            if mode == Mode::Http1 {
-                measured.cpu_ms_per_1k = cpu_ms_per_1k;
-            }
+            let scenario = &mut measured.scenarios[mode as usize];
+            scenario.latency = latency;
+            scenario.cpu_ms_per_1k = cpu_ms_per_1k;
         }
         let max = throughput_rounds(contenders, mode, setup).await;
         for (measured, max) in measured.iter_mut().zip(max) {
@@ -213,13 +230,18 @@ async fn measure_all(contenders: &[(&'static str, Running)], setup: &Setup) -> V
         }
     }
     for ((_, running), measured) in contenders.iter().zip(&mut measured) {
-        measured.peak_rss_mib = procstat::with_children(&running.hop_pids)
-            .iter()
-            .filter_map(|pid| procstat::peak_rss(*pid).ok())
-            .max()
-            .map(|bytes| bytes as f64 / (1024.0 * 1024.0));
+        measured.scenarios[Mode::Http1 as usize].peak_rss_mib = peak_rss_mib(&running.hop_pids);
     }
     measured
+}
+
+/// The peak RSS of the largest of `hop_pids` and their children.
+fn peak_rss_mib(hop_pids: &[u32]) -> Option<f64> {
+    procstat::with_children(hop_pids)
+        .iter()
+        .filter_map(|pid| procstat::peak_rss(*pid).ok())
+        .max()
+        .map(|bytes| bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// The order of one round's turns: the proxies, starting one further along each round,
@@ -243,9 +265,9 @@ fn turns<T>(round: usize, contenders: &[(&str, T)]) -> Vec<usize> {
 async fn take_turns<R>(
     contenders: &[(&'static str, Running)],
     rounds: u32,
-    mut turn: impl AsyncFnMut(usize, &str, &Running) -> Result<R, String>,
-) -> Vec<Result<Vec<R>, String>> {
-    let mut results: Vec<Result<Vec<R>, String>> =
+    mut turn: impl AsyncFnMut(usize, &str, &Running) -> Result<R, Unmeasured>,
+) -> Vec<Result<Vec<R>, Unmeasured>> {
+    let mut results: Vec<Result<Vec<R>, Unmeasured>> =
         contenders.iter().map(|_| Ok(Vec::new())).collect();
     for round in 0..rounds as usize {
         for index in turns(round, contenders) {
@@ -271,7 +293,7 @@ async fn latency_rounds(
     contenders: &[(&'static str, Running)],
     mode: Mode,
     setup: &Setup,
-) -> Vec<(Result<LatencyRun, String>, Option<f64>)> {
+) -> Vec<(Result<LatencyRun, Unmeasured>, Option<f64>)> {
     let cpus = setup.pinning.load.as_deref();
     let durations = setup.durations;
     let duration = if mode == Mode::Http1 {
@@ -311,8 +333,8 @@ async fn latency_rounds(
             };
             let cpu: Option<Duration> = turns.iter().map(|(_, cpu)| *cpu).sum();
             let samples = turns.into_iter().map(|(samples, _)| samples).collect();
-            let run =
-                LatencyRun::combine(samples).ok_or_else(|| "no request was answered".to_string());
+            let run = LatencyRun::combine(samples)
+                .ok_or_else(|| Unmeasured::Failed("no request was answered".into()));
             let cpu_ms_per_1k = match (&run, cpu) {
                 (Ok(run), Some(cpu)) => {
                     Some(cpu.as_secs_f64() * 1000.0 / run.requests as f64 * 1000.0)
@@ -330,7 +352,7 @@ async fn throughput_rounds(
     contenders: &[(&'static str, Running)],
     mode: Mode,
     setup: &Setup,
-) -> Vec<Result<ThroughputRun, String>> {
+) -> Vec<Result<ThroughputRun, Unmeasured>> {
     let results = take_turns(
         contenders,
         setup.durations.throughput_rounds,
@@ -353,7 +375,9 @@ async fn throughput_rounds(
     results
         .into_iter()
         .map(|runs| {
-            runs.and_then(|runs| ThroughputRun::combine(&runs).ok_or_else(|| "no rounds".into()))
+            runs.and_then(|runs| {
+                ThroughputRun::combine(&runs).ok_or_else(|| Unmeasured::Failed("no rounds".into()))
+            })
         })
         .collect()
 }
@@ -364,11 +388,11 @@ async fn fixed_rate(
     rate: u32,
     requests: u64,
     cpus: Option<&str>,
-) -> Result<LatencySamples, String> {
+) -> Result<LatencySamples, Unmeasured> {
     require(OHA)?;
     load::fixed_rate(target, mode, rate, requests, cpus)
         .await
-        .map_err(|err| format!("{err:#}"))
+        .map_err(|err| Unmeasured::Failed(format!("{err:#}")))
 }
 
 async fn closed_loop(
@@ -376,21 +400,21 @@ async fn closed_loop(
     mode: Mode,
     duration: Duration,
     cpus: Option<&str>,
-) -> Result<ThroughputRun, String> {
+) -> Result<ThroughputRun, Unmeasured> {
     require(if mode == Mode::Http2 { H2LOAD } else { WRK })?;
     load::max_throughput(target, mode, duration, cpus)
         .await
-        .map_err(|err| format!("{err:#}"))
+        .map_err(|err| Unmeasured::Failed(format!("{err:#}")))
 }
 
-fn require(tool: Tool) -> Result<(), String> {
+fn require(tool: Tool) -> Result<(), Unmeasured> {
     if load::installed(tool.program) {
         Ok(())
     } else {
-        Err(format!(
+        Err(Unmeasured::Missing(format!(
             "{} is not installed: {}",
             tool.program, tool.install
-        ))
+        )))
     }
 }
 

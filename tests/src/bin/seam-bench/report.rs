@@ -8,7 +8,7 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 
 use crate::load::{LatencyRun, Mode, Percentiles, ThroughputRun};
-use crate::measure::{Measured, Outcome, Results};
+use crate::measure::{Measured, Outcome, Results, Scenario, Unmeasured};
 
 /// One table row's numbers (None: not measured).
 #[derive(Default)]
@@ -58,7 +58,7 @@ fn row(measured: &Measured, direct: Option<&Measured>, mode: Mode) -> Row {
     let added = |pick: fn(&Percentiles) -> f64| -> Option<f64> {
         Some(pick(&latency?.latency_ms) - pick(&baseline?.latency_ms))
     };
-    let headline = matches!(mode, Mode::Http1);
+    let scenario = measured.scenario(mode);
     Row {
         p50: latency.map(|run| run.latency_ms.p50),
         p90: latency.map(|run| run.latency_ms.p90),
@@ -67,8 +67,8 @@ fn row(measured: &Measured, direct: Option<&Measured>, mode: Mode) -> Row {
         added_p50: added(|p| p.p50),
         added_p99: added(|p| p.p99),
         max_rps: max.map(|run| run.rps),
-        cpu: measured.cpu_ms_per_1k.filter(|_| headline),
-        rss: measured.peak_rss_mib.filter(|_| headline),
+        cpu: scenario.cpu_ms_per_1k,
+        rss: scenario.peak_rss_mib,
     }
 }
 
@@ -282,20 +282,46 @@ fn contender_json(name: &str, measured: &Measured, direct: Option<&Measured>) ->
                 "p99": numbers.added_p99,
             });
         }
+        if name != "direct" {
+            let scenario = measured.scenario(mode);
+            value["cpu_ms_per_1k_requests"] = json!(scenario.cpu_ms_per_1k);
+            if mode == Mode::Http1 {
+                value["peak_rss_mib"] = json!(scenario.peak_rss_mib);
+            }
+        }
         let problems = problems(measured, mode);
         if !problems.is_empty() {
             value["problems"] = json!(problems);
         }
+        add_unmeasured(&mut value, measured.scenario(mode));
         value
     };
     let mut value = scenario_json(Mode::Http1);
-    if name != "direct" {
-        value["cpu_ms_per_1k_requests"] = json!(measured.cpu_ms_per_1k);
-        value["peak_rss_mib"] = json!(measured.peak_rss_mib);
-    }
     value["http2"] = scenario_json(Mode::Http2);
     value["new_connection"] = scenario_json(Mode::NewConnection);
     value
+}
+
+/// Lists the measurements of `scenario` that have no result under `missing` (something
+/// is not installed) or `failed`, so a reader of the JSON (CI) sees a scenario that did
+/// not run as plainly as a contender that did not.
+fn add_unmeasured(value: &mut Value, scenario: &Scenario) {
+    for (what, result) in [
+        ("fixed rate", scenario.latency.as_ref().err()),
+        ("max throughput", scenario.max.as_ref().err()),
+    ] {
+        let (key, reason) = match result {
+            None => continue,
+            Some(Unmeasured::Missing(reason)) => ("missing", reason),
+            Some(Unmeasured::Failed(reason)) => ("failed", reason),
+        };
+        if !value[key].is_array() {
+            value[key] = json!([]);
+        }
+        if let Some(list) = value[key].as_array_mut() {
+            list.push(json!(format!("{what}: {reason}")));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -321,5 +347,26 @@ mod tests {
         assert_eq!(ratio.added_p99, None);
         assert_eq!(ratio.cpu, None);
         assert_eq!(ratio.p50, None);
+    }
+
+    #[test]
+    fn a_scenario_that_did_not_run_says_missing_or_failed() {
+        let scenario = Scenario {
+            latency: Err(Unmeasured::Missing(
+                "oha is not installed: cargo install oha".into(),
+            )),
+            max: Err(Unmeasured::Failed("wrk exited with 1".into())),
+            cpu_ms_per_1k: None,
+            peak_rss_mib: None,
+        };
+        let mut value = json!({});
+        add_unmeasured(&mut value, &scenario);
+        assert_eq!(
+            value,
+            json!({
+                "missing": ["fixed rate: oha is not installed: cargo install oha"],
+                "failed": ["max throughput: wrk exited with 1"],
+            })
+        );
     }
 }
