@@ -2,7 +2,9 @@
 //! connections on one thread (a current-thread tokio runtime: one event loop, as wrk's
 //! `-t 1`), each sending its next request as soon as its last is answered, for a fixed
 //! time. The throughput is the answers over the time from the first request to the last
-//! answer.
+//! answer. As in the open loop, each connection makes one round trip before the clock
+//! starts, so the time is that of round trips and not of the hops setting up their own
+//! connections onward.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,9 +34,15 @@ pub fn run(plan: &Plan) -> anyhow::Result<ClosedLoopReport> {
     runtime.block_on(async {
         let mut streams = Vec::new();
         for _ in 0..plan.connections.max(1) {
-            let stream = connect(plan.target)
+            let opened = async {
+                let mut stream = connect(plan.target).await?;
+                tcp_exchange::round_trip(&mut stream, 0).await?;
+                std::io::Result::Ok(stream)
+            };
+            let stream = tokio::time::timeout(REQUEST_TIMEOUT, opened)
                 .await
-                .with_context(|| format!("cannot connect to {}", plan.target))?;
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                .with_context(|| format!("cannot open a connection through {}", plan.target))?;
             streams.push(stream);
         }
         let limit = MAX_PER_CONNECTION_SECOND * plan.duration.as_secs().max(1);
