@@ -8,6 +8,9 @@
 //!   request's latency as CSV (the percentiles are ours, the same for every contender).
 //! - Throughput: `wrk` (HTTP/1.1) and `h2load` (HTTP/2), closed-loop: as many requests as
 //!   the path answers, on a fixed number of connections.
+//!
+//! The opaque TCP scenario has a load generator of its own (`tcp_load`), read into the
+//! same kinds of results.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -81,15 +84,18 @@ impl Percentiles {
     }
 }
 
-/// What one oha run saw: the latency of every answered request and the statuses.
+/// What one fixed-rate run saw: the latency of every answered request and the statuses.
 #[derive(Clone, Debug, Default)]
 pub struct LatencySamples {
-    /// Requests sent.
+    /// Requests sent (or due, where the tool counts those it never sent).
     pub sent: u64,
     /// Milliseconds from each answered request's scheduled start to its end.
     pub latencies_ms: Vec<f64>,
-    /// Answered requests by status code.
+    /// Answered requests by HTTP status (none for opaque TCP, whose answers are all
+    /// good: a wrong one counts as no answer).
     pub statuses: BTreeMap<u16, u64>,
+    /// Why requests got no answer, where the tool says (oha's CSV does not).
+    pub errors: BTreeMap<String, u64>,
 }
 
 /// The fixed-rate rounds of one contender in one scenario.
@@ -131,18 +137,33 @@ impl LatencyRun {
         for (status, count) in rounds.iter().flat_map(|round| &round.statuses) {
             *statuses.entry(*status).or_default() += count;
         }
+        let mut errors: BTreeMap<&str, u64> = BTreeMap::new();
+        for (error, count) in rounds.iter().flat_map(|round| &round.errors) {
+            *errors.entry(error).or_default() += count;
+        }
         let requests: u64 = rounds
             .iter()
             .map(|round| round.latencies_ms.len() as u64)
             .sum();
         let unanswered = rounds.iter().map(|round| round.sent).sum::<u64>() - requests;
-        let ok = statuses.get(&200).copied().unwrap_or(0);
+        let not_ok: u64 = statuses
+            .iter()
+            .filter(|(status, _)| **status != 200)
+            .map(|(_, count)| count)
+            .sum();
+        let mut failure_detail = format!("{unanswered} without an answer");
+        if !statuses.is_empty() {
+            failure_detail = format!("statuses {statuses:?}, {failure_detail}");
+        }
+        if !errors.is_empty() {
+            failure_detail = format!("{failure_detail} ({errors:?})");
+        }
         Some(Self {
             latency_ms,
             rounds: percentiles,
             requests,
-            failures: requests - ok + unanswered,
-            failure_detail: format!("statuses {statuses:?}, {unanswered} without an answer"),
+            failures: not_ok + unanswered,
+            failure_detail,
         })
     }
 }
@@ -169,7 +190,7 @@ pub struct ThroughputRun {
 }
 
 impl ThroughputRun {
-    fn once(rps: f64, failures: u64) -> Self {
+    pub fn once(rps: f64, failures: u64) -> Self {
         Self {
             rps,
             failures,
@@ -198,11 +219,14 @@ pub enum Mode {
     Http2,
     /// HTTP/1.1, a new connection for every request.
     NewConnection,
+    /// The bench's own request/response exchange as raw bytes (`tcp_exchange`), over
+    /// persistent connections that each contender carries on processes of their own.
+    Tcp,
 }
 
 impl Mode {
     /// Every mode, in the order the scenarios run.
-    pub const ALL: [Self; 3] = [Self::Http1, Self::Http2, Self::NewConnection];
+    pub const ALL: [Self; 4] = [Self::Http1, Self::Http2, Self::NewConnection, Self::Tcp];
 
     /// How progress lines name the mode.
     pub fn label(self) -> &'static str {
@@ -210,7 +234,15 @@ impl Mode {
             Self::Http1 => "HTTP/1.1",
             Self::Http2 => "HTTP/2",
             Self::NewConnection => "new connection per request",
+            Self::Tcp => "opaque TCP",
         }
+    }
+
+    /// Whether this is the first scenario to load its processes: the HTTP scenarios share
+    /// one set of hops, HTTP/1.1 running first; opaque TCP has its own. Such a scenario
+    /// warms its processes up before its first round and reports their peak memory.
+    pub fn opens_its_path(self) -> bool {
+        matches!(self, Self::Http1 | Self::Tcp)
     }
 }
 
@@ -249,6 +281,7 @@ pub async fn fixed_rate(
             .arg("--disable-keepalive")
             .arg("-c")
             .arg(LATENCY_CONNECTIONS.to_string()),
+        Mode::Tcp => bail!("oha does not speak the opaque TCP exchange (tcp_load does)"),
     };
     command.arg(format!("http://{SERVICE_HOST}/"));
     let duration = Duration::from_secs_f64(requests as f64 / f64::from(rate.max(1)));
@@ -304,6 +337,9 @@ pub async fn max_throughput(
     duration: Duration,
     cpus: Option<&str>,
 ) -> anyhow::Result<ThroughputRun> {
+    if mode == Mode::Tcp {
+        bail!("wrk does not speak the opaque TCP exchange (tcp_load does)");
+    }
     let seconds = duration.as_secs().max(1).to_string();
     let url = format!("http://{target}/");
     if mode == Mode::Http2 {
@@ -384,7 +420,10 @@ fn parse_h2load(output: &str) -> anyhow::Result<ThroughputRun> {
 }
 
 /// Runs a load tool, bounded in time, and returns its stdout.
-async fn run(mut command: tokio::process::Command, duration: Duration) -> anyhow::Result<String> {
+pub async fn run(
+    mut command: tokio::process::Command,
+    duration: Duration,
+) -> anyhow::Result<String> {
     let limit = duration + Duration::from_secs(30);
     command.kill_on_drop(true);
     let described = format!("{command:?}");
@@ -404,7 +443,7 @@ async fn run(mut command: tokio::process::Command, duration: Duration) -> anyhow
     Ok(stdout)
 }
 
-fn excerpt(text: &str) -> &str {
+pub fn excerpt(text: &str) -> &str {
     &text[..text.len().min(2000)]
 }
 
@@ -463,6 +502,7 @@ mod tests {
             sent,
             statuses: BTreeMap::from([(status, latencies.len() as u64)]),
             latencies_ms: latencies,
+            errors: BTreeMap::new(),
         };
         let steady = || (1..=100).map(f64::from).collect::<Vec<f64>>();
         // One round stalled: its tail is far out, and the median of three leaves it out.

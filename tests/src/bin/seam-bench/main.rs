@@ -9,9 +9,11 @@
 //! for coordinated omission), closed-loop maximum throughput (wrk; h2load for HTTP/2), the
 //! CPU time the hop processes spent per 1,000 requests at the fixed rate, and the peak RSS
 //! of the largest hop process. HTTP/1.1 with keep-alive is the headline; HTTP/2 and a new
-//! connection per request follow. A peer or load tool that is not installed is reported
-//! with the command that installs it. Prints a markdown table; `--json FILE` writes the
-//! numbers.
+//! connection per request follow, then opaque TCP: the same two hops carrying raw bytes
+//! (a 64-byte request, a 1 KiB answer) on processes of their own, driven by the bench's
+//! own load generator (`seam-bench tcp-load`). A peer, module or load tool that is not
+//! installed is reported with the command that installs it. Prints a markdown table;
+//! `--json FILE` writes the numbers.
 //!
 //! `cargo run --release -p seam-tests --bin seam-bench [-- --quick] [-- --json FILE]`
 
@@ -70,15 +72,21 @@ enum Command {
 /// How long each kind of run lasts, and into how many rounds it is split.
 #[derive(Clone, Copy, Debug)]
 pub struct Durations {
+    /// Closed-loop load before the first round on a contender's processes.
     pub warm_up: Duration,
     /// The HTTP/1.1 fixed-rate load, all rounds together.
     pub latency: Duration,
-    /// The other fixed-rate loads, all rounds together.
+    /// The other fixed-rate loads (HTTP/2, new connections, opaque TCP), all rounds
+    /// together.
     pub other: Duration,
     /// How many parts each fixed-rate load is split into (the contenders taking turns).
     pub latency_rounds: u32,
-    /// Each maximum-throughput run.
+    /// Each maximum-throughput run of the HTTP scenarios.
     pub throughput: Duration,
+    /// Each maximum-throughput run of opaque TCP: shorter than the HTTP ones, to keep the
+    /// full run within its budget; the bench's own closed loop counts from its first
+    /// request to its last answer, with no ramp to wait out.
+    pub tcp_throughput: Duration,
     /// How many times each maximum-throughput run is repeated (the contenders taking
     /// turns).
     pub throughput_rounds: u32,
@@ -96,6 +104,7 @@ impl Durations {
                 other: Duration::from_secs(2),
                 latency_rounds: 3,
                 throughput: Duration::from_secs(2),
+                tcp_throughput: Duration::from_secs(1),
                 throughput_rounds: 2,
             }
         } else {
@@ -105,8 +114,25 @@ impl Durations {
                 other: Duration::from_secs(8),
                 latency_rounds: 5,
                 throughput: Duration::from_secs(5),
+                tcp_throughput: Duration::from_secs(2),
                 throughput_rounds: 5,
             }
+        }
+    }
+
+    /// The fixed-rate load of `mode`, all rounds together.
+    pub fn fixed_rate(&self, mode: load::Mode) -> Duration {
+        match mode {
+            load::Mode::Http1 => self.latency,
+            _ => self.other,
+        }
+    }
+
+    /// Each maximum-throughput run of `mode`.
+    pub fn max(&self, mode: load::Mode) -> Duration {
+        match mode {
+            load::Mode::Tcp => self.tcp_throughput,
+            _ => self.throughput,
         }
     }
 }

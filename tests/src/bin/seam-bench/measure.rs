@@ -16,9 +16,11 @@ use seam_tests::TestMesh;
 use crate::Durations;
 use crate::certs::{HOP2_DNS_NAME, MeshCa};
 use crate::contenders::haproxy::Certificates;
-use crate::contenders::{self, Pinning, Running, SERVICE_HOST, pinned_command};
+use crate::contenders::{
+    self, Pinning, Running, SERVICE_HOST, Stopper, TcpPath, Upstream, pinned_command,
+};
 use crate::load::{self, H2LOAD, LatencyRun, LatencySamples, Mode, OHA, ThroughputRun, Tool, WRK};
-use crate::procstat;
+use crate::{procstat, tcp_load};
 
 /// The contenders, in the order they run.
 pub const CONTENDERS: [&str; 4] = ["direct", "seam", "haproxy", "nginx"];
@@ -133,10 +135,17 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Results> {
         command.arg("upstream");
         SeamProcess::spawn("upstream", command, std::process::Stdio::inherit()).await?
     };
-    let upstream_addr = upstream.addr("http");
-    let mesh = TestMesh::start(&[SERVICE_HOST, contenders::seam::CLIENT_SERVICE])
-        .await
-        .context("starting the control plane")?;
+    let upstream_addrs = Upstream {
+        http: upstream.addr("http"),
+        tcp: upstream.addr("tcp"),
+    };
+    let mesh = TestMesh::start(&[
+        SERVICE_HOST,
+        contenders::seam::CLIENT_SERVICE,
+        contenders::seam::TCP_SERVICE,
+    ])
+    .await
+    .context("starting the control plane")?;
     let dir = mesh.dir().to_path_buf();
     let state_dir = mesh
         .ca_path()
@@ -177,19 +186,32 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Results> {
         eprintln!("seam-bench: {name}: starting");
         let started = match name {
             "direct" => Ok(Running {
-                http1: upstream_addr,
-                http2: upstream_addr,
+                http1: upstream_addrs.http,
+                http2: upstream_addrs.http,
                 hop_pids: Vec::new(),
-                stopper: contenders::Stopper::Nothing,
+                stopper: Stopper::Nothing,
+                tcp: Ok(TcpPath {
+                    addr: upstream_addrs.tcp,
+                    hop_pids: Vec::new(),
+                    stopper: Stopper::Nothing,
+                }),
             }),
-            "seam" => contenders::seam::start(&mesh, upstream_addr, &setup.pinning).await,
+            "seam" => contenders::seam::start(&mesh, upstream_addrs, &setup.pinning).await,
             "haproxy" => {
-                contenders::haproxy::start(&dir, &certificates, upstream_addr, &setup.pinning).await
+                contenders::haproxy::start(&dir, &certificates, upstream_addrs, &setup.pinning)
+                    .await
             }
-            _ => contenders::nginx::start(&dir, &certificates, upstream_addr, &setup.pinning).await,
+            _ => {
+                contenders::nginx::start(&dir, &certificates, upstream_addrs, &setup.pinning).await
+            }
         };
         match started {
-            Ok(started) => running.push((name, started)),
+            Ok(started) => {
+                if let Err(why) = &started.tcp {
+                    eprintln!("seam-bench: {name} has no opaque TCP path: {why}");
+                }
+                running.push((name, started));
+            }
             Err(err) => {
                 eprintln!("seam-bench: {name} did not start: {err:#}");
                 outcomes.insert(name, Outcome::Failed(format!("did not start: {err:#}")));
@@ -230,7 +252,11 @@ async fn measure_all(contenders: &[(&'static str, Running)], setup: &Setup) -> V
         }
     }
     for ((_, running), measured) in contenders.iter().zip(&mut measured) {
-        measured.scenarios[Mode::Http1 as usize].peak_rss_mib = peak_rss_mib(&running.hop_pids);
+        for mode in Mode::ALL.into_iter().filter(|mode| mode.opens_its_path()) {
+            if let Ok((_, hop_pids)) = running.path(mode) {
+                measured.scenarios[mode as usize].peak_rss_mib = peak_rss_mib(hop_pids);
+            }
+        }
     }
     measured
 }
@@ -286,9 +312,9 @@ async fn take_turns<R>(
 
 /// The fixed-rate runs of one mode: the load split into `durations.latency_rounds` rounds
 /// taking turns, a contender's rounds combined (or its first failure), with the CPU time
-/// its hop processes spent per 1,000 of their requests. Before its first HTTP/1.1 round
-/// (the first scenario) each contender is warmed up with closed-loop load, so all start
-/// equally warm.
+/// its hop processes spent per 1,000 of their requests. Before the first round of the
+/// first scenario on its processes (HTTP/1.1 for the HTTP path, opaque TCP for its own)
+/// each contender is warmed up with closed-loop load, so all start equally warm.
 async fn latency_rounds(
     contenders: &[(&'static str, Running)],
     mode: Mode,
@@ -296,27 +322,24 @@ async fn latency_rounds(
 ) -> Vec<(Result<LatencyRun, Unmeasured>, Option<f64>)> {
     let cpus = setup.pinning.load.as_deref();
     let durations = setup.durations;
-    let duration = if mode == Mode::Http1 {
-        durations.latency
-    } else {
-        durations.other
-    };
+    let duration = durations.fixed_rate(mode);
     let rounds = durations.latency_rounds;
     let per_round =
         (f64::from(setup.rate) * duration.as_secs_f64() / f64::from(rounds)).round() as u64;
     let results = take_turns(contenders, rounds, async |round, name, running| {
-        if round == 0 && mode == Mode::Http1 {
-            eprintln!("seam-bench:   {name}: warm-up");
-            let _ = closed_loop(running.http1, Mode::Http1, durations.warm_up, cpus).await;
+        let (target, hop_pids) = running.path(mode)?;
+        if round == 0 && mode.opens_its_path() {
+            eprintln!("seam-bench:   {name}: {}: warm-up", mode.label());
+            let _ = closed_loop(target, mode, durations.warm_up, cpus).await;
         }
         eprintln!(
             "seam-bench:   {name}: {}: at a fixed rate, round {}",
             mode.label(),
             round + 1
         );
-        let pids = procstat::with_children(&running.hop_pids);
+        let pids = procstat::with_children(hop_pids);
         let before = procstat::total_cpu_time(&pids);
-        let samples = fixed_rate(running.target(mode), mode, setup.rate, per_round, cpus).await?;
+        let samples = fixed_rate(target, mode, setup.rate, per_round, cpus).await?;
         let cpu = match (before, procstat::total_cpu_time(&pids)) {
             (Ok(before), Ok(after)) if !pids.is_empty() => Some(after - before),
             _ => None,
@@ -362,10 +385,11 @@ async fn throughput_rounds(
                 mode.label(),
                 round + 1
             );
+            let (target, _) = running.path(mode)?;
             closed_loop(
-                running.target(mode),
+                target,
                 mode,
-                setup.durations.throughput,
+                setup.durations.max(mode),
                 setup.pinning.load.as_deref(),
             )
             .await
@@ -389,10 +413,13 @@ async fn fixed_rate(
     requests: u64,
     cpus: Option<&str>,
 ) -> Result<LatencySamples, Unmeasured> {
-    require(OHA)?;
-    load::fixed_rate(target, mode, rate, requests, cpus)
-        .await
-        .map_err(|err| Unmeasured::Failed(format!("{err:#}")))
+    let samples = if mode == Mode::Tcp {
+        tcp_load::fixed_rate(target, rate, requests, cpus).await
+    } else {
+        require(OHA)?;
+        load::fixed_rate(target, mode, rate, requests, cpus).await
+    };
+    samples.map_err(|err| Unmeasured::Failed(format!("{err:#}")))
 }
 
 async fn closed_loop(
@@ -401,10 +428,18 @@ async fn closed_loop(
     duration: Duration,
     cpus: Option<&str>,
 ) -> Result<ThroughputRun, Unmeasured> {
-    require(if mode == Mode::Http2 { H2LOAD } else { WRK })?;
-    load::max_throughput(target, mode, duration, cpus)
-        .await
-        .map_err(|err| Unmeasured::Failed(format!("{err:#}")))
+    let run = match mode {
+        Mode::Tcp => tcp_load::max_throughput(target, duration, cpus).await,
+        Mode::Http2 => {
+            require(H2LOAD)?;
+            load::max_throughput(target, mode, duration, cpus).await
+        }
+        Mode::Http1 | Mode::NewConnection => {
+            require(WRK)?;
+            load::max_throughput(target, mode, duration, cpus).await
+        }
+    };
+    run.map_err(|err| Unmeasured::Failed(format!("{err:#}")))
 }
 
 fn require(tool: Tool) -> Result<(), Unmeasured> {

@@ -94,10 +94,14 @@ pub fn markdown(results: &Results) -> String {
          Latency: oha, open loop at {} requests/s, corrected for coordinated omission, \
          for {:?} in HTTP/1.1 and {:?} otherwise, split into {} rounds; each percentile is the \
          median of the rounds'. Max throughput: wrk (HTTP/1.1) / h2load (HTTP/2), closed \
-         loop, {:?}, the median of {} rounds. The contenders take turns in every round of \
-         every scenario (the proxies in a rotating order, then direct). CPU: user + system \
-         time of the hop processes per 1,000 requests at the fixed rate. RSS: peak of the \
-         largest hop process.",
+         loop, {:?}, the median of {} rounds. Opaque TCP: a 64-byte request and a 1 KiB \
+         answer per round trip on persistent connections, driven by the bench's own load \
+         generator in the same way (open loop from each request's due time; closed loop on \
+         64 connections, {:?} a round), on a second pair of hop processes. The contenders \
+         take turns in every round of every scenario (the proxies in a rotating order, then \
+         direct). CPU: user + system time of the hop processes per 1,000 requests at the \
+         fixed rate. RSS: peak of the largest hop process (the HTTP path's over all three \
+         HTTP scenarios, shown with HTTP/1.1; the TCP path's).",
         setup.cores,
         setup.cpu_model,
         setup.kernel,
@@ -109,6 +113,7 @@ pub fn markdown(results: &Results) -> String {
         setup.durations.latency_rounds,
         setup.durations.throughput,
         setup.durations.throughput_rounds,
+        setup.durations.tcp_throughput,
     );
     for (tool, version) in &setup.versions {
         let _ = writeln!(out, "- {tool}: {version}");
@@ -120,6 +125,10 @@ pub fn markdown(results: &Results) -> String {
         (
             "HTTP/1.1, a new connection per request",
             Mode::NewConnection,
+        ),
+        (
+            "Opaque TCP (64-byte request, 1 KiB answer, persistent connections)",
+            Mode::Tcp,
         ),
     ] {
         let _ = writeln!(
@@ -253,6 +262,7 @@ pub fn json(results: &Results) -> Value {
             "rate_rps": setup.rate,
             "latency_seconds": setup.durations.latency.as_secs_f64(),
             "throughput_seconds": setup.durations.throughput.as_secs_f64(),
+            "tcp_throughput_seconds": setup.durations.tcp_throughput.as_secs_f64(),
             "throughput_rounds": setup.durations.throughput_rounds,
             "latency_rounds": setup.durations.latency_rounds,
             "load_cpus": setup.pinning.load,
@@ -285,7 +295,7 @@ fn contender_json(name: &str, measured: &Measured, direct: Option<&Measured>) ->
         if name != "direct" {
             let scenario = measured.scenario(mode);
             value["cpu_ms_per_1k_requests"] = json!(scenario.cpu_ms_per_1k);
-            if mode == Mode::Http1 {
+            if mode.opens_its_path() {
                 value["peak_rss_mib"] = json!(scenario.peak_rss_mib);
             }
         }
@@ -299,6 +309,7 @@ fn contender_json(name: &str, measured: &Measured, direct: Option<&Measured>) ->
     let mut value = scenario_json(Mode::Http1);
     value["http2"] = scenario_json(Mode::Http2);
     value["new_connection"] = scenario_json(Mode::NewConnection);
+    value["tcp"] = scenario_json(Mode::Tcp);
     value
 }
 

@@ -4,12 +4,15 @@
 //! load generator ──plain──► hop 1 ══mTLS (client cert)══► hop 2 ──plain──► upstream
 //! ```
 //!
-//! `direct` has no hops (the load goes straight to the upstream). Every contender is
-//! checked with a real request through its whole path before it is measured, and is
-//! stopped with SIGTERM afterwards.
+//! `direct` has no hops (the load goes straight to the upstream). Each proxy runs this
+//! path twice, on separate processes: once for HTTP and once for opaque TCP, so each
+//! scenario's CPU and memory are its own, and the HTTP figures stay comparable with
+//! runs from before the TCP scenario. Every path is checked with a real request end to
+//! end before it is measured, and is stopped with SIGTERM afterwards.
 
 pub mod haproxy;
 pub mod nginx;
+mod nginx_stream;
 pub mod seam;
 
 use std::net::SocketAddr;
@@ -22,13 +25,26 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use tokio::process::{Child, Command};
 
+use crate::load::Mode;
+use crate::measure::Unmeasured;
+use crate::tcp_exchange;
 use crate::upstream::BODY_SIZE;
 
 /// The service name hop 2 stands for; every request names it in `Host`.
 pub const SERVICE_HOST: &str = "server";
 
+/// The shared upstream's two listeners.
+#[derive(Clone, Copy, Debug)]
+pub struct Upstream {
+    pub http: SocketAddr,
+    pub tcp: SocketAddr,
+}
+
 /// How long a contender may take to carry its first request end to end.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long one opaque TCP check may wait for its answer.
+const TCP_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a contender may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -148,9 +164,30 @@ pub struct Running {
     /// Where it sends h2c (prior knowledge); the same as `http1` unless a peer needs a
     /// listener of its own for it.
     pub http2: SocketAddr,
+    /// The hop processes of the HTTP path (their children count too).
+    pub hop_pids: Vec<u32>,
+    pub stopper: Stopper,
+    /// The opaque TCP path, or why the contender has none.
+    pub tcp: Result<TcpPath, Unmeasured>,
+}
+
+/// A contender's opaque TCP path, on processes of its own.
+pub struct TcpPath {
+    /// Where the load generator connects.
+    pub addr: SocketAddr,
     /// The hop processes (their children count too).
     pub hop_pids: Vec<u32>,
     pub stopper: Stopper,
+}
+
+impl TcpPath {
+    /// The outcome of starting a path, as a contender records it: a path that did not
+    /// start leaves the contender's HTTP scenarios to run.
+    pub fn outcome(started: anyhow::Result<Self>) -> Result<Self, Unmeasured> {
+        started.map_err(|err| {
+            Unmeasured::Failed(format!("the opaque TCP path did not start: {err:#}"))
+        })
+    }
 }
 
 /// How a contender is stopped.
@@ -161,24 +198,38 @@ pub enum Stopper {
 }
 
 impl Running {
-    /// Where the load of `mode` goes.
-    pub fn target(&self, mode: crate::load::Mode) -> SocketAddr {
+    /// Where the load of `mode` goes, and the hop processes that carry it; why not, when
+    /// the contender has no path for it.
+    pub fn path(&self, mode: Mode) -> Result<(SocketAddr, &[u32]), Unmeasured> {
         match mode {
-            crate::load::Mode::Http2 => self.http2,
-            _ => self.http1,
+            Mode::Http1 | Mode::NewConnection => Ok((self.http1, &self.hop_pids)),
+            Mode::Http2 => Ok((self.http2, &self.hop_pids)),
+            Mode::Tcp => match &self.tcp {
+                Ok(tcp) => Ok((tcp.addr, &tcp.hop_pids)),
+                Err(why) => Err(why.clone()),
+            },
         }
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {
-        match self.stopper {
-            Stopper::Nothing => Ok(()),
-            Stopper::Peers(mut processes) => {
+        if let Ok(tcp) = self.tcp {
+            tcp.stopper.stop().await?;
+        }
+        self.stopper.stop().await
+    }
+}
+
+impl Stopper {
+    async fn stop(self) -> anyhow::Result<()> {
+        match self {
+            Self::Nothing => Ok(()),
+            Self::Peers(mut processes) => {
                 for process in &mut processes {
                     process.stop().await?;
                 }
                 Ok(())
             }
-            Stopper::Seam(hops) => hops.stop().await,
+            Self::Seam(hops) => hops.stop().await,
         }
     }
 }
@@ -211,15 +262,26 @@ pub async fn check_path(addr: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Polls [`check_path`] until it passes; `alive` fails early when a process has died.
+/// One round trip of the opaque TCP exchange through the path, on a new connection.
+pub async fn check_tcp_path(addr: SocketAddr) -> anyhow::Result<()> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    tokio::time::timeout(TCP_CHECK_TIMEOUT, tcp_exchange::round_trip(&mut stream, 0))
+        .await
+        .with_context(|| format!("no answer through {addr} within {TCP_CHECK_TIMEOUT:?}"))?
+        .with_context(|| format!("the opaque TCP exchange through {addr} failed"))
+}
+
+/// Polls `check` ([`check_path`] or [`check_tcp_path`]) until it passes; `alive` fails
+/// early when a process has died.
 pub async fn wait_path(
     addr: SocketAddr,
+    check: impl AsyncFn(SocketAddr) -> anyhow::Result<()>,
     mut alive: impl FnMut() -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {
         alive()?;
-        match check_path(addr).await {
+        match check(addr).await {
             Ok(()) => return Ok(()),
             Err(err) if tokio::time::Instant::now() >= deadline => {
                 return Err(err.context(format!("the path through {addr} never worked")));

@@ -1,8 +1,12 @@
-//! Seam as a contender: two real `seam-proxy` processes under the real control plane.
-//! Hop 1 is service `client`'s proxy (the load enters its outbound listener naming
-//! `server`); hop 2 is service `server`'s proxy, listed in the mesh file with its inbound
-//! address, in front of the upstream. Each proxy runs pinned like the peers, so its tokio
-//! runtime has one worker per CPU it may use.
+//! Seam as a contender: real `seam-proxy` processes under the real control plane. On the
+//! HTTP path, hop 1 is service `client`'s proxy (the load enters its outbound listener
+//! naming `server`); hop 2 is service `server`'s proxy, listed in the mesh file with its
+//! inbound address, in front of the upstream. The opaque TCP path is a second pair: hop 1
+//! another `client` proxy whose `--tcp-upstream` listener carries each connection as an
+//! opaque stream over mTLS to service `server-tcp`, whose proxy (hop 2) copies it to the
+//! upstream's TCP listener. It needs a service of its own because hop 2 copies an opaque
+//! stream to its one `--app`, and `server`'s must stay the HTTP upstream. Each proxy runs
+//! pinned like the peers, so its tokio runtime has one worker per CPU it may use.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,15 +16,20 @@ use seam_control_plane::launch::SeamProcess;
 use seam_tests::TestMesh;
 use seam_tests::mesh::join_token;
 
-use super::{Pinning, Running, SERVICE_HOST, Stopper, pinned_command, wait_path};
+use super::{
+    Pinning, Running, SERVICE_HOST, Stopper, TcpPath, Upstream, check_path, check_tcp_path,
+    pinned_command, wait_path,
+};
 
 /// Hop 1's service.
 pub const CLIENT_SERVICE: &str = "client";
+/// The service behind the opaque TCP path's hop 2.
+pub const TCP_SERVICE: &str = "server-tcp";
 
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The two proxies (the control plane belongs to the mesh, which outlives them).
+/// The proxies of one path (the control plane belongs to the mesh, which outlives them).
 pub struct SeamHops {
     hops: Vec<SeamProcess>,
 }
@@ -37,20 +46,21 @@ impl SeamHops {
     }
 }
 
-/// Starts both proxies, lists hop 2 in the mesh, and waits until a request goes through.
+/// Starts both paths' proxies, lists each hop 2 in the mesh, and waits until a request
+/// goes through each path.
 pub async fn start(
     mesh: &TestMesh,
-    upstream: SocketAddr,
+    upstream: Upstream,
     pinning: &Pinning,
 ) -> anyhow::Result<Running> {
-    let mut hop2 = spawn_proxy(mesh, SERVICE_HOST, upstream, pinning).await?;
-    let mut hop1 = spawn_proxy(mesh, CLIENT_SERVICE, upstream, pinning).await?;
+    let mut hop2 = spawn_proxy(mesh, "hop2", SERVICE_HOST, upstream.http, &[], pinning).await?;
+    let mut hop1 = spawn_proxy(mesh, "hop1", CLIENT_SERVICE, upstream.http, &[], pinning).await?;
     hop2.wait_ready(READY_TIMEOUT).await?;
     hop1.wait_ready(READY_TIMEOUT).await?;
     mesh.set_endpoints(&[(SERVICE_HOST, &[hop2.addr("inbound")])])
         .await?;
     let http1 = hop1.addr("outbound");
-    wait_path(http1, || Ok(())).await?;
+    wait_path(http1, check_path, || Ok(())).await?;
     let hop_pids = [&hop1, &hop2].iter().filter_map(|hop| hop.pid()).collect();
     Ok(Running {
         http1,
@@ -59,16 +69,53 @@ pub async fn start(
         stopper: Stopper::Seam(SeamHops {
             hops: vec![hop1, hop2],
         }),
+        tcp: TcpPath::outcome(start_tcp(mesh, upstream.tcp, pinning).await),
     })
 }
 
+async fn start_tcp(
+    mesh: &TestMesh,
+    upstream: SocketAddr,
+    pinning: &Pinning,
+) -> anyhow::Result<TcpPath> {
+    let mut hop2 = spawn_proxy(mesh, "tcp-hop2", TCP_SERVICE, upstream, &[], pinning).await?;
+    // Hop 1's `--app` is never used: it only carries connections out.
+    let tcp_upstream = format!("127.0.0.1:0={TCP_SERVICE}");
+    let mut hop1 = spawn_proxy(
+        mesh,
+        "tcp-hop1",
+        CLIENT_SERVICE,
+        upstream,
+        &["--tcp-upstream", &tcp_upstream],
+        pinning,
+    )
+    .await?;
+    hop2.wait_ready(READY_TIMEOUT).await?;
+    hop1.wait_ready(READY_TIMEOUT).await?;
+    mesh.set_endpoints(&[(TCP_SERVICE, &[hop2.addr("inbound")])])
+        .await?;
+    let addr = hop1.addr(&format!("tcp:{TCP_SERVICE}"));
+    wait_path(addr, check_tcp_path, || Ok(())).await?;
+    let hop_pids = [&hop1, &hop2].iter().filter_map(|hop| hop.pid()).collect();
+    Ok(TcpPath {
+        addr,
+        hop_pids,
+        stopper: Stopper::Seam(SeamHops {
+            hops: vec![hop1, hop2],
+        }),
+    })
+}
+
+/// Starts `service`'s proxy in front of `app`; `hop` names its log and its process.
 async fn spawn_proxy(
     mesh: &TestMesh,
+    hop: &str,
     service: &str,
     app: SocketAddr,
+    extra_args: &[&str],
     pinning: &Pinning,
 ) -> anyhow::Result<SeamProcess> {
-    let log = mesh.dir().join(format!("bench-{service}.log"));
+    let log = mesh.dir().join(format!("bench-seam-{hop}.log"));
     let stderr = std::fs::File::create(&log)?;
     let mut command = pinned_command(
         seam_tests::mesh::seam_binary("seam-proxy")?,
@@ -87,8 +134,13 @@ async fn spawn_proxy(
         .arg("--trust-anchors")
         .arg(mesh.ca_path())
         .arg("--control-plane")
-        .arg(mesh.grpc_addr().to_string());
-    SeamProcess::spawn(format!("seam-proxy {service}"), command, stderr.into())
-        .await
-        .with_context(|| format!("starting the {service} proxy (log: {})", log.display()))
+        .arg(mesh.grpc_addr().to_string())
+        .args(extra_args);
+    SeamProcess::spawn(
+        format!("seam-proxy {hop} ({service})"),
+        command,
+        stderr.into(),
+    )
+    .await
+    .with_context(|| format!("starting Seam's {hop} (log: {})", log.display()))
 }
