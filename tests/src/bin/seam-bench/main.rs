@@ -40,7 +40,7 @@ use clap::{Parser, Subcommand};
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
-    /// A short run (about 90 seconds) for CI smoke tests; the numbers are only indicative.
+    /// A short run (about two minutes) for CI smoke tests; the numbers are only indicative.
     #[arg(long)]
     quick: bool,
     /// Also write the results as JSON to FILE.
