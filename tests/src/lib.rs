@@ -5,10 +5,12 @@
 //! with deadlines, never on sleeps. For transparent mode it also builds pods out of Linux
 //! network namespaces (`netns`, `pod_network`), runs `seam-proxy init` in them
 //! (`proxy_init`) and tells where an intercepted connection went (`interception`,
-//! `intercepted_pods`); those system tests need root. The tests themselves live in `tests/`.
+//! `intercepted_pods`); those system tests need root. `compose` runs the demo compose project
+//! of deploy/compose on the real Docker engine. The tests themselves live in `tests/`.
 
 pub mod certify;
 pub mod client;
+pub mod compose;
 pub mod dashboard;
 pub mod faulty;
 pub mod fresh_binaries;
