@@ -180,6 +180,11 @@ async fn killing_one_of_three_instances_under_load_fails_no_request() {
         .expect("traffic goes on after the kill");
     let replies = load.stop().await;
     let failures = timed_failures(&replies);
+    eprintln!(
+        "{} of {} requests failed around the kill of one of three middles",
+        failures.len(),
+        replies.len()
+    );
     assert!(
         failures.is_empty(),
         "{} of {} requests failed after killing {}: {failures:?}",
@@ -249,6 +254,11 @@ async fn a_crashed_proxy_is_started_again_in_its_running_container() {
     // front has one instance: requests in the gap between the kill and the new proxy's
     // listener fail (loadgen's proxy finds no listener there). A handful at 40/s.
     let failures = timed_failures(&replies);
+    eprintln!(
+        "{} of {} requests failed while front's only proxy was restarted",
+        failures.len(),
+        replies.len()
+    );
     assert!(
         failures.len() <= 20,
         "{} of {} failed: {failures:?}",
