@@ -17,8 +17,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use seam_tests::client::AppClient;
 use seam_tests::compose::{Chain, ComposeProject, Profile, instances_of, leftovers};
-use seam_tests::load::{Steady, SteadyLoad, timed_failures};
+use seam_tests::load::{self, Steady, SteadyLoad, timed_failures};
 use seam_tests::{client, wait};
 use tokio::sync::Mutex;
 
@@ -56,6 +57,37 @@ async fn requests(project: &ComposeProject, count: usize) -> Vec<client::Reply> 
         );
     }
     replies
+}
+
+/// Sends requests through loadgen, four at a time, until every instance in `expected`
+/// has served some; the instances that did. Four at a time, because the balancer
+/// weighs latency by requests in flight: one request at a time would go to the two
+/// fastest of three only, until the slowest one's estimate has decayed (10 s per e-fold;
+/// a cold instance's first answer is the slowest).
+async fn serve_all(
+    project: &ComposeProject,
+    service: &str,
+    expected: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    let app = AppClient::new(project.loadgen().await.expect("loadgen"));
+    let served = std::sync::Mutex::new(BTreeSet::new());
+    wait::until(
+        &format!("traffic on every {service}"),
+        Duration::from_secs(30),
+        || async {
+            let replies = load::load(&app, "loadgen", "/", 20, 4, Default::default()).await;
+            let replies: Vec<client::Reply> = replies.into_iter().flatten().collect();
+            let mut served = served.lock().expect("not poisoned");
+            served.extend(instances_of(service, &replies));
+            anyhow::ensure!(
+                served.is_superset(expected),
+                "served by {served:?} of {expected:?}"
+            );
+            Ok(served.clone())
+        },
+    )
+    .await
+    .expect("every instance serves")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -131,17 +163,7 @@ async fn a_service_scaled_to_three_gets_traffic_on_all_three() {
     assert_eq!(running.len(), 3, "{running:?}");
 
     // The control plane finds new instances by re-resolving the name; wait for all three.
-    let served = wait::until(
-        "traffic on all three middles",
-        Duration::from_secs(30),
-        || async {
-            let served = instances_of("middle", &requests(&project, 30).await);
-            anyhow::ensure!(served == running, "served by {served:?} of {running:?}");
-            Ok(served)
-        },
-    )
-    .await
-    .expect("all three instances serve");
+    let served = serve_all(&project, "middle", &running).await;
     assert_eq!(served.len(), 3);
 }
 
@@ -152,17 +174,11 @@ async fn killing_one_of_three_instances_under_load_fails_no_request() {
         .await
         .expect("compose up");
     let running = project.containers("middle").await.expect("middles");
-    wait::until(
-        "traffic on all three middles",
-        Duration::from_secs(30),
-        || async {
-            let served = instances_of("middle", &requests(&project, 30).await);
-            anyhow::ensure!(served.len() == 3, "served by {served:?}");
-            Ok(())
-        },
-    )
-    .await
-    .expect("all three instances serve");
+    let ids = running
+        .iter()
+        .map(|container| container.id.clone())
+        .collect();
+    serve_all(&project, "middle", &ids).await;
 
     let loadgen = project.loadgen().await.expect("loadgen");
     let load = SteadyLoad::start(Steady::new(loadgen, "loadgen", Duration::from_secs(30)));
