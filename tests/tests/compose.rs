@@ -271,7 +271,7 @@ async fn a_crashed_proxy_is_started_again_in_its_running_container() {
     // listener fail (loadgen's proxy finds no listener there). A handful at 40/s.
     let failures = timed_failures(&replies);
     eprintln!(
-        "{} of {} requests failed while front's only proxy was restarted",
+        "{} of {} requests failed while front's only proxy was restarted: {failures:?}",
         failures.len(),
         replies.len()
     );
