@@ -198,10 +198,16 @@ impl MeshSource {
     pub fn resolved(&self, changes: Vec<(DnsName, Vec<IpAddr>)>) {
         let mut state = self.lock_state();
         let names = state.spec.names();
+        let mut changed = false;
         for (name, addresses) in changes {
-            if names.contains(&name) {
+            if names.contains(&name) && state.resolutions.get(&name) != Some(&addresses) {
                 state.resolutions.insert(name, addresses);
+                changed = true;
             }
+        }
+        // The same answers make the same model (or the same refusal): skip rebuilding it.
+        if !changed {
+            return;
         }
         match state.spec.model(&state.resolutions) {
             Ok(model) => {
