@@ -30,7 +30,7 @@ pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
 /// Answers waiting for the loop; a follower whose answer finds the queue full waits.
 const ANSWER_QUEUE: usize = 64;
 
-/// What one round of lookups said about a name.
+/// What a lookup said about a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     /// The name's addresses (ascending, each once; never empty) and the shortest TTL
