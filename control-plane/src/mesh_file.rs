@@ -210,7 +210,7 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
 }
 
 /// Service names are DNS labels, so they work as hostnames and SPIFFE path segments.
-fn check_service_name(name: &str) -> Result<(), &'static str> {
+pub(crate) fn check_service_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > 63 {
         return Err("must be 1 to 63 characters long");
     }

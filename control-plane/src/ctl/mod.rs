@@ -1,13 +1,14 @@
 //! `seamctl`, the operator's command line: its clap definition and the dispatch to one
 //! module per subcommand. `demo` runs a whole mesh on loopback, `status` reads the control
 //! plane's view of its proxies, `stat` shows live traffic numbers from their metrics, and the hidden `sample-app` is the tiny service the demo
-//! puts behind each proxy.
+//! puts behind each proxy. `inject` meshes a docker-compose project.
 
 pub mod ca;
 pub mod certs;
 mod children;
 pub mod demo;
 mod fleet;
+pub mod inject;
 pub mod sample_app;
 pub mod stat;
 mod stat_table;
@@ -46,6 +47,9 @@ pub enum Command {
     Certs(certs::CertsArgs),
     /// For every caller → callee pair, whether its traffic was mTLS and with which identities.
     Verify(verify::VerifyArgs),
+    /// Mesh an existing docker-compose project: writes a meshed copy of its compose file
+    /// (a sidecar per service, a control plane), a mesh file and the join tokens.
+    Inject(inject::InjectArgs),
     /// The sample service `seamctl demo` runs behind each proxy.
     #[command(hide = true)]
     SampleApp(sample_app::SampleAppArgs),
@@ -61,5 +65,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ca(args) => ca::run(args).await,
         Command::Certs(args) => certs::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Inject(args) => inject::run(args),
     }
 }
