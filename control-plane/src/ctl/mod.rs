@@ -1,7 +1,10 @@
 //! `seamctl`, the operator's command line: its clap definition and the dispatch to one
 //! module per subcommand. `demo` runs a whole mesh on loopback, `status` reads the control
 //! plane's view of its proxies, `stat` shows live traffic numbers from their metrics, and the hidden `sample-app` is the tiny service the demo
-//! puts behind each proxy. `inject` meshes a docker-compose project.
+//! puts behind each proxy. Two more hidden ones run Seam in containers: `pod`, the
+//! supervisor of a meshed instance (its proxy, and its app if it has one), and `ready`,
+//! a health check for images with no shell.
+//! `inject` meshes a docker-compose project.
 
 pub mod ca;
 pub mod certs;
@@ -9,6 +12,8 @@ mod children;
 pub mod demo;
 mod fleet;
 pub mod inject;
+pub mod pod;
+pub mod ready;
 pub mod sample_app;
 pub mod stat;
 mod stat_table;
@@ -53,6 +58,12 @@ pub enum Command {
     /// The sample service `seamctl demo` runs behind each proxy.
     #[command(hide = true)]
     SampleApp(sample_app::SampleAppArgs),
+    /// PID 1 of a meshed container: runs (and restarts) its proxy, and its app if given.
+    #[command(hide = true)]
+    Pod(pod::PodArgs),
+    /// Exits 0 when an admin listener answers 200 on `/ready` (a container health check).
+    #[command(hide = true)]
+    Ready(ready::ReadyArgs),
 }
 
 /// Runs the parsed command to completion.
@@ -66,5 +77,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs(args) => certs::run(args).await,
         Command::Verify(args) => verify::run(args).await,
         Command::Inject(args) => inject::run(args),
+        Command::Pod(args) => pod::run(args).await,
+        Command::Ready(args) => ready::run(args).await,
     }
 }

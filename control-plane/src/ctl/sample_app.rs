@@ -9,6 +9,13 @@
 //!
 //! A failed hop answers 502 with an `error` field saying which hop failed and why; the
 //! hops before it nest that answer as usual, so the demo can show where the chain broke.
+//!
+//! In containers (deploy/compose) three more flags matter: `--instance` (the container's
+//! `HOSTNAME`) names the replica in each answer, so a caller can see which instances
+//! served it; `--next-url http://front:8080` calls the next hop directly, as an app that
+//! knows nothing of Seam does in transparent mode; and `--drive RATE` makes the app send
+//! that many requests a second to itself, reporting what came back every ten seconds on
+//! stdout (the compose demo's live traffic).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,6 +34,8 @@ use hyper_util::server::conn::auto;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
+
+mod drive;
 
 use crate::accept::next_connection;
 use crate::launch;
@@ -51,17 +60,38 @@ pub struct SampleAppArgs {
     /// The local proxy's outbound listener.
     #[arg(long, requires = "next")]
     pub outbound: Option<SocketAddr>,
+    /// The service to call on every request, directly at this URL (`http://front:8080`),
+    /// with no proxy setting: transparent mode intercepts the connection.
+    #[arg(long, conflicts_with = "next", value_name = "URL")]
+    pub next_url: Option<http::Uri>,
+    /// This replica's name, echoed in every answer (a container's hostname).
+    #[arg(long, env = "HOSTNAME")]
+    pub instance: Option<String>,
+    /// Send this many requests a second to this app itself (and so down the chain), and
+    /// report what came back every ten seconds.
+    #[arg(long, value_name = "RATE", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub drive: Option<u32>,
 }
 
 /// Where a hop sends its own call.
 struct NextHop {
+    /// The next hop's name in error messages: the service, or the URL's authority.
     service: String,
-    outbound: SocketAddr,
+    route: NextRoute,
     client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+/// How the next hop is reached.
+enum NextRoute {
+    /// Through the local proxy's outbound listener, naming the service in `Host`.
+    Outbound(SocketAddr),
+    /// Straight at a URL's authority (transparent mode redirects it).
+    Direct(http::uri::Authority),
 }
 
 struct App {
     name: String,
+    instance: Option<String>,
     next: Option<NextHop>,
 }
 
@@ -72,19 +102,33 @@ pub async fn run(args: SampleAppArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let local = listener.local_addr()?;
-    let next = match (args.next, args.outbound) {
-        (Some(service), Some(outbound)) => Some(NextHop {
+    let client = || Client::builder(TokioExecutor::new()).build_http();
+    let next = match (args.next, args.outbound, args.next_url) {
+        (Some(service), Some(outbound), _) => Some(NextHop {
             service,
-            outbound,
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            route: NextRoute::Outbound(outbound),
+            client: client(),
         }),
+        (_, _, Some(url)) => {
+            let authority = url
+                .authority()
+                .with_context(|| format!("--next-url {url} names no host"))?
+                .clone();
+            Some(NextHop {
+                service: authority.to_string(),
+                route: NextRoute::Direct(authority),
+                client: client(),
+            })
+        }
         _ => None,
     };
     let app = Arc::new(App {
         name: args.name,
+        instance: args.instance,
         next,
     });
     launch::print_listening_line(&[("app", local)]);
+    let _drive = args.drive.map(|rate| drive::start(&app.name, local, rate));
 
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -115,6 +159,8 @@ pub async fn run(args: SampleAppArgs) -> anyhow::Result<()> {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Answer {
     pub service: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
     pub caller: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<Box<Answer>>,
@@ -131,6 +177,7 @@ impl App {
             .map(str::to_owned);
         let mut answer = Answer {
             service: self.name.clone(),
+            instance: self.instance.clone(),
             caller,
             next: None,
             error: None,
@@ -188,11 +235,16 @@ enum NextAnswer {
 
 impl NextHop {
     async fn call(&self, path: &str) -> anyhow::Result<(StatusCode, NextAnswer)> {
-        // Origin-form on the wire to the outbound listener; `Host` names the service.
-        let request = Request::get(format!("http://{}{path}", self.outbound))
-            .header(header::HOST, &self.service)
-            .body(Empty::new())
-            .context("cannot build the request")?;
+        let request = match &self.route {
+            // Origin-form on the wire to the outbound listener; `Host` names the service.
+            NextRoute::Outbound(outbound) => Request::get(format!("http://{outbound}{path}"))
+                .header(header::HOST, &self.service)
+                .body(Empty::new()),
+            NextRoute::Direct(authority) => {
+                Request::get(format!("http://{authority}{path}")).body(Empty::new())
+            }
+        }
+        .context("cannot build the request")?;
         let exchange = async {
             let response = self.client.request(request).await?;
             let status = response.status();
@@ -202,7 +254,10 @@ impl NextHop {
         let (status, body) = tokio::time::timeout(NEXT_HOP_TIMEOUT, exchange)
             .await
             .map_err(|_| anyhow::anyhow!("timeout after {NEXT_HOP_TIMEOUT:?}"))?
-            .with_context(|| format!("outbound proxy {} failed", self.outbound))?;
+            .with_context(|| match &self.route {
+                NextRoute::Outbound(outbound) => format!("outbound proxy {outbound} failed"),
+                NextRoute::Direct(authority) => format!("{authority} failed"),
+            })?;
         Ok(match serde_json::from_slice::<Answer>(&body) {
             Ok(answer) => (status, NextAnswer::Chain(Box::new(answer))),
             _ => (
