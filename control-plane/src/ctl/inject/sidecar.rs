@@ -10,8 +10,8 @@ pub const ROLE_LABEL: &str = "seam.inject.role";
 pub const CONTROL_PLANE: &str = "seam-control-plane";
 const IMAGE: &str = "${SEAM_IMAGE:-seam:dev}";
 const STATE_DIR: &str = "${SEAM_STATE_DIR:-./seam-state}";
-/// Where the mesh file is, relative to the compose file inject writes.
-pub const MESH_FILE: &str = "./seam/mesh.yaml";
+/// The directory of the mesh file (`mesh.yaml`), relative to the compose file inject writes.
+const SEAM_DIR: &str = "./seam";
 /// Where the join tokens are, relative to the compose file inject writes.
 pub const SECRETS_DIR: &str = "./seam/secrets";
 /// The proxy's listeners in a sidecar (its admin answers the health check).
@@ -190,10 +190,13 @@ pub fn control_plane(networks: &[String]) -> Mapping {
             "/var/lib/seam",
         ]),
     );
+    // The directory, not the file: a file mounted alone is the inode it was when the
+    // container started, so the control plane would never see a later run's mesh file
+    // (written aside and renamed over), nor be told of any change.
     service.insert(
         "volumes",
         Yaml::strs([
-            format!("{MESH_FILE}:/etc/seam/mesh.yaml:ro").as_str(),
+            format!("{SEAM_DIR}:/etc/seam:ro").as_str(),
             format!("{STATE_DIR}:/var/lib/seam").as_str(),
         ]),
     );
