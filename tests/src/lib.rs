@@ -11,6 +11,7 @@ pub mod certify;
 pub mod client;
 pub mod dashboard;
 pub mod faulty;
+pub mod foreign_compose;
 pub mod fresh_binaries;
 pub mod intercepted_pods;
 pub mod interception;
