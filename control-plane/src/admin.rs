@@ -1,6 +1,7 @@
 //! The control plane's admin HTTP listener: `/ready`, `/live`, `/metrics`, `/proxies`
-//! (who is connected and what they acknowledged), `/mesh` (the model in force and why
-//! the latest change to the mesh file was refused, if it was), `/ca` (the trust bundle
+//! (who is connected and what they acknowledged), `/mesh` (the model in force, with the
+//! endpoints its `dns:` entries resolve to, and why the latest change to the mesh file
+//! was refused, if it was), `/ca` (the trust bundle
 //! and the state of a root rotation) and `POST /ca/rotate` (loopback only: start one).
 
 use std::convert::Infallible;
@@ -85,7 +86,13 @@ fn route(
                         .iter()
                         .map(|endpoint| endpoint.address.to_string())
                         .collect();
-                    (service.name.clone(), json!({ "endpoints": endpoints }))
+                    let by_name: Vec<String> = service
+                        .named_endpoints
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect();
+                    let entry = json!({ "endpoints": endpoints, "dns_endpoints": by_name });
+                    (service.name.clone(), entry)
                 })
                 .collect();
             json_response(&json!({

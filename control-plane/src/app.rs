@@ -1,5 +1,5 @@
-//! Wiring and lifecycle of the control plane: CA, mesh source, gRPC and admin listeners,
-//! and an orderly stop on SIGTERM or Ctrl-C.
+//! Wiring and lifecycle of the control plane: CA, mesh source and its resolver loop,
+//! gRPC and admin listeners, and an orderly stop on SIGTERM or Ctrl-C.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use crate::admin::{self, AdminState};
 use crate::ca::CertificateAuthority;
 use crate::config::Args;
 use crate::discovery::DiscoveryService;
+use crate::dns;
 use crate::identity::IdentityService;
 use crate::launch::print_listening_line;
 use crate::metrics::Metrics;
@@ -37,6 +38,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let _watch = source
         .watch()
         .with_context(|| format!("cannot watch {}", args.mesh_file.display()))?;
+    let resolver = dns::spawn(source.clone(), args.dns_refresh, metrics.clone());
     let registry = Arc::new(ProxyRegistry::default());
     let shutdown = CancellationToken::new();
 
@@ -97,6 +99,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("gRPC connections did not close within {SHUTDOWN_GRACE:?}"),
     }
     admin.abort();
+    resolver.abort();
     rotation_task.abort();
     Ok(())
 }

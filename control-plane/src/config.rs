@@ -31,6 +31,10 @@ pub struct Args {
     /// Lifetime of the workload certificates the CA signs (e.g. 24h, 20s).
     #[arg(long, env = "SEAM_CERT_TTL", default_value = "24h", value_parser = parse_lifetime)]
     pub cert_ttl: Duration,
+    /// How often the names of `dns:NAME:PORT` endpoints are resolved again (sooner when
+    /// their TTL is shorter, never more often than every 500ms).
+    #[arg(long, env = "SEAM_DNS_REFRESH", default_value = "2s", value_parser = parse_refresh)]
+    pub dns_refresh: Duration,
 }
 
 fn parse_lifetime(text: &str) -> Result<Duration, String> {
@@ -41,4 +45,39 @@ fn parse_lifetime(text: &str) -> Result<Duration, String> {
         ));
     }
     Ok(lifetime)
+}
+
+fn parse_refresh(text: &str) -> Result<Duration, String> {
+    let refresh = humantime::parse_duration(text).map_err(|err| err.to_string())?;
+    if refresh < crate::dns::MIN_INTERVAL {
+        return Err(format!(
+            "{text} is too short; names are resolved at most every 500ms"
+        ));
+    }
+    Ok(refresh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dns_refresh_is_a_duration_of_at_least_500ms() {
+        let args = |extra: &[&str]| {
+            let mut all = vec!["seam-control-plane", "--mesh-file", "mesh.yaml"];
+            all.extend_from_slice(extra);
+            Args::try_parse_from(all)
+        };
+        assert_eq!(args(&[]).unwrap().dns_refresh, Duration::from_secs(2));
+        assert_eq!(
+            args(&["--dns-refresh", "500ms"]).unwrap().dns_refresh,
+            Duration::from_millis(500)
+        );
+        let err = args(&["--dns-refresh", "100ms"]).unwrap_err().to_string();
+        assert!(
+            err.contains("100ms is too short; names are resolved at most every 500ms"),
+            "{err}"
+        );
+        assert!(args(&["--dns-refresh", "often"]).is_err());
+    }
 }

@@ -8,6 +8,7 @@ pub mod ca;
 pub mod config;
 pub mod ctl;
 pub mod discovery;
+pub mod dns;
 pub mod identity;
 pub mod launch;
 pub mod mesh_file;

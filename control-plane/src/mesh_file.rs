@@ -2,12 +2,15 @@
 //! meaning, names the file, the line and the reason, in Seam's words ([`wording`] turns
 //! the YAML library's errors into them). The request-handling keys of services and
 //! routes are read in [`policy`], the addressing keys (endpoints, ports, virtual
-//! addresses, opaque ports) in [`addressing`].
+//! addresses, opaque ports) in [`addressing`]. A file is read into a [`MeshSpec`]; the
+//! model is the spec with the current addresses of its `dns:` endpoints filled in
+//! ([`MeshSpec::model`], a pure function), so a file is checked once and its model
+//! rebuilt whenever a name's addresses change.
 
 mod addressing;
 mod policy;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -15,7 +18,10 @@ use seam_proto::SpiffeId;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use crate::model::{Authorization, FILE_NAMESPACE, JoinToken, MeshModel, Policy, ServiceModel};
+use crate::model::{
+    Authorization, DnsName, Endpoint, FILE_NAMESPACE, JoinToken, MeshModel, Policy, Resolutions,
+    ServiceModel,
+};
 
 /// Why a mesh file was refused, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,20 +80,87 @@ struct ServiceSpec {
     allow_plaintext: bool,
 }
 
+/// An accepted mesh file: its services with the endpoints listed as IP:port, their
+/// `dns:` entries still names, and where each entry is written.
+#[derive(Debug, Clone)]
+pub struct MeshSpec {
+    path: PathBuf,
+    trust_domain: String,
+    services: BTreeMap<String, ServiceModel>,
+    written: BTreeMap<String, addressing::Written>,
+}
+
+impl MeshSpec {
+    /// Every DNS name the file's `dns:` endpoints use.
+    pub fn names(&self) -> BTreeSet<DnsName> {
+        self.services
+            .values()
+            .flat_map(|service| &service.named_endpoints)
+            .map(|named| named.name.clone())
+            .collect()
+    }
+
+    /// The model of this file when its names resolve as `resolutions` says: each address
+    /// of a `dns:` entry's name becomes an endpoint at the entry's port, after the
+    /// endpoints listed as IP:port, skipping addresses the service already has. Refused
+    /// (at the entry) when a resolved address is another service's. `version` is left at
+    /// 0 for the caller to set.
+    pub fn model(&self, resolutions: &Resolutions) -> Result<MeshModel, MeshFileError> {
+        let mut services = self.services.clone();
+        let mut written = self.written.clone();
+        for service in services.values_mut() {
+            let Some(at) = written.get_mut(&service.name) else {
+                continue;
+            };
+            let identity = SpiffeId::workload(&self.trust_domain, FILE_NAMESPACE, &service.name)
+                .expect("the file's service names were checked");
+            for (index, named) in service.named_endpoints.iter().enumerate() {
+                for &ip in resolutions.get(&named.name).into_iter().flatten() {
+                    let address = std::net::SocketAddr::new(ip, named.port);
+                    if service.endpoints.iter().any(|seen| seen.address == address) {
+                        continue;
+                    }
+                    at.resolved(index, address);
+                    service.endpoints.push(Endpoint {
+                        address,
+                        identity: identity.clone(),
+                    });
+                }
+            }
+        }
+        MeshModel::new(&self.trust_domain, services).map_err(|err| {
+            let (line, column) = addressing::locate(&err, &written)
+                .map_or((0, 0), |location| (location.line(), location.column()));
+            MeshFileError {
+                path: self.path.clone(),
+                line,
+                column,
+                reason: err.to_string(),
+            }
+        })
+    }
+}
+
 /// Reads and parses the mesh file at `path`.
-pub fn load(path: &Path, trust_domain: &str) -> Result<MeshModel, MeshFileError> {
+pub fn load(path: &Path, trust_domain: &str) -> Result<MeshSpec, MeshFileError> {
     let text = std::fs::read_to_string(path).map_err(|err| MeshFileError {
         path: path.to_owned(),
         line: 0,
         column: 0,
         reason: format!("cannot read the mesh file: {err}"),
     })?;
-    parse(path, &text, trust_domain)
+    parse_spec(path, &text, trust_domain)
+}
+
+/// Parses mesh file text into its model with no `dns:` name resolved yet.
+pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, MeshFileError> {
+    parse_spec(path, text, trust_domain)?.model(&Resolutions::new())
 }
 
 /// Parses mesh file text. `trust_domain` is the control plane's own (its CA's): a file may
-/// repeat it but not change it. The model's `version` is left at 0 for the caller to set.
-pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, MeshFileError> {
+/// repeat it but not change it. The file's own addresses are checked here (its model with
+/// no name resolved must be valid).
+pub fn parse_spec(path: &Path, text: &str, trust_domain: &str) -> Result<MeshSpec, MeshFileError> {
     let at = |line: u64, column: u64, reason: String| MeshFileError {
         path: path.to_owned(),
         line,
@@ -190,6 +263,7 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
                 name,
                 join_token: JoinToken::new(spec.join_token.value),
                 endpoints: addressing.endpoints,
+                named_endpoints: addressing.named_endpoints,
                 ports: addressing.ports,
                 addresses: addressing.addresses,
                 opaque_ports: addressing.opaque_ports,
@@ -202,11 +276,14 @@ pub fn parse(path: &Path, text: &str, trust_domain: &str) -> Result<MeshModel, M
             },
         );
     }
-    MeshModel::new(trust_domain, services).map_err(|err| {
-        let (line, column) = addressing::locate(&err, &written)
-            .map_or((0, 0), |location| (location.line(), location.column()));
-        at(line, column, err.to_string())
-    })
+    let spec = MeshSpec {
+        path: path.to_owned(),
+        trust_domain: trust_domain.to_owned(),
+        services,
+        written,
+    };
+    spec.model(&Resolutions::new())?;
+    Ok(spec)
 }
 
 /// Service names are DNS labels, so they work as hostnames and SPIFFE path segments.
@@ -229,5 +306,7 @@ pub(crate) fn check_service_name(name: &str) -> Result<(), &'static str> {
 mod allow;
 mod wording;
 
+#[cfg(test)]
+mod spec_tests;
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub discovery_nacks: Counter,
     pub discovery_push_duration: Histogram,
     pub handshakes_refused: Counter,
+    pub dns_resolutions: Family<ResultLabel, Counter>,
 }
 
 impl Metrics {
@@ -78,6 +79,13 @@ impl Metrics {
             "TLS handshakes on the gRPC listener that failed or timed out (each is logged at debug)",
             handshakes_refused.clone(),
         );
+        let dns_resolutions = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "dns_resolutions",
+            "Lookups of the mesh file's dns: endpoint names, by result (resolved, \
+             no_addresses, failed)",
+            dns_resolutions.clone(),
+        );
         Self {
             registry,
             mesh_reloads,
@@ -88,6 +96,7 @@ impl Metrics {
             discovery_nacks,
             discovery_push_duration,
             handshakes_refused,
+            dns_resolutions,
         }
     }
 

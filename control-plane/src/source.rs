@@ -1,7 +1,11 @@
 //! The mesh file as a source: loads it at start, watches its directory (editors and
 //! config-map mounts replace files by rename), reloads on change, and publishes each new
 //! model. A refused file is logged and reported, and the last good model stays in force.
+//! It also holds the last good addresses of the file's DNS names, which the resolver
+//! (`crate::dns`) hands in: a change of them publishes a new model the same way.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,9 +15,9 @@ use notify::event::{AccessKind, AccessMode, EventKind};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
-use crate::mesh_file::{self, MeshFileError};
+use crate::mesh_file::{self, MeshFileError, MeshSpec};
 use crate::metrics::{Metrics, ResultLabel};
-use crate::model::MeshModel;
+use crate::model::{DnsName, MeshModel, Resolutions};
 
 /// Changes often come as a burst of events (truncate, write, rename): wait this long for
 /// the burst to end before reading the file.
@@ -23,25 +27,34 @@ pub struct MeshSource {
     path: PathBuf,
     trust_domain: String,
     model: watch::Sender<Arc<MeshModel>>,
+    /// The DNS names the file in force uses, for the resolver to follow.
+    names: watch::Sender<BTreeSet<DnsName>>,
     state: Mutex<ReloadState>,
     metrics: Arc<Metrics>,
 }
 
-#[derive(Default)]
 struct ReloadState {
     /// The text last read, accepted or not, so unchanged files are not parsed again.
     last_text: Option<String>,
     last_error: Option<MeshFileError>,
+    /// The file in force.
+    spec: MeshSpec,
+    /// The last good addresses of the file's DNS names.
+    resolutions: Resolutions,
+    /// Why the latest addresses of the names could not make a model, if they could not.
+    resolution_error: Option<MeshFileError>,
 }
 
 impl MeshSource {
-    /// Loads the mesh file; a file that cannot be used at start is an error.
+    /// Loads the mesh file; a file that cannot be used at start is an error. Its DNS
+    /// names are not resolved yet: their endpoints come with the resolver's first answers.
     pub fn load(
         path: &Path,
         trust_domain: &str,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, MeshFileError> {
-        let mut model = mesh_file::load(path, trust_domain)?;
+        let spec = mesh_file::load(path, trust_domain)?;
+        let mut model = spec.model(&Resolutions::new())?;
         model.version = 1;
         metrics.mesh_version.set(1);
         metrics
@@ -53,9 +66,13 @@ impl MeshSource {
             path: path.to_owned(),
             trust_domain: trust_domain.to_owned(),
             model: watch::Sender::new(Arc::new(model)),
+            names: watch::Sender::new(spec.names()),
             state: Mutex::new(ReloadState {
                 last_text: std::fs::read_to_string(path).ok(),
                 last_error: None,
+                spec,
+                resolutions: Resolutions::new(),
+                resolution_error: None,
             }),
             metrics,
         }))
@@ -73,11 +90,19 @@ impl MeshSource {
         self.model.borrow().clone()
     }
 
-    /// Why the latest change to the file was refused, if it was.
+    /// The DNS names of the file in force, changing with it.
+    pub fn names(&self) -> watch::Receiver<BTreeSet<DnsName>> {
+        self.names.subscribe()
+    }
+
+    /// Why the latest change to the file was refused, if it was; else why the latest
+    /// addresses of its DNS names could not be used, if they could not.
     pub fn last_error(&self) -> Option<String> {
-        self.lock_state()
+        let state = self.lock_state();
+        state
             .last_error
             .as_ref()
+            .or(state.resolution_error.as_ref())
             .map(ToString::to_string)
     }
 
@@ -117,7 +142,9 @@ impl MeshSource {
         }))
     }
 
-    /// Reads the file again and publishes the model if it is valid and different.
+    /// Reads the file again and publishes the model if it is valid and different. The
+    /// names it shares with the file in force keep their addresses; new names get theirs
+    /// from the resolver, which is told at once.
     pub fn reload(&self) {
         let text = std::fs::read_to_string(&self.path).ok();
         let mut state = self.lock_state();
@@ -126,30 +153,32 @@ impl MeshSource {
         }
         state.last_text = text;
         let parsed = match &state.last_text {
-            Some(text) => mesh_file::parse(&self.path, text, &self.trust_domain),
+            Some(text) => mesh_file::parse_spec(&self.path, text, &self.trust_domain),
             None => mesh_file::load(&self.path, &self.trust_domain),
-        };
+        }
+        .and_then(|spec| {
+            let names = spec.names();
+            let mut resolutions = state.resolutions.clone();
+            resolutions.retain(|name, _| names.contains(name));
+            let model = spec.model(&resolutions)?;
+            Ok((spec, names, resolutions, model))
+        });
         match parsed {
-            Ok(mut model) => {
+            Ok((spec, names, resolutions, model)) => {
                 state.last_error = None;
+                state.resolution_error = None;
+                state.spec = spec;
+                state.resolutions = resolutions;
                 self.metrics
                     .mesh_reloads
                     .get_or_create(&ResultLabel { result: "accepted" })
                     .inc();
-                let current = self.current();
-                if model.services() == current.services() {
-                    return;
-                }
-                model.version = current.version + 1;
-                self.metrics
-                    .mesh_version
-                    .set(i64::try_from(model.version).unwrap_or(i64::MAX));
-                tracing::info!(
-                    version = model.version,
-                    services = model.services().len(),
-                    "mesh file changed"
-                );
-                self.model.send_replace(Arc::new(model));
+                self.names.send_if_modified(|current| {
+                    let changed = *current != names;
+                    *current = names;
+                    changed
+                });
+                self.publish(model, "mesh file changed");
             }
             Err(err) => {
                 self.metrics
@@ -160,6 +189,53 @@ impl MeshSource {
                 state.last_error = Some(err);
             }
         }
+    }
+
+    /// Takes new addresses for some DNS names (from the resolver) and publishes the model
+    /// they make, if it differs. Names the file in force no longer uses are ignored. If
+    /// the addresses cannot make a model (one is another service's), the last good model
+    /// stays in force and `/mesh` says why.
+    pub fn resolved(&self, changes: Vec<(DnsName, Vec<IpAddr>)>) {
+        let mut state = self.lock_state();
+        let names = state.spec.names();
+        for (name, addresses) in changes {
+            if names.contains(&name) {
+                state.resolutions.insert(name, addresses);
+            }
+        }
+        match state.spec.model(&state.resolutions) {
+            Ok(model) => {
+                state.resolution_error = None;
+                self.publish(model, "endpoints by DNS name changed");
+            }
+            Err(err) => {
+                if state.resolution_error.as_ref() != Some(&err) {
+                    tracing::error!(
+                        error = %err,
+                        "the addresses of a dns: endpoint cannot be used; the last good model stays in force"
+                    );
+                }
+                state.resolution_error = Some(err);
+            }
+        }
+    }
+
+    /// Publishes `model` as the next version, unless it serves what the current one does.
+    fn publish(&self, mut model: MeshModel, why: &str) {
+        let current = self.current();
+        if model.services() == current.services() {
+            return;
+        }
+        model.version = current.version + 1;
+        self.metrics
+            .mesh_version
+            .set(i64::try_from(model.version).unwrap_or(i64::MAX));
+        tracing::info!(
+            version = model.version,
+            services = model.services().len(),
+            "{why}"
+        );
+        self.model.send_replace(Arc::new(model));
     }
 
     fn lock_state(&self) -> parking_lot::MutexGuard<'_, ReloadState> {
@@ -247,5 +323,82 @@ mod tests {
         // The same content again is not a new version.
         source.reload();
         assert!(!models.has_changed().unwrap());
+    }
+
+    #[test]
+    fn new_addresses_publish_a_version_and_the_same_ones_or_a_failure_do_not() {
+        use crate::dns::Answer;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mesh.yaml");
+        let file = "services:\n  api:\n    join_token: t\n    endpoints: [\"dns:api:4143\"]\n";
+        std::fs::write(&path, file).unwrap();
+        let source = MeshSource::load(&path, "seam.local", Arc::new(Metrics::new())).unwrap();
+        let mut models = source.subscribe();
+        let api = DnsName::parse("api").unwrap();
+        assert_eq!(*source.names().borrow(), BTreeSet::from([api.clone()]));
+        assert!(source.current().services()["api"].endpoints.is_empty());
+
+        let ips =
+            |list: &[&str]| -> Vec<IpAddr> { list.iter().map(|ip| ip.parse().unwrap()).collect() };
+        let apply = |answer: Answer| {
+            if let Some(addresses) = answer.addresses() {
+                source.resolved(vec![(api.clone(), addresses)]);
+            }
+        };
+        let endpoints = |model: &MeshModel| -> Vec<String> {
+            model.services()["api"]
+                .endpoints
+                .iter()
+                .map(|endpoint| endpoint.address.to_string())
+                .collect()
+        };
+
+        apply(Answer::Addresses {
+            ips: ips(&["10.0.0.1", "10.0.0.2"]),
+            ttl: None,
+        });
+        let model = models.borrow_and_update().clone();
+        assert_eq!(model.version, 2);
+        assert_eq!(endpoints(&model), ["10.0.0.1:4143", "10.0.0.2:4143"]);
+
+        // The same answer again, and a failed lookup: nothing new, the addresses stay.
+        apply(Answer::Addresses {
+            ips: ips(&["10.0.0.1", "10.0.0.2"]),
+            ttl: None,
+        });
+        apply(Answer::Failed {
+            why: "timeout".into(),
+        });
+        assert!(!models.has_changed().unwrap());
+        assert_eq!(
+            endpoints(&source.current()),
+            ["10.0.0.1:4143", "10.0.0.2:4143"]
+        );
+
+        // The name is gone (scaled to 0): no endpoints.
+        apply(Answer::NoAddresses {
+            why: "NXDOMAIN".into(),
+        });
+        let model = models.borrow_and_update().clone();
+        assert_eq!(model.version, 3);
+        assert!(endpoints(&model).is_empty());
+
+        // A file edit keeps the addresses of the names it still uses and lists new ones.
+        apply(Answer::Addresses {
+            ips: ips(&["10.0.0.1"]),
+            ttl: None,
+        });
+        std::fs::write(
+            &path,
+            format!("{file}    timeout: 2s\n  web:\n    join_token: w\n    endpoints: [\"dns:web:80\"]\n"),
+        )
+        .unwrap();
+        source.reload();
+        assert_eq!(source.last_error(), None);
+        let model = models.borrow_and_update().clone();
+        assert_eq!(model.version, 5);
+        assert_eq!(endpoints(&model), ["10.0.0.1:4143"]);
+        let web = DnsName::parse("web").unwrap();
+        assert_eq!(*source.names().borrow(), BTreeSet::from([api.clone(), web]));
     }
 }

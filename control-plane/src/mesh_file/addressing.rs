@@ -1,13 +1,14 @@
 //! A service's addressing keys in the mesh file (`endpoints`, `ports`, `addresses`,
-//! `opaque_ports`): their YAML shape (a `ports` entry is a number or a
-//! `{ port, target_port }` map), their reading into the model, and where in the file an
+//! `opaque_ports`): their YAML shape (an endpoint is an IP:port or `dns:NAME:PORT`; a
+//! `ports` entry is a number or a `{ port, target_port }` map), their reading into the
+//! model, and where in the file an
 //! address the model refuses was written. Which addresses may coexist across services is
 //! the model's rule ([`MeshModel::new`](crate::model::MeshModel::new)); this module points
 //! at the line.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use seam_proto::{SpiffeId, defaults};
 use serde::de::{self, Deserializer, MapAccess, Unexpected, Visitor};
@@ -15,10 +16,13 @@ use serde::{Deserialize, de::value::MapAccessDeserializer};
 use serde_saphyr::{Location, Spanned};
 
 use super::policy::Refusal;
-use crate::model::{AddressError, AddressKind, Endpoint, PortMapping};
+use crate::model::{AddressError, AddressKind, DnsName, Endpoint, NamedEndpoint, PortMapping};
 
 /// What every port must be.
 const PORT_RANGE: &str = "a port from 1 to 65535";
+
+/// How an endpoint by DNS name starts.
+const DNS_PREFIX: &str = "dns:";
 
 /// One entry of `ports`: `5432` or `{ port: 80, target_port: 8080 }`.
 pub enum PortSpec {
@@ -75,7 +79,10 @@ pub struct AddressingSpec {
 
 /// A service's addressing keys, read, and where each address-bearing entry is written.
 pub struct Addressing {
+    /// The endpoints listed as IP:port.
     pub endpoints: Vec<Endpoint>,
+    /// The `dns:NAME:PORT` entries.
+    pub named_endpoints: Vec<NamedEndpoint>,
     pub ports: Vec<PortMapping>,
     pub addresses: Vec<SocketAddr>,
     pub opaque_ports: Vec<u16>,
@@ -83,9 +90,13 @@ pub struct Addressing {
 }
 
 /// Where one service's address-bearing entries are in the file.
+#[derive(Debug, Clone)]
 pub struct Written {
     service: Location,
+    /// Each instance address listed, or resolved from a `dns:` entry (at that entry).
     endpoints: Vec<(SocketAddr, Location)>,
+    /// Each `dns:` entry, in the order of the service's `named_endpoints`.
+    named: Vec<Location>,
     /// Each `ports` entry's target port.
     targets: Vec<(u16, Location)>,
     addresses: Vec<(SocketAddr, Location)>,
@@ -102,11 +113,25 @@ pub fn read(
     let mut written = Written {
         service: location,
         endpoints: Vec::with_capacity(spec.endpoints.len()),
+        named: Vec::new(),
         targets: Vec::with_capacity(spec.ports.len()),
         addresses: Vec::with_capacity(spec.addresses.len()),
     };
     let mut endpoints = Vec::with_capacity(spec.endpoints.len());
+    let mut named_endpoints: Vec<NamedEndpoint> = Vec::new();
     for endpoint in spec.endpoints {
+        if let Some(named) = endpoint.value.strip_prefix(DNS_PREFIX) {
+            let named = named_endpoint(named, &endpoint, name)?;
+            if named_endpoints.contains(&named) {
+                return Err((
+                    endpoint.referenced,
+                    format!("endpoint {named} is listed twice"),
+                ));
+            }
+            written.named.push(endpoint.referenced);
+            named_endpoints.push(named);
+            continue;
+        }
         let address = socket_address(&endpoint, "endpoint", name)?;
         if written.endpoints.iter().any(|(seen, _)| *seen == address) {
             return Err((
@@ -177,6 +202,7 @@ pub fn read(
 
     Ok(Addressing {
         endpoints,
+        named_endpoints,
         ports,
         addresses,
         opaque_ports,
@@ -193,6 +219,40 @@ fn nonzero(port: u16, location: Location, key: &str) -> Result<u16, Refusal> {
     }
 }
 
+/// The `NAME:PORT` after `dns:` in `entry`, an endpoint of service `service`.
+fn named_endpoint(
+    name_and_port: &str,
+    entry: &Spanned<String>,
+    service: &str,
+) -> Result<NamedEndpoint, Refusal> {
+    let refuse = |why: String| {
+        (
+            entry.referenced,
+            format!("endpoint {:?} of service {service:?} {why}", entry.value),
+        )
+    };
+    let Some((name, port)) = name_and_port.rsplit_once(':') else {
+        return Err(refuse(
+            "has no port; expected dns:NAME:PORT, like dns:api:4143".to_owned(),
+        ));
+    };
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        let literal = SocketAddr::new(ip, port.parse().unwrap_or(0));
+        return Err(refuse(format!(
+            "names an IP address; list it without dns:, like \"{literal}\""
+        )));
+    }
+    let name = DnsName::parse(name)
+        .map_err(|why| refuse(format!("has a bad DNS name {name:?}: {why}")))?;
+    let port = match port.parse::<u16>() {
+        Ok(port) if port != 0 => port,
+        _ => {
+            return Err(refuse(format!("has port {port:?}; expected {PORT_RANGE}")));
+        }
+    };
+    Ok(NamedEndpoint { name, port })
+}
+
 /// An `endpoint` or `address` entry of service `service`, as an IP:port whose port is
 /// not 0.
 fn socket_address(
@@ -205,8 +265,13 @@ fn socket_address(
             entry.referenced,
             format!(
                 "{what} {:?} of service {service:?} is not an IP:port (like 10.0.0.7:80 or \
-                 [fd00::7]:80)",
-                entry.value
+                 [fd00::7]:80){}",
+                entry.value,
+                if what == "endpoint" {
+                    ", nor dns:NAME:PORT (like dns:api:4143)"
+                } else {
+                    ""
+                }
             ),
         )
     })?;
@@ -258,6 +323,13 @@ pub fn locate(error: &AddressError, written: &BTreeMap<String, Written>) -> Opti
 }
 
 impl Written {
+    /// Notes that `address` is an instance address because the service's `index`th
+    /// `dns:` entry resolved to it.
+    pub fn resolved(&mut self, index: usize, address: SocketAddr) {
+        let location = self.named.get(index).copied().unwrap_or(self.service);
+        self.endpoints.push((address, location));
+    }
+
     /// The entry that makes `address` an instance address: the endpoint itself, else
     /// the `ports` entry giving its port, else an endpoint with its IP.
     fn instance_entry(&self, address: SocketAddr) -> Option<Location> {
@@ -280,5 +352,7 @@ impl Written {
     }
 }
 
+#[cfg(test)]
+mod named_tests;
 #[cfg(test)]
 mod tests;

@@ -376,8 +376,8 @@ fn yaml_shape_errors_name_the_key_the_value_and_what_it_takes() {
         (
             format!("{service}    endpoints: \"127.0.0.1:1\"\n"),
             4,
-            "services.api.endpoints is \"127.0.0.1:1\"; expected a list of IP:port addresses, \
-             like [\"10.0.0.7:4143\"]",
+            "services.api.endpoints is \"127.0.0.1:1\"; expected a list of IP:port addresses or \
+             dns:NAME:PORT names, like [\"10.0.0.7:4143\", \"dns:api:4143\"]",
         ),
         (
             "services:\n  api:\n    endpoints: []\n".into(),

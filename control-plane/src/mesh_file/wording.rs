@@ -190,7 +190,10 @@ fn accepts(path: &[String]) -> &'static str {
         (_, "join_token") => "the service's join token, as text",
         (_, "trust_domain") => "the trust domain, as text",
         (_, "load_balancer") => "ewma or round_robin",
-        (_, "endpoints") => "a list of IP:port addresses, like [\"10.0.0.7:4143\"]",
+        (_, "endpoints") => {
+            "a list of IP:port addresses or dns:NAME:PORT names, like [\"10.0.0.7:4143\", \
+             \"dns:api:4143\"]"
+        }
         (_, "ports") => "a list of ports, like [5432, { port: 80, target_port: 8080 }]",
         (_, "addresses") => "a list of IP:port addresses, like [\"10.96.0.20:80\"]",
         (_, "opaque_ports") => "a list of ports, like [3306]",

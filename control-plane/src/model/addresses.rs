@@ -28,14 +28,16 @@ pub struct PortMapping {
 }
 
 impl ServiceModel {
-    /// The ports every instance serves: the endpoints' own and every mapping's target.
+    /// The ports every instance serves: the endpoints' own (a `dns:` entry's port too,
+    /// resolved or not) and every mapping's target.
     pub fn instance_ports(&self) -> BTreeSet<u16> {
         let listed = self
             .endpoints
             .iter()
             .map(|endpoint| endpoint.address.port());
+        let named = self.named_endpoints.iter().map(|named| named.port);
         let mapped = self.ports.iter().map(|mapping| mapping.target_port);
-        listed.chain(mapped).collect()
+        listed.chain(named).chain(mapped).collect()
     }
 
     /// The instance port a virtual address's `port` goes to: its mapping's target, else

@@ -4,6 +4,7 @@
 //! holds (`addresses`), so no model exists whose index disagrees with its services.
 
 mod addresses;
+mod named;
 mod policy;
 mod resolve;
 
@@ -17,6 +18,7 @@ use subtle::ConstantTimeEq;
 use addresses::{AddressIndex, Named};
 
 pub use addresses::{AddressError, AddressKind, Claim, MAX_ADDRESSES, PortMapping};
+pub use named::{DnsName, NamedEndpoint, Resolutions};
 pub use policy::{
     BackendRef, CircuitBreaker, LoadBalancer, PathMatch, Policy, RetryOn, RetryPolicy, RouteMatch,
     RouteModel,
@@ -41,8 +43,11 @@ pub struct MeshModel {
 pub struct ServiceModel {
     pub name: String,
     pub join_token: JoinToken,
-    /// The instances as listed; each endpoint IP also serves every other instance port.
+    /// The instances: those listed as IP:port, then those the `dns:` entries resolve to
+    /// now; each endpoint IP also serves every other instance port.
     pub endpoints: Vec<Endpoint>,
+    /// The `dns:NAME:PORT` entries as written; their addresses are in `endpoints`.
+    pub named_endpoints: Vec<NamedEndpoint>,
     /// How a virtual address's ports map to instance ports; each target is an instance
     /// port.
     pub ports: Vec<PortMapping>,

@@ -20,6 +20,7 @@ pub(super) fn service(
                 identity: identity.clone(),
             })
             .collect(),
+        named_endpoints: Vec::new(),
         ports: ports
             .iter()
             .map(|&(port, target_port)| PortMapping { port, target_port })

@@ -1,0 +1,246 @@
+//! The resolver loop: follows the DNS names of the mesh file's `dns:NAME:PORT` endpoints
+//! and hands their addresses to the mesh source, which publishes a new model when they
+//! change. A name the file gains is resolved at once; each name is asked again after
+//! min(its answer's TTL, `--dns-refresh`), never sooner than [`MIN_INTERVAL`]. A name
+//! that does not exist or has no addresses brings no endpoints; a failed lookup keeps the
+//! name's last good addresses. Each change of a name's state (resolved, no addresses,
+//! failing) is logged once, and every answer is counted in
+//! `seam_dns_resolutions_total{result}`.
+
+mod lookup;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::metrics::{Metrics, ResultLabel};
+use crate::model::DnsName;
+use crate::source::MeshSource;
+
+pub use lookup::Lookups;
+
+/// The most often a name is asked again, whatever its TTL or `--dns-refresh` say.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
+
+/// What one round of lookups said about a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The name's addresses (ascending, each once; never empty) and the shortest TTL
+    /// among them, when DNS gave one (`/etc/hosts` gives none).
+    Addresses {
+        ips: Vec<IpAddr>,
+        ttl: Option<Duration>,
+    },
+    /// The name does not exist (NXDOMAIN) or has no A or AAAA records (NODATA): a
+    /// service scaled to 0, or not started yet.
+    NoAddresses { why: String },
+    /// No answer could be had (timeout, SERVFAIL, no resolver): the name may still exist.
+    Failed { why: String },
+}
+
+/// A name's state, as far as the log is concerned: each change is logged once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Resolved,
+    NoAddresses,
+    Failing,
+}
+
+impl Answer {
+    fn health(&self) -> Health {
+        match self {
+            Self::Addresses { .. } => Health::Resolved,
+            Self::NoAddresses { .. } => Health::NoAddresses,
+            Self::Failed { .. } => Health::Failing,
+        }
+    }
+
+    fn result_label(&self) -> &'static str {
+        match self {
+            Self::Addresses { .. } => "resolved",
+            Self::NoAddresses { .. } => "no_addresses",
+            Self::Failed { .. } => "failed",
+        }
+    }
+
+    /// The addresses the name has after this answer, or `None` when its last good
+    /// addresses stay (a failed lookup says nothing about them).
+    pub fn addresses(&self) -> Option<Vec<IpAddr>> {
+        match self {
+            Self::Addresses { ips, .. } => Some(ips.clone()),
+            Self::NoAddresses { .. } => Some(Vec::new()),
+            Self::Failed { .. } => None,
+        }
+    }
+
+    /// How long until the name is asked again: its TTL, capped by `refresh`, and never
+    /// less than [`MIN_INTERVAL`].
+    pub fn next_lookup_in(&self, refresh: Duration) -> Duration {
+        let wanted = match self {
+            Self::Addresses { ttl: Some(ttl), .. } => (*ttl).min(refresh),
+            _ => refresh,
+        };
+        wanted.max(MIN_INTERVAL)
+    }
+}
+
+/// What the loop knows of a name it follows.
+struct Followed {
+    next_lookup: Instant,
+    health: Health,
+}
+
+/// Runs the resolver loop for `source`'s names until the task is aborted.
+pub fn spawn(
+    source: Arc<MeshSource>,
+    refresh: Duration,
+    metrics: Arc<Metrics>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(source, refresh, metrics))
+}
+
+async fn run(source: Arc<MeshSource>, refresh: Duration, metrics: Arc<Metrics>) {
+    let mut names = source.names();
+    let mut lookups = Lookups::default();
+    let mut followed: BTreeMap<DnsName, Followed> = BTreeMap::new();
+    loop {
+        let current: BTreeSet<DnsName> = names.borrow_and_update().clone();
+        followed.retain(|name, _| current.contains(name));
+        let now = Instant::now();
+        let due: Vec<DnsName> = current
+            .iter()
+            .filter(|name| {
+                followed
+                    .get(*name)
+                    .is_none_or(|known| known.next_lookup <= now)
+            })
+            .cloned()
+            .collect();
+        if !due.is_empty() {
+            let answers = lookups.resolve(&due).await;
+            let mut changes = Vec::new();
+            let answered_at = Instant::now();
+            for (name, answer) in due.into_iter().zip(answers) {
+                metrics
+                    .dns_resolutions
+                    .get_or_create(&ResultLabel {
+                        result: answer.result_label(),
+                    })
+                    .inc();
+                let previous = followed.get(&name).map(|known| known.health);
+                log_change(&name, previous, &answer);
+                followed.insert(
+                    name.clone(),
+                    Followed {
+                        next_lookup: answered_at + answer.next_lookup_in(refresh),
+                        health: answer.health(),
+                    },
+                );
+                if let Some(addresses) = answer.addresses() {
+                    changes.push((name, addresses));
+                }
+            }
+            if !changes.is_empty() {
+                source.resolved(changes);
+            }
+        }
+        if !wait_for_work(&mut names, &followed).await {
+            return;
+        }
+    }
+}
+
+/// Waits until a followed name is due or the file's names change; `false` when the
+/// source is gone.
+async fn wait_for_work(
+    names: &mut watch::Receiver<BTreeSet<DnsName>>,
+    followed: &BTreeMap<DnsName, Followed>,
+) -> bool {
+    let next = followed.values().map(|known| known.next_lookup).min();
+    let Some(next) = next else {
+        return names.changed().await.is_ok();
+    };
+    tokio::select! {
+        changed = names.changed() => changed.is_ok(),
+        () = tokio::time::sleep_until(next) => true,
+    }
+}
+
+/// Logs `answer` for `name` if it changes the name's state (`previous`, `None` for a
+/// name not asked before).
+fn log_change(name: &DnsName, previous: Option<Health>, answer: &Answer) {
+    if previous == Some(answer.health()) {
+        return;
+    }
+    match answer {
+        Answer::Addresses { ips, .. } => {
+            tracing::info!(%name, addresses = ?ips, "dns: endpoint name resolves");
+        }
+        Answer::NoAddresses { why } => tracing::warn!(
+            %name,
+            error = %why,
+            "dns: endpoint name has no addresses; it brings no endpoints until it has"
+        ),
+        Answer::Failed { why } => tracing::warn!(
+            %name,
+            error = %why,
+            "cannot resolve a dns: endpoint name; its last good addresses stay in force"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|ip| ip.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn a_failed_lookup_keeps_the_addresses_and_a_missing_name_has_none() {
+        let found = Answer::Addresses {
+            ips: ips(&["10.0.0.1", "fd00::1"]),
+            ttl: None,
+        };
+        assert_eq!(found.addresses(), Some(ips(&["10.0.0.1", "fd00::1"])));
+        let gone = Answer::NoAddresses {
+            why: "NXDOMAIN".into(),
+        };
+        assert_eq!(gone.addresses(), Some(Vec::new()));
+        let failed = Answer::Failed {
+            why: "timeout".into(),
+        };
+        assert_eq!(failed.addresses(), None);
+    }
+
+    #[test]
+    fn asks_again_at_the_ttl_capped_by_the_refresh_and_never_too_often() {
+        let refresh = Duration::from_secs(2);
+        let with_ttl = |seconds: f64| Answer::Addresses {
+            ips: ips(&["10.0.0.1"]),
+            ttl: Some(Duration::from_secs_f64(seconds)),
+        };
+        assert_eq!(with_ttl(600.0).next_lookup_in(refresh), refresh);
+        assert_eq!(
+            with_ttl(1.0).next_lookup_in(refresh),
+            Duration::from_secs(1)
+        );
+        assert_eq!(with_ttl(0.0).next_lookup_in(refresh), MIN_INTERVAL);
+        let hosts = Answer::Addresses {
+            ips: ips(&["10.0.0.1"]),
+            ttl: None,
+        };
+        assert_eq!(hosts.next_lookup_in(refresh), refresh);
+        let failed = Answer::Failed { why: "x".into() };
+        assert_eq!(failed.next_lookup_in(refresh), refresh);
+        assert_eq!(
+            failed.next_lookup_in(Duration::from_millis(100)),
+            MIN_INTERVAL
+        );
+    }
+}
