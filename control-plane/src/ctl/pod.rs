@@ -9,18 +9,21 @@
 //! 3. It runs `seam-proxy PROXY_FLAGS` as the proxy uid, and starts it again in place
 //!    with backoff (`restart`) whenever it exits, so the network namespace, and any app
 //!    in it or joined to it, outlives a proxy crash.
-//! 4. With an app command, it runs the app as the container's user, and when the app
-//!    exits it stops the proxy and exits with the app's status, so the container's
-//!    restart policy restarts the two together.
+//! 4. With an app command, it runs the app as the container's user once the proxy is
+//!    ready (`readiness`, bounded by `--app-start-timeout`), and when the app exits it
+//!    stops the proxy and exits with the app's status, so the container's restart policy
+//!    restarts the two together.
 //!
 //! SIGTERM and SIGINT are passed to both children, which get `--stop-timeout` to exit
 //! before they are killed.
 
 mod handover;
+mod readiness;
 mod restart;
 #[cfg(test)]
 mod tests;
 
+use std::net::SocketAddr;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
@@ -31,6 +34,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::launch;
@@ -60,6 +64,9 @@ pub struct PodArgs {
     /// Where the pod keeps what it hands the proxy.
     #[arg(long, value_name = "DIR", default_value = "/tmp/seam-pod")]
     pub work_dir: PathBuf,
+    /// How long the app waits for the proxy to be ready before it starts anyway.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub app_start_timeout: Duration,
     /// How long the children get to exit after SIGTERM before they are killed.
     #[arg(long, default_value = "8s", value_parser = humantime::parse_duration)]
     pub stop_timeout: Duration,
@@ -106,11 +113,11 @@ pub async fn run(args: PodArgs) -> anyhow::Result<()> {
     if args.transparent {
         init(&proxy_binary, &args).await?;
     }
-    let mut proxy = Supervised::start(&proxy_binary, &commands.proxy_args, &args)?;
-    let mut app = match &commands.app {
-        Some(command) => Some(start_app(command)?),
-        None => None,
-    };
+    let (admin, admin_seen) = watch::channel(None);
+    let mut proxy = Supervised::start(&proxy_binary, &commands.proxy_args, &args, &admin)?;
+    let mut app: Option<Child> = None;
+    let mut app_waiting = commands.app.as_deref();
+    let app_deadline = Instant::now() + args.app_start_timeout;
     let mut backoff = RestartBackoff::default();
     let mut restart_at: Option<Instant> = None;
 
@@ -118,6 +125,14 @@ pub async fn run(args: PodArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = terminate.recv() => return stop(proxy, app, args.stop_timeout, "SIGTERM").await,
             _ = interrupt.recv() => return stop(proxy, app, args.stop_timeout, "SIGINT").await,
+            ready = readiness::proxy_ready(admin_seen.clone(), app_deadline), if app_waiting.is_some() => {
+                if !ready {
+                    eprintln!("seamctl pod: seam-proxy is not ready after {:?}; starting the app anyway", args.app_start_timeout);
+                }
+                if let Some(command) = app_waiting.take() {
+                    app = Some(start_app(command)?);
+                }
+            }
             status = wait_app(&mut app) => {
                 let status = status.context("cannot wait for the app")?;
                 eprintln!("seamctl pod: the app exited ({status}); stopping the proxy");
@@ -132,7 +147,7 @@ pub async fn run(args: PodArgs) -> anyhow::Result<()> {
             }
             () = sleep_until(restart_at) => {
                 restart_at = None;
-                proxy = Supervised::start(&proxy_binary, &commands.proxy_args, &args)?;
+                proxy = Supervised::start(&proxy_binary, &commands.proxy_args, &args, &admin)?;
             }
         }
     }
@@ -176,10 +191,11 @@ impl Supervised {
         binary: &std::path::Path,
         proxy_args: &[String],
         args: &PodArgs,
+        admin: &watch::Sender<Option<SocketAddr>>,
     ) -> anyhow::Result<Self> {
         let handover =
             handover::prepare(&args.trust_anchors, &args.join_token_file, &args.work_dir)?;
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .args(proxy_args)
             // Flags given in PROXY_FLAGS win over these, as a flag wins over its variable.
             .env("SEAM_TRUST_ANCHORS", &handover.trust_anchors)
@@ -188,9 +204,13 @@ impl Supervised {
             .uid(args.proxy_uid)
             .gid(args.proxy_uid)
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("cannot start {}", binary.display()))?;
+        if let Some(stdout) = child.stdout.take() {
+            readiness::forward_stdout(stdout, admin.clone());
+        }
         Ok(Self {
             child: Some(child),
             started: Instant::now(),
