@@ -70,7 +70,10 @@ fn list(ports: &[u16]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::mesh_file;
 
     fn service(name: &str, ports: &[u16], published: bool) -> MeshedService {
         MeshedService {
@@ -81,7 +84,7 @@ mod tests {
     }
 
     #[test]
-    fn one_entry_per_service() {
+    fn one_entry_per_service_that_the_control_plane_accepts() {
         let services = [
             service("web", &[80], true),
             service("worker", &[], false),
@@ -97,6 +100,8 @@ mod tests {
             "  worker:\n    join_token: \"t-worker\"\n    endpoints: [\"dns:worker-seam:4143\"]\n  db:"
         ));
         assert!(text.contains("    ports: [6379, 22]\n    opaque_ports: [6379, 22]\n"));
+        mesh_file::parse(Path::new("mesh.yaml"), &text, "seam.local")
+            .expect("the control plane accepts the mesh file");
     }
 
     #[test]
