@@ -183,6 +183,11 @@ impl Project {
         Ok(command)
     }
 
+    /// `restart` of one service's containers.
+    pub fn restart(&self, service: &str) -> anyhow::Result<()> {
+        run(self.command()?.args(["restart", "-t", "2", service])).map(|_| ())
+    }
+
     /// The logs of `service` so far.
     pub fn logs(&self, service: &str) -> anyhow::Result<String> {
         let output = run(self.command()?.args(["logs", "--no-color", service]))?;

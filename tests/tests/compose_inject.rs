@@ -2,11 +2,13 @@
 //! (tests/fixtures/foreign-compose: web, api, a worker, Redis), run with the real
 //! docker-compose and the Seam image: the meshed project comes up, web answers on its
 //! published port with what it got from api through the mesh, the worker's calls to api
-//! and to Redis succeed, and `seamctl verify` shows web → api, worker → api and
-//! worker → db as mTLS. The one plaintext edge is the test's own requests to web's
-//! published port, from outside the mesh; `--require-mtls` counts exactly that one.
-//! Needs root, docker, docker-compose, and Debian's busybox-static and redis-server.
+//! and to Redis succeed, `seamctl verify` shows web → api, worker → api and worker → db
+//! as mTLS, and api, restarted, is reached through the mesh again. The one plaintext edge
+//! is the test's own requests to web's published port, from outside the mesh;
+//! `--require-mtls` counts exactly that one. Needs root, docker, docker-compose, and
+//! Debian's busybox-static and redis-server.
 
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -64,19 +66,8 @@ async fn an_injected_foreign_project_comes_up_and_its_traffic_is_mtls() -> anyho
     )?;
     let up = started.elapsed();
 
-    let web = std::net::SocketAddr::from(([127, 0, 0, 1], web_port));
-    let page = wait::until(
-        "web answers with api's orders",
-        Duration::from_secs(90),
-        || async move {
-            let (status, body) = launch::http_get(web, "/cgi-bin/orders").await?;
-            if status != 200 || !body.contains(ORDER) {
-                bail!("web answered {status}: {body:?}");
-            }
-            Ok(body)
-        },
-    )
-    .await?;
+    let web = SocketAddr::from(([127, 0, 0, 1], web_port));
+    let page = orders_from_web(web, Duration::from_secs(90)).await?;
     assert!(page.contains("anvil"), "{page}");
 
     wait::until(
@@ -147,6 +138,11 @@ async fn an_injected_foreign_project_comes_up_and_its_traffic_is_mtls() -> anyho
         "--require-mtls counts the published port's edge and no other: {said}"
     );
 
+    // A restarted app joins its sidecar's namespace again (the sidecar kept running), and
+    // its callers reach it through the mesh as before: api takes only mTLS.
+    project.restart("api")?;
+    orders_from_web(web, Duration::from_secs(30)).await?;
+
     drop(project);
     eprintln!(
         "compose_inject: up in {:.1}s, checked and down in {:.1}s",
@@ -154,6 +150,18 @@ async fn an_injected_foreign_project_comes_up_and_its_traffic_is_mtls() -> anyho
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Waits until web, on its published port, answers with the orders it got from api.
+async fn orders_from_web(web: SocketAddr, timeout: Duration) -> anyhow::Result<String> {
+    wait::until("web answers with api's orders", timeout, || async move {
+        let (status, body) = launch::http_get(web, "/cgi-bin/orders").await?;
+        if status != 200 || !body.contains(ORDER) {
+            bail!("web answered {status}: {body:?}");
+        }
+        Ok(body)
+    })
+    .await
 }
 
 /// The transport of the `caller` → `callee` row of `seamctl verify`'s table.
