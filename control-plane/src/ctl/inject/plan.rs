@@ -167,6 +167,7 @@ pub fn plan(document: &Mapping, options: &Options<'_>) -> Result<Plan, Refusal> 
             namespace,
             app_port: served.tcp.first().copied(),
             profile: options.profile,
+            compose_profiles: app.get("profiles").cloned(),
         });
         for network in sidecar::networks_of(&sidecar) {
             if !networks.contains(&network) {

@@ -60,6 +60,8 @@ pub struct SidecarSpec<'a> {
     /// The port `--app` names: where requests addressed to the proxy go.
     pub app_port: Option<u16>,
     pub profile: Profile,
+    /// The app's compose `profiles`, which its sidecar shares: they start together.
+    pub compose_profiles: Option<Yaml>,
 }
 
 /// The sidecar service of `spec.app`.
@@ -69,6 +71,7 @@ pub fn sidecar(spec: SidecarSpec<'_>) -> Mapping {
         mut namespace,
         app_port,
         profile,
+        compose_profiles,
     } = spec;
     let mut service = Mapping::new();
     service.insert("image", Yaml::str(IMAGE));
@@ -81,6 +84,9 @@ pub fn sidecar(spec: SidecarSpec<'_>) -> Mapping {
         if let Some(value) = namespace.remove(key) {
             service.insert(key, value);
         }
+    }
+    if let Some(compose_profiles) = compose_profiles {
+        service.insert("profiles", compose_profiles);
     }
     service.insert("secrets", Yaml::strs([secret_of(app).as_str()]));
     service.insert(

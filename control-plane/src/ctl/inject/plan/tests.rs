@@ -347,3 +347,16 @@ fn bad_ports_name_the_service() {
         "service \"api\": port \"http\" is not a port from 1 to 65535 or a range of them"
     );
 }
+
+#[test]
+fn a_sidecar_shares_its_apps_compose_profiles() {
+    let plan = meshed("services:\n  debug:\n    image: tools\n    profiles: [debug]\n");
+    assert_eq!(
+        service(&plan, "debug-seam").get("profiles"),
+        Some(&yaml("[debug]"))
+    );
+    assert_eq!(
+        service(&plan, "debug").get("profiles"),
+        Some(&yaml("[debug]"))
+    );
+}
