@@ -304,7 +304,7 @@ pub(crate) fn check_service_name(name: &str) -> Result<(), &'static str> {
 }
 
 mod allow;
-mod wording;
+pub(crate) mod wording;
 
 #[cfg(test)]
 mod spec_tests;

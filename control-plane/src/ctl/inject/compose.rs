@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::yaml::{Mapping, Yaml};
+use crate::mesh_file::wording::without_position;
 
 /// A compose file, read.
 #[derive(Debug)]
@@ -49,16 +50,20 @@ pub fn parse(path: &Path, text: &str) -> Result<ComposeFile, ReadError> {
     };
     let document: Yaml = serde_saphyr::from_str(text).map_err(|err| {
         let (line, column) = err.location().map_or((0, 0), |at| (at.line(), at.column()));
-        let message = err.without_snippet().to_string();
+        let reason = match err.without_snippet() {
+            serde_saphyr::Error::DuplicateMappingKey { key: Some(key), .. } => {
+                format!("{key:?} is given twice in one map (the second time here)")
+            }
+            other => {
+                let message = other.to_string();
+                without_position(message.lines().next().unwrap_or("malformed YAML"))
+            }
+        };
         ReadError::Malformed {
             path: path.to_owned(),
             line,
             column,
-            reason: message
-                .lines()
-                .next()
-                .unwrap_or("malformed YAML")
-                .to_owned(),
+            reason,
         }
     })?;
     let Yaml::Map(document) = document else {
@@ -106,9 +111,21 @@ mod tests {
     fn malformed_yaml_is_refused_at_its_line_and_column() {
         let message = refusal("services:\n  web:\n    image: [busybox\n");
         assert!(message.starts_with("app/docker-compose.yml:"), "{message}");
+        assert!(
+            !message.contains(" at line "),
+            "the position is said once: {message}"
+        );
         let position: Vec<&str> = message.splitn(4, ':').collect();
         assert!(position[1].parse::<u64>().unwrap() >= 3, "{message}");
         assert!(position[2].parse::<u64>().is_ok(), "{message}");
+    }
+
+    #[test]
+    fn a_service_given_twice_is_named() {
+        assert_eq!(
+            refusal("services:\n  web: {}\n  web: {}\n"),
+            "app/docker-compose.yml:3:3: \"web\" is given twice in one map (the second time here)"
+        );
     }
 
     #[test]
