@@ -151,11 +151,12 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 /// A compose project brought up from `file` under a name of its own; taken down with its
-/// volumes and orphans when dropped.
+/// volumes and orphans by [`Project::down`], or when dropped (a failed test).
 pub struct Project {
     name: String,
     file: PathBuf,
     env: Vec<(String, String)>,
+    is_up: bool,
 }
 
 impl Project {
@@ -169,6 +170,8 @@ impl Project {
                 .iter()
                 .map(|(key, value)| ((*key).to_owned(), value.clone()))
                 .collect(),
+            // Taken down even if `up` fails half way.
+            is_up: true,
         };
         run(project.command()?.args(["up", "-d"]))?;
         Ok(project)
@@ -195,12 +198,35 @@ impl Project {
     }
 }
 
+impl Project {
+    /// Takes the project down (containers, networks, volumes) and checks that no container
+    /// of it is left.
+    pub fn down(mut self) -> anyhow::Result<()> {
+        self.take_down()?;
+        let label = format!("label=com.docker.compose.project={}", self.name);
+        let left = run(Command::new("docker").args(["ps", "-a", "-q", "--filter", &label]))?;
+        let left = String::from_utf8_lossy(&left.stdout);
+        if !left.trim().is_empty() {
+            bail!("containers of {} are left after down: {left}", self.name);
+        }
+        Ok(())
+    }
+
+    fn take_down(&mut self) -> anyhow::Result<()> {
+        if !self.is_up {
+            return Ok(());
+        }
+        run(self
+            .command()?
+            .args(["down", "--remove-orphans", "--volumes", "-t", "5"]))?;
+        self.is_up = false;
+        Ok(())
+    }
+}
+
 impl Drop for Project {
     fn drop(&mut self) {
-        let down = self.command().and_then(|mut command| {
-            run(command.args(["down", "--remove-orphans", "--volumes", "-t", "5"]))
-        });
-        if let Err(err) = down {
+        if let Err(err) = self.take_down() {
             eprintln!("cannot take down compose project {}: {err:#}", self.name);
         }
     }

@@ -143,7 +143,7 @@ async fn an_injected_foreign_project_comes_up_and_its_traffic_is_mtls() -> anyho
     project.restart("api")?;
     orders_from_web(web, Duration::from_secs(30)).await?;
 
-    drop(project);
+    project.down()?;
     eprintln!(
         "compose_inject: up in {:.1}s, checked and down in {:.1}s",
         up.as_secs_f64(),
