@@ -1,6 +1,7 @@
-//! The resolver loop: follows the DNS names of the mesh file's `dns:NAME:PORT` endpoints
-//! and hands their addresses to the mesh source, which publishes a new model when they
-//! change. A name the file gains is resolved at once; each name is asked again after
+//! The resolver loop: follows the DNS names of the mesh file's `dns:NAME:PORT` endpoints,
+//! each in a task of its own, and hands their addresses to the mesh source, which
+//! publishes a new model when they change. A name the file gains is resolved at once; a
+//! name the file drops stops being followed; each name is asked again after
 //! min(its answer's TTL, `--dns-refresh`), never sooner than [`MIN_INTERVAL`]. A name
 //! that does not exist or has no addresses brings no endpoints; a failed lookup keeps the
 //! name's last good addresses. Each change of a name's state (resolved, no addresses,
@@ -14,8 +15,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::time::Instant;
+use tokio::sync::mpsc;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::metrics::{Metrics, ResultLabel};
 use crate::model::DnsName;
@@ -25,6 +26,9 @@ pub use lookup::Lookups;
 
 /// The most often a name is asked again, whatever its TTL or `--dns-refresh` say.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Answers waiting for the loop; a follower whose answer finds the queue full waits.
+const ANSWER_QUEUE: usize = 64;
 
 /// What one round of lookups said about a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,10 +92,11 @@ impl Answer {
     }
 }
 
-/// What the loop knows of a name it follows.
-struct Followed {
-    next_lookup: Instant,
-    health: Health,
+/// A name being followed: its own task, which looks it up again and again, and the
+/// state its last answer put it in.
+struct Follower {
+    _task: AbortOnDropHandle<()>,
+    health: Option<Health>,
 }
 
 /// Runs the resolver loop for `source`'s names until the task is aborted.
@@ -103,71 +108,81 @@ pub fn spawn(
     tokio::spawn(run(source, refresh, metrics))
 }
 
+/// Follows every name of the file in force, each in its own task (so a name whose
+/// server is slow to fail holds up no other, and a new name is looked up at once), and
+/// hands the answers to `source` as they come.
 async fn run(source: Arc<MeshSource>, refresh: Duration, metrics: Arc<Metrics>) {
     let mut names = source.names();
-    let mut lookups = Lookups::default();
-    let mut followed: BTreeMap<DnsName, Followed> = BTreeMap::new();
+    let lookups = Arc::new(Lookups::default());
+    let (answers, mut answered) = mpsc::channel::<(DnsName, Answer)>(ANSWER_QUEUE);
+    let mut followers: BTreeMap<DnsName, Follower> = BTreeMap::new();
     loop {
         let current: BTreeSet<DnsName> = names.borrow_and_update().clone();
-        followed.retain(|name, _| current.contains(name));
-        let now = Instant::now();
-        let due: Vec<DnsName> = current
-            .iter()
-            .filter(|name| {
-                followed
-                    .get(*name)
-                    .is_none_or(|known| known.next_lookup <= now)
-            })
-            .cloned()
-            .collect();
-        if !due.is_empty() {
-            let answers = lookups.resolve(&due).await;
-            let mut changes = Vec::new();
-            let answered_at = Instant::now();
-            for (name, answer) in due.into_iter().zip(answers) {
-                metrics
-                    .dns_resolutions
-                    .get_or_create(&ResultLabel {
-                        result: answer.result_label(),
-                    })
-                    .inc();
-                let previous = followed.get(&name).map(|known| known.health);
-                log_change(&name, previous, &answer);
-                followed.insert(
+        followers.retain(|name, _| current.contains(name));
+        for name in current {
+            followers.entry(name).or_insert_with_key(|name| Follower {
+                _task: AbortOnDropHandle::new(tokio::spawn(follow(
                     name.clone(),
-                    Followed {
-                        next_lookup: answered_at + answer.next_lookup_in(refresh),
-                        health: answer.health(),
-                    },
-                );
-                if let Some(addresses) = answer.addresses() {
-                    changes.push((name, addresses));
+                    lookups.clone(),
+                    refresh,
+                    answers.clone(),
+                ))),
+                health: None,
+            });
+        }
+        tokio::select! {
+            changed = names.changed() => if changed.is_err() {
+                return;
+            },
+            Some(first) = answered.recv() => {
+                let mut changes = Vec::new();
+                let mut next = Some(first);
+                // Every answer already in, so a burst makes one new model.
+                while let Some((name, answer)) = next {
+                    if let Some(follower) = followers.get_mut(&name) {
+                        note(&metrics, &name, follower, &answer);
+                        if let Some(addresses) = answer.addresses() {
+                            changes.push((name, addresses));
+                        }
+                    }
+                    next = answered.try_recv().ok();
+                }
+                if !changes.is_empty() {
+                    source.resolved(changes);
                 }
             }
-            if !changes.is_empty() {
-                source.resolved(changes);
-            }
-        }
-        if !wait_for_work(&mut names, &followed).await {
-            return;
         }
     }
 }
 
-/// Waits until a followed name is due or the file's names change; `false` when the
-/// source is gone.
-async fn wait_for_work(
-    names: &mut watch::Receiver<BTreeSet<DnsName>>,
-    followed: &BTreeMap<DnsName, Followed>,
-) -> bool {
-    let next = followed.values().map(|known| known.next_lookup).min();
-    let Some(next) = next else {
-        return names.changed().await.is_ok();
-    };
-    tokio::select! {
-        changed = names.changed() => changed.is_ok(),
-        () = tokio::time::sleep_until(next) => true,
+/// Looks `name` up, then again after each answer's interval, until aborted or the loop
+/// is gone.
+async fn follow(
+    name: DnsName,
+    lookups: Arc<Lookups>,
+    refresh: Duration,
+    answers: mpsc::Sender<(DnsName, Answer)>,
+) {
+    loop {
+        let answer = lookups.resolve(&name).await;
+        let interval = answer.next_lookup_in(refresh);
+        if answers.send((name.clone(), answer)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(interval).await;
     }
+}
+
+/// Counts `answer` and logs it if it changes `follower`'s state.
+fn note(metrics: &Metrics, name: &DnsName, follower: &mut Follower, answer: &Answer) {
+    metrics
+        .dns_resolutions
+        .get_or_create(&ResultLabel {
+            result: answer.result_label(),
+        })
+        .inc();
+    log_change(name, follower.health, answer);
+    follower.health = Some(answer.health());
 }
 
 /// Logs `answer` for `name` if it changes the name's state (`previous`, `None` for a

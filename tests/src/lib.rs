@@ -3,7 +3,8 @@
 //! they read, runs real upstream apps (an HTTP echo, a gRPC health service) and real
 //! clients (HTTP/1.1, h2c, gRPC, raw TLS), and waits on the binaries' own state endpoints
 //! with deadlines, never on sleeps. For transparent mode it also builds pods out of Linux
-//! network namespaces (`netns`, `pod_network`), runs `seam-proxy init` in them
+//! network namespaces (`netns`, `pod_network`; `netns_files` gives one its own
+//! `/etc/hosts`), runs `seam-proxy init` in them
 //! (`proxy_init`) and tells where an intercepted connection went (`interception`,
 //! `intercepted_pods`); those system tests need root. The tests themselves live in `tests/`.
 
@@ -21,6 +22,7 @@ pub mod mesh;
 pub mod mesh_ca;
 pub mod meshed_pods;
 pub mod netns;
+pub mod netns_files;
 pub mod otlp;
 pub mod pod_network;
 pub mod policy_mesh;

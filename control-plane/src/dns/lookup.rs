@@ -1,8 +1,8 @@
 //! Asking what a name's addresses are, the way the system would: `/etc/hosts` first (read
-//! afresh each round, and authoritative for a name it lists, as glibc's `files` source
+//! afresh each time, and authoritative for a name it lists, as glibc's `files` source
 //! is), then DNS with the servers of `/etc/resolv.conf` (Docker's embedded server in a
 //! compose network), A and AAAA both. hickory-resolver asks DNS; its cache is emptied
-//! each round, since the loop keeps its own schedule and wants fresh answers.
+//! before each lookup, since the loop keeps its own schedule and wants fresh answers.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use hickory_resolver::net::NetError;
 use hickory_resolver::proto::op::Query;
 use hickory_resolver::proto::rr::{Name, RecordType};
 use hickory_resolver::{Hosts, TokioResolver};
+use parking_lot::Mutex;
 
 use super::Answer;
 use crate::model::DnsName;
@@ -23,10 +24,10 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The DNS side of lookups: a resolver built from `/etc/resolv.conf` on first use, and
-/// again after building it failed.
+/// again after building it failed; shared by every name's task.
 #[derive(Default)]
 pub struct Lookups {
-    resolver: Option<TokioResolver>,
+    resolver: Mutex<Option<TokioResolver>>,
 }
 
 /// What one record type's lookup gave.
@@ -37,33 +38,34 @@ enum Records {
 }
 
 impl Lookups {
-    /// Looks up every name of `names`, concurrently; one answer per name, in order.
-    pub async fn resolve(&mut self, names: &[DnsName]) -> Vec<Answer> {
+    /// Looks `name` up: in `/etc/hosts` as it is now, else in DNS.
+    pub async fn resolve(&self, name: &DnsName) -> Answer {
         // A missing or unreadable hosts file lists nothing, as for the system.
         let hosts = Hosts::from_system().unwrap_or_default();
         let resolver = self.resolver();
         if let Ok(resolver) = &resolver {
             resolver.clear_cache();
         }
-        let resolver = resolver.as_ref().copied().map_err(String::as_str);
-        future::join_all(names.iter().map(|name| answer(&hosts, resolver, name))).await
+        answer(&hosts, resolver.as_ref().map_err(String::as_str), name).await
     }
 
-    fn resolver(&mut self) -> Result<&TokioResolver, String> {
-        if self.resolver.is_none() {
-            let mut builder = TokioResolver::builder_tokio().map_err(|err| {
-                format!("cannot read the system's resolver configuration (/etc/resolv.conf): {err}")
-            })?;
-            let options = builder.options_mut();
-            // Read here, afresh each round.
-            options.use_hosts_file = ResolveHosts::Never;
-            options.timeout = QUERY_TIMEOUT;
-            let resolver = builder
-                .build()
-                .map_err(|err| format!("cannot set up a DNS resolver: {err}"))?;
-            self.resolver = Some(resolver);
+    fn resolver(&self) -> Result<TokioResolver, String> {
+        let mut built = self.resolver.lock();
+        if let Some(resolver) = &*built {
+            return Ok(resolver.clone());
         }
-        Ok(self.resolver.as_ref().expect("set just above"))
+        let mut builder = TokioResolver::builder_tokio().map_err(|err| {
+            format!("cannot read the system's resolver configuration (/etc/resolv.conf): {err}")
+        })?;
+        let options = builder.options_mut();
+        // Read here, afresh for each lookup.
+        options.use_hosts_file = ResolveHosts::Never;
+        options.timeout = QUERY_TIMEOUT;
+        let resolver = builder
+            .build()
+            .map_err(|err| format!("cannot set up a DNS resolver: {err}"))?;
+        *built = Some(resolver.clone());
+        Ok(resolver)
     }
 }
 
