@@ -6,10 +6,12 @@
 //! network namespaces (`netns`, `pod_network`; `netns_files` gives one its own
 //! `/etc/hosts`), runs `seam-proxy init` in them
 //! (`proxy_init`) and tells where an intercepted connection went (`interception`,
-//! `intercepted_pods`); those system tests need root. The tests themselves live in `tests/`.
+//! `intercepted_pods`); those system tests need root. `compose` runs the demo compose project
+//! of deploy/compose on the real Docker engine. The tests themselves live in `tests/`.
 
 pub mod certify;
 pub mod client;
+pub mod compose;
 pub mod dashboard;
 pub mod faulty;
 pub mod foreign_compose;
