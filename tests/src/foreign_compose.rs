@@ -1,25 +1,34 @@
-//! A compose project that was not written for Seam, meshed with `seamctl inject` and run
-//! with the real docker-compose: the fixture's images, built from what the host has (no
-//! registry: `FROM scratch` with Debian's static busybox, and with Debian's
-//! `redis-server` and the libraries `ldd` names), the Seam image, and a running project
-//! that is always taken down, even when a test fails.
+//! A compose project that was not written for Seam (tests/fixtures/foreign-compose),
+//! meshed with `seamctl inject` and run with the real docker-compose: the fixture's
+//! images, built from what the host has (no registry: `FROM scratch` with Debian's static
+//! busybox, and with Debian's `redis-server` and the libraries `ldd` names), and a project
+//! brought up from the compose file inject wrote, always taken down, failed test or not.
+//! The Seam image, the compose tool and the leftover check are the `compose` kit's.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use tokio::process::Command;
+
+use crate::compose::{compose_command, leftovers};
 
 /// The fixture's images: tags no real image has.
 pub const BUSYBOX_IMAGE: &str = "seam-fixture/busybox:1";
 pub const REDIS_IMAGE: &str = "seam-fixture/redis:7";
 const BUSYBOX: &str = "/bin/busybox";
 
+/// The fixture project, as its authors wrote it.
+pub fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/foreign-compose")
+}
+
 /// Runs `command`, failing with its output unless it succeeds.
-pub fn run(command: &mut Command) -> anyhow::Result<Output> {
+pub async fn run(command: &mut Command) -> anyhow::Result<Output> {
     let output = command
         .output()
+        .await
         .with_context(|| format!("cannot run {command:?}"))?;
     if !output.status.success() {
         bail!(
@@ -32,38 +41,8 @@ pub fn run(command: &mut Command) -> anyhow::Result<Output> {
     Ok(output)
 }
 
-/// The compose command: the `docker compose` plugin if installed, else `docker-compose`.
-pub fn compose_command() -> anyhow::Result<Command> {
-    let plugin = Command::new("docker").args(["compose", "version"]).output();
-    if plugin.is_ok_and(|output| output.status.success()) {
-        let mut command = Command::new("docker");
-        command.arg("compose");
-        return Ok(command);
-    }
-    let standalone = Command::new("docker-compose").arg("version").output();
-    if standalone.is_ok_and(|output| output.status.success()) {
-        return Ok(Command::new("docker-compose"));
-    }
-    bail!("neither `docker compose` nor `docker-compose` runs here; install docker-compose")
-}
-
-/// Builds the Seam image (`SEAM_IMAGE`, else `seam:dev`) from the binaries the tests run,
-/// with `deploy/compose/build-image`; returns its tag.
-pub fn seam_image() -> anyhow::Result<String> {
-    crate::fresh_binaries::ensure()?;
-    let tag = std::env::var("SEAM_IMAGE").unwrap_or_else(|_| "seam:dev".to_owned());
-    let seamctl = seam_control_plane::launch::binary_path("seamctl")?;
-    let bin_dir = seamctl.parent().context("seamctl has a directory")?;
-    let script = workspace().join("deploy/compose/build-image");
-    run(Command::new(&script)
-        .arg("--bin-dir")
-        .arg(bin_dir)
-        .args(["--tag", &tag]))?;
-    Ok(tag)
-}
-
 /// Builds the fixture's two images from the host's busybox and redis-server.
-pub fn fixture_images() -> anyhow::Result<()> {
+pub async fn fixture_images() -> anyhow::Result<()> {
     let missing = |what: &str| {
         anyhow::anyhow!(
             "{what} is missing: install Debian's busybox-static and redis-server \
@@ -88,7 +67,7 @@ pub fn fixture_images() -> anyhow::Result<()> {
         busybox.path().join("Dockerfile"),
         "FROM scratch\nCOPY busybox /bin/busybox\nRUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n",
     )?;
-    build(busybox.path(), BUSYBOX_IMAGE)?;
+    build(busybox.path(), BUSYBOX_IMAGE).await?;
 
     // redis-server and redis-check-rdb are one binary that tells which it is by its
     // name, so it is copied in as redis-server.
@@ -98,7 +77,7 @@ pub fn fixture_images() -> anyhow::Result<()> {
         std::fs::create_dir_all(root.join(dir))?;
     }
     std::fs::copy(&redis, root.join("usr/bin/redis-server"))?;
-    let ldd = run(Command::new("ldd").arg(&redis))?;
+    let ldd = run(Command::new("ldd").arg(&redis)).await?;
     for library in String::from_utf8_lossy(&ldd.stdout)
         .split_whitespace()
         .filter(|word| word.starts_with('/'))
@@ -111,22 +90,15 @@ pub fn fixture_images() -> anyhow::Result<()> {
         context.path().join("Dockerfile"),
         "FROM scratch\nCOPY root/ /\n",
     )?;
-    build(context.path(), REDIS_IMAGE)
+    build(context.path(), REDIS_IMAGE).await
 }
 
-fn build(context: &Path, tag: &str) -> anyhow::Result<()> {
+async fn build(context: &Path, tag: &str) -> anyhow::Result<()> {
     run(Command::new("docker")
         .args(["build", "-q", "-t", tag])
         .arg(context))
+    .await
     .map(|_| ())
-}
-
-/// The workspace root.
-pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate sits in the workspace root")
-        .to_path_buf()
 }
 
 /// Copies the directory `from` into `to`, keeping file modes (the fixture's CGI script
@@ -145,11 +117,6 @@ pub fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A free TCP port on loopback, from the OS.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 /// A compose project brought up from `file` under a name of its own; taken down with its
 /// volumes and orphans by [`Project::down`], or when dropped (a failed test).
 pub struct Project {
@@ -160,11 +127,11 @@ pub struct Project {
 }
 
 impl Project {
-    /// `docker-compose -p <unique> -f file up -d` with `env` set.
-    pub fn up(file: &Path, env: &[(&str, String)]) -> anyhow::Result<Self> {
+    /// `up -d` of `file` with `env` set.
+    pub async fn up(file: &Path, env: &[(&str, String)]) -> anyhow::Result<Self> {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.subsec_nanos();
         let project = Self {
-            name: format!("seaminject{}x{nanos}", std::process::id()),
+            name: format!("seam-inject-{}-{nanos}", std::process::id()),
             file: file.to_owned(),
             env: env
                 .iter()
@@ -173,60 +140,62 @@ impl Project {
             // Taken down even if `up` fails half way.
             is_up: true,
         };
-        run(project.command()?.args(["up", "-d"]))?;
+        project.compose(&["up", "-d"]).await?;
         Ok(project)
     }
 
-    fn command(&self) -> anyhow::Result<Command> {
-        let mut command = compose_command()?;
+    fn command(&self) -> anyhow::Result<std::process::Command> {
+        let tool = compose_command()?;
+        let mut command = std::process::Command::new(tool[0]);
         command
+            .args(&tool[1..])
             .args(["-p", &self.name, "-f"])
             .arg(&self.file)
-            .envs(self.env.iter().map(|(key, value)| (key, value)));
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
+            .stdin(std::process::Stdio::null());
         Ok(command)
     }
 
-    /// `restart` of one service's containers.
-    pub fn restart(&self, service: &str) -> anyhow::Result<()> {
-        run(self.command()?.args(["restart", "-t", "2", service])).map(|_| ())
+    /// Runs the compose tool on this project; fails with its output if it fails.
+    pub async fn compose(&self, args: &[&str]) -> anyhow::Result<Output> {
+        run(Command::from(self.command()?).args(args)).await
     }
 
     /// The logs of `service` so far.
-    pub fn logs(&self, service: &str) -> anyhow::Result<String> {
-        let output = run(self.command()?.args(["logs", "--no-color", service]))?;
+    pub async fn logs(&self, service: &str) -> anyhow::Result<String> {
+        let output = self.compose(&["logs", "--no-color", service]).await?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
-}
 
-impl Project {
-    /// Takes the project down (containers, networks, volumes) and checks that no container
-    /// of it is left.
-    pub fn down(mut self) -> anyhow::Result<()> {
-        self.take_down()?;
-        let label = format!("label=com.docker.compose.project={}", self.name);
-        let left = run(Command::new("docker").args(["ps", "-a", "-q", "--filter", &label]))?;
-        let left = String::from_utf8_lossy(&left.stdout);
-        if !left.trim().is_empty() {
-            bail!("containers of {} are left after down: {left}", self.name);
-        }
-        Ok(())
-    }
-
-    fn take_down(&mut self) -> anyhow::Result<()> {
-        if !self.is_up {
-            return Ok(());
-        }
-        run(self
-            .command()?
-            .args(["down", "--remove-orphans", "--volumes", "-t", "5"]))?;
+    /// Takes the project down (containers, networks, volumes) and checks nothing of it is
+    /// left.
+    pub async fn down(mut self) -> anyhow::Result<()> {
         self.is_up = false;
+        self.compose(&["down", "--remove-orphans", "--volumes", "-t", "5"])
+            .await?;
+        let left = leftovers(&self.name).await?;
+        anyhow::ensure!(left.is_empty(), "left behind by down: {left:?}");
         Ok(())
     }
 }
 
 impl Drop for Project {
     fn drop(&mut self) {
-        if let Err(err) = self.take_down() {
+        if !self.is_up {
+            return;
+        }
+        let down = self.command().and_then(|mut command| {
+            let output = command
+                .args(["down", "--remove-orphans", "--volumes", "-t", "5"])
+                .output()?;
+            anyhow::ensure!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            Ok(())
+        });
+        if let Err(err) = down {
             eprintln!("cannot take down compose project {}: {err:#}", self.name);
         }
     }

@@ -9,13 +9,14 @@
 //! Debian's busybox-static and redis-server.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use seam_control_plane::launch;
+use seam_tests::compose;
 use seam_tests::foreign_compose::{self, Project};
 use seam_tests::wait;
+use tokio::process::Command;
 
 /// What api serves, which web passes on.
 const ORDER: &str = "rocket skates";
@@ -23,37 +24,36 @@ const ORDER: &str = "rocket skates";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_injected_foreign_project_comes_up_and_its_traffic_is_mtls() -> anyhow::Result<()> {
     let started = Instant::now();
-    let image = foreign_compose::seam_image()?;
-    foreign_compose::fixture_images()?;
+    let image = compose::image()?;
+    foreign_compose::fixture_images().await?;
     let seamctl = launch::binary_path("seamctl")?;
 
     let dir = tempfile::tempdir()?;
     let project_dir = dir.path().join("shop");
-    foreign_compose::copy_tree(
-        &foreign_compose::workspace().join("tests/fixtures/foreign-compose"),
-        &project_dir,
-    )?;
+    foreign_compose::copy_tree(&foreign_compose::fixture_dir(), &project_dir)?;
     let original = project_dir.join("docker-compose.yml");
     foreign_compose::run(
         Command::new(&seamctl)
             .args(["inject", "--compose"])
             .arg(&original),
-    )?;
+    )
+    .await?;
     let meshed = project_dir.join("docker-compose.seam.yml");
     let written = std::fs::read(&meshed)?;
     foreign_compose::run(
         Command::new(&seamctl)
             .args(["inject", "--compose"])
             .arg(&meshed),
-    )?;
+    )
+    .await?;
     assert_eq!(
         std::fs::read(&meshed)?,
         written,
         "inject on its own output changes nothing"
     );
 
-    let web_port = foreign_compose::free_port()?;
-    let admin_port = foreign_compose::free_port()?;
+    let web_port = compose::free_port()?;
+    let admin_port = compose::free_port()?;
     let state = dir.path().join("state");
     let project = Project::up(
         &meshed,
@@ -63,7 +63,8 @@ async fn an_injected_foreign_project_comes_up_and_its_traffic_is_mtls() -> anyho
             ("SEAM_ADMIN_PORT", admin_port.to_string()),
             ("SEAM_STATE_DIR", state.display().to_string()),
         ],
-    )?;
+    )
+    .await?;
     let up = started.elapsed();
 
     let web = SocketAddr::from(([127, 0, 0, 1], web_port));
@@ -74,9 +75,9 @@ async fn an_injected_foreign_project_comes_up_and_its_traffic_is_mtls() -> anyho
         "the worker's calls to api and Redis succeed",
         Duration::from_secs(60),
         || {
-            let logs = project.logs("worker");
+            let project = &project;
             async move {
-                let logs = logs?;
+                let logs = project.logs("worker").await?;
                 let synced = logs
                     .lines()
                     .filter(|line| line.contains("sync api=ok redis=:"))
@@ -98,11 +99,13 @@ async fn an_injected_foreign_project_comes_up_and_its_traffic_is_mtls() -> anyho
         "verify lists the three edges",
         Duration::from_secs(30),
         || {
-            let output = Command::new(&seamctl)
-                .args(["verify", "--admin", &admin])
-                .output();
+            let (seamctl, admin) = (&seamctl, &admin);
             async move {
-                let output = output.context("cannot run seamctl verify")?;
+                let output = Command::new(seamctl)
+                    .args(["verify", "--admin", admin])
+                    .output()
+                    .await
+                    .context("cannot run seamctl verify")?;
                 let table = String::from_utf8_lossy(&output.stdout).into_owned();
                 for (caller, callee) in [("web", "api"), ("worker", "api"), ("worker", "db")] {
                     if edge(&table, caller, callee).is_none() {
@@ -131,7 +134,8 @@ async fn an_injected_foreign_project_comes_up_and_its_traffic_is_mtls() -> anyho
     }
     let strict = Command::new(&seamctl)
         .args(["verify", "--require-mtls", "--admin", &admin])
-        .output()?;
+        .output()
+        .await?;
     let said = String::from_utf8_lossy(&strict.stderr);
     assert!(
         !strict.status.success() && said.contains("1 edge(s) carried plaintext"),
@@ -140,10 +144,10 @@ async fn an_injected_foreign_project_comes_up_and_its_traffic_is_mtls() -> anyho
 
     // A restarted app joins its sidecar's namespace again (the sidecar kept running), and
     // its callers reach it through the mesh as before: api takes only mTLS.
-    project.restart("api")?;
+    project.compose(&["restart", "-t", "2", "api"]).await?;
     orders_from_web(web, Duration::from_secs(30)).await?;
 
-    project.down()?;
+    project.down().await?;
     eprintln!(
         "compose_inject: up in {:.1}s, checked and down in {:.1}s",
         up.as_secs_f64(),
