@@ -287,7 +287,7 @@ pub fn parse_spec(path: &Path, text: &str, trust_domain: &str) -> Result<MeshSpe
 }
 
 /// Service names are DNS labels, so they work as hostnames and SPIFFE path segments.
-fn check_service_name(name: &str) -> Result<(), &'static str> {
+pub(crate) fn check_service_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > 63 {
         return Err("must be 1 to 63 characters long");
     }
@@ -304,7 +304,7 @@ fn check_service_name(name: &str) -> Result<(), &'static str> {
 }
 
 mod allow;
-mod wording;
+pub(crate) mod wording;
 
 #[cfg(test)]
 mod spec_tests;

@@ -39,7 +39,7 @@ pub enum Profile {
 }
 
 /// The compose command this machine has: the `docker compose` plugin, else docker-compose.
-fn compose_command() -> anyhow::Result<Vec<&'static str>> {
+pub fn compose_command() -> anyhow::Result<Vec<&'static str>> {
     static FOUND: OnceLock<Result<Vec<&'static str>, String>> = OnceLock::new();
     FOUND
         .get_or_init(|| {
@@ -127,7 +127,7 @@ fn build_image() -> anyhow::Result<String> {
 
 /// A free TCP port on loopback, for the control plane's published admin port: bound to
 /// port 0, read, released.
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
 }

@@ -14,6 +14,7 @@ pub mod client;
 pub mod compose;
 pub mod dashboard;
 pub mod faulty;
+pub mod foreign_compose;
 pub mod fresh_binaries;
 pub mod intercepted_pods;
 pub mod interception;

@@ -4,12 +4,14 @@
 //! puts behind each proxy. Two more hidden ones run Seam in containers: `pod`, the
 //! supervisor of a meshed instance (its proxy, and its app if it has one), and `ready`,
 //! a health check for images with no shell.
+//! `inject` meshes a docker-compose project.
 
 pub mod ca;
 pub mod certs;
 mod children;
 pub mod demo;
 mod fleet;
+pub mod inject;
 pub mod pod;
 pub mod ready;
 pub mod sample_app;
@@ -50,6 +52,9 @@ pub enum Command {
     Certs(certs::CertsArgs),
     /// For every caller → callee pair, whether its traffic was mTLS and with which identities.
     Verify(verify::VerifyArgs),
+    /// Mesh an existing docker-compose project: writes a meshed copy of its compose file
+    /// (a sidecar per service, a control plane), a mesh file and the join tokens.
+    Inject(inject::InjectArgs),
     /// The sample service `seamctl demo` runs behind each proxy.
     #[command(hide = true)]
     SampleApp(sample_app::SampleAppArgs),
@@ -71,6 +76,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ca(args) => ca::run(args).await,
         Command::Certs(args) => certs::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Inject(args) => inject::run(args),
         Command::Pod(args) => pod::run(args).await,
         Command::Ready(args) => ready::run(args).await,
     }

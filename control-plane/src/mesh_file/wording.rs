@@ -87,7 +87,7 @@ pub fn describe(error: &Error, raw_path: &str, text: &str) -> String {
 
 /// The YAML parser ends its messages with the position, which the error already leads
 /// with.
-pub(super) fn without_position(message: &str) -> String {
+pub(crate) fn without_position(message: &str) -> String {
     match message.rsplit_once(" at line ") {
         Some((reason, position))
             if position.contains(", column ")
