@@ -3,8 +3,8 @@
 //! publishes a new model when they change. A name the file gains is resolved at once; a
 //! name the file drops stops being followed; each name is asked again after
 //! min(its answer's TTL, `--dns-refresh`), never sooner than [`MIN_INTERVAL`]. A name
-//! that does not exist or has no addresses brings no endpoints; a failed lookup keeps the
-//! name's last good addresses. Each change of a name's state (resolved, no addresses,
+//! that does not exist or has no addresses brings no endpoints and is asked again after
+//! [`MIN_INTERVAL`]; a failed lookup keeps the name's last good addresses. Each change of a name's state (resolved, no addresses,
 //! failing) is logged once, and every answer is counted in
 //! `seam_dns_resolutions_total{result}`.
 
@@ -86,6 +86,9 @@ impl Answer {
     pub fn next_lookup_in(&self, refresh: Duration) -> Duration {
         let wanted = match self {
             Self::Addresses { ttl: Some(ttl), .. } => (*ttl).min(refresh),
+            // Not there yet (compose starts containers side by side) or scaled to zero:
+            // its first instance is served within half a second of its DNS record.
+            Self::NoAddresses { .. } => MIN_INTERVAL,
             _ => refresh,
         };
         wanted.max(MIN_INTERVAL)
@@ -253,6 +256,8 @@ mod tests {
         assert_eq!(hosts.next_lookup_in(refresh), refresh);
         let failed = Answer::Failed { why: "x".into() };
         assert_eq!(failed.next_lookup_in(refresh), refresh);
+        let missing = Answer::NoAddresses { why: "x".into() };
+        assert_eq!(missing.next_lookup_in(refresh), MIN_INTERVAL);
         assert_eq!(
             failed.next_lookup_in(Duration::from_millis(100)),
             MIN_INTERVAL
