@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -66,23 +66,15 @@ pub fn compose_command() -> anyhow::Result<Vec<&'static str>> {
         .map_err(anyhow::Error::msg)
 }
 
-/// The workspace root.
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate sits in the workspace root")
-        .to_path_buf()
-}
-
 /// `deploy/compose`, where the compose files, mesh files and tokens are.
 pub fn compose_dir() -> PathBuf {
-    workspace().join("deploy").join("compose")
+    fresh_binaries::workspace().join("deploy").join("compose")
 }
 
 /// The image tag the tests build: one per checkout, so two checkouts on one machine do
 /// not run each other's binaries, and rebuilt (not added to) on every run.
 fn image_tag() -> String {
-    let path = workspace();
+    let path = fresh_binaries::workspace();
     let hash = path
         .to_string_lossy()
         .bytes()

@@ -47,7 +47,7 @@ pub fn ensure() -> anyhow::Result<()> {
 }
 
 /// The workspace root.
-fn workspace() -> PathBuf {
+pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the tests crate sits in the workspace root")
