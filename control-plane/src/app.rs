@@ -10,6 +10,7 @@ use seam_proto::v1::identity_server::IdentityServer;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::admin::{self, AdminState};
 use crate::ca::CertificateAuthority;
@@ -23,6 +24,7 @@ use crate::registry::ProxyRegistry;
 use crate::rotation::Rotation;
 use crate::source::MeshSource;
 use crate::tls;
+use crate::trust_bundle_file;
 
 /// How long open discovery streams get to close after a stop is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -32,6 +34,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         CertificateAuthority::load_or_create(&args.state_dir, &args.trust_domain)
             .context("cannot set up the mesh CA")?,
     );
+    let _published_bundle = match &args.publish_trust_bundle {
+        Some(path) => Some(AbortOnDropHandle::new(trust_bundle_file::publish(
+            ca.clone(),
+            path.clone(),
+        )?)),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new());
     let source = MeshSource::load(&args.mesh_file, ca.trust_domain(), metrics.clone())
         .context("cannot load the mesh file")?;

@@ -25,6 +25,10 @@ pub struct Args {
     /// Holds the mesh CA (ca.pem, the trust anchor for proxies; ca.key, mode 0600).
     #[arg(long, env = "SEAM_STATE_DIR", default_value = "./seam-state")]
     pub state_dir: PathBuf,
+    /// Also keep a copy of the trust bundle (certificates only, mode 0644) at this path,
+    /// rewritten when it changes: for proxies that must not see the state directory.
+    #[arg(long, env = "SEAM_PUBLISH_TRUST_BUNDLE", value_name = "FILE")]
+    pub publish_trust_bundle: Option<PathBuf>,
     /// The SPIFFE trust domain of the mesh.
     #[arg(long, env = "SEAM_TRUST_DOMAIN", default_value = "seam.local")]
     pub trust_domain: String,

@@ -18,3 +18,4 @@ pub mod registry;
 pub mod rotation;
 pub mod source;
 pub mod tls;
+pub mod trust_bundle_file;

@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use seam_tests::client::AppClient;
-use seam_tests::compose::{Chain, ComposeProject, Profile, instances_of, leftovers};
+use seam_tests::compose::{Chain, ComposeProject, Profile, docker, instances_of, leftovers};
 use seam_tests::load::{self, Steady, SteadyLoad, timed_failures};
 use seam_tests::{client, wait};
 use tokio::sync::Mutex;
@@ -129,6 +129,33 @@ async fn the_mesh_comes_up_and_seamctl_on_the_host_sees_every_edge_over_mtls() {
             pair[0],
             pair[1]
         );
+    }
+
+    // The instances mount the published trust bundle, never the directory with ca.key.
+    for service in SERVICES {
+        for container in project.containers(service).await.expect("containers") {
+            let sources = docker(&[
+                "inspect",
+                "-f",
+                "{{range .Mounts}}{{.Source}} {{end}}",
+                &container.id,
+            ])
+            .await
+            .expect("docker inspect");
+            for source in sources.split_whitespace() {
+                let key = std::path::Path::new(source).join("ca.key");
+                assert!(
+                    !key.exists(),
+                    "{service} mounts {source}, which holds ca.key"
+                );
+            }
+            assert!(
+                sources
+                    .split_whitespace()
+                    .any(|source| source.ends_with("/trust")),
+                "{service} mounts the trust bundle: {sources}"
+            );
+        }
     }
 
     let stat = project

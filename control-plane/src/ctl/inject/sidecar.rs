@@ -91,7 +91,8 @@ pub fn sidecar(spec: SidecarSpec<'_>) -> Mapping {
     service.insert("secrets", Yaml::strs([secret_of(app).as_str()]));
     service.insert(
         "volumes",
-        Yaml::strs([format!("{STATE_DIR}:/var/lib/seam:ro").as_str()]),
+        // The trust bundle only: the state directory also holds the CA's key.
+        Yaml::strs([format!("{STATE_DIR}/trust:/var/lib/seam-trust:ro").as_str()]),
     );
     service.insert("depends_on", depends_on_control_plane());
     service.insert("healthcheck", health_check("127.0.0.1:4191"));
@@ -110,7 +111,7 @@ fn pod_command(app: &str, app_port: Option<u16>, profile: Profile) -> Vec<Yaml> 
     command.extend(
         [
             "--trust-anchors",
-            "/var/lib/seam/ca.pem",
+            "/var/lib/seam-trust/ca.pem",
             "--join-token-file",
             &format!("/run/secrets/{secret}"),
             "--",
@@ -194,6 +195,8 @@ pub fn control_plane(networks: &[String]) -> Mapping {
             "0.0.0.0:9990",
             "--state-dir",
             "/var/lib/seam",
+            "--publish-trust-bundle",
+            "/var/lib/seam/trust/ca.pem",
         ]),
     );
     // The directory, not the file: a file mounted alone is the inode it was when the

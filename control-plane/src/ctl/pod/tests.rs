@@ -22,7 +22,7 @@ fn parse(args: &[&str]) -> PodArgs {
 #[test]
 fn the_proxy_flags_and_the_app_command_are_split_at_the_second_separator() {
     let args = parse(&[
-        "--trust-anchors=/var/lib/seam/ca.pem",
+        "--trust-anchors=/var/lib/seam-trust/ca.pem",
         "--join-token-file",
         "/run/secrets/seam-token-front",
         "--transparent",
