@@ -5,7 +5,7 @@
 //! it (signing, the old one still trusted) and retires the old one; `rotation` decides
 //! when each step is safe, this module only performs them.
 
-mod store;
+pub(crate) mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

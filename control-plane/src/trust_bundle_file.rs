@@ -5,14 +5,12 @@
 //! do, so no app container ever sees `ca.key`.
 
 use std::fs;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::ca::CertificateAuthority;
+use crate::ca::{CertificateAuthority, store};
 
 /// Writes the bundle now (an error here stops the control plane at start), then follows
 /// its changes in a task; a failed later write is logged and tried again at the next one.
@@ -30,37 +28,25 @@ pub fn publish(
     Ok(tokio::spawn(async move {
         while changes.changed().await.is_ok() {
             if let Err(err) = write(&path, &ca) {
-                tracing::warn!(path = %path.display(), error = %err, "cannot update the published trust bundle");
+                tracing::warn!(path = %path.display(), error = %format!("{err:#}"), "cannot update the published trust bundle");
             }
         }
     }))
 }
 
-/// Replaces `path` with the CA's current bundle, mode 0644, by rename.
-fn write(path: &Path, ca: &CertificateAuthority) -> std::io::Result<()> {
-    let pem: String = ca
-        .trust_bundle()
-        .iter()
-        .map(|cert| pem::encode(&pem::Pem::new("CERTIFICATE", cert.as_ref())))
-        .collect();
+/// Replaces `path` with the CA's current bundle, creating its directory.
+fn write(path: &Path, ca: &CertificateAuthority) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
-        fs::create_dir_all(dir)?;
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let temporary = path.with_extension("tmp");
-    let _ = fs::remove_file(&temporary);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(&temporary)?;
-    file.write_all(pem.as_bytes())?;
-    file.sync_all()?;
-    fs::set_permissions(&temporary, fs::Permissions::from_mode(0o644))?;
-    fs::rename(&temporary, path)
+    store::write_public_bundle(path, &ca.trust_bundle())?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     fn read_certificates(path: &Path) -> usize {

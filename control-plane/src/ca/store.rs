@@ -25,6 +25,9 @@ pub const BUNDLE_FILE: &str = "ca.pem";
 pub const KEY_FILE: &str = "ca.key";
 pub const NEXT_KEY_FILE: &str = "ca-next.key";
 
+/// The mode of every file in the state directory.
+const PRIVATE: u32 = 0o600;
+
 /// What the state directory holds.
 pub struct Stored {
     pub bundle: Vec<CertificateDer<'static>>,
@@ -124,13 +127,30 @@ pub fn find_certificate(bundle: &[CertificateDer<'_>], key: &KeyPair) -> Option<
 
 /// Replaces `ca.pem` with `bundle`.
 pub fn write_bundle(state_dir: &Path, bundle: &[CertificateDer<'_>]) -> Result<(), CaError> {
-    let pem: String = bundle.iter().map(|cert| pem_of(cert)).collect();
-    replace(&state_dir.join(BUNDLE_FILE), pem.as_bytes())
+    replace(
+        &state_dir.join(BUNDLE_FILE),
+        bundle_pem(bundle).as_bytes(),
+        PRIVATE,
+    )
+}
+
+/// Replaces `path` with `bundle`, readable by all: certificates only, for proxies that
+/// must not see the state directory (`--publish-trust-bundle`).
+pub fn write_public_bundle(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<(), CaError> {
+    replace(path, bundle_pem(bundle).as_bytes(), 0o644)
 }
 
 /// Replaces the key file `name` with `key`; the file is mode 0600 from its first byte.
 pub fn write_key(state_dir: &Path, name: &str, key: &KeyPair) -> Result<(), CaError> {
-    replace(&state_dir.join(name), key.serialize_pem().as_bytes())
+    replace(
+        &state_dir.join(name),
+        key.serialize_pem().as_bytes(),
+        PRIVATE,
+    )
+}
+
+fn bundle_pem(bundle: &[CertificateDer<'_>]) -> String {
+    bundle.iter().map(|cert| pem_of(cert)).collect()
 }
 
 pub fn remove(state_dir: &Path, name: &str) -> Result<(), CaError> {
@@ -146,16 +166,19 @@ fn pem_of(cert: &CertificateDer<'_>) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", cert.as_ref()))
 }
 
-/// Writes `contents` to a new private file beside `path` and renames it over `path`.
-fn replace(path: &Path, contents: &[u8]) -> Result<(), CaError> {
+/// Writes `contents` to a new file of `mode` (whatever the umask) beside `path` and
+/// renames it over `path`.
+fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
     let temporary: PathBuf = path.with_extension("tmp");
     let _ = fs::remove_file(&temporary);
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&temporary)
         .map_err(io("create", &temporary))?;
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io("set the mode of", &temporary))?;
     file.write_all(contents).map_err(io("write", &temporary))?;
     file.sync_all().map_err(io("sync", &temporary))?;
     fs::rename(&temporary, path).map_err(io("rename into place", path))
