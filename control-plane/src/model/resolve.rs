@@ -80,6 +80,7 @@ impl MeshModel {
                         .collect(),
                 },
                 allow: route.allow.clone(),
+                own_rate_limit: route.own_rate_limit,
             })
             .collect();
         ResolvedService {
@@ -89,6 +90,8 @@ impl MeshModel {
             routes,
             authorization: service.authorization.clone(),
             opaque_ports: service.opaque_ports.clone(),
+            instances: service.endpoints.len(),
+            request_id_off: service.request_id_off,
         }
     }
 }
