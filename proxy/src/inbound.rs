@@ -37,11 +37,13 @@ use crate::upgrade::{self, Upgrade};
 mod app_pools;
 mod callers;
 mod connection;
+mod rate_limit;
 
 use app_pools::AppPools;
 pub use callers::CallerCounts;
 use callers::CallerTally;
 pub use connection::serve;
+use rate_limit::RateLimits;
 
 /// A peer has this long to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,6 +66,7 @@ pub struct Inbound {
     /// How long a redirected plaintext connection may take to show its protocol.
     detect_timeout: Duration,
     callers: CallerCounts,
+    rate_limits: RateLimits,
 }
 
 /// What the inbound side is given.
@@ -92,6 +95,7 @@ impl Inbound {
             limits: settings.limits,
             detect_timeout: settings.detect_timeout,
             callers: CallerCounts::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 
@@ -137,7 +141,7 @@ impl Inbound {
         // Boxed: upgrades are rare, and every request's future would carry one.
         let upgrade = upgrade::take(&mut request).map(Box::new);
         async move {
-            let response = match self.authorized(&request, &caller).await {
+            let response = match self.admitted(&request, &caller).await {
                 Ok(()) => {
                     let mut response = self
                         .forward(request, &caller.caller, app, upgrade.as_deref())
@@ -166,15 +170,16 @@ impl Inbound {
 
     /// Applies the allow list of the route the request matches (else the service's); a
     /// refusal is counted, logged with both identities, and answered with a 403 that
-    /// says why.
-    async fn authorized<B>(
+    /// says why. Then the rate limits (`rate_limit`), which a denied caller never uses.
+    async fn admitted<B>(
         &self,
         request: &Request<B>,
         counted: &CountedCaller,
     ) -> Result<(), Response<ProxyBody>> {
         let caller = &counted.caller;
         let service = self.policy().await?;
-        let route_allow = service.route_for(request).allow.as_deref();
+        let route = service.route_for(request);
+        let route_allow = route.allow.as_deref();
         let decision = authz::authorize(
             caller.as_caller(),
             &self.service,
@@ -184,6 +189,12 @@ impl Inbound {
         let label = caller.label();
         counted.requests.inc();
         counted.tally.record(decision.is_ok());
+        if decision.is_ok() {
+            let refusal = self
+                .rate_limits
+                .refusal(&service, route, caller, request, &self.metrics);
+            return refusal.map_or(Ok(()), Err);
+        }
         decision.map_err(|denied| {
             self.metrics
                 .authorization_denied

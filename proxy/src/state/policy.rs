@@ -13,6 +13,7 @@ use seam_proto::{SpiffeId, defaults};
 
 use super::Endpoint;
 use super::endpoints::EndpointState;
+use super::rate_limit::{Limiter, RateLimit};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -23,6 +24,9 @@ pub struct Policy {
     /// Per endpoint.
     pub max_concurrent_requests: u32,
     pub load_balancer: LoadBalancer,
+    /// This instance's share of the rate limits (enforced by the inbound). On a route:
+    /// only the route's own; `None` there means the service's applies.
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +45,8 @@ pub struct RetryOn {
     pub connect_failure: bool,
     pub reset: bool,
     pub unavailable: bool,
+    /// A 429, retried after its `retry-after` when that fits.
+    pub rate_limited: bool,
 }
 
 impl RetryOn {
@@ -54,6 +60,7 @@ impl RetryOn {
                 "connect-failure" => on.connect_failure = true,
                 "reset" => on.reset = true,
                 "unavailable" => on.unavailable = true,
+                "rate-limited" => on.rate_limited = true,
                 other => tracing::error!(condition = other, "unknown default retry condition"),
             }
         }
@@ -93,6 +100,7 @@ impl Default for Policy {
             },
             max_concurrent_requests: defaults::MAX_CONCURRENT_REQUESTS,
             load_balancer: LoadBalancer::Ewma,
+            rate_limit: None,
         }
     }
 }
@@ -143,6 +151,9 @@ pub struct Route {
     /// Who may call requests this route takes, replacing the service's allow list
     /// (enforced by the service's own proxies on inbound requests).
     pub allow: Option<Vec<SpiffeId>>,
+    /// The buckets of `policy.rate_limit`, looked up (and kept across snapshots, see
+    /// `rate_limit::Limiters`) on this snapshot's first limited request.
+    pub rate_limiter: OnceLock<Arc<Limiter>>,
 }
 
 impl Route {
@@ -160,6 +171,7 @@ impl Route {
             policy,
             backends,
             allow,
+            rate_limiter: OnceLock::new(),
         }
     }
 
@@ -268,6 +280,7 @@ mod tests {
             on.connect_failure,
             on.reset,
             on.unavailable,
+            on.rate_limited,
         ];
         assert_eq!(
             set.iter().filter(|flag| **flag).count(),
