@@ -155,6 +155,7 @@ fn rate_limit_json(limit: &RateLimit) -> serde_json::Value {
         "overrides": limit.overrides.iter().map(|entry| json!({
             "callers": entry.callers.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "requests_per_second": rate(entry.rate),
+            "burst": entry.burst,
         })).collect::<Vec<_>>(),
     })
 }

@@ -334,9 +334,9 @@ fn policy_to_proto(policy: &Policy, instances: Option<usize>) -> v1::Policy {
 /// (at least 1); with no burst given, one second of the instance's rate.
 fn rate_limit_share(limit: &RateLimit, instances: usize) -> v1::RateLimit {
     let instances = instances.max(1);
-    let rule = |rate: MilliRate| {
+    let rule = |rate: MilliRate, burst: Option<u32>| {
         let share = rate.share(instances);
-        let burst = match limit.burst {
+        let burst = match burst {
             Some(burst) => u64::from(burst).div_ceil(instances as u64),
             None => share.div_ceil(1000),
         };
@@ -346,14 +346,14 @@ fn rate_limit_share(limit: &RateLimit, instances: usize) -> v1::RateLimit {
         }
     };
     v1::RateLimit {
-        total: limit.total.map(rule),
-        per_caller: limit.per_caller.map(rule),
+        total: limit.total.map(|rate| rule(rate, limit.burst)),
+        per_caller: limit.per_caller.map(|rate| rule(rate, limit.burst)),
         overrides: limit
             .overrides
             .iter()
             .map(|entry| v1::RateLimitOverride {
                 callers: entry.callers.iter().map(ToString::to_string).collect(),
-                limit: Some(rule(entry.rate)),
+                limit: Some(rule(entry.rate, entry.burst.or(limit.burst))),
             })
             .collect(),
         instances: u32::try_from(instances).unwrap_or(u32::MAX),

@@ -1,7 +1,8 @@
 //! The `rate_limit:` key of a service or route: its YAML shape and its reading into the
 //! model's [`RateLimit`]. The numbers are for the whole service (the control plane divides
 //! them among the instances when it builds what it pushes). Rates are requests per second,
-//! more than 0, kept in thousandths; `burst` is at least 1; `per_caller` may not exceed
+//! more than 0, kept in thousandths; `burst` is at least 1 (an override may give its
+//! own); `per_caller` may not exceed
 //! the total; an override names its callers as `allow` does.
 
 use std::collections::HashSet;
@@ -27,6 +28,8 @@ pub struct RateLimitSpec {
 struct OverrideSpec {
     callers: Vec<Spanned<String>>,
     requests_per_second: Spanned<f64>,
+    /// The override's own burst; absent: the rate limit's.
+    burst: Option<Spanned<i64>>,
 }
 
 /// Reads the `rate_limit` of `service`; `services` are all the names in the file.
@@ -56,25 +59,10 @@ pub fn read(
             ),
         ));
     }
-    let burst = match spec.burst {
-        Some(burst) if burst.value < 1 => {
-            return Err((
-                burst.referenced,
-                format!("rate_limit.burst is {}; it must be at least 1", burst.value),
-            ));
-        }
-        Some(burst) => Some(u32::try_from(burst.value).map_err(|_| {
-            (
-                burst.referenced,
-                format!(
-                    "rate_limit.burst is {}; it must be at most {}",
-                    burst.value,
-                    u32::MAX
-                ),
-            )
-        })?),
-        None => None,
-    };
+    let burst = spec
+        .burst
+        .map(|burst| burst_of(&burst, "rate_limit.burst"))
+        .transpose()?;
     let mut overrides = Vec::with_capacity(spec.overrides.len());
     for entry in spec.overrides {
         let entry_at = entry.referenced;
@@ -97,7 +85,15 @@ pub fn read(
             &entry.requests_per_second,
             "rate_limit.overrides.requests_per_second",
         )?;
-        overrides.push(RateOverride { callers, rate });
+        let burst = entry
+            .burst
+            .map(|burst| burst_of(&burst, "rate_limit.overrides.burst"))
+            .transpose()?;
+        overrides.push(RateOverride {
+            callers,
+            rate,
+            burst,
+        });
     }
     if total.is_none() && per_caller.is_none() && overrides.is_empty() {
         return Err((
@@ -112,6 +108,22 @@ pub fn read(
         per_caller,
         burst,
         overrides,
+    })
+}
+
+/// A burst: a whole number of requests, at least 1.
+fn burst_of(burst: &Spanned<i64>, key: &str) -> Result<u32, Refusal> {
+    if burst.value < 1 {
+        return Err((
+            burst.referenced,
+            format!("{key} is {}; it must be at least 1", burst.value),
+        ));
+    }
+    u32::try_from(burst.value).map_err(|_| {
+        (
+            burst.referenced,
+            format!("{key} is {}; it must be at most {}", burst.value, u32::MAX),
+        )
     })
 }
 

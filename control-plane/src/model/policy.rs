@@ -37,6 +37,8 @@ pub struct RateLimit {
 pub struct RateOverride {
     pub callers: Vec<SpiffeId>,
     pub rate: MilliRate,
+    /// `None`: the rate limit's `burst`.
+    pub burst: Option<u32>,
 }
 
 /// A rate in thousandths of a request per second (so `0.5` is exact); at least 1.

@@ -13,7 +13,7 @@ const SERVICES: &str = "services:\n  web:\n    join_token: w\n  api:\n    join_t
 fn reads_limits_overrides_and_route_limits() {
     let text = format!(
         "{SERVICES}    rate_limit:\n      requests_per_second: 100\n      burst: 20\n      per_caller: 10\n      \
-         overrides:\n        - {{ callers: [web, \"spiffe://seam.local/ns/prod/sa/batch\"], requests_per_second: 50 }}\n    \
+         overrides:\n        - {{ callers: [web, \"spiffe://seam.local/ns/prod/sa/batch\"], requests_per_second: 50, burst: 40 }}\n    \
          routes:\n      - match: {{ path_prefix: /slow }}\n        rate_limit: {{ requests_per_second: 0.5 }}\n      \
          - match: {{ path_prefix: /other }}\n"
     );
@@ -37,6 +37,7 @@ fn reads_limits_overrides_and_route_limits() {
         ]
     );
     assert_eq!(limit.overrides[0].rate, MilliRate(50_000));
+    assert_eq!(limit.overrides[0].burst, Some(40));
     let own = &api.routes[0];
     assert!(own.own_rate_limit);
     let route_limit = own.policy.rate_limit.as_ref().unwrap();
@@ -103,6 +104,11 @@ fn bad_rate_limits_are_refused_with_line_and_reason() {
             "    rate_limit:\n      overrides:\n        - callers: [web]\n          requests_per_second: -1\n",
             9,
             "rate_limit.overrides.requests_per_second is -1",
+        ),
+        (
+            "    rate_limit:\n      overrides:\n        - { callers: [web], requests_per_second: 1, burst: 0 }\n",
+            8,
+            "rate_limit.overrides.burst is 0; it must be at least 1",
         ),
         (
             "    rate_limit:\n      requests_per_second: 10\n      per_second: 5\n",
