@@ -391,3 +391,60 @@ async fn bad_rate_limits_are_refused_with_their_line_and_the_old_limit_stays() {
         "the last good limit is still enforced"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_callers_outbound_retries_a_429_after_retry_after_only_when_told() {
+    let mesh = start(&["a"]).await;
+    let limit = "rate_limit: { requests_per_second: 1, burst: 1 }";
+    mesh.configure(limit).await;
+    assert_eq!(
+        statuses(&mesh.send("a", 2).await),
+        [200, 429],
+        "a 429 is not retried by default"
+    );
+    assert_eq!(mesh.app_b.requests_seen(), 1);
+
+    mesh.configure(&format!(
+        "retries: {{ attempts: 2, on: [rate-limited] }}\n{limit}"
+    ))
+    .await;
+    // The caller's outbound picks the new retry policy up with b's next update.
+    policy_mesh::wait_applied(
+        &mesh.callers["a"],
+        "b",
+        mesh.mesh.mesh_state().await.expect("/mesh")["version"]
+            .as_u64()
+            .expect("version"),
+        APPLY_TIMEOUT,
+    )
+    .await
+    .expect("a applies b's retries");
+    let rate_limited_retries = || async {
+        let metrics = mesh.callers["a"].metrics().await.expect("a's metrics");
+        metric_value(
+            &metrics,
+            "seam_retries_total",
+            &[("service", "b"), ("reason", "rate-limited")],
+        )
+        .unwrap_or(0.0)
+    };
+    // This one takes b's only cell (after a retry of its own if the cell is not back yet
+    // from the requests above); the next one finds the bucket empty.
+    let seen = mesh.app_b.requests_seen();
+    let first = mesh.send("a", 1).await;
+    assert_eq!(statuses(&first), [200]);
+    let retries_before = rate_limited_retries().await;
+    let started = std::time::Instant::now();
+    let retried = mesh.send("a", 1).await;
+    assert_eq!(statuses(&retried), [200], "{}", retried[0].text());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the retry waited retry-after (1s)"
+    );
+    assert_eq!(
+        mesh.app_b.requests_seen(),
+        seen + 2,
+        "refused tries never reach it"
+    );
+    assert_eq!(rate_limited_retries().await, retries_before + 1.0);
+}

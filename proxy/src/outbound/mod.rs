@@ -32,6 +32,7 @@ mod peers;
 mod per_endpoint;
 mod replay;
 mod retry;
+mod retry_after;
 mod route;
 mod split;
 mod stack;
