@@ -26,6 +26,7 @@ use crate::body::{self, ProxyBody};
 use crate::metrics::{CallerLabels, DeniedLabels, Direction, Metrics};
 use crate::opaque::Flow;
 use crate::proxy_error::{ProxyError, proxy_response};
+use crate::request_id;
 use crate::server::{CLIENT_ID_HEADER, ServerLimits, strip_hop_by_hop};
 use crate::state::authz::{self, Caller};
 use crate::state::policy::DEFAULT_ROUTE_LABEL;
@@ -141,8 +142,15 @@ impl Inbound {
         // Boxed: upgrades are rare, and every request's future would carry one.
         let upgrade = upgrade::take(&mut request).map(Box::new);
         async move {
-            let response = match self.admitted(&request, &caller).await {
-                Ok(()) => {
+            let (response, request_id) = match self.admitted(&request, &caller).await {
+                Ok(service) => {
+                    // The first meshed hop of an unmeshed caller's request; a meshed
+                    // caller's outbound has seen to it.
+                    if caller.caller.identity.is_none() && !service.request_id_off {
+                        request_id::ensure(request.headers_mut());
+                    }
+                    drop(service);
+                    let request_id = self.telemetry.request_id_of(request.headers());
                     let mut response = self
                         .forward(request, &caller.caller, app, upgrade.as_deref())
                         .await;
@@ -154,15 +162,16 @@ impl Inbound {
                         };
                         upgrade.splice(&mut response, flow, self.metrics.clone());
                     }
-                    response
+                    (response, request_id)
                 }
-                Err(refused) => refused,
+                Err(refused) => (refused, self.telemetry.request_id_of(request.headers())),
             };
             let handled = Handled {
                 service: self.service.clone(),
                 route: DEFAULT_ROUTE_LABEL.clone(),
                 retries: 0,
                 upstream: None,
+                request_id,
             };
             self.telemetry.finish(call, handled, response)
         }
@@ -175,7 +184,7 @@ impl Inbound {
         &self,
         request: &Request<B>,
         counted: &CountedCaller,
-    ) -> Result<(), Response<ProxyBody>> {
+    ) -> Result<Arc<Service>, Response<ProxyBody>> {
         let caller = &counted.caller;
         let service = self.policy().await?;
         let route = service.route_for(request);
@@ -189,31 +198,38 @@ impl Inbound {
         let label = caller.label();
         counted.requests.inc();
         counted.tally.record(decision.is_ok());
-        if decision.is_ok() {
-            let refusal = self
-                .rate_limits
-                .refusal(&service, route, caller, request, &self.metrics);
-            return refusal.map_or(Ok(()), Err);
-        }
-        decision.map_err(|denied| {
-            self.metrics
-                .authorization_denied
-                .get_or_create(&DeniedLabels {
-                    service: self.service.to_string(),
-                    caller: label.to_owned(),
-                    reason: denied.reason_label(),
-                })
-                .inc();
-            if self.metrics.refusal_log.admit(denied.reason_label()) {
-                let callee = self
-                    .tls
-                    .certificate()
-                    .map(|c| c.spiffe_id.to_string())
-                    .unwrap_or_default();
-                tracing::warn!(caller = label, callee, service = %self.service, reason = %denied, "refused a request: not allowed");
+        let denied = match decision {
+            Ok(()) => {
+                return match self.rate_limits.refusal(
+                    &service,
+                    route,
+                    caller,
+                    request,
+                    &self.metrics,
+                ) {
+                    Some(refused) => Err(refused),
+                    None => Ok(service),
+                };
             }
-            proxy_response(StatusCode::FORBIDDEN, format!("{denied}\n"))
-        })
+            Err(denied) => denied,
+        };
+        self.metrics
+            .authorization_denied
+            .get_or_create(&DeniedLabels {
+                service: self.service.to_string(),
+                caller: label.to_owned(),
+                reason: denied.reason_label(),
+            })
+            .inc();
+        if self.metrics.refusal_log.admit(denied.reason_label()) {
+            let callee = self
+                .tls
+                .certificate()
+                .map(|c| c.spiffe_id.to_string())
+                .unwrap_or_default();
+            tracing::warn!(caller = label, callee, service = %self.service, reason = %denied, "refused a request: not allowed");
+        }
+        Err(proxy_response(StatusCode::FORBIDDEN, format!("{denied}\n")))
     }
 
     /// Sends the request to the app. The future is made here and borrows nothing, so

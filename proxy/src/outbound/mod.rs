@@ -61,6 +61,7 @@ use crate::metrics::{ConnectionMetrics, Direction, Metrics};
 use crate::opaque::{Flow, Forwarder};
 use crate::original_dst::{self, Arrival};
 use crate::proxy_error::ProxyError;
+use crate::request_id;
 use crate::server::{
     CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, first_bytes, http_server, next_connection,
     speaking, strip_hop_by_hop,
@@ -168,6 +169,7 @@ impl Outbound {
                         let labels = Labels {
                             service: self.unknown_service.clone(),
                             route: DEFAULT_ROUTE_LABEL.clone(),
+                            request_id: self.telemetry.request_id_of(request.headers()),
                         };
                         (labels, Err(error))
                     }
@@ -197,6 +199,7 @@ impl Outbound {
                 route: labels.route,
                 retries: notes.retries(),
                 upstream,
+                request_id: labels.request_id,
             };
             self.telemetry.finish(call, handled, response)
         }
@@ -219,10 +222,15 @@ impl Outbound {
         if let Some(upgrade) = upgrade {
             upgrade.ask_next_hop(request.headers_mut());
         }
+        // The callee's setting decides; this is the first meshed hop the request meets.
+        if !service.request_id_off {
+            request_id::ensure(request.headers_mut());
+        }
         let choice = RouteChoice::choose(service, &request, notes);
         let labels = Labels {
             service: choice.service.name.clone(),
             route: choice.route.label.clone(),
+            request_id: self.telemetry.request_id_of(request.headers()),
         };
         let limit = choice.route.policy.timeout;
         let sent = self.stack.send(Attempt::new(request, choice));
@@ -248,6 +256,8 @@ impl Outbound {
 struct Labels {
     service: Arc<str>,
     route: Arc<str>,
+    /// `x-request-id` as sent on, for telemetry.
+    request_id: Option<http::HeaderValue>,
 }
 
 /// The request as it goes to the peer: the authority the app asked for (in the Host
