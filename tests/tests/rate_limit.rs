@@ -77,10 +77,15 @@ impl Limited {
 
     /// Sends `count` requests from `caller` to b one after another; their replies.
     async fn send(&self, caller: &str, count: usize) -> Vec<client::Reply> {
+        self.send_to(caller, "/limited", count).await
+    }
+
+    /// [`Self::send`] for `path`.
+    async fn send_to(&self, caller: &str, path: &str, count: usize) -> Vec<client::Reply> {
         let outbound = self.callers[caller].outbound();
         let mut replies = Vec::with_capacity(count);
         for _ in 0..count {
-            let reply = client::http1_get(outbound, "b", "/limited", &[])
+            let reply = client::http1_get(outbound, "b", path, &[])
                 .await
                 .expect("request to b");
             replies.push(reply);
@@ -207,6 +212,32 @@ async fn two_callers_share_the_total() {
     assert_eq!(
         mesh.refused("b", &mesh::spiffe_id("c"), "per_caller").await,
         0.0
+    );
+    assert_eq!(mesh.app_b.requests_seen(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_routes_own_limit_has_its_own_buckets_and_other_routes_share_the_services() {
+    let mesh = start(&["a"]).await;
+    mesh.configure(
+        // Indented as under the service (the renderer takes four spaces off each line).
+        "    rate_limit: { requests_per_second: 0.1, burst: 2 }
+    routes:
+      - match: { path_prefix: /export }
+        rate_limit: { requests_per_second: 0.1, burst: 1 }
+      - match: { path_prefix: /other }",
+    )
+    .await;
+    assert_eq!(statuses(&mesh.send_to("a", "/export", 2).await), [200, 429]);
+    assert_eq!(
+        statuses(&mesh.send("a", 3).await),
+        [200, 200, 429],
+        "the service's bucket is untouched by /export"
+    );
+    assert_eq!(
+        statuses(&mesh.send_to("a", "/other", 1).await),
+        [429],
+        "a route without a limit of its own shares the service's bucket"
     );
     assert_eq!(mesh.app_b.requests_seen(), 3);
 }
