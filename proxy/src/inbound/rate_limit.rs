@@ -52,7 +52,11 @@ impl RateLimits {
             })
             .inc();
         let reason = refused.describe(&service.name, &label);
-        tracing::debug!(caller = %label, service = %service.name, "{reason}");
+        // The share is the service's limit over its instances: say how many there were.
+        tracing::debug!(
+            caller = %label, service = %service.name, instances = limiter.limit().instances,
+            "{reason}"
+        );
         Some(answer(request, &refused, reason))
     }
 
