@@ -20,6 +20,7 @@ use std::net::SocketAddr;
 use crate::accept::next_connection;
 use crate::ca::{CaError, CertificateAuthority};
 use crate::metrics::Metrics;
+use crate::model::{MilliRate, PathMatch, RateLimit, RouteMatch};
 use crate::registry::ProxyRegistry;
 use crate::rotation::{self, Rotation};
 use crate::source::MeshSource;
@@ -91,7 +92,24 @@ fn route(
                         .iter()
                         .map(ToString::to_string)
                         .collect();
-                    let entry = json!({ "endpoints": endpoints, "dns_endpoints": by_name });
+                    let routes: Vec<serde_json::Value> = service
+                        .routes
+                        .iter()
+                        .map(|route| {
+                            json!({
+                                "match": match_json(&route.route_match),
+                                "rate_limit": route.policy.rate_limit.as_ref().map(rate_limit_json),
+                                "own_rate_limit": route.own_rate_limit,
+                            })
+                        })
+                        .collect();
+                    let entry = json!({
+                        "endpoints": endpoints,
+                        "dns_endpoints": by_name,
+                        "rate_limit": service.policy.rate_limit.as_ref().map(rate_limit_json),
+                        "routes": routes,
+                        "request_id": !service.request_id_off,
+                    });
                     (service.name.clone(), entry)
                 })
                 .collect();
@@ -112,6 +130,36 @@ fn route(
 }
 
 /// The trust bundle (signing root first) and where a rotation stands.
+fn match_json(route_match: &RouteMatch) -> serde_json::Value {
+    let (path_prefix, path) = match &route_match.path {
+        Some(PathMatch::Prefix(prefix)) => (Some(prefix), None),
+        Some(PathMatch::Exact(path)) => (None, Some(path)),
+        None => (None, None),
+    };
+    json!({
+        "path_prefix": path_prefix,
+        "path": path,
+        "method": route_match.method,
+        "headers": route_match.headers,
+    })
+}
+
+/// A rate limit as the mesh file gives it: whole-service requests per second (each
+/// instance enforces its share).
+fn rate_limit_json(limit: &RateLimit) -> serde_json::Value {
+    let rate = |rate: MilliRate| rate.0 as f64 / 1000.0;
+    json!({
+        "requests_per_second": limit.total.map(rate),
+        "per_caller": limit.per_caller.map(rate),
+        "burst": limit.burst,
+        "overrides": limit.overrides.iter().map(|entry| json!({
+            "callers": entry.callers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "requests_per_second": rate(entry.rate),
+            "burst": entry.burst,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 fn ca_state(state: &AdminState) -> serde_json::Value {
     let roots: Vec<serde_json::Value> = state
         .ca

@@ -18,8 +18,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
 use crate::model::{
-    AbortAnswer, Authorization, Endpoint, Fault, LoadBalancer, MeshModel, PathMatch, Policy,
-    Resolution, ResolvedMirror, ResolvedRoute, RetryOn,
+    AbortAnswer, Authorization, Endpoint, Fault, LoadBalancer, MeshModel, MilliRate, PathMatch,
+    Policy, RateLimit, Resolution, ResolvedMirror, ResolvedRoute, RetryOn,
 };
 use crate::registry::{ProxyEntry, ProxyRegistry};
 
@@ -245,8 +245,16 @@ fn to_proto(authority: &str, version: u64, resolution: &Resolution) -> ServiceUp
         Resolution::Service(service) => service_update::State::Service(v1::Service {
             name: service.name.clone(),
             endpoints: endpoints_to_proto(&service.endpoints),
-            policy: Some(policy_to_proto(&service.policy, service.mirror.as_ref())),
-            routes: service.routes.iter().map(route_to_proto).collect(),
+            policy: Some(policy_to_proto(
+                &service.policy,
+                service.mirror.as_ref(),
+                Some(service.instances),
+            )),
+            routes: service
+                .routes
+                .iter()
+                .map(|route| route_to_proto(route, service.instances))
+                .collect(),
             authorization: Some(authorization_to_proto(&service.authorization)),
             opaque_ports: service
                 .opaque_ports
@@ -254,6 +262,7 @@ fn to_proto(authority: &str, version: u64, resolution: &Resolution) -> ServiceUp
                 .copied()
                 .map(u32::from)
                 .collect(),
+            request_id_off: service.request_id_off,
         }),
         Resolution::NotFound => service_update::State::NotFound(v1::NotFound {}),
     };
@@ -278,8 +287,14 @@ fn millis(duration: Option<Duration>) -> u64 {
     duration.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// `policy` on the wire; its mirror is `mirror`, the policy's own resolved.
-fn policy_to_proto(policy: &Policy, mirror: Option<&ResolvedMirror>) -> v1::Policy {
+/// `policy` as pushed: its mirror is `mirror`, the policy's own resolved; its rate limit is
+/// divided among `instances` when given (`None`: leave the rate limit out, as a route that
+/// shares its service's does).
+fn policy_to_proto(
+    policy: &Policy,
+    mirror: Option<&ResolvedMirror>,
+    instances: Option<usize>,
+) -> v1::Policy {
     let retries = &policy.retries;
     let breaker = &policy.circuit_breaker;
     v1::Policy {
@@ -296,6 +311,7 @@ fn policy_to_proto(policy: &Policy, mirror: Option<&ResolvedMirror>) -> v1::Poli
                         RetryOn::ConnectFailure => v1::RetryOn::ConnectFailure,
                         RetryOn::Reset => v1::RetryOn::Reset,
                         RetryOn::Unavailable => v1::RetryOn::Unavailable,
+                        RetryOn::RateLimited => v1::RetryOn::RateLimited,
                     };
                     on as i32
                 })
@@ -319,6 +335,12 @@ fn policy_to_proto(policy: &Policy, mirror: Option<&ResolvedMirror>) -> v1::Poli
             percent: mirror.percent.value(),
             endpoints: endpoints_to_proto(&mirror.endpoints),
         }),
+        rate_limit: instances.and_then(|instances| {
+            policy
+                .rate_limit
+                .as_ref()
+                .map(|limit| rate_limit_share(limit, instances))
+        }),
     }
 }
 
@@ -338,7 +360,38 @@ fn fault_to_proto(fault: &Fault) -> v1::Fault {
     }
 }
 
-fn route_to_proto(route: &ResolvedRoute) -> v1::Route {
+/// One instance's share of a service's rate limits when `instances` share them: each
+/// rate divided (at least 0.001 requests per second), the burst divided and rounded up
+/// (at least 1); with no burst given, one second of the instance's rate.
+fn rate_limit_share(limit: &RateLimit, instances: usize) -> v1::RateLimit {
+    let instances = instances.max(1);
+    let rule = |rate: MilliRate, burst: Option<u32>| {
+        let share = rate.share(instances);
+        let burst = match burst {
+            Some(burst) => u64::from(burst).div_ceil(instances as u64),
+            None => share.div_ceil(1000),
+        };
+        v1::RateLimitRule {
+            millirequests_per_second: share,
+            burst: u32::try_from(burst.max(1)).unwrap_or(u32::MAX),
+        }
+    };
+    v1::RateLimit {
+        total: limit.total.map(|rate| rule(rate, limit.burst)),
+        per_caller: limit.per_caller.map(|rate| rule(rate, limit.burst)),
+        overrides: limit
+            .overrides
+            .iter()
+            .map(|entry| v1::RateLimitOverride {
+                callers: entry.callers.iter().map(ToString::to_string).collect(),
+                limit: Some(rule(entry.rate, entry.burst.or(limit.burst))),
+            })
+            .collect(),
+        instances: u32::try_from(instances).unwrap_or(u32::MAX),
+    }
+}
+
+fn route_to_proto(route: &ResolvedRoute, instances: usize) -> v1::Route {
     let (path_prefix, path) = match &route.route_match.path {
         Some(PathMatch::Prefix(prefix)) => (prefix.clone(), String::new()),
         Some(PathMatch::Exact(path)) => (String::new(), path.clone()),
@@ -351,7 +404,11 @@ fn route_to_proto(route: &ResolvedRoute) -> v1::Route {
             method: route.route_match.method.clone().unwrap_or_default(),
             headers: route.route_match.headers.clone().into_iter().collect(),
         }),
-        policy: Some(policy_to_proto(&route.policy, route.mirror.as_ref())),
+        policy: Some(policy_to_proto(
+            &route.policy,
+            route.mirror.as_ref(),
+            route.own_rate_limit.then_some(instances),
+        )),
         backends: route
             .backends
             .iter()
@@ -460,6 +517,53 @@ mod tests {
             opaque_ports("web"),
             defaults,
             "the default list, spelled out"
+        );
+    }
+
+    #[test]
+    fn each_instance_gets_its_share_of_the_rate_limit() {
+        let text = "services:\n  api:\n    join_token: t\n    \
+                    endpoints: [\"10.0.0.1:4143\", \"10.0.0.2:4143\", \"10.0.0.3:4143\"]\n    \
+                    rate_limit: { requests_per_second: 100, burst: 20, per_caller: 0.002 }\n    \
+                    routes:\n      - match: { path: /own }\n        rate_limit: { requests_per_second: 3 }\n      \
+                    - match: { path: /shared }\n  web:\n    join_token: w\n";
+        let model = mesh_file::parse(std::path::Path::new("mesh.yaml"), text, "seam.local")
+            .expect("a valid mesh file");
+        let Some(service_update::State::Service(api)) =
+            to_proto("api", 1, &model.resolve("api")).state
+        else {
+            panic!("api is a service");
+        };
+        let limit = api.policy.unwrap().rate_limit.expect("the service's share");
+        let total = limit.total.unwrap();
+        assert_eq!(total.millirequests_per_second, 33_333);
+        assert_eq!(total.burst, 7, "20 / 3, rounded up");
+        let per_caller = limit.per_caller.unwrap();
+        assert_eq!(
+            per_caller.millirequests_per_second, 1,
+            "never below 0.001/s"
+        );
+        assert_eq!(per_caller.burst, 7);
+        assert_eq!(limit.instances, 3);
+        let own = api.routes[0].policy.clone().unwrap().rate_limit.unwrap();
+        let own_total = own.total.unwrap();
+        assert_eq!(
+            (own_total.millirequests_per_second, own_total.burst),
+            (1000, 1)
+        );
+        assert_eq!(
+            api.routes[1].policy.as_ref().unwrap().rate_limit,
+            None,
+            "a route that inherits the limit shares the service's buckets"
+        );
+        let pinned = match to_proto("10.0.0.2:4143", 1, &model.resolve("10.0.0.2:4143")).state {
+            Some(service_update::State::Service(pinned)) => pinned,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            pinned.policy.unwrap().rate_limit.unwrap().instances,
+            3,
+            "shares count every instance, whatever the authority"
         );
     }
 }

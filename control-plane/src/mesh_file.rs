@@ -10,6 +10,7 @@
 mod addressing;
 mod policy;
 mod traffic;
+mod rate_limit;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -81,6 +82,10 @@ struct ServiceSpec {
     allow: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     allow_plaintext: bool,
+    /// Requests per second for the whole service, shared among its instances.
+    rate_limit: Option<Spanned<rate_limit::RateLimitSpec>>,
+    /// `false`: no `x-request-id` added or checked on calls to this service.
+    request_id: Option<bool>,
 }
 
 /// An accepted mesh file: its services with the endpoints listed as IP:port, their
@@ -236,7 +241,7 @@ pub fn parse_spec(path: &Path, text: &str, trust_domain: &str) -> Result<MeshSpe
         )
         .map_err(refused)?;
         written.insert(name.clone(), addressing.written);
-        let service_policy = policy::apply(
+        let mut service_policy = policy::apply(
             &Policy::default(),
             policy::PolicyFields {
                 timeout: spec.timeout,
@@ -253,6 +258,10 @@ pub fn parse_spec(path: &Path, text: &str, trust_domain: &str) -> Result<MeshSpe
             },
         )
         .map_err(refused)?;
+        if let Some(limit) = spec.rate_limit {
+            service_policy.rate_limit =
+                Some(rate_limit::read(&name, limit, &names, trust_domain).map_err(refused)?);
+        }
         let routes = spec
             .routes
             .into_iter()
@@ -282,6 +291,7 @@ pub fn parse_spec(path: &Path, text: &str, trust_domain: &str) -> Result<MeshSpe
                     allow,
                     allow_plaintext: spec.allow_plaintext,
                 },
+                request_id_off: spec.request_id == Some(false),
             },
         );
     }

@@ -26,6 +26,7 @@ use crate::body::{self, ProxyBody};
 use crate::metrics::{CallerLabels, DeniedLabels, Direction, Metrics};
 use crate::opaque::Flow;
 use crate::proxy_error::{ProxyError, proxy_response};
+use crate::request_id;
 use crate::server::{CLIENT_ID_HEADER, ServerLimits, strip_hop_by_hop};
 use crate::state::authz::{self, Caller};
 use crate::state::policy::DEFAULT_ROUTE_LABEL;
@@ -37,11 +38,13 @@ use crate::upgrade::{self, Upgrade};
 mod app_pools;
 mod callers;
 mod connection;
+mod rate_limit;
 
 use app_pools::AppPools;
 pub use callers::CallerCounts;
 use callers::CallerTally;
 pub use connection::serve;
+use rate_limit::RateLimits;
 
 /// A peer has this long to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -64,6 +67,7 @@ pub struct Inbound {
     /// How long a redirected plaintext connection may take to show its protocol.
     detect_timeout: Duration,
     callers: CallerCounts,
+    rate_limits: RateLimits,
 }
 
 /// What the inbound side is given.
@@ -92,6 +96,7 @@ impl Inbound {
             limits: settings.limits,
             detect_timeout: settings.detect_timeout,
             callers: CallerCounts::default(),
+            rate_limits: RateLimits::default(),
         }
     }
 
@@ -137,8 +142,15 @@ impl Inbound {
         // Boxed: upgrades are rare, and every request's future would carry one.
         let upgrade = upgrade::take(&mut request).map(Box::new);
         async move {
-            let response = match self.authorized(&request, &caller).await {
-                Ok(()) => {
+            let (response, request_id) = match self.admitted(&request, &caller).await {
+                Ok(service) => {
+                    // The first meshed hop of an unmeshed caller's request; a meshed
+                    // caller's outbound has seen to it.
+                    if caller.caller.identity.is_none() && !service.request_id_off {
+                        request_id::ensure(request.headers_mut());
+                    }
+                    drop(service);
+                    let request_id = self.telemetry.request_id_of(request.headers());
                     let mut response = self
                         .forward(request, &caller.caller, app, upgrade.as_deref())
                         .await;
@@ -150,15 +162,16 @@ impl Inbound {
                         };
                         upgrade.splice(&mut response, flow, self.metrics.clone());
                     }
-                    response
+                    (response, request_id)
                 }
-                Err(refused) => refused,
+                Err(refused) => (refused, self.telemetry.request_id_of(request.headers())),
             };
             let handled = Handled {
                 service: self.service.clone(),
                 route: DEFAULT_ROUTE_LABEL.clone(),
                 retries: 0,
                 upstream: None,
+                request_id,
             };
             self.telemetry.finish(call, handled, response)
         }
@@ -166,15 +179,16 @@ impl Inbound {
 
     /// Applies the allow list of the route the request matches (else the service's); a
     /// refusal is counted, logged with both identities, and answered with a 403 that
-    /// says why.
-    async fn authorized<B>(
+    /// says why. Then the rate limits (`rate_limit`), which a denied caller never uses.
+    async fn admitted<B>(
         &self,
         request: &Request<B>,
         counted: &CountedCaller,
-    ) -> Result<(), Response<ProxyBody>> {
+    ) -> Result<Arc<Service>, Response<ProxyBody>> {
         let caller = &counted.caller;
         let service = self.policy().await?;
-        let route_allow = service.route_for(request).allow.as_deref();
+        let route = service.route_for(request);
+        let route_allow = route.allow.as_deref();
         let decision = authz::authorize(
             caller.as_caller(),
             &self.service,
@@ -184,25 +198,38 @@ impl Inbound {
         let label = caller.label();
         counted.requests.inc();
         counted.tally.record(decision.is_ok());
-        decision.map_err(|denied| {
-            self.metrics
-                .authorization_denied
-                .get_or_create(&DeniedLabels {
-                    service: self.service.to_string(),
-                    caller: label.to_owned(),
-                    reason: denied.reason_label(),
-                })
-                .inc();
-            if self.metrics.refusal_log.admit(denied.reason_label()) {
-                let callee = self
-                    .tls
-                    .certificate()
-                    .map(|c| c.spiffe_id.to_string())
-                    .unwrap_or_default();
-                tracing::warn!(caller = label, callee, service = %self.service, reason = %denied, "refused a request: not allowed");
+        let denied = match decision {
+            Ok(()) => {
+                return match self.rate_limits.refusal(
+                    &service,
+                    route,
+                    caller,
+                    request,
+                    &self.metrics,
+                ) {
+                    Some(refused) => Err(refused),
+                    None => Ok(service),
+                };
             }
-            proxy_response(StatusCode::FORBIDDEN, format!("{denied}\n"))
-        })
+            Err(denied) => denied,
+        };
+        self.metrics
+            .authorization_denied
+            .get_or_create(&DeniedLabels {
+                service: self.service.to_string(),
+                caller: label.to_owned(),
+                reason: denied.reason_label(),
+            })
+            .inc();
+        if self.metrics.refusal_log.admit(denied.reason_label()) {
+            let callee = self
+                .tls
+                .certificate()
+                .map(|c| c.spiffe_id.to_string())
+                .unwrap_or_default();
+            tracing::warn!(caller = label, callee, service = %self.service, reason = %denied, "refused a request: not allowed");
+        }
+        Err(proxy_response(StatusCode::FORBIDDEN, format!("{denied}\n")))
     }
 
     /// Sends the request to the app. The future is made here and borrows nothing, so

@@ -22,6 +22,7 @@ mod original_dst;
 mod outbound;
 mod proxy_error;
 mod refusal_log;
+mod request_id;
 mod server;
 mod state;
 mod telemetry;

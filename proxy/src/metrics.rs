@@ -133,6 +133,15 @@ pub struct DeniedLabels {
     pub reason: &'static str,
 }
 
+/// An inbound request a rate limit refused: the service, the caller (as
+/// [`CallerLabels`] names it) and the limit (`total`, `override` or `per_caller`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RateLimitedLabels {
+    pub service: Arc<str>,
+    pub caller: Arc<str>,
+    pub limit: &'static str,
+}
+
 /// An inbound request by caller identity and transport (`mtls` or `plaintext`); an
 /// inbound connection looks its caller's counter up once.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -166,6 +175,9 @@ pub struct Metrics {
     connections_refused: Family<RefusedLabels, Counter>,
     pub authorization_denied: Family<DeniedLabels, Counter>,
     pub inbound_callers: Family<CallerLabels, Counter>,
+    pub rate_limited: Family<RateLimitedLabels, Counter>,
+    /// Requests of callers a rate limit counted in its shared overflow bucket.
+    pub rate_limit_overflow: Counter,
     /// Decides which of the refusals counted here are also logged.
     pub refusal_log: Arc<RefusalLog>,
     opaque_streams: Family<OpaqueLabels, Counter>,
@@ -302,6 +314,20 @@ impl Metrics {
             "Inbound requests by caller identity and transport (mtls or plaintext)",
             Family::clone(&inbound_callers),
         );
+        let rate_limited = Family::default();
+        registry.register(
+            "rate_limited",
+            "Inbound requests refused with 429 (gRPC: RESOURCE_EXHAUSTED) by the service's rate \
+             limits, by service, caller and limit (total, override or per_caller)",
+            Family::clone(&rate_limited),
+        );
+        let rate_limit_overflow = Counter::default();
+        registry.register(
+            "rate_limit_overflow",
+            "Inbound requests of callers counted in a rate limit's shared overflow bucket, \
+             because it already tracked its most callers one by one",
+            rate_limit_overflow.clone(),
+        );
         let opaque_streams = Family::default();
         registry.register(
             "opaque_streams",
@@ -361,6 +387,8 @@ impl Metrics {
             connections_refused,
             authorization_denied,
             inbound_callers,
+            rate_limited,
+            rate_limit_overflow,
             refusal_log: Arc::default(),
             opaque_streams,
             opaque_bytes,

@@ -6,6 +6,7 @@
 pub mod endpoints;
 pub mod policy;
 pub mod traffic;
+pub mod rate_limit;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
 use policy::{Policy, Route, RouteMatch, Target, WeightedBackend};
+use rate_limit::LimiterKey;
 
 pub mod authz;
 
@@ -50,6 +52,8 @@ pub struct Service {
     pub authorization: Authorization,
     /// Instance ports whose connections are opaque TCP, without protocol detection.
     pub opaque_ports: Vec<u16>,
+    /// Whether the proxies leave `x-request-id` alone on calls to this service.
+    pub request_id_off: bool,
 }
 
 impl Service {
@@ -96,6 +100,7 @@ impl Service {
             routes: built,
             authorization: Authorization::default(),
             opaque_ports: Vec::new(),
+            request_id_off: false,
         }
     }
 
@@ -136,6 +141,42 @@ impl Service {
     /// The same service with its authorization policy set.
     pub fn with_authorization(mut self, authorization: Authorization) -> Self {
         self.authorization = authorization;
+        self
+    }
+
+    /// The route whose rate limit applies to a request that takes `route`: the route
+    /// itself when it has its own, else the match-all route when the service has one;
+    /// `None` when no limit applies.
+    pub fn rate_limited_route<'a>(&'a self, route: &'a Arc<Route>) -> Option<&'a Arc<Route>> {
+        if route.policy.rate_limit.is_some() {
+            return Some(route);
+        }
+        let service_wide = self
+            .routes
+            .last()
+            .expect("a service always ends with its match-all route");
+        service_wide
+            .policy
+            .rate_limit
+            .is_some()
+            .then_some(service_wide)
+    }
+
+    /// Which limiter `route` (one of this service's) uses across snapshots.
+    pub fn limiter_key(&self, route: &Arc<Route>) -> LimiterKey {
+        let match_all = self.routes.len() - 1;
+        match self.routes.iter().position(|own| Arc::ptr_eq(own, route)) {
+            Some(position) if position != match_all => LimiterKey::Route {
+                position,
+                label: route.label.clone(),
+            },
+            _ => LimiterKey::Service,
+        }
+    }
+
+    /// The same service with its `x-request-id` setting.
+    pub fn with_request_id_off(mut self, request_id_off: bool) -> Self {
+        self.request_id_off = request_id_off;
         self
     }
 

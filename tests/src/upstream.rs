@@ -3,7 +3,8 @@
 //! - [`EchoServer`]: HTTP/1.1 and h2c (hyper-util's auto server) answering every request
 //!   with JSON describing what it received: its own name, the HTTP version, host, path,
 //!   method, the size of the request body, the `x-seam-client-id` it saw and how many
-//!   such headers arrived, and the trace context headers (`trace_headers`). `/bytes/<n>` answers `n` bytes of a fixed pattern
+//!   such headers arrived, the trace context headers (`trace_headers`), and every
+//!   `x-request-id` value (`request_ids`). `/bytes/<n>` answers `n` bytes of a fixed pattern
 //!   (`i % 251`) instead. Requests
 //!   whose path starts with `/hold` wait until the test releases them, so a test can keep
 //!   a request in flight for exactly as long as it needs (no sleeps).
@@ -147,6 +148,12 @@ async fn echo(state: &EchoState, request: Request<Incoming>) -> Response<Full<By
         .iter()
         .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
         .collect();
+    let request_ids: Vec<String> = request
+        .headers()
+        .get_all("x-request-id")
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .collect();
     let host = request
         .headers()
         .get(http::header::HOST)
@@ -171,6 +178,7 @@ async fn echo(state: &EchoState, request: Request<Incoming>) -> Response<Full<By
         "client_id": client_ids.first(),
         "spoofed_headers_seen": client_ids.len(),
         "trace_headers": trace_headers(request.headers()),
+        "request_ids": request_ids,
     });
     if held {
         state.held_arrived.send_modify(|held| *held += 1);

@@ -1,4 +1,4 @@
-//! A service's `allow:` list: each entry is a service of the same mesh file (its SPIFFE
+//! A service's `allow:` list (and the callers of a rate limit's override): each entry is a service of the same mesh file (its SPIFFE
 //! id is derived) or a SPIFFE id of the control plane's trust domain. Entries that could
 //! never match a caller (an unknown service, a foreign trust domain) are refused, so a typo
 //! does not silently lock callers out.
@@ -24,6 +24,17 @@ pub fn resolve(
     services: &HashSet<String>,
     trust_domain: &str,
 ) -> Result<Vec<SpiffeId>, AllowError> {
+    callers("allow", service, entries, services, trust_domain)
+}
+
+/// [`resolve`] for any list of callers; `key` names the list in refusals.
+pub fn callers(
+    key: &str,
+    service: &str,
+    entries: &[Spanned<String>],
+    services: &HashSet<String>,
+    trust_domain: &str,
+) -> Result<Vec<SpiffeId>, AllowError> {
     let mut allowed: Vec<SpiffeId> = Vec::with_capacity(entries.len());
     for entry in entries {
         let refuse = |reason: String| AllowError {
@@ -33,11 +44,11 @@ pub fn resolve(
         let text = entry.value.trim();
         let id = if text.starts_with("spiffe://") {
             let id: SpiffeId = text.parse().map_err(|err: seam_proto::SpiffeIdError| {
-                refuse(format!("allow of service {service:?}: {err}"))
+                refuse(format!("{key} of service {service:?}: {err}"))
             })?;
             if id.trust_domain() != trust_domain {
                 return Err(refuse(format!(
-                    "allow of service {service:?} names {id}, outside trust domain {trust_domain:?}: no caller could ever prove it"
+                    "{key} of service {service:?} names {id}, outside trust domain {trust_domain:?}: no caller could ever prove it"
                 )));
             }
             id
@@ -46,7 +57,7 @@ pub fn resolve(
                 .map_err(|err| refuse(err.to_string()))?
         } else {
             return Err(refuse(format!(
-                "allow of service {service:?} names {text:?}, which is neither a service of this file nor a spiffe:// id"
+                "{key} of service {service:?} names {text:?}, which is neither a service of this file nor a spiffe:// id"
             )));
         };
         if !allowed.contains(&id) {

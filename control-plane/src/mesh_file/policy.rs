@@ -1,6 +1,7 @@
 //! The request-handling keys of a service or route in the mesh file (`timeout`,
 //! `retries`, `circuit_breaker`, `max_concurrent_requests`, `load_balancer`, `routes`,
-//! and `fault` and `mirror`, whose shapes are in `traffic`):
+//! and `fault` and `mirror`, whose shapes are in `traffic`; `rate_limit` is read in
+//! `rate_limit`):
 //! their YAML shape, and their reading into the model's [`Policy`] and [`RouteModel`].
 //! A route starts from its service's policy and overrides only the keys it gives.
 
@@ -71,6 +72,8 @@ pub struct RouteSpec {
     mirror: Option<Spanned<MirrorSpec>>,
     /// Who may call requests this route takes, in place of the service's `allow`.
     allow: Option<Vec<Spanned<String>>>,
+    /// The route's own rate limits (and buckets), in place of the service's.
+    rate_limit: Option<Spanned<super::rate_limit::RateLimitSpec>>,
 }
 
 #[derive(Deserialize)]
@@ -129,7 +132,7 @@ pub fn apply(base: &Policy, fields: PolicyFields, scope: &Scope<'_>) -> Result<P
                     (
                         condition.referenced,
                         format!(
-                            "retries.on has {:?}; expected 5xx, connect-failure, reset or unavailable",
+                            "retries.on has {:?}; expected 5xx, connect-failure, reset, unavailable or rate-limited",
                             condition.value
                         ),
                     )
@@ -195,7 +198,7 @@ pub fn route(
         Some(route_match) => match_of(route_match)?,
         None => RouteMatch::default(),
     };
-    let policy = apply(
+    let mut policy = apply(
         base,
         PolicyFields {
             timeout: spec.timeout,
@@ -208,6 +211,15 @@ pub fn route(
         },
         &Scope { service, services },
     )?;
+    let own_rate_limit = spec.rate_limit.is_some();
+    if let Some(limit) = spec.rate_limit {
+        policy.rate_limit = Some(super::rate_limit::read(
+            service,
+            limit,
+            services,
+            trust_domain,
+        )?);
+    }
     let mut backends = Vec::with_capacity(spec.backends.len());
     for backend in spec.backends {
         let name = backend.value.service;
@@ -241,6 +253,7 @@ pub fn route(
         policy,
         backends,
         allow,
+        own_rate_limit,
     })
 }
 

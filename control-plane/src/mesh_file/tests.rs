@@ -371,7 +371,7 @@ fn yaml_shape_errors_name_the_key_the_value_and_what_it_takes() {
             "service \"api\" has no key \"endpoint\" (did you mean endpoints?); its keys are \
              join_token, endpoints, ports, addresses, opaque_ports, timeout, retries, \
              circuit_breaker, max_concurrent_requests, load_balancer, fault, mirror, routes, \
-             allow, allow_plaintext",
+             allow, allow_plaintext, rate_limit, request_id",
         ),
         (
             format!("{service}    endpoints: \"127.0.0.1:1\"\n"),
@@ -428,8 +428,8 @@ fn yaml_shape_errors_name_the_key_the_value_and_what_it_takes() {
         (
             format!("{service}    retries:\n      on: 5xx\n"),
             5,
-            "services.api.retries.on is 5xx; expected a list of 5xx, connect-failure, reset and \
-             unavailable",
+            "services.api.retries.on is 5xx; expected a list of 5xx, connect-failure, reset, \
+             unavailable and rate-limited",
         ),
         (
             format!("{service}    allow: web\n"),

@@ -192,7 +192,12 @@ fn accepts(path: &[String]) -> &'static str {
         (_, "mirror") => "a map like { service: api-v2, percent: 10 }",
         (_, "consecutive_failures" | "max_concurrent_requests") => "a whole number, at least 1",
         (_, "weight") => "a whole number, 0 or more",
-        (_, "non_idempotent" | "allow_plaintext") => "true or false",
+        (_, "non_idempotent" | "allow_plaintext" | "request_id") => "true or false",
+        (_, "requests_per_second" | "per_caller") => "a number of requests per second, like 100",
+        (_, "burst") => "a whole number, at least 1",
+        (_, "rate_limit") => "a map of requests_per_second, burst, per_caller and overrides",
+        (_, "overrides") => "a list like [{ callers: [web], requests_per_second: 50 }]",
+        (_, "callers") => "a list of service names or spiffe:// ids, like [web]",
         (_, "timeout" | "per_try_timeout" | "base_ejection_time" | "fixed") => {
             "a duration like 500ms or 2s"
         }
@@ -208,7 +213,7 @@ fn accepts(path: &[String]) -> &'static str {
         (_, "opaque_ports") => "a list of ports, like [3306]",
         (_, "port" | "target_port") => "a port from 1 to 65535",
         (_, "allow") => "a list of service names or spiffe:// ids, like [web]",
-        (_, "on") => "a list of 5xx, connect-failure, reset and unavailable",
+        (_, "on") => "a list of 5xx, connect-failure, reset, unavailable and rate-limited",
         (_, "routes") => "a list of routes, each with match and backends",
         (_, "backends") => "a list like [{ service: api, weight: 90 }]",
         (_, "retries") => {

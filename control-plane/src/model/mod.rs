@@ -21,8 +21,8 @@ use addresses::{AddressIndex, Named};
 pub use addresses::{AddressError, AddressKind, Claim, MAX_ADDRESSES, PortMapping};
 pub use named::{DnsName, NamedEndpoint, Resolutions};
 pub use policy::{
-    BackendRef, CircuitBreaker, LoadBalancer, PathMatch, Policy, RetryOn, RetryPolicy, RouteMatch,
-    RouteModel,
+    BackendRef, CircuitBreaker, LoadBalancer, MilliRate, PathMatch, Policy, RateLimit,
+    RateOverride, RetryOn, RetryPolicy, RouteMatch, RouteModel,
 };
 pub use resolve::strip_port;
 pub use traffic::{AbortAnswer, Fault, FaultAbort, FaultDelay, MirrorRef, Percent};
@@ -62,6 +62,9 @@ pub struct ServiceModel {
     /// Checked in order; the first match decides.
     pub routes: Vec<RouteModel>,
     pub authorization: Authorization,
+    /// `request_id: false` in the mesh file: no `x-request-id` added or checked on calls
+    /// to this service.
+    pub request_id_off: bool,
 }
 
 /// Who may call a service; the service's own proxies enforce it on inbound requests.
@@ -100,6 +103,10 @@ pub struct ResolvedService {
     pub routes: Vec<ResolvedRoute>,
     pub authorization: Authorization,
     pub opaque_ports: Vec<u16>,
+    /// How many instances the service has (all of them, whatever the reach), which
+    /// share its rate limits.
+    pub instances: usize,
+    pub request_id_off: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +117,7 @@ pub struct ResolvedRoute {
     pub allow: Option<Vec<SpiffeId>>,
     /// The route policy's mirror with its service's endpoints.
     pub mirror: Option<ResolvedMirror>,
+    pub own_rate_limit: bool,
 }
 
 /// A mirror with the endpoints of the service that gets the copies (re-sent whenever

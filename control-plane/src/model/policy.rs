@@ -23,6 +23,53 @@ pub struct Policy {
     pub fault: Option<Fault>,
     /// `None`: nothing mirrored.
     pub mirror: Option<MirrorRef>,
+    /// The service's (or, on a route, the route's own or inherited) rate limits, for the
+    /// whole service; `None`: no limit.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Rate limits for the whole service, as written; each instance's proxy enforces its
+/// share (see `discovery`, which divides them by the number of endpoints).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub total: Option<MilliRate>,
+    pub per_caller: Option<MilliRate>,
+    /// `None`: each limit's burst is one second of its rate.
+    pub burst: Option<u32>,
+    /// Callers named here get the override's rate in place of `per_caller`.
+    pub overrides: Vec<RateOverride>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateOverride {
+    pub callers: Vec<SpiffeId>,
+    pub rate: MilliRate,
+    /// `None`: the rate limit's `burst`.
+    pub burst: Option<u32>,
+}
+
+/// A rate in thousandths of a request per second (so `0.5` is exact); at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MilliRate(pub u64);
+
+impl MilliRate {
+    /// This instance's share when `instances` share the rate, never below 1.
+    pub fn share(self, instances: usize) -> u64 {
+        let instances = u64::try_from(instances.max(1)).unwrap_or(u64::MAX);
+        (self.0 / instances).max(1)
+    }
+}
+
+impl std::fmt::Display for MilliRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (whole, thousandths) = (self.0 / 1000, self.0 % 1000);
+        if thousandths == 0 {
+            write!(f, "{whole}")
+        } else {
+            let text = format!("{whole}.{thousandths:03}");
+            f.write_str(text.trim_end_matches('0'))
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,16 +87,19 @@ pub enum RetryOn {
     ConnectFailure,
     Reset,
     Unavailable,
+    RateLimited,
 }
 
 impl RetryOn {
-    /// Reads a mesh file spelling (`5xx`, `connect-failure`, `reset`, `unavailable`).
+    /// Reads a mesh file spelling (`5xx`, `connect-failure`, `reset`, `unavailable`,
+    /// `rate-limited`).
     pub fn parse(text: &str) -> Option<Self> {
         Some(match text {
             "5xx" => Self::ServerError,
             "connect-failure" => Self::ConnectFailure,
             "reset" => Self::Reset,
             "unavailable" => Self::Unavailable,
+            "rate-limited" => Self::RateLimited,
             _ => return None,
         })
     }
@@ -91,6 +141,7 @@ impl Default for Policy {
             load_balancer: LoadBalancer::Ewma,
             fault: None,
             mirror: None,
+            rate_limit: None,
         }
     }
 }
@@ -104,6 +155,9 @@ pub struct RouteModel {
     pub backends: Vec<BackendRef>,
     /// Who may call requests this route takes, in place of the service's `allow`.
     pub allow: Option<Vec<SpiffeId>>,
+    /// Whether `policy.rate_limit` is the route's own (its own buckets) rather than the
+    /// service's, which it shares.
+    pub own_rate_limit: bool,
 }
 
 /// Every condition that is set must hold.

@@ -81,6 +81,7 @@ impl MeshModel {
                 },
                 allow: route.allow.clone(),
                 mirror: self.resolve_mirror(route.policy.mirror.as_ref()),
+                own_rate_limit: route.own_rate_limit,
             })
             .collect();
         ResolvedService {
@@ -91,6 +92,8 @@ impl MeshModel {
             routes,
             authorization: service.authorization.clone(),
             opaque_ports: service.opaque_ports.clone(),
+            instances: service.endpoints.len(),
+            request_id_off: service.request_id_off,
         }
     }
 

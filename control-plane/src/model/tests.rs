@@ -40,10 +40,12 @@ pub(super) fn service(
                     weight: 1,
                 }],
                 allow: None,
+                own_rate_limit: false,
             })
             .into_iter()
             .collect(),
         authorization: Authorization::default(),
+        request_id_off: false,
     }
 }
 

@@ -83,7 +83,8 @@ pub fn update_from_proto(update: ServiceUpdate) -> Result<Resolution, InvalidUpd
             Ok(Resolution::Found(Arc::new(
                 Service::with_routes(service.name, endpoints, policy, routes)
                     .with_authorization(authorization)
-                    .with_opaque_ports(opaque_ports),
+                    .with_opaque_ports(opaque_ports)
+                    .with_request_id_off(service.request_id_off),
             )))
         }
     }

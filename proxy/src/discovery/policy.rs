@@ -2,17 +2,19 @@
 //! [`Policy`] and routes, refusing anything out of range with a reason for the NACK.
 //! An update with no policy (an older control plane) gets every default.
 
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
-use seam_proto::defaults;
 use seam_proto::v1;
+use seam_proto::{SpiffeId, defaults};
 
 use super::convert::InvalidUpdate;
 use super::traffic::{fault_from_proto, mirror_from_proto};
 use crate::state::policy::{
     BreakerPolicy, LoadBalancer, PathMatch, Policy, RetryOn, RetryPolicy, RouteMatch,
 };
+use crate::state::rate_limit::{Override, RateLimit, Rule};
 
 pub fn policy_from_proto(policy: Option<v1::Policy>) -> Result<Policy, InvalidUpdate> {
     let Some(policy) = policy else {
@@ -37,6 +39,7 @@ pub fn policy_from_proto(policy: Option<v1::Policy>) -> Result<Policy, InvalidUp
                     Ok(v1::RetryOn::ConnectFailure) => on.connect_failure = true,
                     Ok(v1::RetryOn::Reset) => on.reset = true,
                     Ok(v1::RetryOn::Unavailable) => on.unavailable = true,
+                    Ok(v1::RetryOn::RateLimited) => on.rate_limited = true,
                     _ => return Err(invalid(format!("unknown retries.on value {condition}"))),
                 }
             }
@@ -82,6 +85,7 @@ pub fn policy_from_proto(policy: Option<v1::Policy>) -> Result<Policy, InvalidUp
             )));
         }
     };
+    let rate_limit = policy.rate_limit.map(rate_limit_from_proto).transpose()?;
     Ok(Policy {
         timeout: optional_millis(policy.timeout_ms),
         retries,
@@ -90,6 +94,53 @@ pub fn policy_from_proto(policy: Option<v1::Policy>) -> Result<Policy, InvalidUp
         load_balancer,
         fault: policy.fault.map(fault_from_proto).transpose()?,
         mirror: policy.mirror.map(mirror_from_proto).transpose()?,
+        rate_limit,
+    })
+}
+
+fn rate_limit_from_proto(limit: v1::RateLimit) -> Result<RateLimit, InvalidUpdate> {
+    let rule = |rule: v1::RateLimitRule, key: &str| {
+        if rule.millirequests_per_second == 0 {
+            return Err(InvalidUpdate::Policy(format!(
+                "rate_limit.{key} has a rate of 0"
+            )));
+        }
+        Ok(Rule {
+            millirequests_per_second: rule.millirequests_per_second,
+            burst: NonZeroU32::new(rule.burst).ok_or_else(|| {
+                InvalidUpdate::Policy(format!("rate_limit.{key} has a burst of 0"))
+            })?,
+        })
+    };
+    let overrides = limit
+        .overrides
+        .into_iter()
+        .map(|entry| {
+            let callers = entry
+                .callers
+                .iter()
+                .map(|id| id.parse::<SpiffeId>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| {
+                    InvalidUpdate::Policy(format!("rate_limit.overrides caller: {err}"))
+                })?;
+            let limit = entry.limit.ok_or_else(|| {
+                InvalidUpdate::Policy("a rate_limit override has no limit".into())
+            })?;
+            Ok(Override {
+                callers,
+                rule: rule(limit, "overrides")?,
+            })
+        })
+        .collect::<Result<Vec<_>, InvalidUpdate>>()?;
+    Ok(RateLimit {
+        total: limit.total.map(|total| rule(total, "total")).transpose()?,
+        per_caller: limit
+            .per_caller
+            .map(|per_caller| rule(per_caller, "per_caller"))
+            .transpose()?,
+        overrides,
+        instances: limit.instances.max(1),
     })
 }
 

@@ -103,6 +103,8 @@ pub enum Outcome {
     Grpc(u32),
     ConnectFailure,
     Reset,
+    /// A 429 with this `retry-after`, if any.
+    RateLimited(Option<&'static str>),
 }
 
 /// What a scripted service saw of one call.
@@ -145,6 +147,15 @@ pub fn scripted(script: Vec<Outcome>) -> (Stack<Attempt>, Arc<Mutex<Vec<Call>>>)
                     .header("grpc-status", code.to_string())
                     .body(body::text(String::new()))
                     .unwrap()),
+                Outcome::RateLimited(retry_after) => {
+                    let mut response = status(429);
+                    if let Some(value) = retry_after {
+                        response
+                            .headers_mut()
+                            .insert("retry-after", http::HeaderValue::from_static(value));
+                    }
+                    Ok(response)
+                }
                 Outcome::ConnectFailure => {
                     let (endpoint, cause) = peer("connection refused");
                     Err(ProxyError::PeerConnect {

@@ -37,6 +37,7 @@ mod peers;
 mod per_endpoint;
 mod replay;
 mod retry;
+mod retry_after;
 mod route;
 mod split;
 mod stack;
@@ -66,6 +67,7 @@ use crate::metrics::{ConnectionMetrics, Direction, Metrics};
 use crate::opaque::{Flow, Forwarder};
 use crate::original_dst::{self, Arrival};
 use crate::proxy_error::ProxyError;
+use crate::request_id;
 use crate::server::{
     CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, first_bytes, http_server, next_connection,
     speaking, strip_hop_by_hop,
@@ -177,6 +179,7 @@ impl Outbound {
                         let labels = Labels {
                             service: self.unknown_service.clone(),
                             route: DEFAULT_ROUTE_LABEL.clone(),
+                            request_id: self.telemetry.request_id_of(request.headers()),
                         };
                         (labels, Err(error))
                     }
@@ -206,6 +209,7 @@ impl Outbound {
                 route: labels.route,
                 retries: notes.retries(),
                 upstream,
+                request_id: labels.request_id,
             };
             self.telemetry.finish(call, handled, response)
         }
@@ -228,10 +232,15 @@ impl Outbound {
         if let Some(upgrade) = upgrade {
             upgrade.ask_next_hop(request.headers_mut());
         }
+        // The callee's setting decides; this is the first meshed hop the request meets.
+        if !service.request_id_off {
+            request_id::ensure(request.headers_mut());
+        }
         let choice = RouteChoice::choose(service, &request, notes);
         let labels = Labels {
             service: choice.service.name.clone(),
             route: choice.route.label.clone(),
+            request_id: self.telemetry.request_id_of(request.headers()),
         };
         let drawn = choice
             .route
@@ -291,6 +300,8 @@ impl Outbound {
 struct Labels {
     service: Arc<str>,
     route: Arc<str>,
+    /// `x-request-id` as sent on, for telemetry.
+    request_id: Option<http::HeaderValue>,
 }
 
 /// The request as it goes to the peer: the authority the app asked for (in the Host

@@ -4,31 +4,37 @@
 //! allows it (POST and PATCH only with `non_idempotent`, or after a failed connect, which
 //! never reached the app), and the service's budget has room: retries may add at most
 //! `budget_percent` of recent requests plus a small floor per second. Between attempts
-//! the layer waits an exponential backoff with jitter. Decisions are made on response
+//! the layer waits an exponential backoff with jitter. A `429` is retried only when
+//! `retries.on` says `rate-limited`, after the wait its `retry-after` asks for (else the
+//! backoff), and only when that wait ends within what is left of the whole-request timeout
+//! (with none, within the per-try timeout; with neither, never): otherwise the 429 goes
+//! back as it came. Decisions are made on response
 //! headers (and a gRPC status that comes before any message), so a retry never follows
 //! bytes that already went to the app.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use foldhash::HashMap;
 use http::request::Parts;
-use http::{Method, Request, Response};
+use http::{Method, Request, Response, StatusCode};
 use parking_lot::Mutex;
+use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, layer::layer_fn};
 
 use super::grpc;
 use super::replay::{MAX_REPLAY_BYTES, Replay};
+use super::retry_after;
 use super::route::RouteChoice;
 use super::stack::{Attempt, Stack};
 use crate::backoff::Backoff;
 use crate::body::ProxyBody;
 use crate::metrics::Metrics;
 use crate::proxy_error::ProxyError;
-use crate::state::policy::RetryOn;
+use crate::state::policy::{Policy, RetryOn};
 use crate::telemetry::grpc_status;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(25);
@@ -46,6 +52,7 @@ enum Reason {
     Reset,
     Unavailable,
     PerTryTimeout,
+    RateLimited,
 }
 
 impl Reason {
@@ -56,6 +63,7 @@ impl Reason {
             Self::Reset => "reset",
             Self::Unavailable => "unavailable",
             Self::PerTryTimeout => "per-try-timeout",
+            Self::RateLimited => "rate-limited",
         }
     }
 }
@@ -111,6 +119,7 @@ pub fn layer(
                 head,
                 replay,
                 choice,
+                started: Instant::now(),
             };
             Box::pin(retrying.run(first_body))
         })
@@ -128,6 +137,8 @@ struct Retrying {
     head: Parts,
     replay: Replay,
     choice: RouteChoice,
+    /// When the first attempt began (the whole-request timeout runs from about then).
+    started: Instant,
 }
 
 impl Retrying {
@@ -172,6 +183,17 @@ impl Retrying {
                 if !more || !method_allows || !self.replay.replayable() {
                     return outcome;
                 }
+                let asked = match (&outcome, reason) {
+                    (Ok(response), Reason::RateLimited) => {
+                        retry_after::wait(response.headers(), SystemTime::now())
+                    }
+                    _ => None,
+                };
+                if let Some(wait) = asked
+                    && !wait_fits(wait, &self.choice.route.policy, self.started.elapsed())
+                {
+                    return outcome;
+                }
                 if !self.budget.withdraw() {
                     self.metrics.retry_budget_exhausted(service);
                     return outcome;
@@ -187,7 +209,7 @@ impl Retrying {
                 tracing::debug!(%service, reason = reason.as_str(), attempt, "retrying");
                 avoid = self.choice.notes.last_attempted();
                 drop(outcome);
-                tokio::time::sleep(backoff.next_delay()).await;
+                tokio::time::sleep(asked.unwrap_or_else(|| backoff.next_delay())).await;
                 attempt += 1;
             }
         }
@@ -212,6 +234,9 @@ fn retry_reason(
         Ok(response) if response.status().is_server_error() && on.server_error => {
             Some(Reason::ServerError)
         }
+        Ok(response) if response.status() == StatusCode::TOO_MANY_REQUESTS && on.rate_limited => {
+            Some(Reason::RateLimited)
+        }
         Ok(_) if grpc_status == Some(grpc::UNAVAILABLE) && on.unavailable => {
             Some(Reason::Unavailable)
         }
@@ -220,6 +245,17 @@ fn retry_reason(
         Err(ProxyError::Peer { .. }) if on.reset => Some(Reason::Reset),
         Err(ProxyError::PerTryTimeout(_)) => Some(Reason::PerTryTimeout),
         Err(_) => None,
+    }
+}
+
+/// Whether waiting `wait` before the next attempt, `elapsed` into the request, ends
+/// before the whole-request timeout (with none, within the per-try timeout; with neither
+/// a wait is never taken, so a request cannot hang on a server's say-so).
+fn wait_fits(wait: Duration, policy: &Policy, elapsed: Duration) -> bool {
+    match (policy.timeout, policy.retries.per_try_timeout) {
+        (Some(timeout), _) => wait < timeout.saturating_sub(elapsed),
+        (None, Some(per_try)) => wait <= per_try,
+        (None, None) => false,
     }
 }
 

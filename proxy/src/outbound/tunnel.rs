@@ -26,6 +26,7 @@ pub async fn open(
     let unknown = Labels {
         service: outbound.unknown_service.clone(),
         route: DEFAULT_ROUTE_LABEL.clone(),
+        request_id: None,
     };
     let Some(authority) = request.uri().authority().cloned() else {
         return (unknown, Err(ProxyError::NoAuthority));
@@ -41,6 +42,7 @@ pub async fn open(
             let labels = Labels {
                 service: service.name.clone(),
                 route: DEFAULT_ROUTE_LABEL.clone(),
+                request_id: None,
             };
             let outbound = outbound.clone();
             tokio::spawn(async move {

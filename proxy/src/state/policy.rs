@@ -15,6 +15,7 @@ use seam_proto::{SpiffeId, defaults};
 use super::Endpoint;
 use super::endpoints::EndpointState;
 use super::traffic::{Fault, Mirror};
+use super::rate_limit::{Limiter, RateLimit};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -29,6 +30,9 @@ pub struct Policy {
     pub fault: Option<Fault>,
     /// Where a share of requests is copied (`None`: nowhere).
     pub mirror: Option<Mirror>,
+    /// This instance's share of the rate limits (enforced by the inbound). On a route:
+    /// only the route's own; `None` there means the service's applies.
+    pub rate_limit: Option<RateLimit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +51,8 @@ pub struct RetryOn {
     pub connect_failure: bool,
     pub reset: bool,
     pub unavailable: bool,
+    /// A 429, retried after its `retry-after` when that fits.
+    pub rate_limited: bool,
 }
 
 impl RetryOn {
@@ -60,6 +66,7 @@ impl RetryOn {
                 "connect-failure" => on.connect_failure = true,
                 "reset" => on.reset = true,
                 "unavailable" => on.unavailable = true,
+                "rate-limited" => on.rate_limited = true,
                 other => tracing::error!(condition = other, "unknown default retry condition"),
             }
         }
@@ -101,6 +108,7 @@ impl Default for Policy {
             load_balancer: LoadBalancer::Ewma,
             fault: None,
             mirror: None,
+            rate_limit: None,
         }
     }
 }
@@ -151,6 +159,9 @@ pub struct Route {
     /// Who may call requests this route takes, replacing the service's allow list
     /// (enforced by the service's own proxies on inbound requests).
     pub allow: Option<Vec<SpiffeId>>,
+    /// The buckets of `policy.rate_limit`, looked up (and kept across snapshots, see
+    /// `rate_limit::Limiters`) on this snapshot's first limited request.
+    pub rate_limiter: OnceLock<Arc<Limiter>>,
 }
 
 impl Route {
@@ -168,6 +179,7 @@ impl Route {
             policy,
             backends,
             allow,
+            rate_limiter: OnceLock::new(),
         }
     }
 
@@ -276,6 +288,7 @@ mod tests {
             on.connect_failure,
             on.reset,
             on.unavailable,
+            on.rate_limited,
         ];
         assert_eq!(
             set.iter().filter(|flag| **flag).count(),

@@ -45,6 +45,8 @@ pub struct Entry<'a> {
     pub direction: &'static str,
     pub service: &'a str,
     pub trace_id: String,
+    /// `x-request-id`, when the request has one.
+    pub request_id: Option<&'a str>,
     pub method: &'a str,
     pub authority: &'a str,
     pub path: &'a str,

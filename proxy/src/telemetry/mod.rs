@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use http::{Method, Request, Response, header};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
 use opentelemetry::trace::{
     Span as _, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState, Tracer as _,
 };
@@ -118,6 +118,8 @@ pub struct Handled {
     pub route: Arc<str>,
     pub retries: u32,
     pub upstream: Option<Upstream>,
+    /// `x-request-id` as it went on, when [`Telemetry::records_request_ids`].
+    pub request_id: Option<HeaderValue>,
 }
 
 /// How a request ended, for the metrics, the span and the access log.
@@ -159,6 +161,20 @@ impl Telemetry {
             export,
             access_log,
         })
+    }
+
+    /// Whether an access log or spans show request ids (so the listeners keep them).
+    pub fn records_request_ids(&self) -> bool {
+        self.access_log.is_some() || self.export.is_some()
+    }
+
+    /// The `x-request-id` of `headers` for [`Handled::request_id`], when recorded.
+    pub fn request_id_of(&self, headers: &HeaderMap) -> Option<HeaderValue> {
+        if self.records_request_ids() {
+            headers.get(&crate::request_id::HEADER).cloned()
+        } else {
+            None
+        }
     }
 
     /// Starts a request's telemetry and rewrites its trace headers for the next hop.
@@ -281,12 +297,18 @@ impl Telemetry {
             authority: String::new(),
             path: String::new(),
         });
+        let request_id = done
+            .handled
+            .request_id
+            .as_ref()
+            .and_then(|id| id.to_str().ok());
         if let (Some(log), Some(start_time)) = (&self.access_log, call.start_time) {
             log.write(&Entry {
                 time: humantime::format_rfc3339_millis(start_time).to_string(),
                 direction: call.direction.as_str(),
                 service: &done.handled.service,
                 trace_id: call.trace_id(),
+                request_id,
                 method: call.method.as_str(),
                 authority: &target.authority,
                 path: &target.path,
@@ -313,6 +335,9 @@ impl Telemetry {
                 KeyValue::new("seam.direction", call.direction.as_str()),
                 KeyValue::new("seam.retries", i64::from(done.handled.retries)),
             ];
+            if let Some(id) = request_id {
+                attributes.push(KeyValue::new("seam.request_id", id.to_owned()));
+            }
             if let Some(peer) = peer {
                 attributes.push(KeyValue::new("seam.peer.identity", peer.to_string()));
             }

@@ -71,8 +71,7 @@ fn converts_policies_and_routes_and_refuses_bad_ones_with_a_reason() {
         }),
         max_concurrent_requests: 8,
         load_balancer: v1::LoadBalancer::RoundRobin as i32,
-        fault: None,
-        mirror: None,
+        ..v1::Policy::default()
     };
     let with = |policy: Option<v1::Policy>, routes: Vec<v1::Route>| {
         let mut update = update(vec![(
@@ -194,5 +193,60 @@ fn reads_the_opaque_ports_and_refuses_what_is_not_a_port() {
     for port in [0, 70_000] {
         let err = update_from_proto(with_ports(vec![port])).unwrap_err();
         assert_eq!(err, InvalidUpdate::OpaquePort(port));
+    }
+}
+
+#[test]
+fn reads_rate_limits_and_refuses_empty_rules() {
+    use crate::discovery::policy::policy_from_proto;
+
+    let rule = |millirequests_per_second, burst| v1::RateLimitRule {
+        millirequests_per_second,
+        burst,
+    };
+    let with = |limit: v1::RateLimit| {
+        policy_from_proto(Some(v1::Policy {
+            max_concurrent_requests: 8,
+            rate_limit: Some(limit),
+            ..v1::Policy::default()
+        }))
+    };
+    let policy = with(v1::RateLimit {
+        total: Some(rule(33_333, 7)),
+        per_caller: None,
+        overrides: vec![v1::RateLimitOverride {
+            callers: vec!["spiffe://seam.local/ns/default/sa/web".into()],
+            limit: Some(rule(500, 2)),
+        }],
+        instances: 3,
+    })
+    .expect("a valid limit");
+    let limit = policy.rate_limit.expect("kept");
+    assert_eq!(limit.total.unwrap().millirequests_per_second, 33_333);
+    assert_eq!(limit.total.unwrap().burst.get(), 7);
+    assert_eq!(
+        limit.overrides[0].callers[0].as_str(),
+        "spiffe://seam.local/ns/default/sa/web"
+    );
+    assert_eq!(limit.instances, 3);
+    for bad in [
+        v1::RateLimit {
+            total: Some(rule(0, 1)),
+            ..v1::RateLimit::default()
+        },
+        v1::RateLimit {
+            per_caller: Some(rule(1000, 0)),
+            ..v1::RateLimit::default()
+        },
+        v1::RateLimit {
+            overrides: vec![v1::RateLimitOverride {
+                callers: vec!["web".into()],
+                limit: Some(rule(1000, 1)),
+            }],
+            ..v1::RateLimit::default()
+        },
+    ] {
+        let err = with(bad.clone()).expect_err("refused");
+        assert!(err.to_string().contains("rate_limit"), "{bad:?}: {err}");
     }
 }

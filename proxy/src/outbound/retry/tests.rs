@@ -201,3 +201,83 @@ async fn the_budget_caps_retries_at_its_share_of_requests() {
         "{text}"
     );
 }
+
+fn rate_limited_policy(timeout: Option<Duration>) -> Policy {
+    let mut policy = policy(2);
+    policy.timeout = timeout;
+    policy.retries.on.rate_limited = true;
+    policy
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_is_not_retried_by_default() {
+    let (stack, calls, _) = build(vec![Outcome::RateLimited(Some("1")), Outcome::Status(200)]);
+    let response = stack.send(request("GET", b"", policy(2))).await.unwrap();
+    assert_eq!(response.status(), 429);
+    assert_eq!(response.headers()["retry-after"], "1", "as it came");
+    assert_eq!(calls.lock().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_rate_limited_a_429_is_retried_after_its_retry_after() {
+    let (stack, calls, metrics) =
+        build(vec![Outcome::RateLimited(Some("2")), Outcome::Status(200)]);
+    let policy = rate_limited_policy(Some(Duration::from_secs(10)));
+    let response = stack.send(request("GET", b"", policy)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let calls = calls.lock();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(
+        calls[1].at - calls[0].at,
+        Duration::from_secs(2),
+        "retry-after, not the backoff"
+    );
+    assert!(
+        metrics
+            .encode()
+            .contains("seam_retries_total{service=\"api\",reason=\"rate-limited\"} 1")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_without_retry_after_waits_the_backoff() {
+    let (stack, calls, _) = build(vec![Outcome::RateLimited(None), Outcome::Status(200)]);
+    let policy = rate_limited_policy(Some(Duration::from_secs(10)));
+    let response = stack.send(request("GET", b"", policy)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let calls = calls.lock();
+    assert!(calls[1].at - calls[0].at <= BACKOFF_MAX);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_beyond_the_time_left_returns_the_429_as_it_came() {
+    let cases = [
+        (Some(Duration::from_secs(10)), None, "10"),
+        (Some(Duration::from_secs(10)), None, "60"),
+        (None, Some(Duration::from_secs(1)), "2"),
+        (None, None, "1"),
+    ];
+    for (timeout, per_try, retry_after) in cases {
+        let (stack, calls, _) = build(vec![
+            Outcome::RateLimited(Some(retry_after)),
+            Outcome::Status(200),
+        ]);
+        let mut policy = rate_limited_policy(timeout);
+        policy.retries.per_try_timeout = per_try;
+        let response = stack.send(request("GET", b"", policy)).await.unwrap();
+        assert_eq!(
+            response.status(),
+            429,
+            "{timeout:?} {per_try:?} {retry_after}"
+        );
+        assert_eq!(response.headers()["retry-after"], retry_after);
+        assert_eq!(calls.lock().len(), 1);
+    }
+    // Within the per-try timeout when there is no whole-request timeout.
+    let (stack, calls, _) = build(vec![Outcome::RateLimited(Some("1")), Outcome::Status(200)]);
+    let mut policy = rate_limited_policy(None);
+    policy.retries.per_try_timeout = Some(Duration::from_secs(2));
+    let response = stack.send(request("GET", b"", policy)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(calls.lock().len(), 2);
+}
