@@ -83,7 +83,7 @@ pub async fn run(args: TapArgs) -> anyhow::Result<()> {
             }
             Some(TapMessage::ProxyFailed { admin_addr, reason }) => {
                 failures += 1;
-                eprintln!("seamctl tap: the proxy at {admin_addr} could not be tapped: {reason}");
+                eprintln!("seamctl tap: proxy at {admin_addr}: {reason}");
             }
             None => break,
         }
