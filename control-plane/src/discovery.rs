@@ -18,8 +18,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::metrics::Metrics;
 use crate::model::{
-    Authorization, Endpoint, LoadBalancer, MeshModel, PathMatch, Policy, Resolution, ResolvedRoute,
-    RetryOn,
+    AbortAnswer, Authorization, Endpoint, Fault, LoadBalancer, MeshModel, PathMatch, Policy,
+    Resolution, ResolvedMirror, ResolvedRoute, RetryOn,
 };
 use crate::registry::{ProxyEntry, ProxyRegistry};
 
@@ -245,7 +245,7 @@ fn to_proto(authority: &str, version: u64, resolution: &Resolution) -> ServiceUp
         Resolution::Service(service) => service_update::State::Service(v1::Service {
             name: service.name.clone(),
             endpoints: endpoints_to_proto(&service.endpoints),
-            policy: Some(policy_to_proto(&service.policy)),
+            policy: Some(policy_to_proto(&service.policy, service.mirror.as_ref())),
             routes: service.routes.iter().map(route_to_proto).collect(),
             authorization: Some(authorization_to_proto(&service.authorization)),
             opaque_ports: service
@@ -278,7 +278,8 @@ fn millis(duration: Option<Duration>) -> u64 {
     duration.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn policy_to_proto(policy: &Policy) -> v1::Policy {
+/// `policy` on the wire; its mirror is `mirror`, the policy's own resolved.
+fn policy_to_proto(policy: &Policy, mirror: Option<&ResolvedMirror>) -> v1::Policy {
     let retries = &policy.retries;
     let breaker = &policy.circuit_breaker;
     v1::Policy {
@@ -312,6 +313,28 @@ fn policy_to_proto(policy: &Policy) -> v1::Policy {
             LoadBalancer::Ewma => v1::LoadBalancer::Ewma,
             LoadBalancer::RoundRobin => v1::LoadBalancer::RoundRobin,
         } as i32,
+        fault: policy.fault.as_ref().map(fault_to_proto),
+        mirror: mirror.map(|mirror| v1::Mirror {
+            service: mirror.service.clone(),
+            percent: mirror.percent.value(),
+            endpoints: endpoints_to_proto(&mirror.endpoints),
+        }),
+    }
+}
+
+fn fault_to_proto(fault: &Fault) -> v1::Fault {
+    v1::Fault {
+        delay: fault.delay.as_ref().map(|delay| v1::FaultDelay {
+            fixed_ms: millis(Some(delay.fixed)),
+            percent: delay.percent.value(),
+        }),
+        abort: fault.abort.as_ref().map(|abort| v1::FaultAbort {
+            answer: Some(match abort.answer {
+                AbortAnswer::Http(status) => v1::fault_abort::Answer::HttpStatus(status.into()),
+                AbortAnswer::Grpc(status) => v1::fault_abort::Answer::GrpcStatus(status),
+            }),
+            percent: abort.percent.value(),
+        }),
     }
 }
 
@@ -328,7 +351,7 @@ fn route_to_proto(route: &ResolvedRoute) -> v1::Route {
             method: route.route_match.method.clone().unwrap_or_default(),
             headers: route.route_match.headers.clone().into_iter().collect(),
         }),
-        policy: Some(policy_to_proto(&route.policy)),
+        policy: Some(policy_to_proto(&route.policy, route.mirror.as_ref())),
         backends: route
             .backends
             .iter()
@@ -351,6 +374,69 @@ fn route_to_proto(route: &ResolvedRoute) -> v1::Route {
 mod tests {
     use super::*;
     use crate::mesh_file;
+
+    fn service_of(model: &MeshModel, authority: &str) -> v1::Service {
+        match to_proto(authority, 1, &model.resolve(authority)).state {
+            Some(service_update::State::Service(service)) => service,
+            other => panic!("{authority}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn faults_and_mirrors_go_out_with_the_mirror_services_endpoints() {
+        let text = "services:
+  api:
+    join_token: t
+    fault:
+      delay: { fixed: 20ms, percent: 0.5 }
+    mirror: { service: shadow, percent: 10 }
+    routes:
+      - match: { path_prefix: /v2 }
+        fault:
+          abort: { grpc_status: 14, percent: 5 }
+  shadow:
+    join_token: s
+    endpoints: [\"10.0.0.9:4143\"]
+";
+        let path = std::path::Path::new("mesh.yaml");
+        let model = mesh_file::parse(path, text, "seam.local").expect("a valid mesh file");
+        let api = service_of(&model, "api");
+        let policy = api.policy.expect("a policy");
+        let delay = policy.fault.and_then(|fault| fault.delay).expect("a delay");
+        assert_eq!((delay.fixed_ms, delay.percent), (20, 0.5));
+        let mirror = policy.mirror.expect("a mirror");
+        assert_eq!((mirror.service.as_str(), mirror.percent), ("shadow", 10.0));
+        assert_eq!(mirror.endpoints[0].address, "10.0.0.9:4143");
+        assert_eq!(
+            mirror.endpoints[0].identity,
+            "spiffe://seam.local/ns/default/sa/shadow"
+        );
+        let route = api.routes[0].policy.clone().expect("a route policy");
+        let fault = route.fault.expect("the route's own fault");
+        assert!(
+            fault.delay.is_none(),
+            "the route's fault replaces the service's"
+        );
+        let abort = fault.abort.expect("an abort");
+        assert_eq!(abort.answer, Some(v1::fault_abort::Answer::GrpcStatus(14)));
+        assert_eq!(
+            route.mirror.map(|mirror| mirror.service),
+            Some("shadow".into()),
+            "the route inherits the service's mirror"
+        );
+
+        // The mirror service gains an endpoint: api's subscription changes with it.
+        let moved = text.replace("10.0.0.9:4143", "10.0.0.10:4143");
+        let after = mesh_file::parse(path, &moved, "seam.local").expect("a valid mesh file");
+        assert_ne!(after.resolve("api"), model.resolve("api"));
+        let endpoints = service_of(&after, "api")
+            .policy
+            .unwrap()
+            .mirror
+            .unwrap()
+            .endpoints;
+        assert_eq!(endpoints[0].address, "10.0.0.10:4143");
+    }
 
     #[test]
     fn a_service_update_carries_the_effective_opaque_ports() {

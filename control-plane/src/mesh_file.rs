@@ -1,14 +1,15 @@
 //! Reading mesh file v1 (YAML) into a [`MeshModel`]. Every refusal, of syntax or of
 //! meaning, names the file, the line and the reason, in Seam's words ([`wording`] turns
 //! the YAML library's errors into them). The request-handling keys of services and
-//! routes are read in [`policy`], the addressing keys (endpoints, ports, virtual
-//! addresses, opaque ports) in [`addressing`]. A file is read into a [`MeshSpec`]; the
+//! routes are read in [`policy`] (`fault` and `mirror` in [`traffic`]), the addressing
+//! keys (endpoints, ports, virtual addresses, opaque ports) in [`addressing`]. A file is read into a [`MeshSpec`]; the
 //! model is the spec with the current addresses of its `dns:` endpoints filled in
 //! ([`MeshSpec::model`], a pure function), so a file is checked once and its model
 //! rebuilt whenever a name's addresses change.
 
 mod addressing;
 mod policy;
+mod traffic;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
@@ -72,6 +73,8 @@ struct ServiceSpec {
     circuit_breaker: Option<Spanned<policy::BreakerSpec>>,
     max_concurrent_requests: Option<Spanned<u32>>,
     load_balancer: Option<Spanned<String>>,
+    fault: Option<Spanned<traffic::FaultSpec>>,
+    mirror: Option<Spanned<traffic::MirrorSpec>>,
     #[serde(default)]
     routes: Vec<Spanned<policy::RouteSpec>>,
     /// Who may call: service names or SPIFFE ids; absent means any mesh identity.
@@ -241,6 +244,12 @@ pub fn parse_spec(path: &Path, text: &str, trust_domain: &str) -> Result<MeshSpe
                 circuit_breaker: spec.circuit_breaker,
                 max_concurrent_requests: spec.max_concurrent_requests,
                 load_balancer: spec.load_balancer,
+                fault: spec.fault,
+                mirror: spec.mirror,
+            },
+            &policy::Scope {
+                service: &name,
+                services: &names,
             },
         )
         .map_err(refused)?;

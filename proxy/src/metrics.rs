@@ -74,6 +74,20 @@ pub struct ServiceLabel {
     pub service: String,
 }
 
+/// A fault injected into a request to a service: `delay` or `abort`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FaultLabels {
+    pub service: Arc<str>,
+    pub kind: &'static str,
+}
+
+/// A mirrored copy by the service that got it, and what became of it.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    pub service: Arc<str>,
+    pub result: &'static str,
+}
+
 /// An opaque stream: its direction, service and peer identity.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpaqueLabels {
@@ -158,6 +172,8 @@ pub struct Metrics {
     opaque_bytes: Family<OpaqueBytesLabels, Counter>,
     /// Connections for destinations the mesh does not know, passed through as plain TCP.
     pub tcp_passthrough: Counter,
+    faults_injected: Family<FaultLabels, Counter>,
+    mirror_requests: Family<MirrorLabels, Counter>,
     pub tap: crate::tap::TapMetrics,
 }
 
@@ -309,6 +325,21 @@ impl Metrics {
              as plain TCP",
             tcp_passthrough.clone(),
         );
+        let faults_injected = Family::default();
+        registry.register(
+            "faults_injected",
+            "Faults injected into outbound requests by the route's fault, by service and kind \
+             (delay or abort; a request may get both)",
+            Family::clone(&faults_injected),
+        );
+        let mirror_requests = Family::default();
+        registry.register(
+            "mirror_requests",
+            "Copies of outbound requests for a route's mirror, by mirror service and result \
+             (success: answered below 500; failure: 5xx, no connection or no endpoint; timeout; \
+             dropped: too many copies in flight; too_large: body over 64 KiB)",
+            Family::clone(&mirror_requests),
+        );
         let tap = crate::tap::TapMetrics::register(&mut registry);
         Self {
             registry,
@@ -336,8 +367,30 @@ impl Metrics {
             opaque_streams,
             opaque_bytes,
             tcp_passthrough,
+            faults_injected,
+            mirror_requests,
             tap,
         }
+    }
+
+    /// Counts a fault injected into a request to `service`; `kind` is delay or abort.
+    pub fn fault_injected(&self, service: &Arc<str>, kind: &'static str) {
+        self.faults_injected
+            .get_or_create(&FaultLabels {
+                service: service.clone(),
+                kind,
+            })
+            .inc();
+    }
+
+    /// Counts what became of a copy for the mirror `service`.
+    pub fn mirrored(&self, service: &Arc<str>, result: &'static str) {
+        self.mirror_requests
+            .get_or_create(&MirrorLabels {
+                service: service.clone(),
+                result,
+            })
+            .inc();
     }
 
     /// Counts a new opaque stream; the counters of its bytes received from and sent to

@@ -5,6 +5,7 @@
 
 pub mod endpoints;
 pub mod policy;
+pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -119,12 +120,17 @@ impl Service {
         &default_route.backends[0].target
     }
 
-    /// Every endpoint a request to this service may reach, splits included.
+    /// Every endpoint a request to this service may reach, splits and mirrors included.
     pub fn reachable_endpoints(&self) -> impl Iterator<Item = &Endpoint> {
-        self.routes
-            .iter()
-            .flat_map(|route| route.backends.iter())
-            .flat_map(|backend| backend.target.endpoints.iter())
+        self.routes.iter().flat_map(|route| {
+            let mirror = route.policy.mirror.iter().map(|mirror| &mirror.target);
+            route
+                .backends
+                .iter()
+                .map(|backend| &backend.target)
+                .chain(mirror)
+                .flat_map(|target| target.endpoints.iter())
+        })
     }
 
     /// The same service with its authorization policy set.

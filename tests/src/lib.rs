@@ -1,11 +1,11 @@
 //! seam-tests: the end-to-end test kit. It starts Seam's real binaries (through
 //! `seam_control_plane::launch`) on loopback ports chosen by the OS, writes the mesh file
-//! they read, runs real upstream apps (an HTTP echo, a gRPC health service) and real
-//! clients (HTTP/1.1, h2c, gRPC, raw TLS), and waits on the binaries' own state endpoints
-//! with deadlines, never on sleeps. For transparent mode it also builds pods out of Linux
-//! network namespaces (`netns`, `pod_network`; `netns_files` gives one its own
-//! `/etc/hosts`), runs `seam-proxy init` in them
-//! (`proxy_init`) and tells where an intercepted connection went (`interception`,
+//! they read, runs real upstream apps (an HTTP echo, a gRPC health service, one that
+//! records what it gets: `recording`) and real clients (HTTP/1.1, h2c, gRPC, raw TLS),
+//! and waits on the binaries' own state endpoints with deadlines, never on sleeps. For
+//! transparent mode it also builds pods out of Linux network namespaces (`netns`,
+//! `pod_network`; `netns_files` gives one its own `/etc/hosts`), runs `seam-proxy init`
+//! in them (`proxy_init`) and tells where an intercepted connection went (`interception`,
 //! `intercepted_pods`); those system tests need root. `compose` runs the demo compose project
 //! of deploy/compose on the real Docker engine. The tests themselves live in `tests/`.
 
@@ -31,6 +31,7 @@ pub mod policy_mesh;
 pub mod prometheus;
 pub mod proxy;
 pub mod proxy_init;
+pub mod recording;
 pub mod streams;
 pub mod tls;
 pub mod two_hop;

@@ -1,5 +1,6 @@
 //! The request-handling keys of a service or route in the mesh file (`timeout`,
-//! `retries`, `circuit_breaker`, `max_concurrent_requests`, `load_balancer`, `routes`):
+//! `retries`, `circuit_breaker`, `max_concurrent_requests`, `load_balancer`, `routes`,
+//! and `fault` and `mirror`, whose shapes are in `traffic`):
 //! their YAML shape, and their reading into the model's [`Policy`] and [`RouteModel`].
 //! A route starts from its service's policy and overrides only the keys it gives.
 
@@ -11,6 +12,7 @@ use seam_proto::defaults;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
+use super::traffic::{self, FaultSpec, MirrorSpec};
 use crate::model::{BackendRef, LoadBalancer, PathMatch, Policy, RetryOn, RouteMatch, RouteModel};
 
 /// A refusal and where in the file it points.
@@ -24,6 +26,15 @@ pub struct PolicyFields {
     pub circuit_breaker: Option<Spanned<BreakerSpec>>,
     pub max_concurrent_requests: Option<Spanned<u32>>,
     pub load_balancer: Option<Spanned<String>>,
+    pub fault: Option<Spanned<FaultSpec>>,
+    pub mirror: Option<Spanned<MirrorSpec>>,
+}
+
+/// The service whose keys are read, and every service of the file (which a mirror
+/// must name).
+pub struct Scope<'a> {
+    pub service: &'a str,
+    pub services: &'a HashSet<String>,
 }
 
 #[derive(Deserialize)]
@@ -56,6 +67,8 @@ pub struct RouteSpec {
     circuit_breaker: Option<Spanned<BreakerSpec>>,
     max_concurrent_requests: Option<Spanned<u32>>,
     load_balancer: Option<Spanned<String>>,
+    fault: Option<Spanned<FaultSpec>>,
+    mirror: Option<Spanned<MirrorSpec>>,
     /// Who may call requests this route takes, in place of the service's `allow`.
     allow: Option<Vec<Spanned<String>>>,
 }
@@ -77,9 +90,16 @@ struct BackendSpec {
     weight: Spanned<u32>,
 }
 
-/// `base` with the keys in `fields` applied.
-pub fn apply(base: &Policy, fields: PolicyFields) -> Result<Policy, Refusal> {
+/// `base` with the keys in `fields` applied; a `fault` or `mirror` given replaces the
+/// base's whole.
+pub fn apply(base: &Policy, fields: PolicyFields, scope: &Scope<'_>) -> Result<Policy, Refusal> {
     let mut policy = base.clone();
+    if let Some(fault) = fields.fault {
+        policy.fault = Some(traffic::fault(fault)?);
+    }
+    if let Some(mirror) = fields.mirror {
+        policy.mirror = Some(traffic::mirror(scope.service, mirror, scope.services)?);
+    }
     if let Some(timeout) = fields.timeout {
         policy.timeout = Some(duration(&timeout, "timeout")?);
     }
@@ -183,7 +203,10 @@ pub fn route(
             circuit_breaker: spec.circuit_breaker,
             max_concurrent_requests: spec.max_concurrent_requests,
             load_balancer: spec.load_balancer,
+            fault: spec.fault,
+            mirror: spec.mirror,
         },
+        &Scope { service, services },
     )?;
     let mut backends = Vec::with_capacity(spec.backends.len());
     for backend in spec.backends {
@@ -275,7 +298,7 @@ fn absolute_path(path: Spanned<String>, key: &str) -> Result<String, Refusal> {
     }
 }
 
-fn duration(text: &Spanned<String>, key: &str) -> Result<Duration, Refusal> {
+pub(super) fn duration(text: &Spanned<String>, key: &str) -> Result<Duration, Refusal> {
     match humantime::parse_duration(text.value.trim()) {
         Ok(value) if !value.is_zero() => Ok(value),
         Ok(_) => Err((text.referenced, format!("{key} must be more than 0"))),

@@ -370,8 +370,8 @@ fn yaml_shape_errors_name_the_key_the_value_and_what_it_takes() {
             4,
             "service \"api\" has no key \"endpoint\" (did you mean endpoints?); its keys are \
              join_token, endpoints, ports, addresses, opaque_ports, timeout, retries, \
-             circuit_breaker, max_concurrent_requests, load_balancer, routes, allow, \
-             allow_plaintext",
+             circuit_breaker, max_concurrent_requests, load_balancer, fault, mirror, routes, \
+             allow, allow_plaintext",
         ),
         (
             format!("{service}    endpoints: \"127.0.0.1:1\"\n"),

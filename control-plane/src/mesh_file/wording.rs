@@ -183,10 +183,19 @@ fn accepts(path: &[String]) -> &'static str {
         ("headers", _) => "a header value, as text",
         (_, "attempts") => "a whole number from 0 to 10",
         (_, "budget_percent" | "max_ejection_percent") => "a whole number from 0 to 100",
+        (_, "percent") => "a number from 0 to 100, like 10 or 0.5",
+        (_, "status") => "an HTTP status from 200 to 599",
+        (_, "grpc_status") => "a gRPC status from 1 to 16",
+        (_, "fault") => "a map of delay and abort",
+        (_, "delay") => "a map like { fixed: 200ms, percent: 10 }",
+        (_, "abort") => "a map like { status: 503, percent: 5 } or { grpc_status: 14, percent: 5 }",
+        (_, "mirror") => "a map like { service: api-v2, percent: 10 }",
         (_, "consecutive_failures" | "max_concurrent_requests") => "a whole number, at least 1",
         (_, "weight") => "a whole number, 0 or more",
         (_, "non_idempotent" | "allow_plaintext") => "true or false",
-        (_, "timeout" | "per_try_timeout" | "base_ejection_time") => "a duration like 500ms or 2s",
+        (_, "timeout" | "per_try_timeout" | "base_ejection_time" | "fixed") => {
+            "a duration like 500ms or 2s"
+        }
         (_, "join_token") => "the service's join token, as text",
         (_, "trust_domain") => "the trust domain, as text",
         (_, "load_balancer") => "ewma or round_robin",

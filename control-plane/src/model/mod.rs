@@ -7,6 +7,7 @@ mod addresses;
 mod named;
 mod policy;
 mod resolve;
+mod traffic;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +25,7 @@ pub use policy::{
     RouteModel,
 };
 pub use resolve::strip_port;
+pub use traffic::{AbortAnswer, Fault, FaultAbort, FaultDelay, MirrorRef, Percent};
 
 /// The namespace every service lives in when the mesh file is the source.
 pub const FILE_NAMESPACE: &str = "default";
@@ -93,6 +95,8 @@ pub struct ResolvedService {
     pub name: String,
     pub endpoints: Vec<Endpoint>,
     pub policy: Policy,
+    /// The policy's mirror with its service's endpoints.
+    pub mirror: Option<ResolvedMirror>,
     pub routes: Vec<ResolvedRoute>,
     pub authorization: Authorization,
     pub opaque_ports: Vec<u16>,
@@ -104,6 +108,17 @@ pub struct ResolvedRoute {
     pub policy: Policy,
     pub backends: Vec<ResolvedBackend>,
     pub allow: Option<Vec<SpiffeId>>,
+    /// The route policy's mirror with its service's endpoints.
+    pub mirror: Option<ResolvedMirror>,
+}
+
+/// A mirror with the endpoints of the service that gets the copies (re-sent whenever
+/// they change, as a weighted backend's are).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedMirror {
+    pub service: String,
+    pub percent: Percent,
+    pub endpoints: Vec<Endpoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

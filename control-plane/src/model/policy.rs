@@ -1,12 +1,15 @@
 //! How requests to a service are handled, as the model holds it: timeouts, retries,
 //! circuit breaking, load shedding, balancing, and the routes that override them for some
-//! requests and may split traffic across services. Every field has its default filled in
+//! requests and may split traffic across services, and the faults and mirrors they carry
+//! (`traffic`). Every field has its default filled in
 //! (from `seam_proto::defaults`), so what the proxy receives is complete.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use seam_proto::{SpiffeId, defaults};
+
+use super::traffic::{Fault, MirrorRef};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -16,6 +19,10 @@ pub struct Policy {
     pub circuit_breaker: CircuitBreaker,
     pub max_concurrent_requests: u32,
     pub load_balancer: LoadBalancer,
+    /// `None`: no fault injected.
+    pub fault: Option<Fault>,
+    /// `None`: nothing mirrored.
+    pub mirror: Option<MirrorRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +89,8 @@ impl Default for Policy {
             },
             max_concurrent_requests: defaults::MAX_CONCURRENT_REQUESTS,
             load_balancer: LoadBalancer::Ewma,
+            fault: None,
+            mirror: None,
         }
     }
 }

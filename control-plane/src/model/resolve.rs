@@ -8,8 +8,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::{
-    Endpoint, MeshModel, Named, Resolution, ResolvedBackend, ResolvedRoute, ResolvedService,
-    ServiceModel,
+    Endpoint, MeshModel, MirrorRef, Named, Resolution, ResolvedBackend, ResolvedMirror,
+    ResolvedRoute, ResolvedService, ServiceModel,
 };
 
 /// Which instances of a service a resolution reaches.
@@ -80,16 +80,34 @@ impl MeshModel {
                         .collect(),
                 },
                 allow: route.allow.clone(),
+                mirror: self.resolve_mirror(route.policy.mirror.as_ref()),
             })
             .collect();
         ResolvedService {
             name: service.name.clone(),
             endpoints,
             policy: service.policy.clone(),
+            mirror: self.resolve_mirror(service.policy.mirror.as_ref()),
             routes,
             authorization: service.authorization.clone(),
             opaque_ports: service.opaque_ports.clone(),
         }
+    }
+
+    /// A mirror with its service's endpoints. A pinned resolution keeps its mirrors: the
+    /// copy is not the request the app pinned to one instance.
+    fn resolve_mirror(&self, mirror: Option<&MirrorRef>) -> Option<ResolvedMirror> {
+        let mirror = mirror?;
+        Some(ResolvedMirror {
+            service: mirror.service.clone(),
+            percent: mirror.percent,
+            // The mesh file checks that a mirror names a known service.
+            endpoints: self
+                .services
+                .get(&mirror.service)
+                .map(|target| target.endpoints.clone())
+                .unwrap_or_default(),
+        })
     }
 }
 

@@ -89,7 +89,9 @@ pub fn update_from_proto(update: ServiceUpdate) -> Result<Resolution, InvalidUpd
     }
 }
 
-fn endpoints_from_proto(endpoints: Vec<v1::Endpoint>) -> Result<Vec<Endpoint>, InvalidUpdate> {
+pub(super) fn endpoints_from_proto(
+    endpoints: Vec<v1::Endpoint>,
+) -> Result<Vec<Endpoint>, InvalidUpdate> {
     endpoints
         .into_iter()
         .map(|endpoint| {

@@ -6,6 +6,7 @@
 
 mod convert;
 mod policy;
+mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

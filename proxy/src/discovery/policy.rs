@@ -9,6 +9,7 @@ use seam_proto::defaults;
 use seam_proto::v1;
 
 use super::convert::InvalidUpdate;
+use super::traffic::{fault_from_proto, mirror_from_proto};
 use crate::state::policy::{
     BreakerPolicy, LoadBalancer, PathMatch, Policy, RetryOn, RetryPolicy, RouteMatch,
 };
@@ -87,6 +88,8 @@ pub fn policy_from_proto(policy: Option<v1::Policy>) -> Result<Policy, InvalidUp
         circuit_breaker,
         max_concurrent_requests: policy.max_concurrent_requests,
         load_balancer,
+        fault: policy.fault.map(fault_from_proto).transpose()?,
+        mirror: policy.mirror.map(mirror_from_proto).transpose()?,
     })
 }
 

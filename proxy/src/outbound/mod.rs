@@ -1,8 +1,11 @@
 //! The outbound listener: plain HTTP/1.1 or HTTP/2 from the local app, routed by the
 //! service the request names to one of its endpoints, over pooled mTLS to that endpoint's
-//! proxy. After the service is resolved and the route matched (`route`), a request goes,
-//! within the route's whole-request `timeout`, down a fixed stack of layers, each its
-//! own module, outermost first:
+//! proxy. After the service is resolved and the route matched (`route`), the route's
+//! `fault` may delay the request or answer it at once (`fault`: outside the timeout and
+//! the retries, so the app sees exactly what is configured), and its `mirror` may send a
+//! fire-and-forget copy to another service (`mirror`). Then a request goes, within the
+//! route's whole-request `timeout`, down a fixed stack of layers, each its own module,
+//! outermost first:
 //!
 //! - `retry`: tries a failed attempt again, within the service's budget, with backoff
 //!   (`replay` keeps the request body for it, `grpc` reads a gRPC status);
@@ -23,10 +26,12 @@
 
 mod balance;
 mod connect;
+mod fault;
 #[cfg(test)]
 mod fixtures;
 mod grpc;
 mod intercepted;
+mod mirror;
 mod notes;
 mod peers;
 mod per_endpoint;
@@ -44,6 +49,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use futures_util::future::Either;
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, Uri, header};
 use hyper::body::Incoming;
@@ -70,6 +76,7 @@ use crate::state::{Directory, Resolution, Service};
 use crate::telemetry::{CountedIo, Handled, Telemetry};
 use crate::tls::TlsState;
 use crate::upgrade::{self, Upgrade};
+use mirror::Mirrors;
 use notes::Notes;
 use route::RouteChoice;
 use target::ConnectionTarget;
@@ -86,6 +93,8 @@ pub struct Outbound {
     unknown_service: Arc<str>,
     directory: Arc<Directory>,
     stack: Stack<Attempt>,
+    /// Sends the copies of mirrored routes.
+    mirrors: Mirrors,
     /// Opens opaque streams (non-HTTP connections, `CONNECT` tunnels) to services.
     forwarder: Forwarder,
     metrics: Arc<Metrics>,
@@ -122,9 +131,10 @@ impl Outbound {
                 metrics.clone(),
             ))
             .layer(per_endpoint::layer(metrics.clone()))
-            .service(connect::service(peers, directory.clone()));
+            .service(connect::service(peers.clone(), directory.clone()));
         Self {
             unknown_service: "unknown".into(),
+            mirrors: Mirrors::new(peers, directory.clone(), metrics.clone()),
             directory,
             stack,
             forwarder,
@@ -201,10 +211,10 @@ impl Outbound {
         }
     }
 
-    /// Starts the request down the stack, within its route's timeout; the outcome is to
-    /// be counted under the labels.
+    /// Starts the request: through its route's fault when one is drawn, then down the
+    /// stack (`send`); the outcome is to be counted under the labels.
     fn start(
-        &self,
+        self: &Arc<Self>,
         request: Request<Incoming>,
         authority: Authority,
         service: Arc<Service>,
@@ -223,9 +233,43 @@ impl Outbound {
             service: choice.service.name.clone(),
             route: choice.route.label.clone(),
         };
-        let limit = choice.route.policy.timeout;
-        let sent = self.stack.send(Attempt::new(request, choice));
-        (labels, timeout::within(limit, sent))
+        let drawn = choice
+            .route
+            .policy
+            .fault
+            .as_ref()
+            .and_then(|fault| fault.draw());
+        let upgrading = upgrade.is_some();
+        let sent = match drawn {
+            None => Either::Left(self.send(request, choice, upgrading)),
+            Some(drawn) => {
+                fault::count(&drawn, &labels.service, &self.metrics);
+                let outbound = self.clone();
+                // Boxed: faults are rare, and every request's future would carry one.
+                Either::Right(Box::pin(fault::inject(drawn, move || {
+                    outbound.send(request, choice, upgrading)
+                })))
+            }
+        };
+        (labels, sent)
+    }
+
+    /// Sends the request down the stack within its route's timeout, after handing a copy
+    /// to the route's mirror (never for an upgrade, whose connection is the request's own).
+    fn send(
+        &self,
+        mut request: Request<ProxyBody>,
+        choice: RouteChoice,
+        upgrading: bool,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + use<> {
+        let policy = &choice.route.policy;
+        if let Some(mirror) = &policy.mirror
+            && !upgrading
+        {
+            request = self.mirrors.copy(request, mirror, policy.timeout);
+        }
+        let limit = policy.timeout;
+        timeout::within(limit, self.stack.send(Attempt::new(request, choice)))
     }
 
     /// The authority the request names and the service it resolves to.

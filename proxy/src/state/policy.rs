@@ -1,5 +1,6 @@
 //! How requests to a service are handled, in the proxy's own validated types: the
-//! policy (timeouts, retries, circuit breaking, load shedding, balancing), the routes
+//! policy (timeouts, retries, circuit breaking, load shedding, balancing, and the faults
+//! and mirrors of `traffic`), the routes
 //! that pick a policy and a weighted set of backends for a request, and the targets
 //! (one service's endpoints) the balancer chooses among, with the balancer's per-snapshot
 //! cache of their state. Data and matching; no I/O.
@@ -13,6 +14,7 @@ use seam_proto::{SpiffeId, defaults};
 
 use super::Endpoint;
 use super::endpoints::EndpointState;
+use super::traffic::{Fault, Mirror};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -23,6 +25,10 @@ pub struct Policy {
     /// Per endpoint.
     pub max_concurrent_requests: u32,
     pub load_balancer: LoadBalancer,
+    /// Delays and aborts injected into a share of requests (`None`: none).
+    pub fault: Option<Fault>,
+    /// Where a share of requests is copied (`None`: nowhere).
+    pub mirror: Option<Mirror>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +99,8 @@ impl Default for Policy {
             },
             max_concurrent_requests: defaults::MAX_CONCURRENT_REQUESTS,
             load_balancer: LoadBalancer::Ewma,
+            fault: None,
+            mirror: None,
         }
     }
 }

@@ -71,6 +71,8 @@ fn converts_policies_and_routes_and_refuses_bad_ones_with_a_reason() {
         }),
         max_concurrent_requests: 8,
         load_balancer: v1::LoadBalancer::RoundRobin as i32,
+        fault: None,
+        mirror: None,
     };
     let with = |policy: Option<v1::Policy>, routes: Vec<v1::Route>| {
         let mut update = update(vec![(
