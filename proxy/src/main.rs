@@ -25,6 +25,7 @@ mod refusal_log;
 mod request_id;
 mod server;
 mod state;
+mod tap;
 mod telemetry;
 mod tls;
 mod upgrade;

@@ -186,6 +186,7 @@ pub struct Metrics {
     pub tcp_passthrough: Counter,
     faults_injected: Family<FaultLabels, Counter>,
     mirror_requests: Family<MirrorLabels, Counter>,
+    pub tap: crate::tap::TapMetrics,
 }
 
 impl Metrics {
@@ -365,6 +366,7 @@ impl Metrics {
              dropped: too many copies in flight; too_large: body over 64 KiB)",
             Family::clone(&mirror_requests),
         );
+        let tap = crate::tap::TapMetrics::register(&mut registry);
         Self {
             registry,
             requests,
@@ -395,6 +397,7 @@ impl Metrics {
             tcp_passthrough,
             faults_injected,
             mirror_requests,
+            tap,
         }
     }
 
