@@ -2,7 +2,8 @@
 //! (who is connected and what they acknowledged), `/mesh` (the model in force, with the
 //! endpoints its `dns:` entries resolve to, and why the latest change to the mesh file
 //! was refused, if it was), `/ca` (the trust bundle
-//! and the state of a root rotation) and `POST /ca/rotate` (loopback only: start one).
+//! and the state of a root rotation) and `POST /ca/rotate` (loopback only: start one);
+//! and the web dashboard, `/ui` and its `/api/` (see `dashboard`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use std::net::SocketAddr;
 
 use crate::accept::next_connection;
 use crate::ca::{CaError, CertificateAuthority};
+use crate::dashboard::{self, Dashboard, model_json};
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
 use crate::rotation::{self, Rotation};
@@ -31,6 +33,7 @@ pub struct AdminState {
     pub source: Arc<MeshSource>,
     pub ca: Arc<CertificateAuthority>,
     pub rotation: Arc<Rotation>,
+    pub dashboard: Arc<Dashboard>,
 }
 
 /// Serves the admin API on `listener` until the task is aborted.
@@ -80,20 +83,7 @@ fn route(
             let services: serde_json::Map<_, _> = model
                 .services()
                 .values()
-                .map(|service| {
-                    let endpoints: Vec<String> = service
-                        .endpoints
-                        .iter()
-                        .map(|endpoint| endpoint.address.to_string())
-                        .collect();
-                    let by_name: Vec<String> = service
-                        .named_endpoints
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect();
-                    let entry = json!({ "endpoints": endpoints, "dns_endpoints": by_name });
-                    (service.name.clone(), entry)
-                })
+                .map(|service| (service.name.clone(), model_json::endpoints(service)))
                 .collect();
             json_response(&json!({
                 "version": model.version,
@@ -104,15 +94,16 @@ fn route(
             }))
         }
         "/ca" => json_response(&ca_state(state)),
+        path if dashboard::serves(path) => dashboard::respond(state, path),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /ready, /live, /metrics, /proxies, /mesh or /ca\n",
+            "not found; try /ready, /live, /metrics, /proxies, /mesh, /ca or /ui\n",
         ),
     }
 }
 
 /// The trust bundle (signing root first) and where a rotation stands.
-fn ca_state(state: &AdminState) -> serde_json::Value {
+pub(crate) fn ca_state(state: &AdminState) -> serde_json::Value {
     let roots: Vec<serde_json::Value> = state
         .ca
         .trust_bundle()
@@ -165,7 +156,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         .expect("static response parts are valid")
 }
 
-fn json_response(value: &serde_json::Value) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(value: &serde_json::Value) -> Response<Full<Bytes>> {
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(value.to_string())))
