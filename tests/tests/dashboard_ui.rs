@@ -1,0 +1,409 @@
+//! The control plane's web dashboard, in a real browser and through its JSON.
+//!
+//! `the_demo_dashboard_in_chromium`: `seamctl demo` runs as a child process (our own
+//! binaries, the four services over mTLS); once `/api/graph` shows traffic on every edge,
+//! headless Chromium (Debian's `chromium`) loads `/ui`, and the DOM it built must hold
+//! every demo service, every demo edge and an edge marked mTLS. A screenshot goes to
+//! `target/dashboard.png` (a CI artifact).
+//!
+//! `the_api_answers_for_a_running_control_plane`: a control plane with two proxies
+//! (`a` → `b`) under bounded traffic; `/api/graph`, `/api/services/NAME`, `/api/certs`
+//! and the page's assets answer with the expected shapes and content types.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use bytes::Bytes;
+use http_body_util::Empty;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use seam_tests::mesh::seam_command;
+use seam_tests::{TwoHop, client, fresh_binaries, wait};
+
+const DEMO_SERVICES: [&str; 4] = ["loadgen", "front", "middle", "back"];
+const DEMO_EDGES: [(&str, &str); 3] = [
+    ("loadgen", "front"),
+    ("front", "middle"),
+    ("middle", "back"),
+];
+/// The demo stops by itself after this long, even if the test process dies.
+const DEMO_DURATION_SECS: &str = "150";
+const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
+/// Traffic of the API test stops after this many requests even if the test still waits.
+const MAX_REQUESTS: usize = 5_000;
+
+/// `seamctl demo`, stopped with SIGTERM (so it stops its own children) when dropped.
+struct DemoProcess(Child);
+
+impl DemoProcess {
+    fn terminate(&self) {
+        if let Some(pid) = self.0.id().and_then(|pid| i32::try_from(pid).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// Starts `seamctl demo` and reads the dashboard URL it prints.
+async fn start_demo() -> anyhow::Result<(DemoProcess, String)> {
+    let mut command = seam_command("seamctl")?;
+    command
+        .args(["demo", "--duration", DEMO_DURATION_SECS])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = command.spawn().context("cannot start seamctl demo")?;
+    let stdout = child.stdout.take().context("demo stdout not piped")?;
+    let demo = DemoProcess(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let url = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(url) = line.trim().strip_prefix("dashboard") {
+                return Ok(url.trim().to_owned());
+            }
+        }
+        bail!("seamctl demo ended without printing its dashboard URL")
+    })
+    .await
+    .context("seamctl demo printed no dashboard URL within 60s")??;
+    // Keep reading, so the demo never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((demo, url))
+}
+
+/// `GET path` on the control plane's admin listener.
+async fn get(admin: &str, path: &str) -> anyhow::Result<client::Reply> {
+    let request = http::Request::get(path)
+        .header(http::header::HOST, admin)
+        .body(Empty::<Bytes>::new())?;
+    client::http1_send(admin.parse()?, request).await
+}
+
+async fn get_json(admin: &str, path: &str) -> anyhow::Result<Value> {
+    let reply = get(admin, path).await?;
+    ensure!(
+        reply.status == 200,
+        "{path}: {} {}",
+        reply.status,
+        reply.text()
+    );
+    let content_type = reply.headers.get(http::header::CONTENT_TYPE);
+    ensure!(
+        content_type.is_some_and(|value| value == "application/json"),
+        "{path}: content-type {content_type:?}"
+    );
+    reply.json()
+}
+
+/// The edge `caller -> callee` of an `/api/graph` answer.
+fn edge<'a>(graph: &'a Value, caller: &str, callee: &str) -> Option<&'a Value> {
+    graph["edges"]
+        .as_array()?
+        .iter()
+        .find(|edge| edge["caller"] == caller && edge["callee"] == callee)
+}
+
+/// Waits until `/api/graph` shows traffic over mTLS on each of `edges`.
+async fn wait_for_edges(admin: &str, edges: &[(&str, &str)]) -> anyhow::Result<Value> {
+    wait::until(
+        "traffic on every edge of /api/graph",
+        Duration::from_secs(60),
+        || async {
+            let graph = get_json(admin, "/api/graph").await?;
+            for (caller, callee) in edges {
+                let found = edge(&graph, caller, callee)
+                    .with_context(|| format!("no edge {caller} -> {callee} yet in {graph}"))?;
+                ensure!(
+                    found["rps"].as_f64().unwrap_or(0.0) > 0.0 && found["transport"] == "mtls",
+                    "edge {caller} -> {callee} not yet busy over mTLS: {found}"
+                );
+            }
+            Ok(graph)
+        },
+    )
+    .await
+}
+
+/// Where the browser is: Debian's `chromium`. Never skipped: the test fails without it.
+fn chromium() -> Command {
+    let probe = std::process::Command::new("chromium")
+        .arg("--version")
+        .output();
+    match probe {
+        Ok(output) if output.status.success() => Command::new("chromium"),
+        _ => panic!(
+            "the dashboard test needs a real browser: `chromium` was not found or does not \
+             run; install it with `apt-get install chromium` (see .ci/run)"
+        ),
+    }
+}
+
+/// Runs headless Chromium with `args` on `url` and returns its stdout.
+async fn run_chromium(profile: &tempfile::TempDir, args: &[&str], url: &str) -> String {
+    let mut command = chromium();
+    command
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=8000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(CHROMIUM_TIMEOUT, command.output())
+        .await
+        .expect("chromium finishes within its timeout")
+        .expect("chromium runs");
+    assert!(
+        output.status.success(),
+        "chromium failed ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The start tag of the element whose `attribute` is `value`, as Chromium serialized it
+/// (it may escape `>` in attribute values as `&gt;`).
+fn start_tag<'a>(dom: &'a str, attribute: &str, value: &str) -> Option<&'a str> {
+    [value.to_owned(), value.replace('>', "&gt;")]
+        .iter()
+        .find_map(|spelling| {
+            let needle = format!("{attribute}=\"{spelling}\"");
+            let at = dom.find(&needle)?;
+            let open = dom[..at].rfind('<')?;
+            let close = at + needle.len() + dom[at + needle.len()..].find('>')?;
+            Some(&dom[open..=close])
+        })
+}
+
+fn artifact_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| fresh_binaries::workspace().join("target"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_dashboard_in_chromium() {
+    // Fail at once, before the demo starts, when there is no browser.
+    drop(chromium());
+    fresh_binaries::ensure().expect("the Seam binaries are built");
+    let (demo, url) = start_demo().await.expect("seamctl demo starts");
+    let admin = url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.strip_suffix("/ui"))
+        .unwrap_or_else(|| panic!("the demo printed {url:?}, not http://ADMIN/ui"))
+        .to_owned();
+    wait_for_edges(&admin, &DEMO_EDGES)
+        .await
+        .expect("the demo's traffic shows in /api/graph");
+
+    let profile = tempfile::tempdir().expect("a browser profile directory");
+    let dom = run_chromium(&profile, &["--dump-dom"], &url).await;
+    assert!(
+        dom.contains("data-loaded=\"true\""),
+        "the page never loaded its data:\n{dom}"
+    );
+    for service in DEMO_SERVICES {
+        let node = start_tag(&dom, "data-service", service)
+            .unwrap_or_else(|| panic!("no node for {service} in the DOM:\n{dom}"));
+        assert!(node.contains("data-health=\""), "{node}");
+    }
+    for (caller, callee) in DEMO_EDGES {
+        let tag = start_tag(&dom, "data-edge", &format!("{caller}->{callee}"))
+            .unwrap_or_else(|| panic!("no edge {caller} -> {callee} in the DOM:\n{dom}"));
+        // Every hop of the demo crosses two proxies over mTLS: marked so.
+        assert!(tag.contains("data-mtls=\"true\""), "{tag}");
+        assert!(tag.contains("mtls"), "{tag}");
+    }
+    assert!(
+        dom.contains("class=\"padlock\""),
+        "no padlock drawn on the mTLS edges"
+    );
+
+    let screenshot = artifact_dir().join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    run_chromium(
+        &profile,
+        &[
+            &format!("--screenshot={}", screenshot.display()),
+            "--window-size=1400,900",
+        ],
+        &url,
+    )
+    .await;
+    let png = std::fs::read(&screenshot).expect("chromium wrote the screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert!(
+        png.len() > 20_000,
+        "the screenshot is only {} bytes: a blank page?",
+        png.len()
+    );
+    eprintln!("screenshot: {}", screenshot.display());
+
+    demo.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_answers_for_a_running_control_plane() {
+    let mesh = Arc::new(TwoHop::start().await.expect("two-hop mesh starts"));
+    let admin = mesh.mesh.admin_addr().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (mesh, stop) = (mesh.clone(), stop.clone());
+        tokio::spawn(async move {
+            for round in 0..MAX_REQUESTS {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let _ = client::http1_get(mesh.a.outbound(), "b", &format!("/{round}"), &[]).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+
+    let graph = wait_for_edges(&admin, &[("a", "b")])
+        .await
+        .expect("a -> b shows in /api/graph");
+    let a_to_b = edge(&graph, "a", "b").unwrap();
+    assert_eq!(a_to_b["success_rate"], 1.0, "{a_to_b}");
+    assert!(
+        a_to_b["p99_ms"].as_f64().is_some_and(|p99| p99 > 0.0),
+        "{a_to_b}"
+    );
+    assert!(graph["window_seconds"].as_f64().unwrap() > 0.0, "{graph}");
+    for service in ["a", "b"] {
+        let node = graph["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|node| node["service"] == service)
+            .unwrap_or_else(|| panic!("no node {service}: {graph}"));
+        assert_eq!(node["health"], "healthy", "{node}");
+        assert_eq!(node["proxies"], 1, "{node}");
+    }
+    assert_eq!(graph["unreachable"], Value::Array(Vec::new()), "{graph}");
+
+    // b in detail: a series point or more, a's calls, its endpoint, its proxy's ACKs.
+    let b = wait::until(
+        "b has golden-metric points",
+        Duration::from_secs(20),
+        || async {
+            let b = get_json(&admin, "/api/services/b").await?;
+            ensure!(!b["series"].as_array().unwrap().is_empty(), "{b}");
+            Ok(b)
+        },
+    )
+    .await
+    .expect("b's series fills");
+    let point = &b["series"][0];
+    for field in [
+        "at_unix_ms",
+        "rps",
+        "success_rate",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+    ] {
+        assert!(point.get(field).is_some(), "{field} missing in {point}");
+    }
+    assert_eq!(b["called_by"][0]["caller"], "a", "{b}");
+    let mesh_view = get_json(&admin, "/mesh").await.unwrap();
+    let listed: Vec<&Value> = mesh_view["services"]["b"]["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
+    let endpoints = b["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), listed.len(), "{b}");
+    assert_eq!(&endpoints[0]["address"], listed[0], "{b}");
+    assert_eq!(endpoints[0]["state"], "ok", "{b}");
+    assert!(
+        endpoints[0]["identity"]
+            .as_str()
+            .unwrap()
+            .ends_with("/sa/b"),
+        "{b}"
+    );
+    assert!(b["pushed"]["policy"]["retries"]["attempts"].is_u64(), "{b}");
+    let proxy = &b["proxies"][0];
+    assert_eq!(proxy["service"], "b", "{b}");
+    assert_eq!(proxy["scrape_error"], Value::Null, "{b}");
+    let own = proxy["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["authority"] == "b")
+        .unwrap_or_else(|| panic!("b's proxy subscribed to its own service: {proxy}"));
+    assert!(own["acked_version"].as_u64().is_some(), "{own}");
+    assert_eq!(own["nack"], Value::Null, "{own}");
+
+    let missing = get(&admin, "/api/services/nowhere").await.unwrap();
+    assert_eq!(missing.status, 404, "{}", missing.text());
+
+    let certs = get_json(&admin, "/api/certs").await.unwrap();
+    assert_eq!(certs["rotation"]["phase"], "idle", "{certs}");
+    assert!(!certs["roots"].as_array().unwrap().is_empty(), "{certs}");
+    let proxies = certs["proxies"].as_array().unwrap();
+    assert_eq!(proxies.len(), 2, "{certs}");
+    for proxy in proxies {
+        assert!(
+            proxy["expires_in_seconds"].as_f64().unwrap() > 0.0,
+            "{proxy}"
+        );
+        assert_eq!(proxy["issuer_trusted"], true, "{proxy}");
+        assert_eq!(proxy["issued_by_signing_root"], true, "{proxy}");
+    }
+
+    // The page and its assets, embedded in the binary.
+    for (path, content_type) in [
+        ("/ui", "text/html; charset=utf-8"),
+        ("/ui/app.js", "text/javascript; charset=utf-8"),
+        ("/ui/style.css", "text/css; charset=utf-8"),
+    ] {
+        let reply = get(&admin, path).await.unwrap();
+        assert_eq!(reply.status, 200, "{path}");
+        assert_eq!(
+            reply.headers[http::header::CONTENT_TYPE],
+            content_type,
+            "{path}"
+        );
+        assert_eq!(
+            reply.headers[http::header::CACHE_CONTROL],
+            "no-cache",
+            "{path}"
+        );
+        assert!(!reply.body.is_empty(), "{path}");
+    }
+    assert!(
+        get(&admin, "/ui")
+            .await
+            .unwrap()
+            .text()
+            .contains("/ui/app.js")
+    );
+    let root = get(&admin, "/").await.unwrap();
+    assert_eq!(root.status, 302);
+    assert_eq!(root.headers[http::header::LOCATION], "/ui");
+
+    stop.store(true, Ordering::Relaxed);
+    traffic.await.expect("traffic task");
+}
