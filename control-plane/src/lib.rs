@@ -18,5 +18,6 @@ pub mod model;
 pub mod registry;
 pub mod rotation;
 pub mod source;
+pub mod tap;
 pub mod tls;
 pub mod trust_bundle_file;

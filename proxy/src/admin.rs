@@ -1,6 +1,7 @@
 //! The proxy's admin HTTP listener (loopback by default): `/ready`, `/live`, `/metrics`,
 //! `/config` (discovery state, subscriptions and ejected endpoints), `/identity` (the
-//! certificate held), `/callers` (who called this service, over mTLS or not) and
+//! certificate held), `/callers` (who called this service, over mTLS or not),
+//! `/tap` (live requests, for clients in `--tap-allow`; see `crate::tap::serve`) and
 //! `POST /shutdown` (loopback clients only: drain and exit, for Jobs).
 
 use std::convert::Infallible;
@@ -10,7 +11,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -26,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::server::next_connection;
 use crate::state::Directory;
 use crate::state::endpoints::EndpointStates;
+use crate::tap::serve::{AdminBody, TapEndpoint};
 use crate::tls::TlsState;
 use seam_proto::exposition;
 
@@ -44,6 +46,7 @@ pub struct AdminState {
     pub inbound: Arc<Inbound>,
     /// Cancelled by `POST /shutdown`: the proxy drains and exits as on SIGTERM.
     pub shutdown_requested: CancellationToken,
+    pub tap: TapEndpoint,
 }
 
 impl AdminState {
@@ -74,7 +77,14 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &request, peer)) }
+                async move {
+                    let response: Response<AdminBody> = if request.uri().path() == "/tap" {
+                        state.tap.serve(&request, peer)
+                    } else {
+                        route(&state, &request, peer).map(BodyExt::boxed_unsync)
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -149,7 +159,7 @@ fn route(
         })),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /ready, /live, /metrics, /config, /identity or /callers\n".into(),
+            "not found; try /ready, /live, /metrics, /config, /identity, /callers or /tap\n".into(),
         ),
     }
 }

@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::outbound::{self, Outbound};
 use crate::state::Directory;
 use crate::state::endpoints::EndpointStates;
+use crate::tap::serve::TapEndpoint;
 use crate::telemetry::{Telemetry, TelemetryConfig};
 use crate::tls::TlsState;
 
@@ -183,7 +184,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Arc::new(AdminState {
             service: args.service.clone(),
             control_plane: args.control_plane.clone(),
-            tls,
+            tls: tls.clone(),
             directory,
             endpoint_states,
             metrics,
@@ -192,6 +193,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             draining: draining.clone(),
             inbound,
             shutdown_requested: shutdown_requested.clone(),
+            tap: TapEndpoint {
+                taps: telemetry.taps.clone(),
+                allow: args.tap_allow.clone(),
+                tls: tls.clone(),
+            },
         }),
     ));
     tracing::info!(inbound = ?inbound_addrs, outbound = ?outbound_addrs, %admin_addr, app = %args.app, "proxy started");

@@ -46,9 +46,18 @@ pub struct Args {
         default_value = "127.0.0.1:4140,[::1]:4140"
     )]
     pub outbound: Vec<SocketAddr>,
-    /// /ready, /live, /metrics, /config, /identity.
+    /// /ready, /live, /metrics, /config, /identity, /tap.
     #[arg(long, env = "SEAM_ADMIN", default_value = "127.0.0.1:4191")]
     pub admin: SocketAddr,
+    /// The networks `/tap` on the admin listener answers (a tap shows request paths):
+    /// comma-separated CIDRs; other clients get 403.
+    #[arg(
+        long,
+        env = "SEAM_TAP_ALLOW",
+        value_delimiter = ',',
+        default_value = "127.0.0.0/8,::1/128"
+    )]
+    pub tap_allow: Vec<ipnet::IpNet>,
     /// Where the local app listens.
     #[arg(long, env = "SEAM_APP", default_value = "127.0.0.1:8080")]
     pub app: SocketAddr,

@@ -24,6 +24,7 @@ mod proxy_error;
 mod refusal_log;
 mod server;
 mod state;
+mod tap;
 mod telemetry;
 mod tls;
 mod upgrade;

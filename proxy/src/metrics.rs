@@ -158,6 +158,7 @@ pub struct Metrics {
     opaque_bytes: Family<OpaqueBytesLabels, Counter>,
     /// Connections for destinations the mesh does not know, passed through as plain TCP.
     pub tcp_passthrough: Counter,
+    pub tap: crate::tap::TapMetrics,
 }
 
 impl Metrics {
@@ -308,6 +309,7 @@ impl Metrics {
              as plain TCP",
             tcp_passthrough.clone(),
         );
+        let tap = crate::tap::TapMetrics::register(&mut registry);
         Self {
             registry,
             requests,
@@ -334,6 +336,7 @@ impl Metrics {
             opaque_streams,
             opaque_bytes,
             tcp_passthrough,
+            tap,
         }
     }
 

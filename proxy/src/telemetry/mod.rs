@@ -4,6 +4,9 @@
 //! parent) and `Telemetry::finish` when its response is ready (golden metrics, span end,
 //! access log line). A gRPC response is finished when its trailers carry `grpc-status`.
 //!
+//! While a tap is open (`crate::tap`), `begin` also captures what taps show and `finish`
+//! hands the response to the taps; with none open that costs one atomic load.
+//!
 //! With no `--otlp-endpoint`, no span is recorded: the proxy only propagates trace
 //! context, with span ids of its own so each hop still appears as a parent.
 
@@ -26,6 +29,7 @@ use seam_proto::SpiffeId;
 
 use crate::body::ProxyBody;
 use crate::metrics::{Direction, Metrics, RequestRecord};
+use crate::tap::{Captured, EventHead, Taps};
 
 pub use access_log::AccessLogFormat;
 use access_log::{AccessLog, Entry};
@@ -75,6 +79,8 @@ pub struct Call {
     /// Boxed: a span is large and only sampled requests have one; every request's
     /// future carries the `Call`.
     span: Option<Box<opentelemetry_sdk::trace::Span>>,
+    /// Only while a tap is open.
+    tap: Option<Box<Captured>>,
 }
 
 /// The authority and path a request named, for the access log and spans.
@@ -133,6 +139,8 @@ pub struct Telemetry {
     sample_ratio: f64,
     export: Option<SpanExport>,
     access_log: Option<AccessLog>,
+    /// The taps open on the admin listener.
+    pub taps: Arc<Taps>,
 }
 
 impl Telemetry {
@@ -153,6 +161,7 @@ impl Telemetry {
             ),
         };
         Ok(Self {
+            taps: Arc::new(Taps::new(metrics.tap.clone())),
             metrics,
             propagation: config.propagation,
             sample_ratio: config.sample_ratio,
@@ -163,7 +172,7 @@ impl Telemetry {
 
     /// Starts a request's telemetry and rewrites its trace headers for the next hop.
     /// `caller` is the peer's mesh identity, inbound.
-    pub fn begin<B>(
+    pub fn begin<B: hyper::body::Body>(
         &self,
         direction: Direction,
         request: &mut Request<B>,
@@ -208,6 +217,7 @@ impl Telemetry {
             }
         };
         trace_context::inject(request.headers_mut(), self.propagation, &context);
+        let tap = self.taps.capture(request);
         let target =
             (span.is_some() || self.access_log.is_some()).then(|| RequestTarget::of(request));
         Call {
@@ -219,6 +229,7 @@ impl Telemetry {
             caller: caller.cloned(),
             context,
             span,
+            tap,
         }
     }
 
@@ -226,7 +237,7 @@ impl Telemetry {
     /// status comes in trailers, when the body ends.
     pub fn finish(
         self: &Arc<Self>,
-        call: Call,
+        mut call: Call,
         handled: Handled,
         response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
@@ -239,6 +250,25 @@ impl Telemetry {
                 .then(|| grpc_status::from_headers(response.headers()))
                 .flatten(),
         };
+        let tapped = call.tap.take().map(|captured| {
+            let event = captured.into_event(event_head(&call, &done));
+            (event, call.started)
+        });
+        let response = self.record_when_done(call, done, grpc, response);
+        match tapped {
+            Some((event, started)) => self.taps.follow(response, event, started),
+            None => response,
+        }
+    }
+
+    /// Records the request now, or at its gRPC trailers.
+    fn record_when_done(
+        self: &Arc<Self>,
+        call: Call,
+        done: Done,
+        grpc: bool,
+        response: Response<ProxyBody>,
+    ) -> Response<ProxyBody> {
         if grpc && done.grpc_status.is_none() {
             let telemetry = self.clone();
             response.map(|body| {
@@ -379,6 +409,28 @@ fn start_span(
         .with_kind(kind)
         .with_start_time(start_time);
     export.tracer.build_with_context(builder, &parent_cx)
+}
+
+/// What taps are told of a request at its response's head.
+fn event_head(call: &Call, done: &Done) -> EventHead {
+    let upstream = done.handled.upstream.as_ref();
+    let peer = match call.direction {
+        Direction::Inbound => call.caller.clone(),
+        Direction::Outbound => upstream.map(|up| up.identity.clone()),
+    };
+    EventHead {
+        direction: call.direction,
+        service: done.handled.service.clone(),
+        route: done.handled.route.clone(),
+        // As in the metrics: a peer identity is known only from mTLS.
+        peer_verified: peer.is_some(),
+        peer,
+        method: call.method.clone(),
+        status: done.status,
+        grpc_status: done.grpc_status,
+        retries: done.handled.retries,
+        endpoint: upstream.map(|up| up.endpoint),
+    }
 }
 
 /// A random id that is not all zeros (an all-zero id means "none" on the wire).
