@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -44,7 +44,15 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &request, peer)) }
+                async move {
+                    // The live tap streams; every other answer is whole.
+                    let response = if request.uri().path() == "/api/tap" {
+                        dashboard::tap(&state, &request)
+                    } else {
+                        route(&state, &request, peer).map(BodyExt::boxed_unsync)
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)

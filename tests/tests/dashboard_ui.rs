@@ -4,7 +4,9 @@
 //! binaries, the four services over mTLS); once `/api/graph` shows traffic on every edge,
 //! headless Chromium (Debian's `chromium`) loads `/ui`, and the DOM it built must hold
 //! every demo service, every demo edge and an edge marked mTLS. A screenshot goes to
-//! `target/dashboard.png` (a CI artifact).
+//! `target/dashboard.png` (a CI artifact). Then the live tap view of `front` is opened in
+//! Chromium driven over the DevTools protocol (`--dump-dom` cannot wait on a page whose
+//! `EventSource` never finishes loading), and its table must fill with front's requests.
 //!
 //! `the_api_answers_for_a_running_control_plane`: a control plane with two proxies
 //! (`a` → `b`) under bounded traffic; `/api/graph`, `/api/services/NAME`, `/api/certs`
@@ -18,10 +20,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
+use futures_util::{SinkExt as _, StreamExt as _};
 use http_body_util::Empty;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
 
 use seam_tests::mesh::seam_command;
 use seam_tests::{TwoHop, client, fresh_binaries, wait};
@@ -107,6 +111,46 @@ async fn get_json(admin: &str, path: &str) -> anyhow::Result<Value> {
         "{path}: content-type {content_type:?}"
     );
     reply.json()
+}
+
+/// Opens `/api/tap?service=SERVICE` and returns its content type and first event.
+async fn first_tap_event(admin: &str, service: &str) -> anyhow::Result<(String, Value)> {
+    use http_body_util::BodyExt as _;
+    let stream = tokio::net::TcpStream::connect(admin).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("/api/tap?service={service}"))
+        .header(http::header::HOST, admin)
+        .body(Empty::<Bytes>::new())?;
+    let response = sender.send_request(request).await?;
+    ensure!(
+        response.status() == 200,
+        "/api/tap answered {}",
+        response.status()
+    );
+    let content_type = response.headers()[http::header::CONTENT_TYPE]
+        .to_str()?
+        .to_owned();
+    let mut body = response.into_body();
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                text.push_str(&String::from_utf8_lossy(&data));
+            }
+            // An event is complete at its blank line.
+            if let Some(start) = text.find("data: ")
+                && let Some(length) = text[start..].find("\n\n")
+            {
+                let event = serde_json::from_str(&text[start + 6..start + length])?;
+                return Ok((content_type, event));
+            }
+        }
+        bail!("the tap stream ended before an event: {text:?}")
+    })
+    .await
+    .with_context(|| format!("no tap event within 20s; got {text:?}"))?
 }
 
 /// The edge `caller -> callee` of an `/api/graph` answer.
@@ -195,6 +239,100 @@ fn start_tag<'a>(dom: &'a str, attribute: &str, value: &str) -> Option<&'a str> 
         })
 }
 
+/// A headless Chromium driven over the DevTools protocol: a page at a URL, whose DOM the
+/// test queries with JavaScript while the page stays live.
+struct DevToolsPage {
+    _browser: Child,
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next_id: u64,
+}
+
+impl DevToolsPage {
+    async fn open(profile: &tempfile::TempDir, url: &str) -> anyhow::Result<Self> {
+        let mut command = chromium();
+        command
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--remote-debugging-port=0",
+                "--window-size=1400,900",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut browser = command.spawn().context("cannot start chromium")?;
+        let stderr = browser.stderr.take().context("chromium stderr not piped")?;
+        let mut lines = BufReader::new(stderr).lines();
+        let browser_url = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    return Ok(url.trim().to_owned());
+                }
+            }
+            bail!("chromium exited without opening its DevTools port")
+        })
+        .await
+        .context("chromium opened no DevTools port within 30s")??;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let port = browser_url
+            .strip_prefix("ws://127.0.0.1:")
+            .and_then(|rest| rest.split('/').next())
+            .with_context(|| format!("unexpected DevTools URL {browser_url}"))?;
+        let devtools = format!("127.0.0.1:{port}");
+        let page_socket = wait::until(
+            "chromium lists the page",
+            Duration::from_secs(20),
+            || async {
+                let targets: Value = get(&devtools, "/json/list").await?.json()?;
+                targets
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|target| target["type"] == "page")
+                    .and_then(|target| target["webSocketDebuggerUrl"].as_str())
+                    .map(str::to_owned)
+                    .with_context(|| format!("no page target in {targets}"))
+            },
+        )
+        .await?;
+        let (socket, _) = tokio_tungstenite::connect_async(page_socket.as_str()).await?;
+        Ok(Self {
+            _browser: browser,
+            socket,
+            next_id: 0,
+        })
+    }
+
+    /// Evaluates `expression` in the page and returns its value.
+    async fn evaluate(&mut self, expression: &str) -> anyhow::Result<Value> {
+        self.next_id += 1;
+        let id = self.next_id;
+        let call = serde_json::json!({
+            "id": id,
+            "method": "Runtime.evaluate",
+            "params": { "expression": expression, "returnByValue": true },
+        });
+        self.socket.send(Message::text(call.to_string())).await?;
+        while let Some(message) = self.socket.next().await {
+            let Message::Text(text) = message? else {
+                continue;
+            };
+            let answer: Value = serde_json::from_str(text.as_str())?;
+            if answer["id"] == id {
+                return Ok(answer["result"]["result"]["value"].clone());
+            }
+        }
+        bail!("the DevTools connection closed")
+    }
+}
+
 fn artifact_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -258,6 +396,58 @@ async fn the_demo_dashboard_in_chromium() {
         png.len()
     );
     eprintln!("screenshot: {}", screenshot.display());
+
+    // The live tap of front: its rows arrive over an EventSource while the page is open.
+    let tap_profile = tempfile::tempdir().expect("a browser profile directory");
+    let mut page = DevToolsPage::open(&tap_profile, &format!("{url}#tap/front"))
+        .await
+        .expect("chromium opens the tap view");
+    // Polled like `wait::until`, which cannot lend the page to its probe.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let rows = loop {
+        let rows = page
+            .evaluate(
+                "[...document.querySelectorAll('#tap-body tr[data-tap-row]')]\
+                 .slice(0, 20).map((row) => row.dataset.direction + ' ' + row.textContent)",
+            )
+            .await
+            .expect("the page answers");
+        if rows.as_array().is_some_and(|rows| rows.len() >= 10) {
+            break rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tap view did not fill within 30s: {rows}"
+        );
+        tokio::time::sleep(wait::POLL_INTERVAL).await;
+    };
+    // front's proxy sees loadgen's calls coming in and its own calls to middle going out.
+    let rows: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        rows.iter()
+            .any(|row| row.starts_with("inbound") && row.contains("loadgen → front")),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|row| row.starts_with("outbound") && row.contains("front → middle")),
+        "{rows:#?}"
+    );
+    assert!(
+        rows.iter()
+            .all(|row| row.contains("mTLS") && row.contains("GET")),
+        "{rows:#?}"
+    );
+    let limit = page
+        .evaluate("document.querySelectorAll('#tap-body tr').length")
+        .await
+        .expect("the page answers");
+    assert!(limit.as_u64().is_some_and(|rows| rows <= 200), "{limit}");
 
     demo.terminate();
 }
@@ -372,6 +562,30 @@ async fn the_api_answers_for_a_running_control_plane() {
         assert_eq!(proxy["issuer_trusted"], true, "{proxy}");
         assert_eq!(proxy["issued_by_signing_root"], true, "{proxy}");
     }
+
+    // The live tap relay: b's proxy's requests as server-sent events.
+    let (content_type, event) = first_tap_event(&admin, "b")
+        .await
+        .expect("a tap event of b");
+    assert_eq!(content_type, "text/event-stream");
+    assert_eq!(event["service"], "b", "{event}");
+    assert_eq!(event["direction"], "inbound", "{event}");
+    assert_eq!(event["mtls"], true, "{event}");
+    assert!(
+        event["caller"].as_str().unwrap().ends_with("/sa/a"),
+        "{event}"
+    );
+    assert_eq!(event["status"], 200, "{event}");
+    assert_eq!(
+        get(&admin, "/api/tap?service=nowhere")
+            .await
+            .unwrap()
+            .status,
+        404
+    );
+    let refused = get(&admin, "/api/tap?service=b&colour=red").await.unwrap();
+    assert_eq!(refused.status, 400);
+    assert!(refused.text().contains("colour"), "{}", refused.text());
 
     // The page and its assets, embedded in the binary.
     for (path, content_type) in [

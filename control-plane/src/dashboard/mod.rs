@@ -1,6 +1,7 @@
 //! The web dashboard on the control plane's admin listener: a page (`/ui`, with `/`
 //! redirecting there) and the JSON it draws from (`/api/graph`, `/api/services/NAME`,
-//! `/api/certs`), which `seamctl` and scripts can read too.
+//! `/api/certs`), which `seamctl` and scripts can read too, and the live tap of one
+//! service as server-sent events (`/api/tap?service=NAME`, see `tap_relay`).
 //!
 //! The numbers come from a background task (`scrape`) that reads every connected proxy's
 //! admin endpoints every 2 s into a bounded `history`; the JSON views (`graph`,
@@ -14,6 +15,7 @@ mod history;
 pub mod model_json;
 mod scrape;
 mod service;
+mod tap_relay;
 
 #[cfg(test)]
 mod tests;
@@ -22,8 +24,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::{Response, StatusCode, header};
-use http_body_util::Full;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full};
 use parking_lot::Mutex;
 use serde_json::json;
 use tokio_util::task::AbortOnDropHandle;
@@ -31,6 +33,7 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::admin::{self, AdminState};
 use crate::registry::ProxyRegistry;
 use history::History;
+use tap_relay::RelayBody;
 
 /// The dashboard's state: what the scraper has gathered.
 pub struct Dashboard {
@@ -44,6 +47,17 @@ impl Dashboard {
         let task = tokio::spawn(scrape::run(registry, history.clone()));
         (Arc::new(Self { history }), AbortOnDropHandle::new(task))
     }
+}
+
+/// `/api/tap`: the live tap relay, a streaming answer.
+pub fn tap<B>(state: &AdminState, request: &Request<B>) -> Response<RelayBody> {
+    if request.method() != Method::GET {
+        return Response::builder()
+            .status(StatusCode::METHOD_NOT_ALLOWED)
+            .body(Full::new(Bytes::from_static(b"use GET /api/tap?service=NAME\n")).boxed_unsync())
+            .expect("static response parts are valid");
+    }
+    tap_relay::relay(&state.registry, request.uri().query().unwrap_or(""))
 }
 
 /// Whether the dashboard serves `path`.
@@ -90,7 +104,8 @@ pub fn respond(state: &AdminState, path: &str) -> Response<Full<Bytes>> {
                 }
             }
             _ => not_found(
-                "not found; the dashboard serves /ui, /api/graph, /api/services/NAME and /api/certs",
+                "not found; the dashboard serves /ui, /api/graph, /api/services/NAME, /api/certs \
+                 and /api/tap?service=NAME",
             ),
         },
     }

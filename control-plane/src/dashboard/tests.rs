@@ -450,3 +450,66 @@ fn certs_view_gives_expiry_and_whether_the_issuer_is_trusted() {
     assert_eq!(proxies[3]["error"], "connection refused");
     let _ = SystemTime::now();
 }
+
+#[test]
+fn the_tap_relay_reads_its_query_and_refuses_what_it_does_not_know() {
+    use super::tap_relay::parse_query;
+    let query =
+        parse_query("service=front&to=middle&path_prefix=%2Fapi&method=GET&max_rps=7").unwrap();
+    assert_eq!(query.service, "front");
+    assert_eq!(query.to.as_deref(), Some("middle"));
+    assert_eq!(query.path_prefix.as_deref(), Some("/api"));
+    assert_eq!(query.method.as_deref(), Some("GET"));
+    assert_eq!(query.max_rps, 7);
+    assert_eq!(
+        parse_query("service=front").unwrap().max_rps,
+        crate::tap::DEFAULT_MAX_RPS
+    );
+    assert!(parse_query("").unwrap_err().contains("service=NAME"));
+    assert!(
+        parse_query("service=a&max_rps=0")
+            .unwrap_err()
+            .contains("max_rps")
+    );
+    assert!(
+        parse_query("service=a&headers=cookie")
+            .unwrap_err()
+            .contains("\"headers\"")
+    );
+}
+
+#[test]
+fn tap_messages_become_server_sent_events() {
+    use super::tap_relay::server_sent_event;
+    use crate::tap::{TapEvent, TapMessage};
+    let event: TapEvent = serde_json::from_value(json!({
+        "time": "2026-12-03T08:00:00.123Z", "direction": "inbound", "proxy": format!("{TD}/front"),
+        "service": "front", "route": "default", "caller": format!("{TD}/loadgen"),
+        "callee": format!("{TD}/front"), "method": "GET", "authority": "front", "path": "/",
+        "status": 200, "grpc_status": null, "latency_ms": 1.5, "request_bytes": null,
+        "response_bytes": 12, "retries": 0, "endpoint": null, "mtls": true
+    }))
+    .unwrap();
+    let text = server_sent_event(&TapMessage::Event(Box::new(event)));
+    let text = std::str::from_utf8(&text).unwrap();
+    let data = text
+        .strip_prefix("data: ")
+        .unwrap()
+        .strip_suffix("\n\n")
+        .unwrap();
+    assert!(!data.contains('\n'), "one line of JSON per event");
+    let back: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(
+        (back["path"].as_str(), back["mtls"].as_bool()),
+        (Some("/"), Some(true))
+    );
+
+    let failed = server_sent_event(&TapMessage::ProxyFailed {
+        admin_addr: "127.0.0.1:1".into(),
+        reason: "cannot connect".into(),
+    });
+    assert!(
+        failed.starts_with(b"event: proxy-failed\ndata: {"),
+        "{failed:?}"
+    );
+}

@@ -29,7 +29,7 @@ function svg(tag, attrs, ...children) {
 function setAttrs(node, attrs) {
   for (const [key, value] of Object.entries(attrs || {})) {
     if (value === undefined || value === null || value === false) continue;
-    if (key === "onclick") node.addEventListener("click", value);
+    if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, value === true ? "" : String(value));
   }
 }
@@ -299,7 +299,9 @@ function routeText(route) {
 function drawService(view) {
   const detail = document.getElementById("service-detail");
   const health = document.getElementById("service-health");
-  health.replaceChildren(view.now ? el("span", { class: `badge ${view.now.health}` }, view.now.health) : "");
+  health.replaceChildren(
+    view.now ? el("span", { class: `badge ${view.now.health}` }, view.now.health) : "",
+    view.proxies.length ? el("a", { href: `#tap/${encodeURIComponent(view.service)}`, class: "tap-link" }, "live tap →") : "");
   const series = view.series || [];
   const metrics = el("div", { class: "metrics" },
     sparkline(series, "success_rate", pct, { title: "success rate", min: 0.9, span: 0.1 }),
@@ -414,6 +416,94 @@ function drawCerts(view) {
     el("div", { class: "panel" }, el("h3", {}, "Proxy certificates"), proxies));
 }
 
+
+// ---- live tap ----
+
+const TAP_MAX_ROWS = 200;
+const tap = { source: null, service: null, rows: 0, failures: [] };
+
+const serviceOf = (id) => (id ? id.replace(/^.*\/sa\//, "") : "–");
+
+function tapRow(event) {
+  const status = event.grpc_status !== null && event.grpc_status !== undefined ? `${event.status} / grpc ${event.grpc_status}` : event.status;
+  return el("tr", { "data-tap-row": "", "data-direction": event.direction, class: event.status >= 500 ? "bad" : "" },
+    el("td", { class: "mono" }, event.time.replace(/^.*T/, "").replace("Z", "")),
+    el("td", {}, event.direction === "inbound" ? "in" : "out"),
+    el("td", {}, `${serviceOf(event.caller)} → ${serviceOf(event.callee)}`),
+    el("td", {}, event.method),
+    el("td", { class: "mono" }, `${event.authority}${event.path}`),
+    el("td", { class: "num" }, status),
+    el("td", { class: "num" }, ms(event.latency_ms)),
+    el("td", { class: "num" }, `${event.request_bytes ?? "–"} / ${event.response_bytes}`),
+    el("td", { class: "num" }, event.retries),
+    el("td", { class: "mono" }, event.endpoint || "–"),
+    el("td", {}, event.mtls ? el("span", { class: "badge ok" }, padlockIcon(), " mTLS") : el("span", { class: "badge bad" }, "plain")));
+}
+
+function stopTap() {
+  if (tap.source) tap.source.close();
+  tap.source = null;
+}
+
+function startTap(service) {
+  stopTap();
+  tap.service = service;
+  tap.rows = 0;
+  tap.failures = [];
+  const body = document.getElementById("tap-body");
+  body.replaceChildren();
+  setTapStatus(`tapping ${service}…`);
+  const source = new EventSource(`/api/tap?service=${encodeURIComponent(service)}`);
+  tap.source = source;
+  source.onmessage = (message) => {
+    body.prepend(tapRow(JSON.parse(message.data)));
+    tap.rows++;
+    while (body.children.length > TAP_MAX_ROWS) body.lastChild.remove();
+    setTapStatus(`tapping ${service}: ${tap.rows} requests seen (newest first, last ${TAP_MAX_ROWS} kept)`);
+  };
+  source.addEventListener("proxy-failed", (message) => {
+    const failure = JSON.parse(message.data);
+    tap.failures.push(`${failure.admin_addr}: ${failure.reason}`);
+    setTapStatus(`tapping ${service}: ${tap.rows} requests seen`);
+  });
+  source.addEventListener("end", () => { stopTap(); setTapStatus(`the tap of ${service} ended`); });
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) setTapStatus(`cannot tap ${service} (is a proxy of it connected?)`);
+  };
+  drawTapControls();
+}
+
+function setTapStatus(text) {
+  const status = document.getElementById("tap-status");
+  status.replaceChildren(text, ...tap.failures.map((f) => el("div", { class: "bad small" }, `⚠ ${f}`)));
+}
+
+function drawTapControls() {
+  const select = document.getElementById("tap-service");
+  const names = state.graph ? state.graph.nodes.filter((n) => n.proxies > 0).map((n) => n.service) : [];
+  if ([...select.options].map((o) => o.value).join() !== names.join()) {
+    select.replaceChildren(...names.map((name) => el("option", { value: name }, name)));
+  }
+  select.value = tap.service || state.service || names[0] || "";
+  document.getElementById("tap-toggle").textContent = tap.source ? "Stop" : "Start";
+}
+
+function buildTapView() {
+  const body = el("tbody", { id: "tap-body" });
+  document.getElementById("tap-detail").replaceChildren(el("div", { class: "panel" },
+    el("div", { class: "tap-controls" },
+      el("h3", {}, "Live requests of"),
+      el("select", { id: "tap-service", onchange: (event) => startTap(event.target.value) }),
+      el("button", { id: "tap-toggle", onclick: () => {
+        if (tap.source) { stopTap(); setTapStatus("stopped"); drawTapControls(); }
+        else startTap(document.getElementById("tap-service").value);
+      } }, "Start"),
+      el("span", { id: "tap-status", class: "muted small" })),
+    el("table", { id: "tap-table" },
+      el("thead", {}, el("tr", {}, ["time", "dir", "caller → callee", "method", "authority + path", "status", "latency", "bytes in / out", "retries", "endpoint", "transport"].map((h) => el("th", {}, h)))),
+      body)));
+}
+
 // ---- refresh loop ----
 
 function showTab() {
@@ -422,6 +512,8 @@ function showTab() {
   if (name) state.service = decodeURIComponent(name);
   for (const section of document.querySelectorAll("section.tab")) section.hidden = section.id !== `tab-${state.tab}`;
   for (const link of document.querySelectorAll("#tabs a")) link.classList.toggle("active", link.dataset.tab === state.tab);
+  if (state.tab === "tap" && name) startTap(state.service);
+  else if (state.tab !== "tap") stopTap();
 }
 
 async function refresh() {
@@ -441,6 +533,8 @@ async function refresh() {
       drawService(await getJson(`/api/services/${encodeURIComponent(state.service)}`));
     } else if (state.tab === "certs") {
       drawCerts(await getJson("/api/certs"));
+    } else if (state.tab === "tap") {
+      drawTapControls();
     }
     document.body.dataset.loaded = "true";
   } catch (error) {
@@ -453,6 +547,7 @@ document.getElementById("service-select").addEventListener("change", (event) => 
 });
 window.addEventListener("hashchange", () => { showTab(); refresh(); });
 window.addEventListener("resize", () => { if (state.graph && state.tab === "overview") drawGraph(state.graph); });
+buildTapView();
 showTab();
 refresh();
 setInterval(refresh, REFRESH_MS);
