@@ -312,13 +312,31 @@ impl DevToolsPage {
 
     /// Evaluates `expression` in the page and returns its value.
     async fn evaluate(&mut self, expression: &str) -> anyhow::Result<Value> {
+        let params = serde_json::json!({ "expression": expression, "returnByValue": true });
+        let result = self.call("Runtime.evaluate", params).await?;
+        Ok(result["result"]["value"].clone())
+    }
+
+    /// Saves what the page shows now as a PNG.
+    async fn screenshot(&mut self, path: &std::path::Path) -> anyhow::Result<usize> {
+        use base64::Engine as _;
+        let result = self
+            .call(
+                "Page.captureScreenshot",
+                serde_json::json!({ "format": "png" }),
+            )
+            .await?;
+        let data = result["data"].as_str().context("no screenshot data")?;
+        let png = base64::engine::general_purpose::STANDARD.decode(data)?;
+        std::fs::write(path, &png)?;
+        Ok(png.len())
+    }
+
+    /// Calls a DevTools method on the page and returns its result.
+    async fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
         self.next_id += 1;
         let id = self.next_id;
-        let call = serde_json::json!({
-            "id": id,
-            "method": "Runtime.evaluate",
-            "params": { "expression": expression, "returnByValue": true },
-        });
+        let call = serde_json::json!({ "id": id, "method": method, "params": params });
         self.socket.send(Message::text(call.to_string())).await?;
         while let Some(message) = self.socket.next().await {
             let Message::Text(text) = message? else {
@@ -326,7 +344,8 @@ impl DevToolsPage {
             };
             let answer: Value = serde_json::from_str(text.as_str())?;
             if answer["id"] == id {
-                return Ok(answer["result"]["result"]["value"].clone());
+                ensure!(answer.get("error").is_none(), "{method}: {answer}");
+                return Ok(answer["result"].clone());
             }
         }
         bail!("the DevTools connection closed")
@@ -448,6 +467,12 @@ async fn the_demo_dashboard_in_chromium() {
         .await
         .expect("the page answers");
     assert!(limit.as_u64().is_some_and(|rows| rows <= 200), "{limit}");
+    let tap_screenshot = artifact_dir().join("dashboard-tap.png");
+    let size = page
+        .screenshot(&tap_screenshot)
+        .await
+        .expect("a screenshot of the tap view");
+    assert!(size > 20_000, "the tap screenshot is only {size} bytes");
 
     demo.terminate();
 }

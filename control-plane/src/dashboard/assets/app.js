@@ -316,7 +316,7 @@ function drawService(view) {
     el("td", { class: "num" }, pct(edge.success_rate)),
     el("td", { class: "num" }, (edge.rps || 0).toFixed(1)),
     el("td", { class: "num" }, ms(edge.p99_ms))));
-  const calledBy = el("table", {}), calls = el("table", {});
+  const calledBy = el("table", { class: "edge-list" }), calls = el("table", { class: "edge-list" });
   table(calledBy, ["caller", "transport", "success", "rps", "p99"], edgeRows(view.called_by, "caller"), "nobody called it");
   table(calls, ["callee", "transport", "success", "rps", "p99"], edgeRows(view.calls, "callee"), "it called nobody");
 
