@@ -113,8 +113,12 @@ async fn get_json(admin: &str, path: &str) -> anyhow::Result<Value> {
     reply.json()
 }
 
-/// Opens `/api/tap?service=SERVICE` and returns its content type and first event.
-async fn first_tap_event(admin: &str, service: &str) -> anyhow::Result<(String, Value)> {
+/// Opens `/api/tap?service=SERVICE` and returns its content type, its first event and
+/// the stream, still open.
+async fn first_tap_event(
+    admin: &str,
+    service: &str,
+) -> anyhow::Result<(String, Value, hyper::body::Incoming)> {
     use http_body_util::BodyExt as _;
     let stream = tokio::net::TcpStream::connect(admin).await?;
     let (mut sender, connection) =
@@ -134,7 +138,7 @@ async fn first_tap_event(admin: &str, service: &str) -> anyhow::Result<(String, 
         .to_owned();
     let mut body = response.into_body();
     let mut text = String::new();
-    tokio::time::timeout(Duration::from_secs(20), async {
+    let event = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(frame) = body.frame().await {
             if let Ok(data) = frame?.into_data() {
                 text.push_str(&String::from_utf8_lossy(&data));
@@ -144,13 +148,14 @@ async fn first_tap_event(admin: &str, service: &str) -> anyhow::Result<(String, 
                 && let Some(length) = text[start..].find("\n\n")
             {
                 let event = serde_json::from_str(&text[start + 6..start + length])?;
-                return Ok((content_type, event));
+                return Ok(event);
             }
         }
         bail!("the tap stream ended before an event: {text:?}")
     })
     .await
-    .with_context(|| format!("no tap event within 20s; got {text:?}"))?
+    .with_context(|| format!("no tap event within 20s; got {text:?}"))??;
+    Ok((content_type, event, body))
 }
 
 /// The edge `caller -> callee` of an `/api/graph` answer.
@@ -589,7 +594,7 @@ async fn the_api_answers_for_a_running_control_plane() {
     }
 
     // The live tap relay: b's proxy's requests as server-sent events.
-    let (content_type, event) = first_tap_event(&admin, "b")
+    let (content_type, event, stream) = first_tap_event(&admin, "b")
         .await
         .expect("a tap event of b");
     assert_eq!(content_type, "text/event-stream");
@@ -601,6 +606,27 @@ async fn the_api_answers_for_a_running_control_plane() {
         "{event}"
     );
     assert_eq!(event["status"], 200, "{event}");
+    let taps_open = |count: u32| {
+        let mesh = mesh.clone();
+        async move {
+            let metrics = mesh.b.metrics().await?;
+            ensure!(
+                metrics.contains(&format!("seam_taps_open {count}\n")),
+                "{metrics}"
+            );
+            Ok(())
+        }
+    };
+    taps_open(1)
+        .await
+        .expect("the relay holds one tap open on b's proxy");
+    // A browser that goes away closes the proxies' taps (found by the relay's keep-alive).
+    drop(stream);
+    wait::until("b's proxy closes the tap", Duration::from_secs(20), || {
+        taps_open(0)
+    })
+    .await
+    .expect("the tap closes");
     assert_eq!(
         get(&admin, "/api/tap?service=nowhere")
             .await
