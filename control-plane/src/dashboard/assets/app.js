@@ -165,7 +165,7 @@ function drawGraph(graph) {
       svg("title", {}, `${edge.caller} → ${edge.callee}: ${kind === "mtls" ? "🔒 mTLS" : kind}`),
       svg("path", { d, class: "edge-line", "marker-end": `url(#arrow-${kind})` }));
     edgeLayer.append(group);
-    labelLayer.append(svg("g", { class: `edge-label ${kind}`, "data-edge-label": `${edge.caller}->${edge.callee}`, "data-mtls": mtls, transform: `translate(${midX} ${midY - 17})` },
+    labelLayer.append(svg("g", { class: `edge-label ${kind}`, "data-edge-label": `${edge.caller}->${edge.callee}`, "data-mtls": mtls, transform: `translate(${midX} ${midY - 17})`, "data-x": midX, "data-y": midY - 17 },
       svg("rect", { y: -11, height: 22, rx: 11 }),
       kind === "mtls" ? padlock(0, -7) : null,
       svg("text", { y: 4 }, text)));
@@ -201,8 +201,10 @@ function drawGraph(graph) {
   }
 }
 
-/// Fits each edge label's pill to its text, now that the text can be measured.
+/// Fits each edge label's pill to its text, now that the text can be measured, and moves
+/// a label down while it would cover one already placed.
 function sizeLabels(layer) {
+  const placed = [];
   for (const label of layer.children) {
     const text = label.querySelector("text");
     const lock = label.querySelector(".padlock");
@@ -212,6 +214,12 @@ function sizeLabels(layer) {
     label.querySelector("rect").setAttribute("width", width);
     if (lock) lock.setAttribute("transform", `translate(${left + 9} -7)`);
     text.setAttribute("x", left + (lock ? 23 : 9));
+    const x = Number(label.dataset.x);
+    let y = Number(label.dataset.y);
+    const overlaps = (box) => Math.abs(box.x - x) < (box.width + width) / 2 + 4 && Math.abs(box.y - y) < 26;
+    for (let tries = 0; tries < 8 && placed.some(overlaps); tries++) y += 26;
+    placed.push({ x, y, width });
+    label.setAttribute("transform", `translate(${x} ${y})`);
   }
 }
 
