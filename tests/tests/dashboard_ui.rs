@@ -10,7 +10,8 @@
 //!
 //! `the_api_answers_for_a_running_control_plane`: a control plane with two proxies
 //! (`a` → `b`) under bounded traffic; `/api/graph`, `/api/services/NAME`, `/api/certs`
-//! and the page's assets answer with the expected shapes and content types.
+//! and the page's assets answer with the expected shapes and content types, and the tap
+//! relay streams b's requests and closes the proxy's tap when its client goes.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -20,13 +21,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
-use futures_util::{SinkExt as _, StreamExt as _};
 use http_body_util::Empty;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::process::Child;
 
+use seam_tests::browser::{DevToolsPage, chromium, run_chromium, start_tag};
 use seam_tests::mesh::seam_command;
 use seam_tests::{TwoHop, client, fresh_binaries, wait};
 
@@ -38,7 +38,6 @@ const DEMO_EDGES: [(&str, &str); 3] = [
 ];
 /// The demo stops by itself after this long, even if the test process dies.
 const DEMO_DURATION_SECS: &str = "150";
-const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(90);
 /// Traffic of the API test stops after this many requests even if the test still waits.
 const MAX_REQUESTS: usize = 5_000;
 
@@ -185,176 +184,6 @@ async fn wait_for_edges(admin: &str, edges: &[(&str, &str)]) -> anyhow::Result<V
         },
     )
     .await
-}
-
-/// Where the browser is: Debian's `chromium`. Never skipped: the test fails without it.
-fn chromium() -> Command {
-    let probe = std::process::Command::new("chromium")
-        .arg("--version")
-        .output();
-    match probe {
-        Ok(output) if output.status.success() => Command::new("chromium"),
-        _ => panic!(
-            "the dashboard test needs a real browser: `chromium` was not found or does not \
-             run; install it with `apt-get install chromium` (see .ci/run)"
-        ),
-    }
-}
-
-/// Runs headless Chromium with `args` on `url` and returns its stdout.
-async fn run_chromium(profile: &tempfile::TempDir, args: &[&str], url: &str) -> String {
-    let mut command = chromium();
-    command
-        .args([
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--virtual-time-budget=8000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .arg(url)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(CHROMIUM_TIMEOUT, command.output())
-        .await
-        .expect("chromium finishes within its timeout")
-        .expect("chromium runs");
-    assert!(
-        output.status.success(),
-        "chromium failed ({}): {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// The start tag of the element whose `attribute` is `value`, as Chromium serialized it
-/// (it may escape `>` in attribute values as `&gt;`).
-fn start_tag<'a>(dom: &'a str, attribute: &str, value: &str) -> Option<&'a str> {
-    [value.to_owned(), value.replace('>', "&gt;")]
-        .iter()
-        .find_map(|spelling| {
-            let needle = format!("{attribute}=\"{spelling}\"");
-            let at = dom.find(&needle)?;
-            let open = dom[..at].rfind('<')?;
-            let close = at + needle.len() + dom[at + needle.len()..].find('>')?;
-            Some(&dom[open..=close])
-        })
-}
-
-/// A headless Chromium driven over the DevTools protocol: a page at a URL, whose DOM the
-/// test queries with JavaScript while the page stays live.
-struct DevToolsPage {
-    _browser: Child,
-    socket: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    next_id: u64,
-}
-
-impl DevToolsPage {
-    async fn open(profile: &tempfile::TempDir, url: &str) -> anyhow::Result<Self> {
-        let mut command = chromium();
-        command
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--remote-debugging-port=0",
-                "--window-size=1400,900",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut browser = command.spawn().context("cannot start chromium")?;
-        let stderr = browser.stderr.take().context("chromium stderr not piped")?;
-        let mut lines = BufReader::new(stderr).lines();
-        let browser_url = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(url) = line.strip_prefix("DevTools listening on ") {
-                    return Ok(url.trim().to_owned());
-                }
-            }
-            bail!("chromium exited without opening its DevTools port")
-        })
-        .await
-        .context("chromium opened no DevTools port within 30s")??;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        let port = browser_url
-            .strip_prefix("ws://127.0.0.1:")
-            .and_then(|rest| rest.split('/').next())
-            .with_context(|| format!("unexpected DevTools URL {browser_url}"))?;
-        let devtools = format!("127.0.0.1:{port}");
-        let page_socket = wait::until(
-            "chromium lists the page",
-            Duration::from_secs(20),
-            || async {
-                let targets: Value = get(&devtools, "/json/list").await?.json()?;
-                targets
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|target| target["type"] == "page")
-                    .and_then(|target| target["webSocketDebuggerUrl"].as_str())
-                    .map(str::to_owned)
-                    .with_context(|| format!("no page target in {targets}"))
-            },
-        )
-        .await?;
-        let (socket, _) = tokio_tungstenite::connect_async(page_socket.as_str()).await?;
-        Ok(Self {
-            _browser: browser,
-            socket,
-            next_id: 0,
-        })
-    }
-
-    /// Evaluates `expression` in the page and returns its value.
-    async fn evaluate(&mut self, expression: &str) -> anyhow::Result<Value> {
-        let params = serde_json::json!({ "expression": expression, "returnByValue": true });
-        let result = self.call("Runtime.evaluate", params).await?;
-        Ok(result["result"]["value"].clone())
-    }
-
-    /// Saves what the page shows now as a PNG.
-    async fn screenshot(&mut self, path: &std::path::Path) -> anyhow::Result<usize> {
-        use base64::Engine as _;
-        let result = self
-            .call(
-                "Page.captureScreenshot",
-                serde_json::json!({ "format": "png" }),
-            )
-            .await?;
-        let data = result["data"].as_str().context("no screenshot data")?;
-        let png = base64::engine::general_purpose::STANDARD.decode(data)?;
-        std::fs::write(path, &png)?;
-        Ok(png.len())
-    }
-
-    /// Calls a DevTools method on the page and returns its result.
-    async fn call(&mut self, method: &str, params: Value) -> anyhow::Result<Value> {
-        self.next_id += 1;
-        let id = self.next_id;
-        let call = serde_json::json!({ "id": id, "method": method, "params": params });
-        self.socket.send(Message::text(call.to_string())).await?;
-        while let Some(message) = self.socket.next().await {
-            let Message::Text(text) = message? else {
-                continue;
-            };
-            let answer: Value = serde_json::from_str(text.as_str())?;
-            if answer["id"] == id {
-                ensure!(answer.get("error").is_none(), "{method}: {answer}");
-                return Ok(answer["result"].clone());
-            }
-        }
-        bail!("the DevTools connection closed")
-    }
 }
 
 fn artifact_dir() -> PathBuf {

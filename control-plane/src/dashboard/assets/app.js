@@ -91,7 +91,7 @@ async function getJson(path) {
 
 // ---- the service graph ----
 
-/// Columns by call depth: a service's column is one more than its deepest caller's.
+// Columns by call depth: a service's column is one more than its deepest caller's.
 function depths(nodes, edges) {
   const depth = new Map(nodes.map((node) => [node.service, 0]));
   for (let round = 0; round < nodes.length; round++) {
@@ -201,8 +201,8 @@ function drawGraph(graph) {
   }
 }
 
-/// Fits each edge label's pill to its text, now that the text can be measured, and moves
-/// a label down while it would cover one already placed.
+// Fits each edge label's pill to its text, now that the text can be measured, and moves
+// a label down while it would cover one already placed.
 function sizeLabels(layer) {
   const placed = [];
   for (const label of layer.children) {
