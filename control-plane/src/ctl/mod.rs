@@ -4,7 +4,8 @@
 //! puts behind each proxy. Two more hidden ones run Seam in containers: `pod`, the
 //! supervisor of a meshed instance (its proxy, and its app if it has one), and `ready`,
 //! a health check for images with no shell.
-//! `inject` meshes a docker-compose project.
+//! `inject` meshes a docker-compose project, and `tap` streams live requests from the
+//! proxies of a service.
 
 pub mod ca;
 pub mod certs;
@@ -19,6 +20,7 @@ pub mod stat;
 pub(crate) mod stat_table;
 pub mod status;
 mod summary;
+pub mod tap;
 mod traffic;
 pub mod verify;
 
@@ -52,6 +54,9 @@ pub enum Command {
     Certs(certs::CertsArgs),
     /// For every caller → callee pair, whether its traffic was mTLS and with which identities.
     Verify(verify::VerifyArgs),
+    /// Live requests seen by every proxy of a service, as they finish (filters apply at
+    /// the proxies; never header values or bodies unless --headers names them).
+    Tap(tap::TapArgs),
     /// Mesh an existing docker-compose project: writes a meshed copy of its compose file
     /// (a sidecar per service, a control plane), a mesh file and the join tokens.
     Inject(inject::InjectArgs),
@@ -76,6 +81,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ca(args) => ca::run(args).await,
         Command::Certs(args) => certs::run(args).await,
         Command::Verify(args) => verify::run(args).await,
+        Command::Tap(args) => tap::run(args).await,
         Command::Inject(args) => inject::run(args),
         Command::Pod(args) => pod::run(args).await,
         Command::Ready(args) => ready::run(args).await,

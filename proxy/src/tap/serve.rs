@@ -33,16 +33,9 @@ pub struct TapEndpoint {
 }
 
 impl TapEndpoint {
-    /// Whether a client at `peer` may open a tap.
-    pub fn allows(&self, peer: SocketAddr) -> bool {
-        // An IPv4 client of a dual-stack listener shows as ::ffff:a.b.c.d.
-        let ip = peer.ip().to_canonical();
-        self.allow.iter().any(|network| network.contains(&ip))
-    }
-
     /// Answers one `/tap` request from `peer`.
     pub fn serve<B>(&self, request: &Request<B>, peer: SocketAddr) -> Response<AdminBody> {
-        if !self.allows(peer) {
+        if !allows(&self.allow, peer) {
             tracing::warn!(%peer, "refused /tap from a client outside --tap-allow");
             let allowed: Vec<String> = self.allow.iter().map(IpNet::to_string).collect();
             return text(
@@ -88,10 +81,42 @@ impl TapEndpoint {
     }
 }
 
+/// Whether a client at `peer` is in one of the `allow` networks.
+fn allows(allow: &[IpNet], peer: SocketAddr) -> bool {
+    // An IPv4 client of a dual-stack listener shows as ::ffff:a.b.c.d.
+    let ip = peer.ip().to_canonical();
+    allow.iter().any(|network| network.contains(&ip))
+}
+
 fn text(status: StatusCode, body: String) -> Response<AdminBody> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Full::new(Bytes::from(body)).boxed_unsync())
         .expect("static response parts are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_clients_in_the_allowed_networks_may_tap() {
+        let default: Vec<IpNet> = ["127.0.0.0/8", "::1/128"]
+            .iter()
+            .map(|net| net.parse().unwrap())
+            .collect();
+        let peer = |text: &str| -> SocketAddr { text.parse().unwrap() };
+        assert!(allows(&default, peer("127.0.0.1:5000")));
+        assert!(allows(&default, peer("127.0.0.2:5000")));
+        assert!(allows(&default, peer("[::1]:5000")));
+        // An IPv4 loopback client of a dual-stack listener.
+        assert!(allows(&default, peer("[::ffff:127.0.0.1]:5000")));
+        assert!(!allows(&default, peer("10.0.0.7:5000")));
+        assert!(!allows(&default, peer("[::ffff:10.0.0.7]:5000")));
+        assert!(!allows(&default, peer("[2001:db8::1]:5000")));
+        let narrow: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap()];
+        assert!(!allows(&narrow, peer("127.0.0.2:5000")));
+        assert!(!allows(&[], peer("127.0.0.1:5000")));
+    }
 }

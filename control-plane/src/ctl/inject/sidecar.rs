@@ -18,6 +18,10 @@ pub const SECRETS_DIR: &str = "./seam/secrets";
 const INBOUND: &str = "0.0.0.0:4143";
 const OUTBOUND: &str = "127.0.0.1:4140";
 const PROXY_ADMIN: &str = "0.0.0.0:4191";
+/// Who may open `/tap` on a sidecar's admin listener: anyone who reaches it, which is the
+/// project's networks and the Docker host (inject never publishes 4191), so that the host's
+/// `seamctl tap` and the control plane's dashboard can.
+const TAP_ALLOW: &str = "0.0.0.0/0";
 /// The port endpoints name: the proxy's inbound listener.
 pub const INBOUND_PORT: u16 = 4143;
 
@@ -125,6 +129,8 @@ fn pod_command(app: &str, app_port: Option<u16>, profile: Profile) -> Vec<Yaml> 
             OUTBOUND,
             "--admin",
             PROXY_ADMIN,
+            "--tap-allow",
+            TAP_ALLOW,
         ]
         .map(str::to_owned),
     );
