@@ -116,6 +116,15 @@ impl History {
             .unwrap_or_default()
     }
 
+    /// The points of every edge out of `caller`, each oldest first.
+    pub fn series_out_of(&self, caller: &str) -> Vec<Vec<Point>> {
+        self.series
+            .iter()
+            .filter(|(key, _)| matches!(key, RowKey::Edge { caller: from, .. } if from == caller))
+            .map(|(_, points)| points.iter().cloned().collect())
+            .collect()
+    }
+
     /// What the latest round read from each proxy.
     pub fn latest(&self) -> Option<&Round> {
         self.recent.back()

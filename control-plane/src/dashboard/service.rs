@@ -1,12 +1,14 @@
 //! `/api/services/NAME`: one service in detail — its golden metrics over the last ~5
-//! minutes, the edges in and out of it, its endpoints with those some proxy has ejected
+//! minutes (what it answered; for a service nobody calls, what it sent), the edges in and out of it, its endpoints with those some proxy has ejected
 //! marked, what the control plane pushes for it (routes, policy, allow list), and its
 //! proxies with the version each ACKed or why it NACKed. Pure, like `graph`.
+
+use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
 use super::graph::{self, Edge};
-use super::history::History;
+use super::history::{History, Point};
 use super::model_json;
 use super::scrape::ProxyScrape;
 use crate::ctl::stat_table::RowKey;
@@ -21,7 +23,12 @@ pub fn service_view(
     model: &MeshModel,
     records: &[ProxyRecord],
 ) -> Option<Value> {
-    let series = history.series(&RowKey::Service(name.to_owned()));
+    let inbound = history.series(&RowKey::Service(name.to_owned()));
+    let (series_of, series) = if inbound.is_empty() {
+        ("outbound", combine(history.series_out_of(name)))
+    } else {
+        ("inbound", inbound)
+    };
     let in_model = model.services().get(name);
     let graph = graph::graph(history, model.services().keys().map(String::as_str));
     let node = graph.nodes.iter().find(|node| node.service == name);
@@ -40,6 +47,7 @@ pub fn service_view(
         "in_mesh_file": in_model.is_some(),
         "window_seconds": graph.window_seconds,
         "now": node,
+        "series_of": series_of,
         "series": series,
         "calls": graph.edges.iter().filter(|e| e.caller == name).map(edge_json).collect::<Vec<_>>(),
         "called_by": graph.edges.iter().filter(|e| e.callee == name).map(edge_json).collect::<Vec<_>>(),
@@ -57,6 +65,42 @@ pub fn service_view(
             .map(|record| proxy_state(record, scraped))
             .collect::<Vec<_>>(),
     }))
+}
+
+/// The series of a service nobody calls, from the edges out of it, point by point (the
+/// points of one round share their time): requests per second summed, the success rate
+/// weighted by them, and each percentile the highest of the edges' (exact with one edge,
+/// an upper bound with more).
+fn combine(edges: Vec<Vec<Point>>) -> Vec<Point> {
+    let mut by_time: BTreeMap<u64, Vec<Point>> = BTreeMap::new();
+    for point in edges.into_iter().flatten() {
+        by_time.entry(point.at_unix_ms).or_default().push(point);
+    }
+    by_time
+        .into_iter()
+        .map(|(at_unix_ms, points)| {
+            let rps: f64 = points.iter().map(|point| point.rps).sum();
+            let successes: f64 = points
+                .iter()
+                .filter_map(|point| Some(point.success_rate? * point.rps))
+                .sum();
+            let answered: f64 = points
+                .iter()
+                .filter(|point| point.success_rate.is_some())
+                .map(|point| point.rps)
+                .sum();
+            let highest =
+                |field: fn(&Point) -> Option<f64>| points.iter().filter_map(field).reduce(f64::max);
+            Point {
+                at_unix_ms,
+                success_rate: (answered > 0.0).then(|| successes / answered),
+                rps,
+                p50_ms: highest(|point| point.p50_ms),
+                p95_ms: highest(|point| point.p95_ms),
+                p99_ms: highest(|point| point.p99_ms),
+            }
+        })
+        .collect()
 }
 
 /// An endpoint, `ejected` when some proxy's breaker holds it out now (`probing` when

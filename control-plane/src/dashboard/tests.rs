@@ -407,7 +407,30 @@ fn service_view_marks_ejected_endpoints_and_shows_acks_nacks_and_routes() {
     );
     assert_eq!(proxies[0]["scraped"], true);
 
+    assert_eq!(view["series_of"], "inbound");
     assert!(service_view("nowhere", &history, &model(), &[]).is_none());
+
+    // front is called by nobody here: its series is what it sent to middle.
+    let front = service_view("front", &front_and_middle((40, 0, 0)), &model(), &[]).unwrap();
+    assert_eq!(
+        front["series_of"], "inbound",
+        "front's own proxy counted loadgen's calls"
+    );
+    let mut history = History::default();
+    let start = Instant::now();
+    for (second, count) in [(0, 0), (2, 40), (4, 100)] {
+        let text = metrics("outbound", "middle", count, 0, 0)
+            + &metrics("outbound", "back", count / 2, count / 2, 0);
+        history.record(round(start, second, &[("loadgen", text)], Vec::new()));
+    }
+    let loadgen = service_view("loadgen", &history, &MeshModel::empty("seam.local"), &[]).unwrap();
+    assert_eq!(loadgen["series_of"], "outbound");
+    let points = loadgen["series"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    // 2 s apart: 40 to middle (all 200) and 40 to back (half 503): 40 rps, 75 %.
+    assert_eq!(points[0]["rps"], 40.0);
+    assert_eq!(points[0]["success_rate"], 0.75);
+    assert_eq!(points[1]["rps"], 60.0);
 }
 
 #[test]

@@ -369,7 +369,8 @@ function drawService(view) {
   }
 
   detail.replaceChildren(
-    el("div", { class: "panel" }, el("h3", {}, "Golden metrics, last 5 minutes"), metrics),
+    el("div", { class: "panel" }, el("h3", {}, "Golden metrics, last 5 minutes",
+      view.series_of === "outbound" ? el("span", { class: "muted small" }, " · of the requests it sent (nobody calls it)") : ""), metrics),
     el("div", { class: "columns" },
       el("div", { class: "panel" }, el("h3", {}, "Called by"), calledBy),
       el("div", { class: "panel" }, el("h3", {}, "Calls"), calls)),
