@@ -2,14 +2,15 @@
 //! (who is connected and what they acknowledged), `/mesh` (the model in force, with the
 //! endpoints its `dns:` entries resolve to, and why the latest change to the mesh file
 //! was refused, if it was), `/ca` (the trust bundle
-//! and the state of a root rotation) and `POST /ca/rotate` (loopback only: start one).
+//! and the state of a root rotation) and `POST /ca/rotate` (loopback only: start one);
+//! and the web dashboard, `/ui` and its `/api/` (see `dashboard`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -19,8 +20,8 @@ use std::net::SocketAddr;
 
 use crate::accept::next_connection;
 use crate::ca::{CaError, CertificateAuthority};
+use crate::dashboard::{self, Dashboard, model_json};
 use crate::metrics::Metrics;
-use crate::model::{MilliRate, PathMatch, RateLimit, RouteMatch};
 use crate::registry::ProxyRegistry;
 use crate::rotation::{self, Rotation};
 use crate::source::MeshSource;
@@ -32,6 +33,7 @@ pub struct AdminState {
     pub source: Arc<MeshSource>,
     pub ca: Arc<CertificateAuthority>,
     pub rotation: Arc<Rotation>,
+    pub dashboard: Arc<Dashboard>,
 }
 
 /// Serves the admin API on `listener` until the task is aborted.
@@ -42,7 +44,15 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &request, peer)) }
+                async move {
+                    // The live tap streams; every other answer is whole.
+                    let response = if request.uri().path() == "/api/tap" {
+                        dashboard::tap(&state, &request)
+                    } else {
+                        route(&state, &request, peer).map(BodyExt::boxed_unsync)
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tcp), service)
@@ -81,37 +91,7 @@ fn route(
             let services: serde_json::Map<_, _> = model
                 .services()
                 .values()
-                .map(|service| {
-                    let endpoints: Vec<String> = service
-                        .endpoints
-                        .iter()
-                        .map(|endpoint| endpoint.address.to_string())
-                        .collect();
-                    let by_name: Vec<String> = service
-                        .named_endpoints
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect();
-                    let routes: Vec<serde_json::Value> = service
-                        .routes
-                        .iter()
-                        .map(|route| {
-                            json!({
-                                "match": match_json(&route.route_match),
-                                "rate_limit": route.policy.rate_limit.as_ref().map(rate_limit_json),
-                                "own_rate_limit": route.own_rate_limit,
-                            })
-                        })
-                        .collect();
-                    let entry = json!({
-                        "endpoints": endpoints,
-                        "dns_endpoints": by_name,
-                        "rate_limit": service.policy.rate_limit.as_ref().map(rate_limit_json),
-                        "routes": routes,
-                        "request_id": !service.request_id_off,
-                    });
-                    (service.name.clone(), entry)
-                })
+                .map(|service| (service.name.clone(), model_json::mesh_entry(service)))
                 .collect();
             json_response(&json!({
                 "version": model.version,
@@ -122,45 +102,16 @@ fn route(
             }))
         }
         "/ca" => json_response(&ca_state(state)),
+        path if dashboard::serves(path) => dashboard::respond(state, path),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /ready, /live, /metrics, /proxies, /mesh or /ca\n",
+            "not found; try /ready, /live, /metrics, /proxies, /mesh, /ca or /ui\n",
         ),
     }
 }
 
 /// The trust bundle (signing root first) and where a rotation stands.
-fn match_json(route_match: &RouteMatch) -> serde_json::Value {
-    let (path_prefix, path) = match &route_match.path {
-        Some(PathMatch::Prefix(prefix)) => (Some(prefix), None),
-        Some(PathMatch::Exact(path)) => (None, Some(path)),
-        None => (None, None),
-    };
-    json!({
-        "path_prefix": path_prefix,
-        "path": path,
-        "method": route_match.method,
-        "headers": route_match.headers,
-    })
-}
-
-/// A rate limit as the mesh file gives it: whole-service requests per second (each
-/// instance enforces its share).
-fn rate_limit_json(limit: &RateLimit) -> serde_json::Value {
-    let rate = |rate: MilliRate| rate.0 as f64 / 1000.0;
-    json!({
-        "requests_per_second": limit.total.map(rate),
-        "per_caller": limit.per_caller.map(rate),
-        "burst": limit.burst,
-        "overrides": limit.overrides.iter().map(|entry| json!({
-            "callers": entry.callers.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "requests_per_second": rate(entry.rate),
-            "burst": entry.burst,
-        })).collect::<Vec<_>>(),
-    })
-}
-
-fn ca_state(state: &AdminState) -> serde_json::Value {
+pub(crate) fn ca_state(state: &AdminState) -> serde_json::Value {
     let roots: Vec<serde_json::Value> = state
         .ca
         .trust_bundle()
@@ -213,7 +164,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         .expect("static response parts are valid")
 }
 
-fn json_response(value: &serde_json::Value) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(value: &serde_json::Value) -> Response<Full<Bytes>> {
     Response::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(value.to_string())))

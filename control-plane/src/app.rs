@@ -15,6 +15,7 @@ use tokio_util::task::AbortOnDropHandle;
 use crate::admin::{self, AdminState};
 use crate::ca::CertificateAuthority;
 use crate::config::Args;
+use crate::dashboard::Dashboard;
 use crate::discovery::DiscoveryService;
 use crate::dns;
 use crate::identity::IdentityService;
@@ -86,6 +87,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .add_service(DiscoveryServer::new(discovery))
             .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned()),
     );
+    // The dashboard's scraper runs as long as the admin listener it serves.
+    let (dashboard, _dashboard_scraper) = Dashboard::start(registry.clone());
     let admin = tokio::spawn(admin::serve(
         admin_listener,
         Arc::new(AdminState {
@@ -94,6 +97,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             source,
             ca,
             rotation,
+            dashboard,
         }),
     ));
     tracing::info!(%grpc_addr, %admin_addr, "control plane serving");

@@ -7,6 +7,7 @@ pub mod app;
 pub mod ca;
 pub mod config;
 pub mod ctl;
+pub mod dashboard;
 pub mod discovery;
 pub mod dns;
 pub mod identity;

@@ -9,6 +9,7 @@
 //! `intercepted_pods`); those system tests need root. `compose` runs the demo compose project
 //! of deploy/compose on the real Docker engine. The tests themselves live in `tests/`.
 
+pub mod browser;
 pub mod certify;
 pub mod client;
 pub mod compose;

@@ -11,7 +11,8 @@
 //!    else took the port in between;
 //! 3. the mesh file rewritten with each proxy's real inbound address, which the control
 //!    plane hot-reloads (the demo polls its `/mesh` until it has them all), and then a
-//!    wait on every proxy's `/ready`.
+//!    wait on every proxy's `/ready`. The control plane's web dashboard (`/ui` on its
+//!    admin listener) is printed among the addresses.
 //!
 //! Traffic goes to loadgen's *app*, not to its proxy: loadgen's app then calls front the
 //! way any meshed app would (through its own proxy's outbound listener), so each hop of
@@ -172,6 +173,7 @@ impl Demo {
         self.control_plane_admin = Some(admin);
         self.children.wait_ready(control_plane).await?;
         println!("  control plane  grpc {grpc}  admin {admin}");
+        println!("  dashboard      http://{admin}/ui");
 
         let trust_anchors = state_dir.join("ca.pem");
         let mut proxies = Vec::new();
@@ -339,8 +341,13 @@ impl Demo {
             let _ = writeln!(text, "  curl -s http://{}{path}", front.admin);
         }
         let _ = writeln!(text, "  curl -s http://{admin}/proxies");
+        let _ = writeln!(text, "  curl -s http://{admin}/api/graph");
         let _ = writeln!(text, "  seamctl status --admin {admin}");
         let _ = writeln!(text, "  seamctl stat --admin {admin}");
+        let _ = writeln!(
+            text,
+            "\nThe dashboard (service graph, golden metrics, certificates): http://{admin}/ui"
+        );
         let log_dir = self.children.log_dir();
         let kept = if log_dir.starts_with(self.dir.path()) {
             " (removed when the demo stops; --log-dir keeps them)"
