@@ -9,8 +9,8 @@
 
 mod addressing;
 mod policy;
-mod traffic;
 mod rate_limit;
+mod traffic;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;

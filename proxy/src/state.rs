@@ -5,8 +5,8 @@
 
 pub mod endpoints;
 pub mod policy;
-pub mod traffic;
 pub mod rate_limit;
+pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

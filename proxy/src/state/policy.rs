@@ -14,8 +14,8 @@ use seam_proto::{SpiffeId, defaults};
 
 use super::Endpoint;
 use super::endpoints::EndpointState;
-use super::traffic::{Fault, Mirror};
 use super::rate_limit::{Limiter, RateLimit};
+use super::traffic::{Fault, Mirror};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
