@@ -344,6 +344,7 @@ impl Demo {
         let _ = writeln!(text, "  curl -s http://{admin}/api/graph");
         let _ = writeln!(text, "  seamctl status --admin {admin}");
         let _ = writeln!(text, "  seamctl stat --admin {admin}");
+        let _ = writeln!(text, "  seamctl tap front --admin {admin}");
         let _ = writeln!(
             text,
             "\nThe dashboard (service graph, golden metrics, certificates): http://{admin}/ui"
