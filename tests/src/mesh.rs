@@ -229,6 +229,18 @@ impl TestMesh {
         serde_json::from_str(&body).with_context(|| format!("GET /mesh is not JSON: {body}"))
     }
 
+    /// Waits until `/mesh` reports a refused mesh file whose error contains `reason`, and
+    /// returns that error (`file:line:column: reason`).
+    pub async fn refusal(&self, reason: &str, timeout: Duration) -> anyhow::Result<String> {
+        wait::until("/mesh reports the refusal", timeout, || async {
+            let state = self.mesh_state().await?;
+            let error = state["last_error"].as_str().unwrap_or_default().to_owned();
+            anyhow::ensure!(error.contains(reason), "/mesh: {state}");
+            Ok(error)
+        })
+        .await
+    }
+
     /// `GET /metrics` on the control plane's admin listener.
     pub async fn metrics(&self) -> anyhow::Result<String> {
         let (status, body) = launch::http_get(self.admin_addr(), "/metrics").await?;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use seam_tests::client::{self, AppClient, Reply};
 use seam_tests::mesh::{RELOAD_TIMEOUT, TestMesh, metric_sum};
 use seam_tests::policy_mesh::{self, PolicyService};
-use seam_tests::{CallerAndEndpoints, EchoServer, TestProxy, wait};
+use seam_tests::{CallerAndEndpoints, EchoServer, TestProxy};
 
 const FAULT_HEADER: &str = "x-seam-fault";
 
@@ -401,14 +401,11 @@ async fn bad_fault_values_are_refused_with_their_line_and_the_last_good_file_ser
         mesh.mesh
             .write_raw_mesh_file(&text)
             .expect("write the file");
-        let error = wait::until("/mesh reports the refusal", RELOAD_TIMEOUT, || async {
-            let state = mesh.mesh.mesh_state().await?;
-            let error = state["last_error"].as_str().unwrap_or_default().to_owned();
-            anyhow::ensure!(error.contains(reason), "/mesh: {state}");
-            Ok(error)
-        })
-        .await
-        .expect("the refusal");
+        let error = mesh
+            .mesh
+            .refusal(reason, RELOAD_TIMEOUT)
+            .await
+            .expect("the refusal");
         let path = mesh.mesh.mesh_path().display().to_string();
         assert!(
             error.starts_with(&format!("{path}:{line}:")),

@@ -476,14 +476,11 @@ async fn a_mirror_change_applies_to_the_next_request_and_bad_mirrors_are_refused
         mesh.mesh
             .write_raw_mesh_file(&text)
             .expect("write the file");
-        let error = wait::until("/mesh reports the refusal", RELOAD_TIMEOUT, || async {
-            let state = mesh.mesh.mesh_state().await?;
-            let error = state["last_error"].as_str().unwrap_or_default().to_owned();
-            anyhow::ensure!(error.contains(reason), "/mesh: {state}");
-            Ok(error)
-        })
-        .await
-        .expect("the refusal");
+        let error = mesh
+            .mesh
+            .refusal(reason, RELOAD_TIMEOUT)
+            .await
+            .expect("the refusal");
         let path = mesh.mesh.mesh_path().display().to_string();
         assert!(
             error.starts_with(&format!("{path}:{line}:")),

@@ -12,7 +12,7 @@ use seam_tests::mesh::{self, TestMesh, metric_value};
 use seam_tests::policy_mesh::{self, PolicyService};
 use seam_tests::tls::{self, ProbeOutcome};
 use seam_tests::upstream::GrpcHealthServer;
-use seam_tests::{EchoServer, TestProxy, client, wait};
+use seam_tests::{EchoServer, TestProxy, client};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -404,14 +404,11 @@ async fn bad_rate_limits_are_refused_with_their_line_and_the_old_limit_stays() {
             .write_raw_mesh_file(&format!("{head}{tail}"))
             .expect("write the bad file");
         let path = mesh.mesh.mesh_path().display().to_string();
-        let error = wait::until("the control plane refuses it", APPLY_TIMEOUT, || async {
-            let state = mesh.mesh.mesh_state().await?;
-            let error = state["last_error"].as_str().unwrap_or_default().to_owned();
-            anyhow::ensure!(error.contains(reason), "/mesh: {state}");
-            Ok(error)
-        })
-        .await
-        .expect("refused");
+        let error = mesh
+            .mesh
+            .refusal(reason, APPLY_TIMEOUT)
+            .await
+            .expect("refused");
         assert!(error.contains(&format!("{path}:{line}:")), "{error}");
         let state = mesh.mesh.mesh_state().await.expect("/mesh");
         assert_eq!(state["version"], good, "the last good model stays: {state}");
