@@ -1,7 +1,8 @@
 //! `seamctl tap` against real proxies: a tap shows every request that was sent, with its
 //! fields as both proxies saw it (identities, status, path, mTLS, endpoint); filters
 //! narrow it at the proxy; `--max-rps` caps it; header values appear only when named;
-//! `/tap` is refused outside `--tap-allow`; closing the tap removes it from the proxy.
+//! `/tap` is refused outside `--tap-allow`; closing the tap removes it from the proxy, and
+//! so does a reader that goes away (`| head`), after which seamctl ends cleanly.
 
 use std::collections::BTreeSet;
 use std::process::Stdio;
@@ -342,6 +343,43 @@ async fn rate_limited(proxy: &TestProxy) -> anyhow::Result<usize> {
     )
     .unwrap_or(0.0);
     Ok(dropped as usize)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tap_whose_reader_goes_away_ends_quietly_and_closes_its_taps() {
+    let hop = TwoHop::start().await.expect("two-hop mesh starts");
+    let mut tap = Tap::start(&hop.mesh, &hop.b, &["b", "--output", "json"])
+        .await
+        .expect("seamctl tap starts");
+    send(&hop, "b", "GET", "/tap/first")
+        .await
+        .expect("a request");
+    tap.line().await.expect("the first event");
+    // As `seamctl tap b | head -1` does once it has its line, the reader goes away.
+    let Tap { mut child, lines } = tap;
+    drop(lines);
+    // seamctl finds out at its next write: requests keep coming until it has ended.
+    let deadline = Instant::now() + EVENT_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("seamctl's status") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seamctl tap still runs after its reader went away"
+        );
+        send(&hop, "b", "GET", "/tap/more")
+            .await
+            .expect("a request");
+    };
+    assert!(status.success(), "seamctl tap exited with {status}");
+    wait::until("the tap closes", EVENT_DEADLINE, || async {
+        let open = taps_open(&hop.b).await?;
+        anyhow::ensure!(open == 0.0, "{open} taps still open");
+        Ok(())
+    })
+    .await
+    .expect("the tap closes when seamctl ends");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -24,6 +24,8 @@ pub mod tap;
 mod traffic;
 pub mod verify;
 
+use std::io::Write as _;
+
 use clap::{Parser, Subcommand};
 
 /// The operator CLI of the Seam service mesh.
@@ -85,5 +87,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inject(args) => inject::run(args),
         Command::Pod(args) => pod::run(args).await,
         Command::Ready(args) => ready::run(args).await,
+    }
+}
+
+/// Prints one line of a streaming command's output (`tap`, `stat`). `Ok(false)` when the
+/// reader has gone away (`seamctl tap front | head`): the command then ends quietly, as
+/// Unix tools do, instead of failing on the closed pipe.
+pub(crate) fn print_line(line: &str) -> std::io::Result<bool> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(err) => Err(err),
     }
 }

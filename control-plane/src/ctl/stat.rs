@@ -62,8 +62,8 @@ pub async fn run(args: StatArgs) -> anyhow::Result<()> {
         if refresh_in_place {
             // Home the cursor and clear the screen, then draw: a table that stays put.
             print!("\x1b[H\x1b[2J{text}");
-        } else {
-            println!("{text}");
+        } else if !super::print_line(&text)? {
+            return Ok(());
         }
         if args.once {
             return Ok(());

@@ -2,8 +2,8 @@
 //! The control plane's `/proxies` names the proxies; `crate::tap` opens `/tap` on each
 //! (the filters and the rate travel with it and apply at the proxies) and merges their
 //! events. `--output wide` prints one aligned line per request, `--output json` the
-//! proxies' event objects, one per line. It runs until Ctrl-C, or until every proxy's
-//! stream has ended.
+//! proxies' event objects, one per line. It runs until Ctrl-C, until every proxy's
+//! stream has ended, or until its reader goes away (`| head`).
 
 use anyhow::{Context, bail};
 
@@ -63,8 +63,8 @@ pub async fn run(args: TapArgs) -> anyhow::Result<()> {
     let mut messages = tap::open_via_admin(admin, &query)
         .await
         .map_err(anyhow::Error::from)?;
-    if args.output == Output::Wide {
-        println!("{}", wide_header());
+    if args.output == Output::Wide && !super::print_line(&wide_header())? {
+        return Ok(());
     }
     let mut events = 0_u64;
     let mut failures = 0_u64;
@@ -76,9 +76,13 @@ pub async fn run(args: TapArgs) -> anyhow::Result<()> {
         match message {
             Some(TapMessage::Event(event)) => {
                 events += 1;
-                match args.output {
-                    Output::Wide => println!("{}", wide_line(&event)),
-                    Output::Json => println!("{}", serde_json::to_string(&event)?),
+                let line = match args.output {
+                    Output::Wide => wide_line(&event),
+                    Output::Json => serde_json::to_string(&event)?,
+                };
+                if !super::print_line(&line)? {
+                    // The reader went away: dropping the streams closes the taps.
+                    return Ok(());
                 }
             }
             Some(TapMessage::ProxyFailed { admin_addr, reason }) => {
