@@ -34,8 +34,8 @@ pub fn chromium() -> Command {
     }
 }
 
-/// Runs headless Chromium with `args` on `url` and returns its stdout.
-pub async fn run_chromium(profile: &tempfile::TempDir, args: &[&str], url: &str) -> String {
+/// Chromium, headless, with its own profile directory (as root, without its sandbox).
+fn headless(profile: &tempfile::TempDir) -> Command {
     let mut command = chromium();
     command
         .args([
@@ -43,9 +43,16 @@ pub async fn run_chromium(profile: &tempfile::TempDir, args: &[&str], url: &str)
             "--no-sandbox",
             "--disable-gpu",
             "--no-first-run",
-            "--virtual-time-budget=8000",
         ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--user-data-dir={}", profile.path().display()));
+    command
+}
+
+/// Runs headless Chromium with `args` on `url` and returns its stdout.
+pub async fn run_chromium(profile: &tempfile::TempDir, args: &[&str], url: &str) -> String {
+    let mut command = headless(profile);
+    command
+        .arg("--virtual-time-budget=8000")
         .args(args)
         .arg(url)
         .stdin(Stdio::null())
@@ -89,17 +96,9 @@ pub struct DevToolsPage {
 
 impl DevToolsPage {
     pub async fn open(profile: &tempfile::TempDir, url: &str) -> anyhow::Result<Self> {
-        let mut command = chromium();
+        let mut command = headless(profile);
         command
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--remote-debugging-port=0",
-                "--window-size=1400,900",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(["--remote-debugging-port=0", "--window-size=1400,900"])
             .arg(url)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -229,16 +229,36 @@ impl TestMesh {
         serde_json::from_str(&body).with_context(|| format!("GET /mesh is not JSON: {body}"))
     }
 
-    /// Waits until `/mesh` reports a refused mesh file whose error contains `reason`, and
-    /// returns that error (`file:line:column: reason`).
-    pub async fn refusal(&self, reason: &str, timeout: Duration) -> anyhow::Result<String> {
-        wait::until("/mesh reports the refusal", timeout, || async {
+    /// Writes `text` as the mesh file and waits until `/mesh` reports it refused for
+    /// `reason`; checks that the refusal names `line` of the file (`file:line:column:
+    /// reason`) and that the last good model stays. Returns the refusal.
+    pub async fn expect_refused(
+        &self,
+        text: &str,
+        line: usize,
+        reason: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
+        let good = self.mesh_state().await?["version"].clone();
+        self.write_raw_mesh_file(text)?;
+        let error = wait::until("/mesh reports the refusal", timeout, || async {
             let state = self.mesh_state().await?;
             let error = state["last_error"].as_str().unwrap_or_default().to_owned();
             anyhow::ensure!(error.contains(reason), "/mesh: {state}");
             Ok(error)
         })
-        .await
+        .await?;
+        let path = self.mesh_path().display();
+        anyhow::ensure!(
+            error.starts_with(&format!("{path}:{line}:")),
+            "{error:?} should name line {line} of {path}"
+        );
+        let state = self.mesh_state().await?;
+        anyhow::ensure!(
+            state["version"] == good,
+            "the last good model should stay (version {good}): {state}"
+        );
+        Ok(error)
     }
 
     /// `GET /metrics` on the control plane's admin listener.

@@ -451,7 +451,6 @@ async fn a_mirror_change_applies_to_the_next_request_and_bad_mirrors_are_refused
         .expect("the next request is mirrored");
     assert_eq!(mesh.recorder.requests()[before].path_and_query, "/after");
 
-    let good = mesh.mesh.mesh_state().await.expect("/mesh");
     let cases = [
         (
             "    mirror: { service: nowhere, percent: 100 }\n",
@@ -474,23 +473,9 @@ async fn a_mirror_change_applies_to_the_next_request_and_bad_mirrors_are_refused
             .expect("the mirror line")
             + 1;
         mesh.mesh
-            .write_raw_mesh_file(&text)
-            .expect("write the file");
-        let error = mesh
-            .mesh
-            .refusal(reason, RELOAD_TIMEOUT)
+            .expect_refused(&text, line, reason, RELOAD_TIMEOUT)
             .await
-            .expect("the refusal");
-        let path = mesh.mesh.mesh_path().display().to_string();
-        assert!(
-            error.starts_with(&format!("{path}:{line}:")),
-            "{error:?} should name line {line}"
-        );
-        assert_eq!(
-            mesh.mesh.mesh_state().await.expect("/mesh")["version"],
-            good["version"],
-            "the last good model is kept"
-        );
+            .expect("refused with its line, the last good model kept");
     }
     get("/still-mirrored").await.expect("a reply");
     mesh.wait_copy_of("/still-mirrored").await;

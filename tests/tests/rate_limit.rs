@@ -371,7 +371,6 @@ async fn bad_rate_limits_are_refused_with_their_line_and_the_old_limit_stays() {
     let mesh = start(&["a"]).await;
     mesh.configure("rate_limit: { requests_per_second: 0.1, burst: 2 }")
         .await;
-    let good = mesh.mesh.mesh_state().await.expect("/mesh")["version"].clone();
     let b = format!(
         "  b:\n    join_token: \"{}\"\n    endpoints: [\"{}\"]\n",
         mesh::join_token("b"),
@@ -401,17 +400,9 @@ async fn bad_rate_limits_are_refused_with_their_line_and_the_old_limit_stays() {
     ];
     for (tail, line, reason) in cases {
         mesh.mesh
-            .write_raw_mesh_file(&format!("{head}{tail}"))
-            .expect("write the bad file");
-        let path = mesh.mesh.mesh_path().display().to_string();
-        let error = mesh
-            .mesh
-            .refusal(reason, APPLY_TIMEOUT)
+            .expect_refused(&format!("{head}{tail}"), line, reason, APPLY_TIMEOUT)
             .await
-            .expect("refused");
-        assert!(error.contains(&format!("{path}:{line}:")), "{error}");
-        let state = mesh.mesh.mesh_state().await.expect("/mesh");
-        assert_eq!(state["version"], good, "the last good model stays: {state}");
+            .expect("refused with its line, the last good model kept");
     }
     assert_eq!(
         statuses(&mesh.send("a", 3).await),

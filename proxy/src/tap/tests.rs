@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, Method, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use hyper::body::Frame;
 use prometheus_client::encoding::text::encode;
@@ -76,6 +76,13 @@ async fn finish_one(taps: &Arc<Taps>, path: &str, direction: Direction, service:
     response.into_body().collect().await.expect("body reads");
 }
 
+/// `count` inbound requests from web, to `/0`, `/1`, ...
+async fn finish_inbound(taps: &Arc<Taps>, count: usize) {
+    for round in 0..count {
+        finish_one(taps, &format!("/{round}"), Direction::Inbound, "web").await;
+    }
+}
+
 #[test]
 fn nothing_is_captured_while_no_tap_is_open() {
     let fixture = fixture();
@@ -145,15 +152,7 @@ async fn inbound_events_name_the_peer_as_caller() {
 async fn a_tap_gets_at_most_its_rate_and_the_rest_is_counted() {
     let fixture = fixture();
     let mut tap = fixture.taps.open(&query("max_rps=3")).unwrap();
-    for round in 0..10 {
-        finish_one(
-            &fixture.taps,
-            &format!("/{round}"),
-            Direction::Inbound,
-            "web",
-        )
-        .await;
-    }
+    finish_inbound(&fixture.taps, 10).await;
     let mut received = 0;
     while tap.events.try_recv().is_ok() {
         received += 1;
@@ -174,15 +173,7 @@ async fn a_tap_gets_at_most_its_rate_and_the_rest_is_counted() {
 async fn a_tap_that_is_not_read_loses_events_beyond_its_queue() {
     let fixture = fixture();
     let _tap = fixture.taps.open(&query("max_rps=10000")).unwrap();
-    for round in 0..TAP_QUEUE + 5 {
-        finish_one(
-            &fixture.taps,
-            &format!("/{round}"),
-            Direction::Inbound,
-            "web",
-        )
-        .await;
-    }
+    finish_inbound(&fixture.taps, TAP_QUEUE + 5).await;
     let metrics = fixture.metrics();
     assert!(
         metrics.contains("seam_tap_events_dropped_total{reason=\"queue_full\"} 5"),
