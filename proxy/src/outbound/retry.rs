@@ -110,6 +110,14 @@ pub fn layer(
             let Attempt {
                 request, choice, ..
             } = attempt;
+            // Only a retry after `retry-after` needs to know how long the request has run.
+            let started = choice
+                .route
+                .policy
+                .retries
+                .on
+                .rate_limited
+                .then(Instant::now);
             let (head, body) = request.into_parts();
             let (replay, first_body) = Replay::new(body, MAX_REPLAY_BYTES);
             let retrying = Retrying {
@@ -119,7 +127,7 @@ pub fn layer(
                 head,
                 replay,
                 choice,
-                started: Instant::now(),
+                started,
             };
             Box::pin(retrying.run(first_body))
         })
@@ -137,11 +145,19 @@ struct Retrying {
     head: Parts,
     replay: Replay,
     choice: RouteChoice,
-    /// When the first attempt began (the whole-request timeout runs from about then).
-    started: Instant,
+    /// When the first attempt began (the whole-request timeout runs from about then);
+    /// read only when `retries.on` has `rate-limited`.
+    started: Option<Instant>,
 }
 
 impl Retrying {
+    /// How long the request has run (zero when nothing asked to know).
+    fn elapsed(&self) -> Duration {
+        self.started
+            .map(|started| started.elapsed())
+            .unwrap_or_default()
+    }
+
     /// Tries the request until an attempt's outcome is final.
     #[expect(
         clippy::manual_async_fn,
@@ -190,7 +206,7 @@ impl Retrying {
                     _ => None,
                 };
                 if let Some(wait) = asked
-                    && !wait_fits(wait, &self.choice.route.policy, self.started.elapsed())
+                    && !wait_fits(wait, &self.choice.route.policy, self.elapsed())
                 {
                     return outcome;
                 }

@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use http::{HeaderName, HeaderValue, Request, Response, header};
+use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Body;
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -215,7 +215,7 @@ impl Taps {
             .collect();
         Some(Box::new(Captured {
             started_at: SystemTime::now(),
-            authority: authority_of(request),
+            authority: crate::telemetry::authority_of(request),
             path: request.uri().path().to_owned(),
             request_bytes: request.body().size_hint().exact(),
             headers,
@@ -293,22 +293,6 @@ pub struct EventHead {
     pub grpc_status: Option<u32>,
     pub retries: u32,
     pub endpoint: Option<std::net::SocketAddr>,
-}
-
-/// The authority a request named: its URI's, else its `Host`.
-fn authority_of<B>(request: &Request<B>) -> String {
-    request
-        .uri()
-        .authority()
-        .map(|authority| authority.as_str().to_owned())
-        .or_else(|| {
-            request
-                .headers()
-                .get(header::HOST)
-                .and_then(|host| host.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -91,23 +91,27 @@ struct RequestTarget {
 
 impl RequestTarget {
     fn of<B>(request: &Request<B>) -> Self {
-        let authority = request
-            .uri()
-            .authority()
-            .map(|authority| authority.as_str().to_owned())
-            .or_else(|| {
-                request
-                    .headers()
-                    .get(header::HOST)
-                    .and_then(|host| host.to_str().ok())
-                    .map(str::to_owned)
-            })
-            .unwrap_or_default();
         Self {
-            authority,
+            authority: authority_of(request),
             path: request.uri().path().to_owned(),
         }
     }
+}
+
+/// The authority a request named: its URI's, else its `Host` (for logs, spans and taps).
+pub(crate) fn authority_of<B>(request: &Request<B>) -> String {
+    request
+        .uri()
+        .authority()
+        .map(|authority| authority.as_str().to_owned())
+        .or_else(|| {
+            request
+                .headers()
+                .get(header::HOST)
+                .and_then(|host| host.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
 }
 
 impl Call {
