@@ -111,14 +111,14 @@ impl Children {
         if self.processes.is_empty() {
             return Ok(());
         }
-        println!("Stopping {} processes...", self.processes.len());
+        super::say(&format!("Stopping {} processes...", self.processes.len()));
         let mut problems = Vec::new();
         let first = self.processes.remove(0);
         let rest: Vec<SeamProcess> = self.processes.drain(..).collect();
         stop_together(rest, &mut problems).await;
         stop_together(vec![first], &mut problems).await;
         if problems.is_empty() {
-            println!("All stopped.");
+            super::say("All stopped.");
             Ok(())
         } else {
             bail!("not every process stopped cleanly: {}", problems.join("; "))

@@ -95,13 +95,15 @@ struct Demo {
 enum Stop {
     Signal,
     Elapsed,
+    /// Whoever read the output went away (`seamctl demo | head`).
+    ReaderGone,
     Failed(String),
 }
 
 impl Stop {
     /// Says so at once: stopping the children can take a few seconds.
     fn signal(name: &'static str) -> Self {
-        println!("\n{name} received: stopping the demo.");
+        super::say(&format!("\n{name} received: stopping the demo."));
         Self::Signal
     }
 }
@@ -123,7 +125,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let stopped = demo.children.stop().await;
     match outcome? {
         Stop::Failed(why) => bail!("{why}"),
-        Stop::Signal | Stop::Elapsed => stopped,
+        Stop::Signal | Stop::Elapsed | Stop::ReaderGone => stopped,
     }
 }
 
@@ -153,7 +155,10 @@ impl Demo {
     }
 
     async fn start(&mut self) -> anyhow::Result<()> {
-        println!("Starting the Seam demo in {}", self.dir.path().display());
+        super::say(&format!(
+            "Starting the Seam demo in {}",
+            self.dir.path().display()
+        ));
         self.write_mesh_file(&[])?;
 
         let state_dir = self.dir.path().join("state");
@@ -172,8 +177,8 @@ impl Demo {
         let admin = self.children.get(control_plane).addr("admin");
         self.control_plane_admin = Some(admin);
         self.children.wait_ready(control_plane).await?;
-        println!("  control plane  grpc {grpc}  admin {admin}");
-        println!("  dashboard      http://{admin}/ui");
+        super::say(&format!("  control plane  grpc {grpc}  admin {admin}"));
+        super::say(&format!("  dashboard      http://{admin}/ui"));
 
         let trust_anchors = state_dir.join("ca.pem");
         let mut proxies = Vec::new();
@@ -181,10 +186,10 @@ impl Demo {
             let (workload, proxy) = self
                 .start_workload(index, service, grpc, &trust_anchors)
                 .await?;
-            println!(
+            super::say(&format!(
                 "  {service:<8} app {}  proxy inbound {}  outbound {}  admin {}",
                 workload.app, workload.inbound, workload.outbound, workload.admin,
-            );
+            ));
             self.workloads.push(workload);
             proxies.push(proxy);
         }
@@ -361,7 +366,7 @@ impl Demo {
             "Sending traffic to loadgen's app ({}), which calls front through its proxy. Ctrl-C stops everything.\n",
             loadgen.app
         );
-        print!("{text}");
+        super::say(text.strip_suffix('\n').unwrap_or(&text));
     }
 
     async fn run_traffic(&mut self, args: &DemoArgs, signals: &mut StopSignals) -> Stop {
@@ -390,13 +395,16 @@ impl Demo {
             tokio::select! {
                 _ = ticker.tick() => {
                     let report = window.lock().take_report();
-                    println!("{}", report.render(started.elapsed().as_secs_f64().round() as u64));
+                    let line = report.render(started.elapsed().as_secs_f64().round() as u64);
+                    if !super::say(&line) {
+                        break Stop::ReaderGone;
+                    }
                     ticks += 1;
                     if ticks.is_multiple_of(STAT_EVERY_SECS)
                         && let (Some(admin), Some(last)) = (stat_admin, &stat_last)
                         && let Ok(now) = stat::scrape(admin).await
                     {
-                        println!("\n{}", stat::render(last, &now));
+                        super::say(&format!("\n{}", stat::render(last, &now)));
                         stat_last = Some(now);
                     }
                     if let Some(exited) = self.children.exited() {
@@ -409,12 +417,12 @@ impl Demo {
         };
         generator.abort();
         let report = window.lock().take_report();
-        println!("\n{}", report.render_final());
+        super::say(&format!("\n{}", report.render_final()));
         if let (Some(admin), Some(start)) = (stat_admin, &stat_start)
             && let Ok(now) = stat::scrape(admin).await
         {
-            println!("\nThe whole run, from the proxies' metrics (as `seamctl stat` shows):");
-            println!("{}", stat::render(start, &now));
+            super::say("\nThe whole run, from the proxies' metrics (as `seamctl stat` shows):");
+            super::say(&stat::render(start, &now));
         }
         if report.total > 0 && report.total_ok == 0 {
             return Stop::Failed("no request made it through the mesh".into());

@@ -90,6 +90,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Prints a line of a command's progress (the demo's): a reader that went away, or any
+/// other failure to write, is `false` and never a panic, so a command that is stopping
+/// still stops its children cleanly.
+pub(crate) fn say(line: &str) -> bool {
+    print_line(line).unwrap_or(false)
+}
+
 /// Prints one line of a streaming command's output (`tap`, `stat`). `Ok(false)` when the
 /// reader has gone away (`seamctl tap front | head`): the command then ends quietly, as
 /// Unix tools do, instead of failing on the closed pipe.
