@@ -278,7 +278,12 @@ fn endpoints_to_proto(endpoints: &[Endpoint]) -> Vec<v1::Endpoint> {
         .iter()
         .map(|endpoint| v1::Endpoint {
             address: endpoint.address.to_string(),
-            identity: endpoint.identity.to_string(),
+            identity: endpoint
+                .identity
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            plaintext: endpoint.identity.is_none(),
         })
         .collect()
 }

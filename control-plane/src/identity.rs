@@ -33,6 +33,11 @@ impl IdentityService {
         let model = self.model.borrow().clone();
         let token = match request.proof {
             Some(certify_request::Proof::JoinToken(token)) => token,
+            Some(certify_request::Proof::ServiceAccountToken(_)) => {
+                return Err(Status::unauthenticated(
+                    "a ServiceAccount token is accepted only when the control plane runs with --source kubernetes; this mesh uses join tokens",
+                ));
+            }
             None => {
                 return Err(Status::unauthenticated(
                     "no proof of identity: a join token is required",

@@ -131,7 +131,7 @@ impl MeshSpec {
                     at.resolved(index, address);
                     service.endpoints.push(Endpoint {
                         address,
-                        identity: identity.clone(),
+                        identity: Some(identity.clone()),
                     });
                 }
             }

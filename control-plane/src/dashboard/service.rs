@@ -55,7 +55,7 @@ pub fn service_view(
             service
                 .endpoints
                 .iter()
-                .map(|endpoint| endpoint_state(&endpoint.address.to_string(), &endpoint.identity.to_string(), scraped))
+                .map(|endpoint| endpoint_state(&endpoint.address.to_string(), &endpoint.identity.as_ref().map_or_else(|| "plaintext".to_owned(), ToString::to_string), scraped))
                 .collect::<Vec<_>>()
         }).unwrap_or_default(),
         "dns_endpoints": in_model.map(|service| model_json::endpoints(service)["dns_endpoints"].clone()),

@@ -142,7 +142,7 @@ pub fn read(
         written.endpoints.push((address, endpoint.referenced));
         endpoints.push(Endpoint {
             address,
-            identity: identity.clone(),
+            identity: Some(identity.clone()),
         });
     }
 

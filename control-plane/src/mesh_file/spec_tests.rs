@@ -53,7 +53,11 @@ fn resolved(model: &MeshModel, authority: &str) -> Vec<(String, String)> {
             .map(|endpoint| {
                 (
                     endpoint.address.to_string(),
-                    endpoint.identity.as_str().to_owned(),
+                    endpoint
+                        .identity
+                        .as_ref()
+                        .map_or("plaintext", |id| id.as_str())
+                        .to_owned(),
                 )
             })
             .collect(),

@@ -14,7 +14,7 @@ fn parses_the_documented_example() {
     assert_eq!(api.endpoints.len(), 1);
     assert_eq!(api.endpoints[0].address, "127.0.0.1:24143".parse().unwrap());
     assert_eq!(
-        api.endpoints[0].identity.as_str(),
+        api.endpoints[0].identity.as_ref().unwrap().as_str(),
         "spiffe://seam.local/ns/default/sa/api"
     );
     assert!(api.join_token.matches("s3cret-api"));

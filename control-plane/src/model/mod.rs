@@ -81,7 +81,9 @@ pub struct Authorization {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub address: SocketAddr,
-    pub identity: SpiffeId,
+    /// `None`: the instance has no Seam proxy (a Kubernetes pod without a sidecar), so
+    /// callers reach it in plaintext.
+    pub identity: Option<SpiffeId>,
 }
 
 /// What an authority currently names.

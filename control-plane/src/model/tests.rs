@@ -17,7 +17,7 @@ pub(super) fn service(
             .iter()
             .map(|address| Endpoint {
                 address: address.parse().unwrap(),
-                identity: identity.clone(),
+                identity: Some(identity.clone()),
             })
             .collect(),
         named_endpoints: Vec::new(),
@@ -105,7 +105,12 @@ fn seen(resolution: Resolution) -> Option<Seen> {
             .collect::<Vec<_>>()
     };
     for endpoint in &service.endpoints {
-        assert_eq!(endpoint.identity, identity, "{}", endpoint.address);
+        assert_eq!(
+            endpoint.identity,
+            Some(identity.clone()),
+            "{}",
+            endpoint.address
+        );
     }
     let backends = service.routes.first().map(|route| {
         assert_eq!(

@@ -11,6 +11,7 @@ fn update(endpoints: Vec<(&str, &str)>) -> ServiceUpdate {
                 .map(|(address, identity)| v1::Endpoint {
                     address: address.into(),
                     identity: identity.into(),
+                    plaintext: false,
                 })
                 .collect(),
             ..v1::Service::default()

@@ -28,6 +28,7 @@ fn converts_faults_and_mirrors_and_refuses_bad_ones_with_a_reason() {
         endpoints: vec![v1::Endpoint {
             address: "127.0.0.1:4143".into(),
             identity: "spiffe://seam.local/ns/default/sa/shadow".into(),
+            plaintext: false,
         }],
     })
     .unwrap();
@@ -86,6 +87,7 @@ fn converts_faults_and_mirrors_and_refuses_bad_ones_with_a_reason() {
                 endpoints: vec![v1::Endpoint {
                     address: "nowhere".into(),
                     identity: String::new(),
+                    plaintext: false,
                 }],
             },
             "not an IP:port",
