@@ -14,11 +14,12 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::admin::{self, AdminState};
 use crate::ca::CertificateAuthority;
-use crate::config::Args;
+use crate::config::{Args, SourceKind};
 use crate::dashboard::Dashboard;
 use crate::discovery::DiscoveryService;
 use crate::dns;
 use crate::identity::IdentityService;
+use crate::kubernetes;
 use crate::launch::print_listening_line;
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
@@ -43,11 +44,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let metrics = Arc::new(Metrics::new());
-    let source = MeshSource::load(&args.mesh_file, ca.trust_domain(), metrics.clone())
+    // The one client every Kubernetes part of the control plane shares.
+    let _kube_client = match args.source {
+        SourceKind::File => None,
+        SourceKind::Kubernetes => Some(kubernetes::client(args.kubeconfig.as_deref()).await?),
+    };
+    let Some(mesh_file) = &args.mesh_file else {
+        anyhow::bail!("--source kubernetes is not served yet");
+    };
+    let source = MeshSource::load(mesh_file, ca.trust_domain(), metrics.clone())
         .context("cannot load the mesh file")?;
     let _watch = source
         .watch()
-        .with_context(|| format!("cannot watch {}", args.mesh_file.display()))?;
+        .with_context(|| format!("cannot watch {}", mesh_file.display()))?;
     let resolver = dns::spawn(source.clone(), args.dns_refresh, metrics.clone());
     let registry = Arc::new(ProxyRegistry::default());
     let shutdown = CancellationToken::new();

@@ -13,9 +13,24 @@ use clap::Parser;
     about = "The Seam control plane: mesh CA and discovery push"
 )]
 pub struct Args {
-    /// The mesh file (YAML) listing services; watched and reloaded on change.
-    #[arg(long, env = "SEAM_MESH_FILE")]
-    pub mesh_file: PathBuf,
+    /// Where services, endpoints and policies come from: a mesh file, or the Kubernetes
+    /// cluster the control plane runs in.
+    #[arg(long, env = "SEAM_SOURCE", value_enum, default_value_t = SourceKind::File)]
+    pub source: SourceKind,
+    /// The mesh file (YAML) listing services; watched and reloaded on change. Required
+    /// with `--source file`.
+    #[arg(long, env = "SEAM_MESH_FILE", required_if_eq("source", "file"))]
+    pub mesh_file: Option<PathBuf>,
+    /// The kubeconfig for `--source kubernetes`; without it, the in-cluster configuration
+    /// or `$KUBECONFIG` (as kubectl finds it).
+    #[arg(long, env = "SEAM_KUBECONFIG", value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The control plane's own Kubernetes namespace.
+    #[arg(long, env = "SEAM_NAMESPACE", default_value = "seam-system")]
+    pub namespace: String,
+    /// The cluster's DNS domain, for names such as `web.shop.svc.cluster.local`.
+    #[arg(long, env = "SEAM_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
     /// Where proxies reach the gRPC API (TLS).
     #[arg(long, env = "SEAM_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
@@ -39,6 +54,15 @@ pub struct Args {
     /// their TTL is shorter, never more often than every 500ms).
     #[arg(long, env = "SEAM_DNS_REFRESH", default_value = "2s", value_parser = parse_refresh)]
     pub dns_refresh: Duration,
+}
+
+/// Where the mesh model comes from (`--source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceKind {
+    /// The mesh file (`--mesh-file`).
+    File,
+    /// Services, EndpointSlices, Pods and HTTPRoutes of a Kubernetes cluster.
+    Kubernetes,
 }
 
 fn parse_lifetime(text: &str) -> Result<Duration, String> {
@@ -83,5 +107,19 @@ mod tests {
             "{err}"
         );
         assert!(args(&["--dns-refresh", "often"]).is_err());
+    }
+
+    #[test]
+    fn the_mesh_file_is_required_only_for_the_file_source() {
+        let args = |all: &[&str]| Args::try_parse_from(all);
+        let file = args(&["seam-control-plane", "--mesh-file", "mesh.yaml"]).unwrap();
+        assert_eq!(file.source, SourceKind::File);
+        assert_eq!(file.cluster_domain, "cluster.local");
+        let err = args(&["seam-control-plane"]).unwrap_err().to_string();
+        assert!(err.contains("--mesh-file"), "{err}");
+        let kubernetes = args(&["seam-control-plane", "--source", "kubernetes"]).unwrap();
+        assert_eq!(kubernetes.source, SourceKind::Kubernetes);
+        assert_eq!(kubernetes.mesh_file, None);
+        assert_eq!(kubernetes.namespace, "seam-system");
     }
 }

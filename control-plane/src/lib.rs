@@ -11,6 +11,7 @@ pub mod dashboard;
 pub mod discovery;
 pub mod dns;
 pub mod identity;
+pub mod kubernetes;
 pub mod launch;
 pub mod mesh_file;
 pub mod metrics;
