@@ -156,6 +156,7 @@ fn route(
             "service": state.service,
             "spiffe_id": state.tls.certificate().map(|c| c.spiffe_id.to_string()),
             "callers": state.inbound.callers().snapshot(),
+            "plaintext_callees": state.metrics.plaintext_callees.snapshot(),
         })),
         _ => text(
             StatusCode::NOT_FOUND,

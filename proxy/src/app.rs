@@ -36,9 +36,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("no crypto provider installed")?
         .clone();
     let (anchors, trust_domain) = load_trust_anchors(&args.trust_anchors)?;
-    let join_token = args.join_token()?;
-    let expected = SpiffeId::workload(&trust_domain, &args.namespace, &args.service)
-        .context("--service and --namespace must make a valid SPIFFE id")?;
+    let proof = args.proof()?;
+    let expected = SpiffeId::workload(&trust_domain, &args.namespace, args.service_account())
+        .context("--service-account (or --service) and --namespace must make a valid SPIFFE id")?;
     let tls = TlsState::new(provider.clone(), anchors);
     let control_plane = ControlPlane::new(args.control_plane.clone(), &trust_domain, tls.clone())?;
     let metrics = Arc::new(Metrics::new());
@@ -73,10 +73,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (certified, certified_rx) = watch::channel(false);
     let identity = tokio::spawn(
         IdentityManager {
-            service: args.service.clone(),
+            service: args.service_account().to_owned(),
             namespace: args.namespace.clone(),
             expected,
-            join_token,
+            proof,
             control_plane: control_plane.clone(),
             tls: tls.clone(),
             provider,
@@ -104,7 +104,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // Our own service's entry carries the authorization policy the inbound side enforces:
     // subscribe at once so it is known before the first caller arrives.
     let _ = directory
-        .resolve(&args.service, std::time::Duration::ZERO)
+        .resolve(args.inbound_policy(), std::time::Duration::ZERO)
         .await;
     let discovery_connected = Arc::new(AtomicBool::new(false));
     let (ever_connected, discovery_ever_connected) = watch::channel(false);
@@ -130,6 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let inbound = Arc::new(Inbound::new(
         InboundSettings {
             service: args.service.clone(),
+            policy_authority: args.inbound_policy().to_owned(),
             app: args.app,
             limits,
             detect_timeout: args.detect_timeout,

@@ -1,5 +1,6 @@
 //! The proxy's command line; every flag can also be set as `SEAM_<FLAG>`, and the join
-//! token itself as `SEAM_JOIN_TOKEN`.
+//! token itself as `SEAM_JOIN_TOKEN`. In Kubernetes the proxy proves itself with a
+//! projected ServiceAccount token file instead of a join token.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,9 +26,24 @@ pub struct Args {
     /// PEM file of the mesh's trust anchors (the control plane's `ca.pem`).
     #[arg(long, env = "SEAM_TRUST_ANCHORS")]
     pub trust_anchors: PathBuf,
-    /// File holding the service's join token (else SEAM_JOIN_TOKEN is read).
+    /// File holding the service's join token (else SEAM_JOIN_TOKEN is read). Not needed
+    /// with --service-account-token-file.
     #[arg(long, env = "SEAM_JOIN_TOKEN_FILE")]
     pub join_token_file: Option<PathBuf>,
+    /// The ServiceAccount this proxy's identity names: it expects to be certified as
+    /// `spiffe://<td>/ns/<namespace>/sa/<service-account>`. Default: --service.
+    #[arg(long, env = "SEAM_SERVICE_ACCOUNT")]
+    pub service_account: Option<String>,
+    /// A projected Kubernetes ServiceAccount token (audience `seam`) to prove the
+    /// identity with instead of a join token; read anew at every certification and
+    /// renewal, so a token the kubelet rotated is picked up.
+    #[arg(long, env = "SEAM_SERVICE_ACCOUNT_TOKEN_FILE")]
+    pub service_account_token_file: Option<PathBuf>,
+    /// The authority whose policy (authorization, rate limits, opaque ports) the inbound
+    /// side enforces: in Kubernetes the pod's IP, which the control plane resolves to the
+    /// Service selecting the pod. Default: --service.
+    #[arg(long, env = "SEAM_INBOUND_POLICY")]
+    pub inbound_policy: Option<String>,
     /// mTLS from other proxies (and redirected connections for the pod): a comma-separated
     /// list; an IPv6 address is left out where the machine has no IPv6.
     #[arg(
@@ -111,6 +127,28 @@ impl Args {
             header_read_timeout: self.header_read_timeout,
             max_header_bytes: self.max_header_bytes,
             max_connections: self.max_connections,
+        }
+    }
+
+    /// The ServiceAccount the proxy's identity names (`--service-account`, else
+    /// `--service`).
+    pub fn service_account(&self) -> &str {
+        self.service_account.as_deref().unwrap_or(&self.service)
+    }
+
+    /// The authority of the inbound policy (`--inbound-policy`, else `--service`).
+    pub fn inbound_policy(&self) -> &str {
+        self.inbound_policy.as_deref().unwrap_or(&self.service)
+    }
+
+    /// How the proxy proves its identity: the ServiceAccount token file when given (read
+    /// at each certification, not here), else the join token.
+    pub fn proof(&self) -> anyhow::Result<crate::identity::Proof> {
+        match &self.service_account_token_file {
+            Some(path) => Ok(crate::identity::Proof::ServiceAccountTokenFile(
+                path.clone(),
+            )),
+            None => Ok(crate::identity::Proof::JoinToken(self.join_token()?)),
         }
     }
 

@@ -1,8 +1,10 @@
 //! The proxy's workload identity: makes a key pair locally (it never leaves the process),
-//! asks the control plane to certify it with the service's join token, installs the
+//! asks the control plane to certify it with the service's join token (or, in Kubernetes,
+//! the pod's projected ServiceAccount token, read anew each time), installs the
 //! certificate and trust bundle, and renews at ~70% of the lifetime (with jitter), retrying
 //! with backoff and keeping the current certificate until it expires.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -28,11 +30,48 @@ const RENEW_AT: f64 = 0.7;
 const RENEW_JITTER: f64 = 0.05;
 const CERTIFY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What the proxy shows the control plane to be certified.
+#[derive(Debug, Clone)]
+pub enum Proof {
+    JoinToken(String),
+    /// A projected ServiceAccount token, read from this file at every certification:
+    /// the kubelet rewrites it before it expires.
+    ServiceAccountTokenFile(PathBuf),
+}
+
+impl Proof {
+    /// The proof as sent, reading the token file now.
+    fn load(&self) -> anyhow::Result<certify_request::Proof> {
+        match self {
+            Self::JoinToken(token) => Ok(certify_request::Proof::JoinToken(token.clone())),
+            Self::ServiceAccountTokenFile(path) => {
+                let token = std::fs::read_to_string(path).with_context(|| {
+                    format!(
+                        "cannot read the ServiceAccount token from {} (--service-account-token-file)",
+                        path.display()
+                    )
+                })?;
+                let token = token.trim();
+                if token.is_empty() {
+                    bail!(
+                        "the ServiceAccount token file {} is empty (--service-account-token-file)",
+                        path.display()
+                    );
+                }
+                Ok(certify_request::Proof::ServiceAccountToken(
+                    token.to_owned(),
+                ))
+            }
+        }
+    }
+}
+
 pub struct IdentityManager {
+    /// What the request names: the ServiceAccount (the service, in file mode).
     pub service: String,
     pub namespace: String,
     pub expected: SpiffeId,
-    pub join_token: String,
+    pub proof: Proof,
     pub control_plane: ControlPlane,
     pub tls: Arc<TlsState>,
     pub provider: Arc<CryptoProvider>,
@@ -73,6 +112,7 @@ impl IdentityManager {
     }
 
     async fn certify(&self) -> anyhow::Result<Arc<WorkloadCertificate>> {
+        let proof = self.proof.load()?;
         let key = KeyPair::generate().context("cannot generate a key pair")?;
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
@@ -92,7 +132,7 @@ impl IdentityManager {
             service: self.service.clone(),
             namespace: self.namespace.clone(),
             csr_der: csr.der().to_vec(),
-            proof: Some(certify_request::Proof::JoinToken(self.join_token.clone())),
+            proof: Some(proof),
         };
         let response = tokio::time::timeout(
             CERTIFY_TIMEOUT,
@@ -240,6 +280,30 @@ pub fn load_trust_anchors(path: &std::path::Path) -> anyhow::Result<(RootCertSto
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_file_is_read_at_each_certification_and_must_hold_a_token() {
+        let path = std::env::temp_dir().join(format!("seam-sa-token-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let proof = Proof::ServiceAccountTokenFile(path.clone());
+        let err = format!("{:#}", proof.load().unwrap_err());
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        std::fs::write(&path, "first\n").unwrap();
+        assert_eq!(
+            proof.load().unwrap(),
+            certify_request::Proof::ServiceAccountToken("first".into())
+        );
+        // The kubelet rotated it: the next certification sends the new one.
+        std::fs::write(&path, "second").unwrap();
+        assert_eq!(
+            proof.load().unwrap(),
+            certify_request::Proof::ServiceAccountToken("second".into())
+        );
+        std::fs::write(&path, " \n").unwrap();
+        let err = format!("{:#}", proof.load().unwrap_err());
+        assert!(err.contains("is empty") && err.contains("token"), "{err}");
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn renews_at_about_seventy_percent_of_the_lifetime_left() {

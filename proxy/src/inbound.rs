@@ -58,6 +58,8 @@ static PLAINTEXT_LABEL: std::sync::LazyLock<Arc<str>> =
 
 pub struct Inbound {
     service: Arc<str>,
+    /// The authority whose policy applies here (`--inbound-policy`).
+    policy_authority: Arc<str>,
     apps: AppPools,
     tls: Arc<TlsState>,
     metrics: Arc<Metrics>,
@@ -73,6 +75,9 @@ pub struct Inbound {
 /// What the inbound side is given.
 pub struct InboundSettings {
     pub service: String,
+    /// The authority to resolve for this proxy's inbound policy: the service (file mode)
+    /// or, in Kubernetes, the pod's IP, which the control plane maps to its Service.
+    pub policy_authority: String,
     pub app: SocketAddr,
     pub limits: ServerLimits,
     pub detect_timeout: Duration,
@@ -88,6 +93,7 @@ impl Inbound {
     ) -> Self {
         Self {
             service: settings.service.into(),
+            policy_authority: settings.policy_authority.into(),
             apps: AppPools::new(settings.app),
             tls,
             metrics,
@@ -107,7 +113,11 @@ impl Inbound {
 
     /// This service's authorization policy as the control plane last sent it.
     async fn policy(&self) -> Result<Arc<Service>, Response<ProxyBody>> {
-        match self.directory.resolve(&self.service, POLICY_WAIT).await {
+        match self
+            .directory
+            .resolve(&self.policy_authority, POLICY_WAIT)
+            .await
+        {
             Ok(Resolution::Found(service)) => Ok(service),
             Ok(Resolution::NotFound) => Err(proxy_response(
                 StatusCode::FORBIDDEN,

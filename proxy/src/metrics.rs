@@ -88,6 +88,16 @@ pub struct MirrorLabels {
     pub result: &'static str,
 }
 
+/// The peer label of an opaque stream or upgraded connection to an endpoint without an
+/// identity (a plaintext endpoint), as inbound labels a plaintext caller.
+pub static PLAINTEXT_PEER: std::sync::LazyLock<Arc<str>> =
+    std::sync::LazyLock::new(|| "plaintext".into());
+
+/// The peer label of an endpoint: its SPIFFE id, or [`PLAINTEXT_PEER`].
+pub fn peer_label(identity: Option<&seam_proto::SpiffeId>) -> Arc<str> {
+    identity.map_or_else(|| PLAINTEXT_PEER.clone(), seam_proto::SpiffeId::shared)
+}
+
 /// An opaque stream: its direction, service and peer identity.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OpaqueLabels {
@@ -187,6 +197,9 @@ pub struct Metrics {
     faults_injected: Family<FaultLabels, Counter>,
     mirror_requests: Family<MirrorLabels, Counter>,
     pub tap: crate::tap::TapMetrics,
+    /// What went to plaintext endpoints, for `/callers` (not a Prometheus family: the
+    /// request and stream families already carry `tls` and `peer`).
+    pub plaintext_callees: crate::outbound::PlaintextCallees,
 }
 
 impl Metrics {
@@ -398,6 +411,7 @@ impl Metrics {
             faults_injected,
             mirror_requests,
             tap,
+            plaintext_callees: crate::outbound::PlaintextCallees::default(),
         }
     }
 

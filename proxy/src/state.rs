@@ -27,16 +27,32 @@ pub mod authz;
 
 use authz::Authorization;
 
-/// An instance of a service: where to connect and who must answer there.
+/// An instance of a service: where to connect and who must answer there. No identity: the
+/// instance has no Seam proxy (a Kubernetes pod without a sidecar) and is sent plain HTTP
+/// or TCP, never mTLS.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct Endpoint {
     pub address: SocketAddr,
     #[serde(serialize_with = "serialize_id")]
-    pub identity: SpiffeId,
+    pub identity: Option<SpiffeId>,
 }
 
-fn serialize_id<S: serde::Serializer>(id: &SpiffeId, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.serialize_str(id.as_str())
+impl Endpoint {
+    /// Whether traffic to this endpoint goes without mTLS.
+    pub fn is_plaintext(&self) -> bool {
+        self.identity.is_none()
+    }
+}
+
+/// `/config` shows a plaintext endpoint's identity as `null`.
+fn serialize_id<S: serde::Serializer>(
+    id: &Option<SpiffeId>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => serializer.serialize_str(id.as_str()),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// A service as the control plane last described it.

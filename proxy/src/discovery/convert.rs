@@ -100,14 +100,27 @@ pub(super) fn endpoints_from_proto(
                 .address
                 .parse()
                 .map_err(|_| InvalidUpdate::Address(endpoint.address.clone()))?;
-            let identity: SpiffeId =
-                endpoint
-                    .identity
-                    .parse()
-                    .map_err(|err: seam_proto::SpiffeIdError| InvalidUpdate::Identity {
+            let identity = match (endpoint.plaintext, endpoint.identity.is_empty()) {
+                (true, true) => None,
+                (true, false) => {
+                    return Err(InvalidUpdate::Identity {
+                        address: endpoint.address,
+                        reason: "a plaintext endpoint must have no identity".into(),
+                    });
+                }
+                (false, true) => {
+                    return Err(InvalidUpdate::Identity {
+                        address: endpoint.address,
+                        reason: "empty, and the endpoint is not marked plaintext".into(),
+                    });
+                }
+                (false, false) => Some(endpoint.identity.parse::<SpiffeId>().map_err(
+                    |err: seam_proto::SpiffeIdError| InvalidUpdate::Identity {
                         address: endpoint.address.clone(),
                         reason: err.to_string(),
-                    })?;
+                    },
+                )?),
+            };
             Ok(Endpoint { address, identity })
         })
         .collect()

@@ -207,7 +207,7 @@ fn refuse_plaintext(inbound: &Inbound, peer: SocketAddr) {
 impl Inbound {
     async fn plaintext_allowed(&self) -> bool {
         matches!(
-            self.directory.resolve(&self.service, POLICY_WAIT).await,
+            self.directory.resolve(&self.policy_authority, POLICY_WAIT).await,
             Ok(Resolution::Found(service)) if service.authorization.allow_plaintext
         )
     }
@@ -215,7 +215,7 @@ impl Inbound {
     /// Whether this service declares `port` opaque (as the control plane last said).
     async fn is_opaque_port(&self, port: u16) -> bool {
         matches!(
-            self.directory.resolve(&self.service, POLICY_WAIT).await,
+            self.directory.resolve(&self.policy_authority, POLICY_WAIT).await,
             Ok(Resolution::Found(service)) if service.is_opaque_port(port)
         )
     }
@@ -230,7 +230,7 @@ where
 {
     let Ok(Resolution::Found(service)) = inbound
         .directory
-        .resolve(&inbound.service, POLICY_WAIT)
+        .resolve(&inbound.policy_authority, POLICY_WAIT)
         .await
     else {
         return;

@@ -1,7 +1,8 @@
 //! An opaque stream to a service of the mesh: to one of the service's endpoints (in turn,
 //! those the circuit breaker holds out last, the next one when a connect fails), over a
 //! new mTLS connection that must prove the SPIFFE id published for that endpoint and says
-//! ALPN `seam-tcp`; then the bytes are copied both ways. No bytes have gone anywhere
+//! ALPN `seam-tcp` (or plain TCP to an endpoint published without an identity); then the
+//! bytes are copied both ways. No bytes have gone anywhere
 //! before a connect succeeds, so trying the next endpoint is always safe.
 
 use std::net::SocketAddr;
@@ -51,10 +52,13 @@ impl Forwarder {
             match client.connect_opaque().await {
                 Ok(stream) => {
                     let _in_flight = self.state(endpoint.address).start();
+                    if endpoint.is_plaintext() {
+                        self.metrics.plaintext_callees.stream(&service.name);
+                    }
                     let flow = Flow {
                         direction: Direction::Outbound,
                         service: service.name.clone(),
-                        peer: endpoint.identity.shared(),
+                        peer: crate::metrics::peer_label(endpoint.identity.as_ref()),
                     };
                     copy(local, stream.into_inner(), &flow, &self.metrics).await;
                     return Forwarding::Copied {

@@ -34,7 +34,7 @@ pub fn request_with_body(method: &str, path: &str, body: Bytes) -> Request<Proxy
 pub fn endpoint(port: u16) -> Endpoint {
     Endpoint {
         address: SocketAddr::from(([127, 0, 0, 1], port)),
-        identity: seam_proto::SpiffeId::workload("seam.local", "default", "api").unwrap(),
+        identity: Some(seam_proto::SpiffeId::workload("seam.local", "default", "api").unwrap()),
     }
 }
 

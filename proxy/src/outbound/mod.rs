@@ -35,6 +35,7 @@ mod mirror;
 mod notes;
 mod peers;
 mod per_endpoint;
+mod plaintext;
 mod replay;
 mod retry;
 mod retry_after;
@@ -84,6 +85,7 @@ use route::RouteChoice;
 use target::ConnectionTarget;
 
 pub use peers::PeerClients;
+pub use plaintext::PlaintextCallees;
 
 use stack::{Attempt, Stack};
 
@@ -133,7 +135,11 @@ impl Outbound {
                 metrics.clone(),
             ))
             .layer(per_endpoint::layer(metrics.clone()))
-            .service(connect::service(peers.clone(), directory.clone()));
+            .service(connect::service(
+                peers.clone(),
+                directory.clone(),
+                metrics.clone(),
+            ));
         Self {
             unknown_service: "unknown".into(),
             mirrors: Mirrors::new(peers, directory.clone(), metrics.clone()),
@@ -192,7 +198,7 @@ impl Outbound {
                         let flow = Flow {
                             direction: Direction::Outbound,
                             service: labels.service.clone(),
-                            peer: upstream.identity.shared(),
+                            peer: crate::metrics::peer_label(upstream.identity.as_ref()),
                         };
                         upgrade.splice(&mut response, flow, self.metrics.clone());
                     }

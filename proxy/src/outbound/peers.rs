@@ -1,7 +1,10 @@
 //! Pooled mTLS connections to other proxies' inbound listeners, one pool per endpoint and
-//! HTTP version, and single connections for opaque streams. A connection dials the endpoint's address, speaks TLS 1.3 with our
-//! workload certificate, and accepts only the SPIFFE id the control plane published for
-//! that endpoint. Pools are keyed by endpoint and outlive config updates.
+//! HTTP version, and single connections for opaque streams. A connection dials the
+//! endpoint's address, speaks TLS 1.3 with our workload certificate, and accepts only the
+//! SPIFFE id the control plane published for that endpoint. An endpoint published without
+//! an identity (no Seam proxy there) gets the same pools over plain TCP: HTTP/1.1 as is,
+//! HTTP/2 with prior knowledge, opaque streams as raw bytes. Pools are keyed by endpoint
+//! and outlive config updates.
 
 use std::future::Future;
 use std::io;
@@ -66,7 +69,10 @@ impl PeerClient {
     fn new(tls: &Arc<TlsState>, endpoint: &Endpoint) -> Self {
         let connector = |alpn| PeerConnector {
             endpoint: endpoint.clone(),
-            tls: TlsConnector::from(tls.client_config(endpoint.identity.clone(), alpn)),
+            tls: endpoint
+                .identity
+                .as_ref()
+                .map(|identity| TlsConnector::from(tls.client_config(identity.clone(), alpn))),
         };
         let http1 = Http1Pool::new(connector(ALPN_HTTP11), POOL_IDLE_TIMEOUT);
         let http2 = Client::builder(TokioExecutor::new())
@@ -83,7 +89,8 @@ impl PeerClient {
         }
     }
 
-    /// A new mTLS connection to the endpoint for an opaque stream.
+    /// A new connection to the endpoint for an opaque stream (mTLS, or plain TCP to a
+    /// plaintext endpoint).
     pub fn connect_opaque(
         &self,
     ) -> impl Future<Output = io::Result<TokioIo<PeerStream>>> + Send + 'static {
@@ -152,7 +159,8 @@ impl PeerClients {
 #[derive(Clone)]
 pub struct PeerConnector {
     endpoint: Endpoint,
-    tls: TlsConnector,
+    /// None: the endpoint is plaintext.
+    tls: Option<TlsConnector>,
 }
 
 impl tower::Service<Uri> for PeerConnector {
@@ -191,64 +199,86 @@ impl PeerConnector {
                     )
                 })??;
             tcp.set_nodelay(true)?;
+            let Some(tls) = tls else {
+                return Ok(TokioIo::new(PeerStream::Plain(tcp)));
+            };
             let stream = tls
                 .connect(ServerName::IpAddress(address.ip().into()), tcp)
                 .await?;
-            Ok(TokioIo::new(PeerStream(stream)))
+            Ok(TokioIo::new(PeerStream::Tls(stream)))
         }
     }
 }
 
-/// An mTLS connection to a peer, telling hyper whether HTTP/2 was negotiated.
-pub struct PeerStream(TlsStream<TcpStream>);
+/// A connection to a peer: mTLS to another proxy, or plain TCP to an endpoint without
+/// one.
+// Boxing the TLS stream would cost an allocation per mTLS connection, the common case.
+#[allow(clippy::large_enum_variant)]
+pub enum PeerStream {
+    Tls(TlsStream<TcpStream>),
+    Plain(TcpStream),
+}
 
 impl Connection for PeerStream {
+    /// Tells hyper whether HTTP/2 was negotiated. A plain connection negotiates nothing:
+    /// the HTTP/2 pool speaks HTTP/2 on it with prior knowledge.
     fn connected(&self) -> Connected {
         let connected = Connected::new();
-        if self.0.get_ref().1.alpn_protocol() == Some(ALPN_H2) {
-            connected.negotiated_h2()
-        } else {
-            connected
+        match self {
+            Self::Tls(stream) if stream.get_ref().1.alpn_protocol() == Some(ALPN_H2) => {
+                connected.negotiated_h2()
+            }
+            _ => connected,
         }
     }
+}
+
+/// Calls the same method on whichever stream `$stream` is.
+macro_rules! either_stream {
+    ($stream:expr, $inner:ident => $call:expr) => {
+        match $stream {
+            PeerStream::Tls($inner) => $call,
+            PeerStream::Plain($inner) => $call,
+        }
+    };
 }
 
 impl AsyncRead for PeerStream {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        either_stream!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
 impl AsyncWrite for PeerStream {
     fn poll_write(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        either_stream!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        either_stream!(self.get_mut(), s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        either_stream!(self, s => s.is_write_vectored())
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        either_stream!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
     }
 
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        either_stream!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
     }
 }

@@ -3,7 +3,7 @@ use super::*;
 fn endpoint(port: u16, service: &str) -> Endpoint {
     Endpoint {
         address: SocketAddr::from(([127, 0, 0, 1], port)),
-        identity: SpiffeId::workload("seam.local", "default", service).unwrap(),
+        identity: Some(SpiffeId::workload("seam.local", "default", service).unwrap()),
     }
 }
 

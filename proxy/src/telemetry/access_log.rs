@@ -56,6 +56,9 @@ pub struct Entry<'a> {
     pub duration_seconds: f64,
     pub upstream: Option<String>,
     pub peer_identity: Option<&'a str>,
+    /// Whether the request came (inbound) or went (outbound) over mTLS: false for a
+    /// plaintext caller, a plaintext endpoint, or a request that never left.
+    pub tls: bool,
     pub retries: u32,
 }
 

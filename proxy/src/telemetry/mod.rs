@@ -62,7 +62,8 @@ pub enum TelemetryError {
 #[derive(Clone, Debug)]
 pub struct Upstream {
     pub endpoint: SocketAddr,
-    pub identity: SpiffeId,
+    /// None: a plaintext endpoint (no Seam proxy there).
+    pub identity: Option<SpiffeId>,
 }
 
 /// What the proxy knows about one request between `begin` and `finish`.
@@ -312,7 +313,11 @@ impl Telemetry {
         let elapsed = call.started.elapsed();
         let peer = match call.direction {
             Direction::Inbound => call.caller.as_ref(),
-            Direction::Outbound => done.handled.upstream.as_ref().map(|up| &up.identity),
+            Direction::Outbound => done
+                .handled
+                .upstream
+                .as_ref()
+                .and_then(|up| up.identity.as_ref()),
         }
         .map(SpiffeId::shared);
         self.metrics.record_request(&RequestRecord {
@@ -355,6 +360,7 @@ impl Telemetry {
                     .as_ref()
                     .map(|up| up.endpoint.to_string()),
                 peer_identity: peer.as_deref(),
+                tls: peer.is_some(),
                 retries: done.handled.retries,
             });
         }
@@ -445,7 +451,7 @@ fn event_head(call: &Call, done: &Done) -> EventHead {
     let upstream = done.handled.upstream.as_ref();
     let peer = match call.direction {
         Direction::Inbound => call.caller.clone(),
-        Direction::Outbound => upstream.map(|up| up.identity.clone()),
+        Direction::Outbound => upstream.and_then(|up| up.identity.clone()),
     };
     EventHead {
         direction: call.direction,

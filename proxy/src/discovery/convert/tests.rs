@@ -251,3 +251,39 @@ fn reads_rate_limits_and_refuses_empty_rules() {
         assert!(err.to_string().contains("rate_limit"), "{bad:?}: {err}");
     }
 }
+
+#[test]
+fn a_plaintext_endpoint_has_no_identity_and_only_it() {
+    let endpoint = |identity: &str, plaintext| v1::Endpoint {
+        address: "10.0.0.7:8080".into(),
+        identity: identity.into(),
+        plaintext,
+    };
+    let with = |endpoints| {
+        let mut update = update(vec![]);
+        if let Some(service_update::State::Service(service)) = &mut update.state {
+            service.endpoints = endpoints;
+        }
+        update_from_proto(update)
+    };
+    match with(vec![endpoint("", true)]).unwrap() {
+        Resolution::Found(service) => {
+            assert_eq!(service.endpoints[0].identity, None);
+            assert!(service.endpoints[0].is_plaintext());
+        }
+        other => panic!("{other:?}"),
+    }
+    let api = "spiffe://seam.local/ns/default/sa/api";
+    let cases = [
+        (
+            endpoint(api, true),
+            "10.0.0.7:8080",
+            "must have no identity",
+        ),
+        (endpoint("", false), "10.0.0.7:8080", "not marked plaintext"),
+    ];
+    for (bad, address, reason) in cases {
+        let err = with(vec![bad]).unwrap_err().to_string();
+        assert!(err.contains(address) && err.contains(reason), "{err}");
+    }
+}
