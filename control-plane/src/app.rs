@@ -18,7 +18,7 @@ use crate::config::{Args, SourceKind};
 use crate::dashboard::Dashboard;
 use crate::discovery::DiscoveryService;
 use crate::dns;
-use crate::identity::IdentityService;
+use crate::identity::{IdentityService, Proofs};
 use crate::kubernetes;
 use crate::launch::print_listening_line;
 use crate::metrics::Metrics;
@@ -79,6 +79,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         model: source.subscribe(),
         certificate_lifetime: args.cert_ttl,
         metrics: metrics.clone(),
+        proofs: Proofs::JoinTokens,
     };
     let discovery = DiscoveryService {
         model: source.subscribe(),

@@ -25,3 +25,6 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
     kube::Client::try_from(config).context("cannot build a Kubernetes client")
 }
 
+#[cfg(test)]
+pub(crate) mod api_mock;
+pub mod token_review;
