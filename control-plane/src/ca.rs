@@ -1,11 +1,15 @@
-//! The mesh's certificate authority: loads its roots from the state directory or creates
-//! one on first start (key files mode 0600), and signs short-lived workload certificates
+//! The mesh's certificate authority: loads its roots from the state directory (or, in
+//! Kubernetes, a Secret: see `store::CaStore`) or creates one on first start (key files
+//! mode 0600), and signs short-lived workload certificates
 //! whose only name is a SPIFFE id, directly with the signing root. The trust bundle may
 //! hold several roots: a rotation introduces a new root (trusted, not signing), promotes
 //! it (signing, the old one still trusted) and retires the old one; `rotation` decides
 //! when each step is safe, this module only performs them.
 
 pub(crate) mod store;
+
+use store::DirectoryStore;
+pub use store::{CaState, CaStore};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,7 +44,7 @@ pub enum CaError {
     #[error("the CA in {path} is unusable: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error(
-        "the CA in {dir} is for trust domain {found:?}, not {wanted:?}; use another --state-dir or --trust-domain {found}"
+        "the CA in {dir} is for trust domain {found:?}, not {wanted:?}; use another --state-dir (or --ca-secret) or --trust-domain {found}"
     )]
     TrustDomainMismatch {
         dir: PathBuf,
@@ -67,7 +71,8 @@ pub struct IssuedCertificate {
 
 pub struct CertificateAuthority {
     trust_domain: String,
-    state_dir: PathBuf,
+    /// Where the state is kept; every change is saved there before it takes effect.
+    store: Box<dyn CaStore>,
     roots: ArcSwap<Roots>,
     /// Bumped whenever the trust bundle or the signing root changes.
     changes: watch::Sender<u64>,
@@ -82,6 +87,16 @@ struct Roots {
     bundle: Vec<CertificateDer<'static>>,
     /// An introduced root that does not sign yet, with its key.
     next: Option<(CertificateDer<'static>, KeyPair)>,
+}
+
+impl Roots {
+    fn state(&self) -> CaState {
+        CaState {
+            bundle_pem: store::bundle_pem(&self.bundle),
+            key_pem: self.issuer.key().serialize_pem(),
+            next_key_pem: self.next.as_ref().map(|(_, key)| key.serialize_pem()),
+        }
+    }
 }
 
 /// Where a root rotation stands.
@@ -99,33 +114,50 @@ pub enum RotationPhase {
 impl CertificateAuthority {
     /// Loads the CA from `state_dir`, or creates it when the directory holds none.
     pub fn load_or_create(state_dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
+        let store = DirectoryStore {
+            dir: state_dir.to_owned(),
+        };
         if !store::exists(state_dir)? {
             store::create_dir(state_dir)?;
-            let (cert, key) = new_root(state_dir, trust_domain)?;
-            // The key first: a crash in between leaves "only ca.key", which is refused.
-            store::write_key(state_dir, store::KEY_FILE, &key)?;
-            store::write_bundle(state_dir, std::slice::from_ref(&cert))?;
+            store.save(&Self::new_state(trust_domain)?)?;
             tracing::info!(path = %state_dir.join(store::BUNDLE_FILE).display(), trust_domain, "created the mesh root CA");
         }
-        let ca = Self::load(state_dir, trust_domain)?;
+        let state = store::read(state_dir)?;
+        let ca = Self::from_state(&state, trust_domain, Box::new(store))?;
         tracing::info!(path = %state_dir.join(store::BUNDLE_FILE).display(), trust_domain, phase = ?ca.phase(), roots = ca.trust_bundle().len(), "loaded the mesh root CA");
         Ok(ca)
     }
 
-    fn load(state_dir: &Path, trust_domain: &str) -> Result<Self, CaError> {
-        let bundle_path = state_dir.join(store::BUNDLE_FILE);
+    /// The state of a new CA for `trust_domain`: one root, signing.
+    pub fn new_state(trust_domain: &str) -> Result<CaState, CaError> {
+        let (cert, key) = new_root(trust_domain)?;
+        Ok(CaState {
+            bundle_pem: store::bundle_pem(std::slice::from_ref(&cert)),
+            key_pem: key.serialize_pem(),
+            next_key_pem: None,
+        })
+    }
+
+    /// The CA that `state` describes, saving its later changes to `store`.
+    pub fn from_state(
+        state: &CaState,
+        trust_domain: &str,
+        store: Box<dyn CaStore>,
+    ) -> Result<Self, CaError> {
+        let location = store.location();
+        let bundle_path = location.join(store::BUNDLE_FILE);
         let invalid = |path: &Path, reason: String| CaError::Invalid {
             path: path.to_owned(),
             reason,
         };
-        let stored = store::read(state_dir)?;
+        let stored = store::parse(state, &location)?;
         let mut bundle = stored.bundle;
         for root in &bundle {
             let found = SpiffeId::from_certificate_der(root)
                 .map_err(|err| invalid(&bundle_path, err.to_string()))?;
             if found.trust_domain() != trust_domain {
                 return Err(CaError::TrustDomainMismatch {
-                    dir: state_dir.to_owned(),
+                    dir: location.clone(),
                     found: found.trust_domain().to_owned(),
                     wanted: trust_domain.to_owned(),
                 });
@@ -133,22 +165,23 @@ impl CertificateAuthority {
         }
         let signing = store::find_certificate(&bundle, &stored.signing_key).ok_or_else(|| {
             invalid(
-                &state_dir.join(store::KEY_FILE),
+                &location.join(store::KEY_FILE),
                 "matches no certificate in ca.pem".into(),
             )
         })?;
         bundle.swap(0, signing);
+        let mut finished_promotion = false;
         let next = match stored.next_key {
             None => None,
             // A promotion that stopped after replacing ca.key: it is done.
             Some(key) if store::find_certificate(&bundle[..1], &key).is_some() => {
-                store::remove(state_dir, store::NEXT_KEY_FILE)?;
+                finished_promotion = true;
                 None
             }
             Some(key) => {
                 let index = store::find_certificate(&bundle, &key).ok_or_else(|| {
                     invalid(
-                        &state_dir.join(store::NEXT_KEY_FILE),
+                        &location.join(store::NEXT_KEY_FILE),
                         "matches no certificate in ca.pem; remove it to abandon the rotation"
                             .into(),
                     )
@@ -158,17 +191,26 @@ impl CertificateAuthority {
         };
         let issuer = Issuer::from_ca_cert_der(&bundle[0], stored.signing_key)
             .map_err(|err| invalid(&bundle_path, err.to_string()))?;
+        let roots = Roots {
+            issuer,
+            bundle,
+            next,
+        };
+        if finished_promotion {
+            store.save(&roots.state())?;
+        }
         Ok(Self {
             trust_domain: trust_domain.to_owned(),
-            state_dir: state_dir.to_owned(),
-            roots: ArcSwap::from_pointee(Roots {
-                issuer,
-                bundle,
-                next,
-            }),
+            store,
+            roots: ArcSwap::from_pointee(roots),
             changes: watch::Sender::new(0),
             rotating: Mutex::new(()),
         })
+    }
+
+    /// The CA's state as its store keeps it.
+    pub fn state(&self) -> CaState {
+        self.roots.load().state()
     }
 
     /// Where a root rotation stands now.
@@ -194,17 +236,15 @@ impl CertificateAuthority {
             return Err(CaError::RotationInProgress(self.phase()));
         }
         let current = self.roots.load();
-        let (cert, key) = new_root(&self.state_dir, &self.trust_domain)?;
+        let (cert, key) = new_root(&self.trust_domain)?;
         let mut bundle = current.bundle.clone();
         bundle.push(cert.clone());
-        store::write_key(&self.state_dir, store::NEXT_KEY_FILE, &key)?;
-        store::write_bundle(&self.state_dir, &bundle)?;
         let issuer = Issuer::from_ca_cert_der(&bundle[0], clone_key(current.issuer.key())?)?;
-        self.publish(Roots {
+        self.save_and_publish(Roots {
             issuer,
             bundle,
             next: Some((cert, key)),
-        });
+        })?;
         tracing::info!("root rotation: introduced a new root; the current root still signs");
         Ok(())
     }
@@ -218,15 +258,12 @@ impl CertificateAuthority {
         };
         let mut bundle = vec![cert.clone()];
         bundle.extend(current.bundle.iter().filter(|root| *root != cert).cloned());
-        store::write_key(&self.state_dir, store::KEY_FILE, key)?;
-        store::write_bundle(&self.state_dir, &bundle)?;
-        store::remove(&self.state_dir, store::NEXT_KEY_FILE)?;
         let issuer = Issuer::from_ca_cert_der(cert, clone_key(key)?)?;
-        self.publish(Roots {
+        self.save_and_publish(Roots {
             issuer,
             bundle,
             next: None,
-        });
+        })?;
         tracing::info!("root rotation: the new root signs now; the old root is still trusted");
         Ok(())
     }
@@ -239,20 +276,22 @@ impl CertificateAuthority {
         }
         let current = self.roots.load();
         let bundle = vec![current.bundle[0].clone()];
-        store::write_bundle(&self.state_dir, &bundle)?;
         let issuer = Issuer::from_ca_cert_der(&bundle[0], clone_key(current.issuer.key())?)?;
-        self.publish(Roots {
+        self.save_and_publish(Roots {
             issuer,
             bundle,
             next: None,
-        });
+        })?;
         tracing::info!("root rotation: retired the old root");
         Ok(())
     }
 
-    fn publish(&self, roots: Roots) {
+    /// Saves `roots` to the store, then puts them in force.
+    fn save_and_publish(&self, roots: Roots) -> Result<(), CaError> {
+        self.store.save(&roots.state())?;
         self.roots.store(Arc::new(roots));
         self.changes.send_modify(|generation| *generation += 1);
+        Ok(())
     }
 
     pub fn trust_domain(&self) -> &str {
@@ -335,10 +374,7 @@ impl CertificateAuthority {
 }
 
 /// Makes a new self-signed root for `trust_domain`.
-fn new_root(
-    state_dir: &Path,
-    trust_domain: &str,
-) -> Result<(CertificateDer<'static>, KeyPair), CaError> {
+fn new_root(trust_domain: &str) -> Result<(CertificateDer<'static>, KeyPair), CaError> {
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::default();
     let now = SystemTime::now();
@@ -352,7 +388,7 @@ fn new_root(
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    params.subject_alt_names = vec![uri_san(&trust_domain_id(state_dir, trust_domain)?)?];
+    params.subject_alt_names = vec![uri_san(&trust_domain_id(trust_domain)?)?];
     params.not_before = (now - CLOCK_SKEW_ALLOWANCE).into();
     params.not_after = (now + ROOT_LIFETIME).into();
     params.serial_number = Some(random_serial());
@@ -365,9 +401,9 @@ fn clone_key(key: &KeyPair) -> Result<KeyPair, CaError> {
     Ok(KeyPair::try_from(key.serialized_der())?)
 }
 
-fn trust_domain_id(state_dir: &Path, trust_domain: &str) -> Result<SpiffeId, CaError> {
+fn trust_domain_id(trust_domain: &str) -> Result<SpiffeId, CaError> {
     SpiffeId::trust_domain_id(trust_domain).map_err(|err| CaError::Invalid {
-        path: state_dir.to_owned(),
+        path: PathBuf::from("--trust-domain"),
         reason: err.to_string(),
     })
 }

@@ -8,7 +8,9 @@
 //!   introduced but does not sign yet, mode 0600.
 //!
 //! Which certificate signs is decided by matching keys, not by order, and every file is
-//! replaced by writing a temporary file and renaming it over the old one.
+//! replaced by writing a temporary file and renaming it over the old one. `CaStore` is
+//! the seam between the CA and where its state lives: this directory, or in Kubernetes
+//! a Secret holding the same bytes (`kubernetes::ca_secret`).
 
 use std::fs;
 use std::io::Write;
@@ -28,7 +30,68 @@ pub const NEXT_KEY_FILE: &str = "ca-next.key";
 /// The mode of every file in the state directory.
 const PRIVATE: u32 = 0o600;
 
-/// What the state directory holds.
+/// The CA's state as the bytes the state directory's files hold; a Kubernetes Secret
+/// holds the same bytes under the same names.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaState {
+    /// `ca.pem`: every trusted root, PEM.
+    pub bundle_pem: String,
+    /// `ca.key`: the signing root's key, PEM.
+    pub key_pem: String,
+    /// `ca-next.key`: the key of an introduced, not yet signing root, PEM.
+    pub next_key_pem: Option<String>,
+}
+
+/// Key material stays out of logs and panics.
+impl std::fmt::Debug for CaState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaState")
+            .field("bundle_pem", &self.bundle_pem)
+            .field("key_pem", &"<redacted>")
+            .field(
+                "next_key_pem",
+                &self.next_key_pem.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Where the CA's state is kept: the state directory, or (Kubernetes) a Secret.
+pub trait CaStore: Send + Sync {
+    /// Keeps `state`, the whole CA after a change. A store may finish in the background,
+    /// as long as it ends with the latest state it was given.
+    fn save(&self, state: &CaState) -> Result<(), CaError>;
+    /// Names the store in errors, e.g. the directory's path.
+    fn location(&self) -> PathBuf;
+}
+
+/// The state directory of `--source file`.
+pub struct DirectoryStore {
+    pub dir: PathBuf,
+}
+
+impl CaStore for DirectoryStore {
+    /// The key files first: a crash midway leaves keys that match no certificate in
+    /// `ca.pem` yet (refused or recovered at load), never a bundle without its key.
+    fn save(&self, state: &CaState) -> Result<(), CaError> {
+        write_key(&self.dir, KEY_FILE, &state.key_pem)?;
+        match &state.next_key_pem {
+            Some(next) => write_key(&self.dir, NEXT_KEY_FILE, next)?,
+            None => remove(&self.dir, NEXT_KEY_FILE)?,
+        }
+        replace(
+            &self.dir.join(BUNDLE_FILE),
+            state.bundle_pem.as_bytes(),
+            PRIVATE,
+        )
+    }
+
+    fn location(&self) -> PathBuf {
+        self.dir.clone()
+    }
+}
+
+/// What a `CaState` holds, parsed.
 pub struct Stored {
     pub bundle: Vec<CertificateDer<'static>>,
     pub signing_key: KeyPair,
@@ -74,31 +137,49 @@ pub fn create_dir(state_dir: &Path) -> Result<(), CaError> {
         .map_err(io("restrict", state_dir))
 }
 
-pub fn read(state_dir: &Path) -> Result<Stored, CaError> {
+pub fn read(state_dir: &Path) -> Result<CaState, CaError> {
     let bundle_path = state_dir.join(BUNDLE_FILE);
-    let bundle: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&bundle_path)
-        .map_err(|err| invalid(&bundle_path, err.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|err| invalid(&bundle_path, err.to_string()))?;
-    if bundle.is_empty() {
-        return Err(invalid(&bundle_path, "holds no certificate".into()));
-    }
-    let signing_key = read_key(&state_dir.join(KEY_FILE))?;
+    let bundle_pem = fs::read_to_string(&bundle_path).map_err(io("read", &bundle_path))?;
+    let key_pem = read_key(&state_dir.join(KEY_FILE))?;
     let next_path = state_dir.join(NEXT_KEY_FILE);
-    let next_key = if next_path.exists() {
+    let next_key_pem = if next_path.exists() {
         Some(read_key(&next_path)?)
     } else {
         None
     };
+    Ok(CaState {
+        bundle_pem,
+        key_pem,
+        next_key_pem,
+    })
+}
+
+/// Parses a state kept at `location` (errors name its files there).
+pub fn parse(state: &CaState, location: &Path) -> Result<Stored, CaError> {
+    let bundle_path = location.join(BUNDLE_FILE);
+    let bundle: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(state.bundle_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|err| invalid(&bundle_path, err.to_string()))?;
+    if bundle.is_empty() {
+        return Err(invalid(&bundle_path, "holds no certificate".into()));
+    }
+    let key = |pem: &str, name: &str| {
+        KeyPair::from_pem(pem).map_err(|err| invalid(&location.join(name), err.to_string()))
+    };
     Ok(Stored {
         bundle,
-        signing_key,
-        next_key,
+        signing_key: key(&state.key_pem, KEY_FILE)?,
+        next_key: state
+            .next_key_pem
+            .as_deref()
+            .map(|pem| key(pem, NEXT_KEY_FILE))
+            .transpose()?,
     })
 }
 
 /// Reads a key file, refusing one that others may read.
-fn read_key(path: &Path) -> Result<KeyPair, CaError> {
+fn read_key(path: &Path) -> Result<String, CaError> {
     let mode = fs::metadata(path)
         .map_err(io("inspect", path))?
         .permissions()
@@ -112,8 +193,7 @@ fn read_key(path: &Path) -> Result<KeyPair, CaError> {
             ),
         ));
     }
-    let pem = fs::read_to_string(path).map_err(io("read", path))?;
-    KeyPair::from_pem(&pem).map_err(|err| invalid(path, err.to_string()))
+    fs::read_to_string(path).map_err(io("read", path))
 }
 
 /// The index in `bundle` of the certificate whose public key is `key`'s.
@@ -125,35 +205,22 @@ pub fn find_certificate(bundle: &[CertificateDer<'_>], key: &KeyPair) -> Option<
     })
 }
 
-/// Replaces `ca.pem` with `bundle`.
-pub fn write_bundle(state_dir: &Path, bundle: &[CertificateDer<'_>]) -> Result<(), CaError> {
-    replace(
-        &state_dir.join(BUNDLE_FILE),
-        bundle_pem(bundle).as_bytes(),
-        PRIVATE,
-    )
-}
-
 /// Replaces `path` with `bundle`, readable by all: certificates only, for proxies that
 /// must not see the state directory (`--publish-trust-bundle`).
 pub fn write_public_bundle(path: &Path, bundle: &[CertificateDer<'_>]) -> Result<(), CaError> {
     replace(path, bundle_pem(bundle).as_bytes(), 0o644)
 }
 
-/// Replaces the key file `name` with `key`; the file is mode 0600 from its first byte.
-pub fn write_key(state_dir: &Path, name: &str, key: &KeyPair) -> Result<(), CaError> {
-    replace(
-        &state_dir.join(name),
-        key.serialize_pem().as_bytes(),
-        PRIVATE,
-    )
+/// Replaces the key file `name` with `key_pem`; the file is mode 0600 from its first byte.
+fn write_key(state_dir: &Path, name: &str, key_pem: &str) -> Result<(), CaError> {
+    replace(&state_dir.join(name), key_pem.as_bytes(), PRIVATE)
 }
 
-fn bundle_pem(bundle: &[CertificateDer<'_>]) -> String {
+pub fn bundle_pem(bundle: &[CertificateDer<'_>]) -> String {
     bundle.iter().map(|cert| pem_of(cert)).collect()
 }
 
-pub fn remove(state_dir: &Path, name: &str) -> Result<(), CaError> {
+fn remove(state_dir: &Path, name: &str) -> Result<(), CaError> {
     let path = state_dir.join(name);
     match fs::remove_file(&path) {
         Ok(()) => Ok(()),
