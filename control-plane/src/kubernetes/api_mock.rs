@@ -82,4 +82,12 @@ impl Call {
             }),
         );
     }
+
+    /// Answers with the request's own object, as a create or replace does, with
+    /// `resource_version` set.
+    pub fn echo(self, status: u16, resource_version: &str) {
+        let mut object = self.body.clone();
+        object["metadata"]["resourceVersion"] = json!(resource_version);
+        self.reply(status, &object);
+    }
 }

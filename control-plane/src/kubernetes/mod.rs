@@ -27,4 +27,5 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
 
 #[cfg(test)]
 pub(crate) mod api_mock;
+pub mod ca_secret;
 pub mod token_review;
