@@ -90,4 +90,14 @@ impl Call {
         object["metadata"]["resourceVersion"] = json!(resource_version);
         self.reply(status, &object);
     }
+
+    /// Answers with `status` and a raw body, e.g. the lines of a watch.
+    pub fn respond_raw(self, status: u16, body: String) {
+        let response = Response::builder()
+            .status(StatusCode::from_u16(status).expect("a valid status"))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.into_bytes()))
+            .expect("a valid response");
+        self.respond.send_response(response);
+    }
 }

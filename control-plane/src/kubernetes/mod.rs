@@ -29,3 +29,4 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
 pub(crate) mod api_mock;
 pub mod ca_secret;
 pub mod token_review;
+pub mod trust_configmaps;
