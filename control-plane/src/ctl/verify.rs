@@ -1,8 +1,10 @@
 //! `seamctl verify`: is mTLS actually on? For every caller → callee pair that carried
 //! traffic, from the callee proxies' own counts (`/callers`): whether it came over mTLS
 //! and with which identities on each side, how many requests were let through and how many
-//! the allow list refused. Any plaintext edge is flagged, and `--require-mtls` turns that
-//! into a non-zero exit for CI.
+//! the allow list refused. A callee without a Seam proxy (a Kubernetes pod with no
+//! sidecar, published as a plaintext endpoint) counts nothing itself, so its edges come
+//! from the callers' side (`plaintext_callees` in their `/callers`). Any plaintext edge is
+//! flagged, and `--require-mtls` turns that into a non-zero exit for CI.
 
 use anyhow::bail;
 
@@ -93,9 +95,27 @@ pub fn render(proxies: &[ProxyAnswer]) -> Report {
                 caller["denied"].as_u64().unwrap_or(0).to_string(),
             ]);
         }
+        for callee in callers["plaintext_callees"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            plaintext_edges += 1;
+            let sent =
+                callee["requests"].as_u64().unwrap_or(0) + callee["streams"].as_u64().unwrap_or(0);
+            rows.push(vec![
+                proxy.service.clone(),
+                callee["service"].as_str().unwrap_or("-").to_owned(),
+                "PLAINTEXT".to_owned(),
+                callee_id.clone(),
+                "(no proxy)".to_owned(),
+                sent.to_string(),
+                "-".to_owned(),
+            ]);
+        }
     }
     let mut text = if rows.len() == 1 {
-        "no inbound traffic counted yet\n".to_owned()
+        "no traffic counted yet\n".to_owned()
     } else {
         fleet::table(&rows)
     };
@@ -110,5 +130,66 @@ pub fn render(proxies: &[ProxyAnswer]) -> Report {
         text,
         mtls_edges,
         plaintext_edges,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctl::status::ProxyStatus;
+    use serde_json::json;
+
+    fn proxy(service: &str, callers: serde_json::Value) -> ProxyAnswer {
+        ProxyAnswer {
+            proxy: ProxyStatus {
+                service: service.into(),
+                spiffe_id: None,
+                admin_addr: None,
+                subscriptions: vec![],
+                nacks_total: 0,
+            },
+            answer: Ok(callers),
+        }
+    }
+
+    #[test]
+    fn a_callee_without_a_proxy_is_a_plaintext_edge_seen_from_its_caller() {
+        let web = "spiffe://seam.local/ns/shop/sa/web";
+        let proxies = [
+            proxy(
+                "web.shop",
+                json!({
+                    "spiffe_id": web,
+                    "callers": [],
+                    "plaintext_callees": [
+                        {"service": "legacy.shop", "requests": 3, "streams": 1}
+                    ],
+                }),
+            ),
+            proxy(
+                "api.shop",
+                json!({
+                    "spiffe_id": "spiffe://seam.local/ns/shop/sa/api",
+                    "callers": [
+                        {"caller": web, "transport": "mtls", "allowed": 5, "denied": 0}
+                    ],
+                }),
+            ),
+        ];
+        let report = render(&proxies);
+        assert_eq!((report.mtls_edges, report.plaintext_edges), (1, 1));
+        let edge = report
+            .text
+            .lines()
+            .find(|line| line.contains("legacy.shop"))
+            .expect(&report.text);
+        for cell in ["web.shop", "PLAINTEXT", web, "(no proxy)", "4"] {
+            assert!(edge.contains(cell), "{cell} missing from {edge:?}");
+        }
+        assert!(
+            report
+                .text
+                .contains("WARN 1 of 2 edge(s) carried plaintext")
+        );
     }
 }
