@@ -20,6 +20,7 @@ pub struct Call {
     pub path: String,
     /// The request body as JSON (`Null` when empty).
     pub body: Value,
+    pub content_type: Option<String>,
     respond: SendResponse<Response<Body>>,
 }
 
@@ -51,6 +52,11 @@ impl ApiMock {
                 .path_and_query()
                 .map_or_else(String::new, ToString::to_string),
             body,
+            content_type: parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned),
             respond,
         }
     }

@@ -30,3 +30,4 @@ pub(crate) mod api_mock;
 pub mod ca_secret;
 pub mod token_review;
 pub mod trust_configmaps;
+pub mod webhook_ca;
