@@ -16,6 +16,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::kubernetes::naming;
 use crate::metrics::Metrics;
 use crate::model::{
     AbortAnswer, Authorization, Endpoint, Fault, LoadBalancer, MeshModel, MilliRate, PathMatch,
@@ -161,6 +162,12 @@ impl Session {
         }
     }
 
+    /// The proxy's namespace, from its workload identity: Kubernetes names without one
+    /// are relative to it.
+    fn namespace(&self) -> Option<&str> {
+        naming::namespace_of(self.peer.path())
+    }
+
     async fn subscribe(&mut self, authority: String) -> Next {
         if authority.is_empty() || authority.len() > MAX_AUTHORITY_LEN {
             return self
@@ -179,7 +186,7 @@ impl Session {
                 .await;
         }
         let model = self.model.borrow().clone();
-        let resolution = model.resolve(&authority);
+        let resolution = model.resolve_for(&authority, self.namespace());
         self.entry.subscribed(&authority);
         let next = self.send(&authority, model.version, &resolution).await;
         self.subscriptions.insert(authority, resolution);
@@ -190,8 +197,9 @@ impl Session {
         let started = std::time::Instant::now();
         let model = self.model.borrow_and_update().clone();
         let mut changed = Vec::new();
+        let namespace = naming::namespace_of(self.peer.path());
         for (authority, sent) in &mut self.subscriptions {
-            let resolution = model.resolve(authority);
+            let resolution = model.resolve_for(authority, namespace);
             if resolution != *sent {
                 *sent = resolution.clone();
                 changed.push((authority.clone(), resolution));

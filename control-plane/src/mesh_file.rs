@@ -8,6 +8,7 @@
 //! rebuilt whenever a name's addresses change.
 
 mod addressing;
+mod block;
 mod policy;
 mod rate_limit;
 mod traffic;
@@ -19,6 +20,8 @@ use std::path::{Path, PathBuf};
 use seam_proto::SpiffeId;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
+
+pub use block::{BlockScope, PolicyBlock, parse_policy_block};
 
 use crate::model::{
     Authorization, DnsName, Endpoint, FILE_NAMESPACE, JoinToken, MeshModel, Policy, Resolutions,

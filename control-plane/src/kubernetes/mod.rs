@@ -31,3 +31,6 @@ pub mod ca_secret;
 pub mod token_review;
 pub mod trust_configmaps;
 pub mod webhook_ca;
+pub mod mapping;
+pub mod naming;
+pub mod objects;

@@ -188,6 +188,19 @@ impl AddressIndex {
     /// Indexes the addresses of `services`, refusing any that would name two things, a
     /// virtual address that goes nowhere, and more than [`MAX_ADDRESSES`] in all.
     pub fn build(services: &BTreeMap<String, ServiceModel>) -> Result<Self, AddressError> {
+        let (index, shared) = Self::build_sharing(services, false)?;
+        debug_assert!(shared.is_empty());
+        Ok(index)
+    }
+
+    /// [`build`](Self::build), except that when `share_instances` is set an instance
+    /// address two services claim (two Kubernetes Services selecting the same pods) stays
+    /// the first's (services in name order) and the second claim is returned instead of
+    /// refusing the mesh; every other refusal stands.
+    pub fn build_sharing(
+        services: &BTreeMap<String, ServiceModel>,
+        share_instances: bool,
+    ) -> Result<(Self, Vec<AddressError>), AddressError> {
         let mut count = 0_usize;
         for service in services.values() {
             let ips = service.instance_ips().len();
@@ -205,6 +218,7 @@ impl AddressIndex {
             }
         }
         let mut index = HashMap::with_capacity(count);
+        let mut shared = Vec::new();
         for service in services.values() {
             let name: Arc<str> = Arc::from(service.name.as_str());
             let instance_ports = service.instance_ports();
@@ -213,7 +227,23 @@ impl AddressIndex {
                     let named = Named::Instance {
                         service: name.clone(),
                     };
-                    claim(&mut index, SocketAddr::new(ip, port), named)?;
+                    match claim(&mut index, SocketAddr::new(ip, port), named) {
+                        Err(AddressError::Claimed {
+                            address,
+                            first,
+                            second,
+                        }) if share_instances
+                            && first.kind == AddressKind::Instance
+                            && first.service != second.service =>
+                        {
+                            shared.push(AddressError::Claimed {
+                                address,
+                                first,
+                                second,
+                            });
+                        }
+                        other => other?,
+                    }
                 }
             }
             for &address in &service.addresses {
@@ -233,7 +263,7 @@ impl AddressIndex {
                 claim(&mut index, address, named)?;
             }
         }
-        Ok(Self(index))
+        Ok((Self(index), shared))
     }
 
     /// What `address` names, if anything.

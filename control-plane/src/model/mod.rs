@@ -11,7 +11,8 @@ mod traffic;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use seam_proto::SpiffeId;
 use subtle::ConstantTimeEq;
@@ -39,6 +40,20 @@ pub struct MeshModel {
     services: BTreeMap<String, ServiceModel>,
     /// Built from `services` once, by [`MeshModel::new`].
     addresses: AddressIndex,
+    /// Kubernetes mode only: how names resolve relative to the caller's namespace.
+    /// `None`: names are the mesh file's, resolved as written.
+    cluster: Option<Arc<ClusterNaming>>,
+}
+
+/// What resolving Kubernetes names needs beyond the services (see `resolve`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterNaming {
+    /// The cluster's DNS domain (`cluster.local`), as in `web.shop.svc.cluster.local`.
+    pub cluster_domain: String,
+    /// Each pod IP a Service's EndpointSlices list (ready or not) and the first such
+    /// Service by `NAME.NAMESPACE`: a bare pod IP resolves to it (the inbound policy of
+    /// that pod's proxy).
+    pub pod_ips: BTreeMap<IpAddr, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,16 +155,24 @@ pub struct ResolvedBackend {
 
 /// A service's join token. Never printed; compared in constant time.
 #[derive(Clone, PartialEq, Eq)]
-pub struct JoinToken(String);
+pub struct JoinToken(Option<String>);
 
 impl JoinToken {
     pub fn new(token: String) -> Self {
-        Self(token)
+        Self(Some(token))
+    }
+
+    /// No join token: a Kubernetes Service, whose pods prove their ServiceAccount instead.
+    /// Matches nothing.
+    pub fn none() -> Self {
+        Self(None)
     }
 
     /// Whether `presented` is this token, in time independent of where they differ.
     pub fn matches(&self, presented: &str) -> bool {
-        self.0.as_bytes().ct_eq(presented.as_bytes()).into()
+        self.0
+            .as_ref()
+            .is_some_and(|token| token.as_bytes().ct_eq(presented.as_bytes()).into())
     }
 }
 
@@ -167,6 +190,7 @@ impl MeshModel {
             trust_domain: trust_domain.to_owned(),
             services: BTreeMap::new(),
             addresses: AddressIndex::default(),
+            cluster: None,
         }
     }
 
@@ -183,7 +207,37 @@ impl MeshModel {
             trust_domain: trust_domain.to_owned(),
             services,
             addresses,
+            cluster: None,
         })
+    }
+
+    /// A Kubernetes mesh of `services`: as [`new`](Self::new), except that an instance
+    /// address two services claim (Services selecting the same pods) names the first by
+    /// name, the other claims returned; names resolve as `cluster` says.
+    pub fn for_cluster(
+        trust_domain: &str,
+        services: BTreeMap<String, ServiceModel>,
+        cluster: ClusterNaming,
+    ) -> Result<(Self, Vec<AddressError>), AddressError> {
+        let (addresses, shared) = AddressIndex::build_sharing(&services, true)?;
+        let model = Self {
+            version: 0,
+            trust_domain: trust_domain.to_owned(),
+            services,
+            addresses,
+            cluster: Some(Arc::new(cluster)),
+        };
+        Ok((model, shared))
+    }
+
+    /// The Kubernetes naming, when the mesh comes from a cluster.
+    pub fn cluster(&self) -> Option<&ClusterNaming> {
+        self.cluster.as_deref()
+    }
+
+    /// Whether `other` serves what this model does (all but the version).
+    pub fn serves_as(&self, other: &Self) -> bool {
+        self.services == other.services && self.cluster == other.cluster
     }
 
     /// Every service, by name.

@@ -7,6 +7,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::kubernetes::naming;
+
 use super::{
     Endpoint, MeshModel, MirrorRef, Named, Resolution, ResolvedBackend, ResolvedMirror,
     ResolvedRoute, ResolvedService, ServiceModel,
@@ -41,6 +43,48 @@ impl MeshModel {
                 .services
                 .get(strip_port(authority))
                 .map(|service| (service, Reach::Endpoints)),
+        };
+        match found {
+            Some((service, reach)) => {
+                Resolution::Service(Box::new(self.resolve_service(service, reach)))
+            }
+            None => Resolution::NotFound,
+        }
+    }
+
+    /// Resolves an authority for a proxy whose workload identity is in
+    /// `caller_namespace`. A mesh file's model resolves exactly as [`resolve`](Self::resolve);
+    /// a cluster's also resolves Kubernetes names relative to that namespace (see
+    /// `kubernetes::naming`: a Service port in the name goes to the instance port it maps
+    /// to) and a bare pod IP to the first Service by name listing it.
+    pub fn resolve_for(&self, authority: &str, caller_namespace: Option<&str>) -> Resolution {
+        let Some(cluster) = &self.cluster else {
+            return self.resolve(authority);
+        };
+        if authority.parse::<SocketAddr>().is_ok() {
+            return self.resolve(authority);
+        }
+        let bare_ip = authority
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+            .unwrap_or(authority);
+        let found = match bare_ip.parse::<IpAddr>() {
+            Ok(ip) => cluster
+                .pod_ips
+                .get(&ip)
+                .and_then(|name| self.services.get(name))
+                .map(|service| (service, Reach::Endpoints)),
+            Err(_) => naming::service_name(authority, caller_namespace, &cluster.cluster_domain)
+                .and_then(|named| {
+                    let service = self.services.get(&named.key)?;
+                    let reach = match named.port {
+                        Some(port) if service.ports.iter().any(|mapping| mapping.port == port) => {
+                            Reach::AtPort(service.mapped_port(port))
+                        }
+                        _ => Reach::Endpoints,
+                    };
+                    Some((service, reach))
+                }),
         };
         match found {
             Some((service, reach)) => {
