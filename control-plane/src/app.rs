@@ -20,6 +20,7 @@ use crate::discovery::DiscoveryService;
 use crate::dns;
 use crate::identity::{IdentityService, Proofs};
 use crate::kubernetes;
+use crate::kubernetes::token_review::TokenReviewer;
 use crate::launch::print_listening_line;
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
@@ -32,10 +33,38 @@ use crate::trust_bundle_file;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let ca = Arc::new(
-        CertificateAuthority::load_or_create(&args.state_dir, &args.trust_domain)
+    // The one client every Kubernetes part of the control plane shares.
+    let kube_client = match args.source {
+        SourceKind::File => None,
+        SourceKind::Kubernetes => Some(kubernetes::client(args.kubeconfig.as_deref()).await?),
+    };
+    // The CA's state: the state directory, or in Kubernetes the Secret --ca-secret.
+    let ca = Arc::new(match &kube_client {
+        None => CertificateAuthority::load_or_create(&args.state_dir, &args.trust_domain)
             .context("cannot set up the mesh CA")?,
-    );
+        Some(client) => kubernetes::ca_secret::load_or_create(
+            client.clone(),
+            &args.namespace,
+            &args.ca_secret,
+            &args.trust_domain,
+        )
+        .await
+        .context("cannot set up the mesh CA (--ca-secret)")?,
+    });
+    // Kubernetes: the trust bundle in every namespace, and in the injector's webhooks.
+    let _bundle_publishers = kube_client.as_ref().map(|client| {
+        [
+            AbortOnDropHandle::new(tokio::spawn(kubernetes::trust_configmaps::run(
+                client.clone(),
+                ca.clone(),
+            ))),
+            AbortOnDropHandle::new(tokio::spawn(kubernetes::webhook_ca::run(
+                client.clone(),
+                args.webhook_config.clone(),
+                ca.clone(),
+            ))),
+        ]
+    });
     let _published_bundle = match &args.publish_trust_bundle {
         Some(path) => Some(AbortOnDropHandle::new(trust_bundle_file::publish(
             ca.clone(),
@@ -44,11 +73,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let metrics = Arc::new(Metrics::new());
-    // The one client every Kubernetes part of the control plane shares.
-    let _kube_client = match args.source {
-        SourceKind::File => None,
-        SourceKind::Kubernetes => Some(kubernetes::client(args.kubeconfig.as_deref()).await?),
-    };
     let Some(mesh_file) = &args.mesh_file else {
         anyhow::bail!("--source kubernetes is not served yet");
     };
@@ -79,7 +103,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         model: source.subscribe(),
         certificate_lifetime: args.cert_ttl,
         metrics: metrics.clone(),
-        proofs: Proofs::JoinTokens,
+        proofs: match &kube_client {
+            None => Proofs::JoinTokens,
+            Some(client) => Proofs::ServiceAccountTokens(TokenReviewer::new(client.clone())),
+        },
     };
     let discovery = DiscoveryService {
         model: source.subscribe(),

@@ -28,6 +28,14 @@ pub struct Args {
     /// The control plane's own Kubernetes namespace.
     #[arg(long, env = "SEAM_NAMESPACE", default_value = "seam-system")]
     pub namespace: String,
+    /// With `--source kubernetes`: the Secret (in `--namespace`) holding the mesh CA,
+    /// created on first start.
+    #[arg(long, env = "SEAM_CA_SECRET", default_value = "seam-ca")]
+    pub ca_secret: String,
+    /// With `--source kubernetes`: the MutatingWebhookConfiguration whose webhooks'
+    /// caBundle the control plane keeps equal to the mesh trust bundle.
+    #[arg(long, env = "SEAM_WEBHOOK_CONFIG", default_value = "seam-injector")]
+    pub webhook_config: String,
     /// The cluster's DNS domain, for names such as `web.shop.svc.cluster.local`.
     #[arg(long, env = "SEAM_CLUSTER_DOMAIN", default_value = "cluster.local")]
     pub cluster_domain: String,
