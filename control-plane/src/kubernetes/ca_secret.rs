@@ -142,12 +142,19 @@ async fn write_changes(api: Api<Secret>, name: String, mut latest: watch::Receiv
 }
 
 /// Reads the Secret and replaces its data with `state`, under the resourceVersion read;
-/// reads again when someone else changed it in between.
+/// reads again when someone else changed it in between, and creates it again when it
+/// was deleted.
 async fn replace(api: &Api<Secret>, name: &str, state: &CaState) -> Result<(), kube::Error> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut secret = api.get(name).await?;
+        // Someone deleted it: the CA in force is the one to keep.
+        let Some(mut secret) = api.get_opt(name).await? else {
+            return api
+                .create(&PostParams::default(), &secret_of(name, state))
+                .await
+                .map(|_| ());
+        };
         secret.data = Some(data_of(state));
         secret.string_data = None;
         match api.replace(name, &PostParams::default(), &secret).await {

@@ -145,6 +145,18 @@ async fn a_rotation_step_replaces_the_secret_under_the_version_read_again_after_
 }
 
 #[tokio::test]
+async fn a_deleted_secret_is_created_again_with_the_state_in_force() {
+    let (client, mut api) = api_mock::client();
+    let (ca, _) = first_start(&mut api, client).await;
+    ca.introduce_root().unwrap();
+    not_found(expect(&mut api, Method::GET, &format!("{PATH}/seam-ca")).await);
+    let create = expect(&mut api, Method::POST, PATH).await;
+    assert_eq!(create.body["type"], "Opaque");
+    assert_eq!(secret_state(&create.body), ca.state());
+    create.echo(201, "9");
+}
+
+#[tokio::test]
 async fn a_secret_without_the_key_is_refused_naming_the_secret_and_the_key() {
     let (client, mut api) = api_mock::client();
     let loading = load(client);
