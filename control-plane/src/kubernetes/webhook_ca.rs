@@ -1,7 +1,7 @@
 //! Keeps the injector's MutatingWebhookConfiguration (`--webhook-config`, default
 //! `seam-injector`) trusting the webhook's serving certificate: the `clientConfig.caBundle`
 //! of each of its webhooks is the mesh's trust bundle, since that certificate comes from
-//! the mesh CA. Patched at start, on every root rotation, and checked again every minute
+//! the mesh CA. Patched (a JSON merge patch) at start, on every root rotation, and checked again every minute
 //! (so a re-applied manifest with an empty caBundle is repaired). A configuration that
 //! does not exist yet is not an error: it is logged and looked for again later.
 
@@ -19,6 +19,8 @@ use crate::ca::store::bundle_pem;
 /// How often the configuration is checked again, and how soon after a failure.
 const RECHECK_EVERY: Duration = Duration::from_secs(60);
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(10);
+/// How often a patch refused for a concurrent edit is read and tried again at once.
+const CONFLICT_ATTEMPTS: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Patched {
@@ -30,45 +32,46 @@ pub enum Patched {
     Webhooks(usize),
 }
 
-/// Sets the caBundle of every webhook of configuration `name` to `pem` with one JSON
-/// Patch; each change is guarded by a test of that webhook's name, so a concurrent edit
-/// that reorders the webhooks makes the patch fail rather than land on the wrong one.
+/// Sets the caBundle of every webhook of configuration `name` to `pem` with a JSON merge
+/// patch of its `webhooks` (a merge patch replaces a list whole, so the patch carries
+/// every webhook as read) guarded by the resourceVersion read: a concurrent edit makes
+/// the API server refuse it (409) rather than lose that edit, and it is read again.
 pub async fn patch_ca_bundle(
     client: &kube::Client,
     name: &str,
     pem: &str,
 ) -> Result<Patched, kube::Error> {
     let api: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let Some(config) = api.get_opt(name).await? else {
-        return Ok(Patched::Absent);
-    };
-    let mut operations = Vec::new();
-    for (index, webhook) in config.webhooks.iter().flatten().enumerate() {
-        if webhook
-            .client_config
-            .ca_bundle
-            .as_ref()
-            .map(|bundle| bundle.0.as_slice())
-            == Some(pem.as_bytes())
-        {
-            continue;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let Some(config) = api.get_opt(name).await? else {
+            return Ok(Patched::Absent);
+        };
+        let mut webhooks = config.webhooks.unwrap_or_default();
+        let mut changed = 0;
+        for webhook in &mut webhooks {
+            let bundle = &mut webhook.client_config.ca_bundle;
+            if bundle.as_ref().map(|bundle| bundle.0.as_slice()) != Some(pem.as_bytes()) {
+                *bundle = Some(ByteString(pem.as_bytes().to_vec()));
+                changed += 1;
+            }
         }
-        operations.push(json!({ "op": "test", "path": format!("/webhooks/{index}/name"), "value": webhook.name }));
-        operations.push(json!({
-            "op": "add",
-            "path": format!("/webhooks/{index}/clientConfig/caBundle"),
-            "value": ByteString(pem.as_bytes().to_vec()),
-        }));
+        if changed == 0 {
+            return Ok(Patched::Unchanged);
+        }
+        let patch = json!({
+            "metadata": { "resourceVersion": config.metadata.resource_version },
+            "webhooks": webhooks,
+        });
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Err(kube::Error::Api(status)) if status.code == 409 && attempt < CONFLICT_ATTEMPTS => {}
+            other => return other.map(|_| Patched::Webhooks(changed)),
+        }
     }
-    if operations.is_empty() {
-        return Ok(Patched::Unchanged);
-    }
-    let webhooks = operations.len() / 2;
-    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(operations))
-        .map_err(kube::Error::SerdeError)?;
-    api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
-        .await?;
-    Ok(Patched::Webhooks(webhooks))
 }
 
 /// Keeps configuration `name`'s caBundle equal to `ca`'s trust bundle, for as long as

@@ -40,7 +40,7 @@ fn configuration(first_bundle: Option<&str>) -> Value {
 }
 
 #[tokio::test]
-async fn only_the_webhooks_with_another_bundle_are_patched_each_guarded_by_its_name() {
+async fn every_webhook_gets_the_bundle_in_a_merge_patch_guarded_by_the_version_read() {
     let (client, mut api) = api_mock::client();
     for first_bundle in [None, Some("PEM-OLD")] {
         let patching = tokio::spawn({
@@ -55,18 +55,39 @@ async fn only_the_webhooks_with_another_bundle_are_patched_each_guarded_by_its_n
         assert_eq!(patch.path.split('?').next().unwrap(), PATH);
         assert_eq!(
             patch.content_type.as_deref(),
-            Some("application/json-patch+json")
+            Some("application/merge-patch+json")
         );
+        assert_eq!(patch.body["metadata"], json!({ "resourceVersion": "42" }));
+        // The whole list as read, each webhook with the new bundle ("PEM-NEW", base64).
+        let expected = configuration(Some("PEM-NEW"))["webhooks"].clone();
+        assert_eq!(patch.body["webhooks"], expected);
         assert_eq!(
-            patch.body,
-            json!([
-                { "op": "test", "path": "/webhooks/0/name", "value": "namespace.inject.seam.io" },
-                { "op": "add", "path": "/webhooks/0/clientConfig/caBundle", "value": "UEVNLU5FVw==" },
-            ])
+            patch.body["webhooks"][0]["clientConfig"]["caBundle"],
+            "UEVNLU5FVw=="
         );
         patch.reply(200, &configuration(Some("PEM-NEW")));
         assert_eq!(patching.await.unwrap().unwrap(), Patched::Webhooks(1));
     }
+}
+
+#[tokio::test]
+async fn a_patch_refused_for_a_concurrent_edit_is_read_and_made_again() {
+    let (client, mut api) = api_mock::client();
+    let patching =
+        tokio::spawn(async move { patch_ca_bundle(&client, "seam-injector", "PEM-NEW").await });
+    api.next().await.reply(200, &configuration(None));
+    api.next().await.fail(
+        409,
+        "Conflict",
+        "Operation cannot be fulfilled on mutatingwebhookconfigurations.admissionregistration.k8s.io \"seam-injector\": the object has been modified; please apply your changes to the latest version and try again",
+    );
+    let mut edited = configuration(None);
+    edited["metadata"]["resourceVersion"] = json!("43");
+    api.next().await.reply(200, &edited);
+    let patch = api.next().await;
+    assert_eq!(patch.body["metadata"]["resourceVersion"], "43");
+    patch.reply(200, &configuration(Some("PEM-NEW")));
+    assert_eq!(patching.await.unwrap().unwrap(), Patched::Webhooks(1));
 }
 
 #[tokio::test]
@@ -102,7 +123,9 @@ async fn a_rotation_puts_the_new_bundle_into_the_configuration() {
     let bundle = bundle_pem(&ca.trust_bundle());
     api.next().await.reply(200, &configuration(None));
     let patch = api.next().await;
-    let written: ByteString = serde_json::from_value(patch.body[1]["value"].clone()).unwrap();
+    let written: ByteString =
+        serde_json::from_value(patch.body["webhooks"][0]["clientConfig"]["caBundle"].clone())
+            .unwrap();
     assert_eq!(String::from_utf8(written.0).unwrap(), bundle);
     patch.reply(200, &configuration(Some(&bundle)));
     task.abort();
