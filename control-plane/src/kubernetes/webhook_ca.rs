@@ -1,9 +1,10 @@
 //! Keeps the injector's MutatingWebhookConfiguration (`--webhook-config`, default
 //! `seam-injector`) trusting the webhook's serving certificate: the `clientConfig.caBundle`
 //! of each of its webhooks is the mesh's trust bundle, since that certificate comes from
-//! the mesh CA. Patched (a JSON merge patch) at start, on every root rotation, and checked again every minute
-//! (so a re-applied manifest with an empty caBundle is repaired). A configuration that
-//! does not exist yet is not an error: it is logged and looked for again later.
+//! the mesh CA. Patched (a JSON merge patch) at start, on every root rotation, and
+//! checked again every minute (so a re-applied manifest with an empty caBundle is
+//! repaired). A configuration that does not exist yet is not an error: it is logged and
+//! looked for again later.
 
 use std::sync::Arc;
 use std::time::Duration;
