@@ -271,3 +271,28 @@ async fn a_join_token_is_refused_in_kubernetes_mode_without_asking_the_api() {
         refused.message()
     );
 }
+
+#[tokio::test]
+async fn a_service_account_token_is_refused_in_file_mode() {
+    let state = tempfile::tempdir().unwrap();
+    let (_, model) = watch::channel(Arc::new(MeshModel::empty("seam.local")));
+    let service = IdentityService {
+        ca: Arc::new(CertificateAuthority::load_or_create(state.path(), "seam.local").unwrap()),
+        model,
+        certificate_lifetime: Duration::from_secs(3600),
+        metrics: Arc::new(Metrics::new()),
+        proofs: Proofs::JoinTokens,
+    };
+    let refused = service
+        .certify(Request::new(request("default", "api", token_proof())))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(
+        refused
+            .message()
+            .contains("only when the control plane runs with --source kubernetes"),
+        "{}",
+        refused.message()
+    );
+}
