@@ -1,7 +1,8 @@
 //! The control plane's admin HTTP listener: `/ready`, `/live`, `/metrics`, `/proxies`
 //! (who is connected and what they acknowledged), `/mesh` (the model in force, with the
 //! endpoints its `dns:` entries resolve to, and why the latest change to the mesh file
-//! was refused, if it was), `/ca` (the trust bundle
+//! was refused, if it was; with `--source kubernetes`, every problem with the cluster's
+//! objects), `/ca` (the trust bundle
 //! and the state of a root rotation) and `POST /ca/rotate` (loopback only: start one);
 //! and the web dashboard, `/ui` and its `/api/` (see `dashboard`).
 
@@ -24,13 +25,13 @@ use crate::dashboard::{self, Dashboard, model_json};
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
 use crate::rotation::{self, Rotation};
-use crate::source::MeshSource;
+use crate::source::ModelSource;
 use seam_proto::exposition;
 
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<ProxyRegistry>,
-    pub source: Arc<MeshSource>,
+    pub source: ModelSource,
     pub ca: Arc<CertificateAuthority>,
     pub rotation: Arc<Rotation>,
     pub dashboard: Arc<Dashboard>,
@@ -93,12 +94,27 @@ fn route(
                 .values()
                 .map(|service| (service.name.clone(), model_json::mesh_entry(service)))
                 .collect();
+            let problems: Vec<serde_json::Value> = state
+                .source
+                .problems()
+                .iter()
+                .map(|problem| {
+                    json!({
+                        "kind": problem.kind,
+                        "namespace": problem.namespace,
+                        "name": problem.name,
+                        "message": problem.message,
+                    })
+                })
+                .collect();
             json_response(&json!({
                 "version": model.version,
                 "trust_domain": model.trust_domain,
+                "source": state.source.kind(),
                 "path": state.source.path(),
                 "services": services,
                 "last_error": state.source.last_error(),
+                "problems": problems,
             }))
         }
         "/ca" => json_response(&ca_state(state)),

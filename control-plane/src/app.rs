@@ -1,5 +1,6 @@
-//! Wiring and lifecycle of the control plane: CA, mesh source and its resolver loop,
-//! gRPC and admin listeners, and an orderly stop on SIGTERM or Ctrl-C.
+//! Wiring and lifecycle of the control plane: CA, mesh source (the mesh file and its
+//! resolver loop, or a Kubernetes cluster), gRPC and admin listeners, and an orderly stop
+//! on SIGTERM or Ctrl-C.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,9 @@ use crate::launch::print_listening_line;
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
 use crate::rotation::Rotation;
-use crate::source::MeshSource;
+use crate::kubernetes::events::PolicyEvents;
+use crate::kubernetes::watch::ClusterSource;
+use crate::source::{MeshSource, ModelSource};
 use crate::tls;
 use crate::trust_bundle_file;
 
@@ -33,6 +36,9 @@ use crate::trust_bundle_file;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.source == SourceKind::File && args.mesh_file.is_none() {
+        anyhow::bail!("--mesh-file is required with --source file (the default)");
+    }
     // The one client every Kubernetes part of the control plane shares.
     let kube_client = match args.source {
         SourceKind::File => None,
@@ -73,15 +79,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let metrics = Arc::new(Metrics::new());
-    let Some(mesh_file) = &args.mesh_file else {
-        anyhow::bail!("--source kubernetes is not served yet");
+    // The model: the cluster's objects, or the mesh file (watched, its DNS names resolved).
+    let (source, _source_tasks) = match (&kube_client, &args.mesh_file) {
+        (Some(client), _) => {
+            let cluster =
+                ClusterSource::new(ca.trust_domain(), &args.cluster_domain, metrics.clone());
+            let events = PolicyEvents::new(client.clone());
+            let watching = cluster.start(client.clone(), Some(events));
+            (
+                ModelSource::Cluster(cluster),
+                vec![AbortOnDropHandle::new(watching)],
+            )
+        }
+        (None, Some(mesh_file)) => {
+            let source = MeshSource::load(mesh_file, ca.trust_domain(), metrics.clone())
+                .context("cannot load the mesh file")?;
+            let watching = source
+                .watch()
+                .with_context(|| format!("cannot watch {}", mesh_file.display()))?;
+            let resolver = dns::spawn(source.clone(), args.dns_refresh, metrics.clone());
+            (
+                ModelSource::File(source),
+                vec![
+                    AbortOnDropHandle::new(watching),
+                    AbortOnDropHandle::new(resolver),
+                ],
+            )
+        }
+        (None, None) => anyhow::bail!("--mesh-file is required with --source file"),
     };
-    let source = MeshSource::load(mesh_file, ca.trust_domain(), metrics.clone())
-        .context("cannot load the mesh file")?;
-    let _watch = source
-        .watch()
-        .with_context(|| format!("cannot watch {}", mesh_file.display()))?;
-    let resolver = dns::spawn(source.clone(), args.dns_refresh, metrics.clone());
     let registry = Arc::new(ProxyRegistry::default());
     let shutdown = CancellationToken::new();
 
@@ -149,7 +175,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("gRPC connections did not close within {SHUTDOWN_GRACE:?}"),
     }
     admin.abort();
-    resolver.abort();
     rotation_task.abort();
     Ok(())
 }

@@ -18,8 +18,8 @@ pub struct Args {
     #[arg(long, env = "SEAM_SOURCE", value_enum, default_value_t = SourceKind::File)]
     pub source: SourceKind,
     /// The mesh file (YAML) listing services; watched and reloaded on change. Required
-    /// with `--source file`.
-    #[arg(long, env = "SEAM_MESH_FILE", required_if_eq("source", "file"))]
+    /// with `--source file` (checked at start).
+    #[arg(long, env = "SEAM_MESH_FILE")]
     pub mesh_file: Option<PathBuf>,
     /// The kubeconfig for `--source kubernetes`; without it, the in-cluster configuration
     /// or `$KUBECONFIG` (as kubectl finds it).
@@ -118,13 +118,11 @@ mod tests {
     }
 
     #[test]
-    fn the_mesh_file_is_required_only_for_the_file_source() {
+    fn the_source_is_the_mesh_file_unless_kubernetes_is_asked_for() {
         let args = |all: &[&str]| Args::try_parse_from(all);
         let file = args(&["seam-control-plane", "--mesh-file", "mesh.yaml"]).unwrap();
         assert_eq!(file.source, SourceKind::File);
         assert_eq!(file.cluster_domain, "cluster.local");
-        let err = args(&["seam-control-plane"]).unwrap_err().to_string();
-        assert!(err.contains("--mesh-file"), "{err}");
         let kubernetes = args(&["seam-control-plane", "--source", "kubernetes"]).unwrap();
         assert_eq!(kubernetes.source, SourceKind::Kubernetes);
         assert_eq!(kubernetes.mesh_file, None);

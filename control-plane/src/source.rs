@@ -3,6 +3,7 @@
 //! model. A refused file is logged and reported, and the last good model stays in force.
 //! It also holds the last good addresses of the file's DNS names, which the resolver
 //! (`crate::dns`) hands in: a change of them publishes a new model the same way.
+//! [`ModelSource`] is either source as the admin API and the dashboard see it.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -15,6 +16,8 @@ use notify::event::{AccessKind, AccessMode, EventKind};
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 
+use crate::kubernetes::mapping::Problem;
+use crate::kubernetes::watch::ClusterSource;
 use crate::mesh_file::{self, MeshFileError, MeshSpec};
 use crate::metrics::{Metrics, ResultLabel};
 use crate::model::{DnsName, MeshModel, Resolutions};
@@ -246,6 +249,63 @@ impl MeshSource {
 
     fn lock_state(&self) -> parking_lot::MutexGuard<'_, ReloadState> {
         self.state.lock()
+    }
+}
+
+/// Where the model in force comes from: the mesh file, or a Kubernetes cluster. Both
+/// publish the same `watch::Receiver<Arc<MeshModel>>`.
+#[derive(Clone)]
+pub enum ModelSource {
+    File(Arc<MeshSource>),
+    Cluster(Arc<ClusterSource>),
+}
+
+impl ModelSource {
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MeshModel>> {
+        match self {
+            Self::File(source) => source.subscribe(),
+            Self::Cluster(source) => source.subscribe(),
+        }
+    }
+
+    pub fn current(&self) -> Arc<MeshModel> {
+        match self {
+            Self::File(source) => source.current(),
+            Self::Cluster(source) => source.current(),
+        }
+    }
+
+    /// `file` or `kubernetes` (as `--source` says).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::File(_) => "file",
+            Self::Cluster(_) => "kubernetes",
+        }
+    }
+
+    /// The mesh file, for the file source.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Self::File(source) => Some(source.path()),
+            Self::Cluster(_) => None,
+        }
+    }
+
+    /// Why the latest mesh file was refused (file source only).
+    pub fn last_error(&self) -> Option<String> {
+        match self {
+            Self::File(source) => source.last_error(),
+            Self::Cluster(_) => None,
+        }
+    }
+
+    /// The objects of the cluster served without what is wrong with them (none for the
+    /// file source, which refuses a bad file whole).
+    pub fn problems(&self) -> Arc<Vec<Problem>> {
+        match self {
+            Self::File(_) => Arc::new(Vec::new()),
+            Self::Cluster(source) => source.problems(),
+        }
     }
 }
 

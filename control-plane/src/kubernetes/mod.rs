@@ -34,3 +34,5 @@ pub mod webhook_ca;
 pub mod mapping;
 pub mod naming;
 pub mod objects;
+pub mod events;
+pub mod watch;

@@ -4,6 +4,7 @@
 //! the fields Seam does not support are kept so the mapping can refuse them by name).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -12,12 +13,12 @@ use kube::core::{ApiResource, GroupVersionKind};
 use serde::Deserialize;
 use serde_json::Value;
 
-/// Everything the mapping reads, as the watchers last saw it.
+/// Everything the mapping reads, as the watchers last saw it (shared with their stores).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    pub services: Vec<Service>,
-    pub slices: Vec<EndpointSlice>,
-    pub pods: Vec<Pod>,
+    pub services: Vec<Arc<Service>>,
+    pub slices: Vec<Arc<EndpointSlice>>,
+    pub pods: Vec<Arc<Pod>>,
     pub routes: Vec<HttpRoute>,
 }
 

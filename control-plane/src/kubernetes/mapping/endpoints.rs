@@ -62,7 +62,10 @@ impl<'a> Index<'a> {
             .iter()
             .map(|pod| {
                 let metadata = &pod.metadata;
-                ((objects::namespace(metadata), objects::name(metadata)), pod)
+                (
+                    (objects::namespace(metadata), objects::name(metadata)),
+                    &**pod,
+                )
             })
             .collect();
         Self {

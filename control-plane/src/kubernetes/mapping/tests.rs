@@ -15,11 +15,15 @@ fn items<T: DeserializeOwned>(json: &str) -> Vec<T> {
     serde_json::from_value(list["items"].clone()).unwrap()
 }
 
+fn shared<T: DeserializeOwned>(json: &str) -> Vec<std::sync::Arc<T>> {
+    items(json).into_iter().map(std::sync::Arc::new).collect()
+}
+
 pub(crate) fn fixture() -> Snapshot {
     Snapshot {
-        services: items::<Service>(include_str!("../testdata/services.json")),
-        slices: items::<EndpointSlice>(include_str!("../testdata/endpointslices.json")),
-        pods: items::<Pod>(include_str!("../testdata/pods.json")),
+        services: shared::<Service>(include_str!("../testdata/services.json")),
+        slices: shared::<EndpointSlice>(include_str!("../testdata/endpointslices.json")),
+        pods: shared::<Pod>(include_str!("../testdata/pods.json")),
         routes: items::<HttpRoute>(include_str!("../testdata/httproutes.json")),
     }
 }
@@ -171,7 +175,7 @@ fn a_bad_policy_is_a_problem_and_the_last_good_one_stays() {
             .iter_mut()
             .find(|service| service.metadata.name.as_deref() == Some("broken"))
             .unwrap();
-        service
+        std::sync::Arc::make_mut(service)
             .metadata
             .annotations
             .get_or_insert_default()
@@ -262,7 +266,7 @@ fn keys_with_another_home_in_a_cluster_are_refused_by_name() {
     ];
     for (text, expected) in cases {
         let mut snapshot = fixture();
-        snapshot.services[0]
+        std::sync::Arc::make_mut(&mut snapshot.services[0])
             .metadata
             .annotations
             .get_or_insert_default()
@@ -284,7 +288,7 @@ fn keys_with_another_home_in_a_cluster_are_refused_by_name() {
 #[test]
 fn a_mirror_names_a_service_of_the_same_or_another_namespace() {
     let mut snapshot = fixture();
-    snapshot.services[0]
+    std::sync::Arc::make_mut(&mut snapshot.services[0])
         .metadata
         .annotations
         .get_or_insert_default()
@@ -511,15 +515,15 @@ fn services_sharing_pods_share_them_and_the_first_by_name_owns_their_addresses()
     }))
     .unwrap();
     headless.metadata.labels = None;
-    snapshot.services.push(headless);
-    let mut slice = snapshot.slices[0].clone();
+    snapshot.services.push(std::sync::Arc::new(headless));
+    let mut slice = (*snapshot.slices[0]).clone();
     slice.metadata.name = Some("web-pods-abcde".into());
     slice
         .metadata
         .labels
         .get_or_insert_default()
         .insert(endpoints::SERVICE_NAME_LABEL.into(), "web-pods".into());
-    snapshot.slices.push(slice);
+    snapshot.slices.push(std::sync::Arc::new(slice));
     let mapped = mapped(&snapshot);
     assert_eq!(service(&mapped, "web-pods.shop").endpoints.len(), 2);
     assert_eq!(service(&mapped, "web.shop").endpoints.len(), 2);
