@@ -7,7 +7,8 @@
 //! `pod_network`; `netns_files` gives one its own `/etc/hosts`), runs `seam-proxy init`
 //! in them (`proxy_init`) and tells where an intercepted connection went (`interception`,
 //! `intercepted_pods`); those system tests need root. `compose` runs the demo compose project
-//! of deploy/compose on the real Docker engine. The tests themselves live in `tests/`.
+//! of deploy/compose on the real Docker engine. `kube_api` stands in for a Kubernetes API
+//! server (none can run here) for the control plane's `--source kubernetes`. The tests themselves live in `tests/`.
 
 pub mod browser;
 pub mod certify;
@@ -19,6 +20,7 @@ pub mod foreign_compose;
 pub mod fresh_binaries;
 pub mod intercepted_pods;
 pub mod interception;
+pub mod kube_api;
 pub mod load;
 pub mod logs;
 pub mod mesh;
