@@ -495,4 +495,19 @@ mod tests {
                 .contains("certificate signing request is invalid")
         );
     }
+
+    #[test]
+    fn a_promotion_cut_short_after_the_new_key_was_written_is_finished_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::load_or_create(dir.path(), "seam.local").unwrap();
+        ca.introduce_root().unwrap();
+        // The crash: ca.key already holds the new root's key, ca-next.key is still there.
+        fs::copy(dir.path().join("ca-next.key"), dir.path().join("ca.key")).unwrap();
+        let reloaded = CertificateAuthority::load_or_create(dir.path(), "seam.local").unwrap();
+        assert_eq!(reloaded.phase(), RotationPhase::Promoted);
+        assert_eq!(reloaded.trust_bundle().len(), 2);
+        assert!(!dir.path().join("ca-next.key").exists());
+        let again = CertificateAuthority::load_or_create(dir.path(), "seam.local").unwrap();
+        assert_eq!(again.state(), reloaded.state());
+    }
 }
