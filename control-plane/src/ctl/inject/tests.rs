@@ -21,10 +21,14 @@ services:
 
 fn args(compose: &Path, output: Option<&Path>) -> InjectArgs {
     InjectArgs {
-        compose: compose.to_owned(),
+        compose: Some(compose.to_owned()),
+        filename: None,
         skip: Vec::new(),
         profile: Profile::Transparent,
         output: output.map(Path::to_owned),
+        image: crate::injector::DEFAULT_IMAGE.to_owned(),
+        control_plane: crate::injector::DEFAULT_CONTROL_PLANE.to_owned(),
+        native_sidecar: true,
     }
 }
 
