@@ -60,3 +60,67 @@ async fn check(admin: &str) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// An admin listener that answers 503 to its first `not_ready` requests, then 200.
+    async fn admin(not_ready: usize) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for answered in 0.. {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                let mut request = [0u8; 1024];
+                let _ = tcp.read(&mut request).await;
+                let (status, body) = if answered < not_ready {
+                    ("503 Service Unavailable", "no certificate yet\n")
+                } else {
+                    ("200 OK", "ready\n")
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tcp.write_all(response.as_bytes()).await;
+            }
+        });
+        addr
+    }
+
+    fn args(admin: std::net::SocketAddr, wait: bool, timeout: Duration) -> ReadyArgs {
+        ReadyArgs {
+            admin: admin.to_string(),
+            wait,
+            timeout,
+        }
+    }
+
+    #[tokio::test]
+    async fn wait_asks_again_until_the_proxy_is_ready() {
+        let addr = admin(2).await;
+        let once = run(args(addr, false, Duration::from_secs(5))).await;
+        assert!(
+            format!("{:#}", once.unwrap_err()).contains("answered 503: no certificate yet"),
+            "without --wait one answer decides"
+        );
+        run(args(addr, true, Duration::from_secs(30)))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn wait_gives_up_after_the_timeout_with_the_last_answer() {
+        let addr = admin(usize::MAX).await;
+        let err = run(args(addr, true, Duration::from_millis(500)))
+            .await
+            .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(err.contains("not ready after 500ms"), "{err}");
+        assert!(err.contains("answered 503"), "{err}");
+    }
+}

@@ -1,6 +1,6 @@
 //! `seamctl uninject -f FILE|DIR|-`: takes out of Kubernetes YAML exactly what
 //! `seamctl inject` (or the webhook) put in: the `seam-init` and `seam-proxy` containers,
-//! the `seam-token` and `seam-trust-bundle` volumes and the `seam.io/injected` and
+//! the `seam-token`, `seam-trust-bundle` and `seam-xtables-lock` volumes and the `seam.io/injected` and
 //! `seam.io/inject-skipped` annotations, and a list or map left empty by that removal.
 
 use crate::ctl::inject::yaml::Yaml;
@@ -22,7 +22,11 @@ pub fn uninject_template(template: &mut Yaml) {
         if let Some(Yaml::Seq(containers)) = spec.get_mut("containers") {
             containers.retain(|container| name_of(container) != Some(pod::PROXY_CONTAINER));
         }
-        remove_named(spec, "volumes", &[pod::TOKEN_VOLUME, pod::TRUST_VOLUME]);
+        remove_named(
+            spec,
+            "volumes",
+            &[pod::TOKEN_VOLUME, pod::TRUST_VOLUME, pod::XTABLES_VOLUME],
+        );
     }
     let mut annotations_were_all_seams = false;
     if let Some(meta) = map.get_mut("metadata").and_then(Yaml::as_map_mut) {

@@ -5,10 +5,10 @@
 //! projected ServiceAccount token and the mesh's trust bundle.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, ExecAction,
-    HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
-    VolumeProjection,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe,
+    ProjectedVolumeSource, ResourceRequirements, SecurityContext, ServiceAccountTokenProjection,
+    Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -19,6 +19,9 @@ pub const INIT_CONTAINER: &str = "seam-init";
 pub const PROXY_CONTAINER: &str = "seam-proxy";
 pub const TOKEN_VOLUME: &str = "seam-token";
 pub const TRUST_VOLUME: &str = "seam-trust-bundle";
+/// A writable `/run` for `seam-init`, whose root filesystem is read-only: legacy iptables
+/// takes its lock at `/run/xtables.lock`.
+pub const XTABLES_VOLUME: &str = "seam-xtables-lock";
 /// The ConfigMap the control plane writes into every namespace, and its key.
 pub const TRUST_CONFIG_MAP: &str = "seam-trust-bundle";
 const TRUST_KEY: &str = "ca.pem";
@@ -95,6 +98,11 @@ pub fn init_container(
             ..SecurityContext::default()
         }),
         resources: Some(requirements("10m", "16Mi", "100m", "64Mi")),
+        volume_mounts: Some(vec![VolumeMount {
+            name: XTABLES_VOLUME.to_owned(),
+            mount_path: "/run".to_owned(),
+            ..VolumeMount::default()
+        }]),
         ..Container::default()
     }
 }
@@ -228,8 +236,8 @@ pub fn proxy_container(
     }
 }
 
-/// The proxy's volumes: its ServiceAccount token for audience `seam` (the proof it sends
-/// to Certify) and the trust bundle ConfigMap.
+/// The volumes: the proxy's ServiceAccount token for audience `seam` (the proof it sends
+/// to Certify) and the trust bundle ConfigMap; `seam-init`'s scratch `/run`.
 pub fn volumes() -> Vec<Volume> {
     vec![
         Volume {
@@ -253,6 +261,11 @@ pub fn volumes() -> Vec<Volume> {
                 name: TRUST_CONFIG_MAP.to_owned(),
                 ..ConfigMapVolumeSource::default()
             }),
+            ..Volume::default()
+        },
+        Volume {
+            name: XTABLES_VOLUME.to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Volume::default()
         },
     ]

@@ -79,7 +79,10 @@ fn a_pod_gets_the_init_container_then_the_native_sidecar() {
         .flatten()
         .map(|v| v.name.as_str())
         .collect();
-    assert_eq!(volumes, ["seam-token", "seam-trust-bundle"]);
+    assert_eq!(
+        volumes,
+        ["seam-token", "seam-trust-bundle", "seam-xtables-lock"]
+    );
     let env = |name: &str| {
         proxy
             .env
@@ -122,7 +125,15 @@ fn existing_init_containers_volumes_and_annotations_are_kept_after_ours() {
         .flatten()
         .map(|v| v.name.as_str())
         .collect();
-    assert_eq!(volumes, ["cache", "seam-token", "seam-trust-bundle"]);
+    assert_eq!(
+        volumes,
+        [
+            "cache",
+            "seam-token",
+            "seam-trust-bundle",
+            "seam-xtables-lock"
+        ]
+    );
     assert_eq!(pod.metadata.annotations.unwrap().len(), 2);
 }
 

@@ -199,7 +199,12 @@ async fn a_deployments_pod_is_injected_with_a_json_patch() {
         .collect();
     assert_eq!(
         volumes,
-        ["kube-api-access-x7k2p", "seam-token", "seam-trust-bundle"]
+        [
+            "kube-api-access-x7k2p",
+            "seam-token",
+            "seam-trust-bundle",
+            "seam-xtables-lock"
+        ]
     );
 }
 

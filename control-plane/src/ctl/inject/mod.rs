@@ -38,14 +38,14 @@ pub struct InjectArgs {
     /// result goes to stdout (`seamctl inject -f app.yaml | kubectl apply -f -`).
     #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
     pub filename: Option<String>,
-    /// A service to leave out of the mesh, copied as it is; repeat for more (--compose).
-    #[arg(long, value_name = "SERVICE", requires = "compose")]
+    /// A service to leave out of the mesh, copied as it is; repeat for more (--compose only).
+    #[arg(long, value_name = "SERVICE", conflicts_with = "filename")]
     pub skip: Vec<String>,
     /// How the apps' traffic reaches their proxies (--compose).
     #[arg(long, value_enum, default_value_t = Profile::Transparent)]
     pub profile: Profile,
     /// Where to write the meshed compose file (`seam/` goes beside it) (--compose).
-    #[arg(long, value_name = "PATH", default_value = None, requires = "compose")]
+    #[arg(long, value_name = "PATH", default_value = None, conflicts_with = "filename")]
     pub output: Option<PathBuf>,
     /// The image holding seam-proxy and seamctl (-f).
     #[arg(long, value_name = "IMAGE", default_value = crate::injector::DEFAULT_IMAGE)]
