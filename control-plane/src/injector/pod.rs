@@ -5,10 +5,10 @@
 //! projected ServiceAccount token and the mesh's trust bundle.
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe,
-    ProjectedVolumeSource, ResourceRequirements, SecurityContext, ServiceAccountTokenProjection,
-    Volume, VolumeMount, VolumeProjection,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, ExecAction, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector,
+    Probe, ProjectedVolumeSource, ResourceRequirements, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -194,6 +194,19 @@ pub fn proxy_container(
         name: PROXY_CONTAINER.to_owned(),
         image: Some(settings.image.clone()),
         command: Some(vec!["seam-proxy".to_owned()]),
+        // Named, so that scrapers and `kubectl port-forward` find them.
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("seam-inbound".to_owned()),
+                container_port: INBOUND_PORT.parse().expect("a port number"),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("seam-admin".to_owned()),
+                container_port: ADMIN_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
         env: Some(env),
         restart_policy,
         lifecycle,

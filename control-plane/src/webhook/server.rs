@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -22,6 +22,7 @@ use crate::injector::Settings;
 /// The API server sends whole pods; a few megabytes is far beyond any real one.
 const MAX_BODY: usize = 4 * 1024 * 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the webhook on `listener` until the task is dropped or aborted.
 pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, settings: Arc<Settings>) {
@@ -46,7 +47,13 @@ pub async fn serve(listener: TcpListener, tls: Arc<ServerConfig>, settings: Arc<
                 let settings = settings.clone();
                 async move { Ok::<_, Infallible>(handle(request, &settings).await) }
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // A client that never finishes its headers does not hold a task forever.
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT);
+            let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
