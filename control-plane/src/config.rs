@@ -25,7 +25,8 @@ pub struct Args {
     /// or `$KUBECONFIG` (as kubectl finds it).
     #[arg(long, env = "SEAM_KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
-    /// The control plane's own Kubernetes namespace.
+    /// The control plane's own Kubernetes namespace (its Secret; its Service's DNS names
+    /// go on the webhook's certificate).
     #[arg(long, env = "SEAM_NAMESPACE", default_value = "seam-system")]
     pub namespace: String,
     /// With `--source kubernetes`: the Secret (in `--namespace`) holding the mesh CA,
@@ -68,13 +69,6 @@ pub struct Args {
     /// given (`seamctl install`'s Deployment gives 0.0.0.0:8444).
     #[arg(long, env = "SEAM_WEBHOOK_LISTEN", value_name = "ADDR")]
     pub webhook_listen: Option<SocketAddr>,
-    /// The control plane's own namespace: its Service's DNS names go on the webhook's
-    /// certificate.
-    #[arg(long, env = "SEAM_NAMESPACE", default_value = "seam-system")]
-    pub namespace: String,
-    /// The cluster's DNS domain.
-    #[arg(long, env = "SEAM_CLUSTER_DOMAIN", default_value = "cluster.local")]
-    pub cluster_domain: String,
     /// The image injected pods run seam-proxy (and seamctl) from.
     #[arg(long, env = "SEAM_PROXY_IMAGE", value_name = "IMAGE", default_value = crate::injector::DEFAULT_IMAGE)]
     pub proxy_image: String,
