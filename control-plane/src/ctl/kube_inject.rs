@@ -223,10 +223,18 @@ fn to_yaml(value: &Value) -> Yaml {
     }
 }
 
+/// Whether `text` has a comment line, which the output will not have.
+pub fn has_comments(text: &str) -> bool {
+    text.lines().any(|line| line.trim_start().starts_with('#'))
+}
+
 /// `seamctl inject -f`: prints the injected documents of every input.
 pub fn run(spec: &str, settings: &Settings) -> anyhow::Result<()> {
     let mut out = Vec::new();
     for (source, text) in read_inputs(spec)? {
+        if has_comments(&text) {
+            eprintln!("note: {source}: comments are not kept (the YAML library drops them)");
+        }
         let mut documents = parse(&source, &text)?;
         for note in inject(&source, &mut documents, settings)? {
             eprintln!("{note}");
