@@ -82,13 +82,13 @@ pub fn inject(
     for (index, document) in documents.iter_mut().enumerate() {
         let at = format!("{source}: document {}", index + 1);
         visit(document, &at, &mut |kind, name, template| {
-            let where_ = format!("{at} ({kind} {name})");
+            let object = format!("{at} ({kind} {name})");
             let json = serde_json::to_value(&*template)
-                .with_context(|| format!("{where_}: cannot read"))?;
+                .with_context(|| format!("{object}: cannot read"))?;
             let parsed: PodTemplateSpec = serde_path_to_error::deserialize(json)
-                .with_context(|| format!("{where_}: not a valid pod template"))?;
+                .with_context(|| format!("{object}: not a valid pod template"))?;
             let Some(spec) = parsed.spec.as_ref() else {
-                bail!("{where_}: the pod template has no spec");
+                bail!("{object}: the pod template has no spec");
             };
             let meta = parsed.metadata.unwrap_or_default();
             let input = PodInput {
@@ -97,10 +97,10 @@ pub fn inject(
                 workload: name,
                 namespace_enabled: true,
             };
-            match injector::decide(&input, settings).with_context(|| where_.clone())? {
+            match injector::decide(&input, settings).with_context(|| object.clone())? {
                 Decision::Inject(additions) => {
                     for addition in &additions {
-                        apply(template, addition).with_context(|| where_.clone())?;
+                        apply(template, addition).with_context(|| object.clone())?;
                     }
                 }
                 Decision::Skip(reason) => {
@@ -223,10 +223,18 @@ fn to_yaml(value: &Value) -> Yaml {
     }
 }
 
+/// Whether `text` has a comment line, which the output will not have.
+pub fn has_comments(text: &str) -> bool {
+    text.lines().any(|line| line.trim_start().starts_with('#'))
+}
+
 /// `seamctl inject -f`: prints the injected documents of every input.
 pub fn run(spec: &str, settings: &Settings) -> anyhow::Result<()> {
     let mut out = Vec::new();
     for (source, text) in read_inputs(spec)? {
+        if has_comments(&text) {
+            eprintln!("note: {source}: comments are not kept (the YAML library drops them)");
+        }
         let mut documents = parse(&source, &text)?;
         for note in inject(&source, &mut documents, settings)? {
             eprintln!("{note}");

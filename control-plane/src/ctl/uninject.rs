@@ -93,6 +93,9 @@ pub struct UninjectArgs {
 pub fn run(args: UninjectArgs) -> anyhow::Result<()> {
     let mut out = String::new();
     for (source, text) in kube_inject::read_inputs(&args.filename)? {
+        if kube_inject::has_comments(&text) {
+            eprintln!("note: {source}: comments are not kept (the YAML library drops them)");
+        }
         let mut documents = kube_inject::parse(&source, &text)?;
         uninject(&source, &mut documents)?;
         out.push_str(&kube_inject::render(&documents)?);

@@ -179,20 +179,31 @@ pub fn decide(pod: &PodInput<'_>, settings: &Settings) -> Result<Decision, BadAn
     let proxy = pod::proxy_container(settings, service, &resources, native);
 
     let mut additions = Vec::new();
-    // seam-init first, so that the pod's own init containers already run with the
-    // proxy (native) in place; the classic proxy goes first among the containers, as the
-    // kubelet starts them in order and runs its postStart before the next.
-    let mut first_inits = vec![json(&init)];
+    let has_inits = spec.init_containers.is_some();
     if native {
-        first_inits.push(json(&proxy));
-    }
-    prepend(
-        &mut additions,
-        &["spec", "initContainers"],
-        spec.init_containers.is_some(),
-        first_inits,
-    );
-    if !native {
+        // seam-init and the proxy first, so that the pod's own init containers already
+        // have the mesh (and the network) when they run.
+        prepend(
+            &mut additions,
+            &["spec", "initContainers"],
+            has_inits,
+            vec![json(&init), json(&proxy)],
+        );
+    } else {
+        // No proxy runs during a classic pod's init phase: seam-init goes last, so that
+        // the pod's own init containers are not redirected to a proxy that is not there
+        // yet. The proxy goes first among the containers: the kubelet starts them in order
+        // and runs its postStart hook (wait for /ready) before the next.
+        if has_inits {
+            additions.push(Addition::new(&["spec", "initContainers", "-"], json(&init)));
+        } else {
+            prepend(
+                &mut additions,
+                &["spec", "initContainers"],
+                false,
+                vec![json(&init)],
+            );
+        }
         prepend(
             &mut additions,
             &["spec", "containers"],

@@ -215,6 +215,20 @@ fn the_classic_sidecar_is_the_first_container_and_holds_the_app_until_ready() {
 }
 
 #[test]
+fn a_classic_pods_own_init_containers_run_before_the_redirection() {
+    let mut value = app();
+    value["metadata"]["annotations"] = json!({"seam.io/native-sidecar": "false"});
+    value["spec"]["initContainers"] = json!([{"name": "migrate", "image": "app:1"}]);
+    let pod = injected(&pod(value));
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(
+        names(spec.init_containers.as_ref()),
+        ["migrate", "seam-init"]
+    );
+    assert_eq!(names(Some(&spec.containers)), ["seam-proxy", "app"]);
+}
+
+#[test]
 fn annotations_set_resources_skip_ports_and_the_service_name() {
     let mut value = app();
     value["metadata"]["annotations"] = json!({
