@@ -31,6 +31,7 @@ use crate::kubernetes::watch::ClusterSource;
 use crate::source::{MeshSource, ModelSource};
 use crate::tls;
 use crate::trust_bundle_file;
+use crate::webhook;
 
 /// How long open discovery streams get to close after a stop is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -123,6 +124,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (--admin)", args.admin))?;
     let grpc_addr = grpc_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
+    let mut listening = vec![("grpc", grpc_addr), ("admin", admin_addr)];
+    let _webhook = match args.webhook_listen {
+        Some(addr) => {
+            let (webhook_addr, tasks) = start_webhook(&args, addr, ca.clone()).await?;
+            listening.push(("webhook", webhook_addr));
+            Some(tasks)
+        }
+        None => None,
+    };
 
     let identity = IdentityService {
         ca: ca.clone(),
@@ -164,7 +174,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }),
     ));
     tracing::info!(%grpc_addr, %admin_addr, "control plane serving");
-    print_listening_line(&[("grpc", grpc_addr), ("admin", admin_addr)]);
+    print_listening_line(&listening);
 
     stop_signal().await?;
     tracing::info!("stopping");
@@ -177,6 +187,33 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     admin.abort();
     rotation_task.abort();
     Ok(())
+}
+
+/// Starts the injection webhook on `addr`; it serves until the returned tasks are dropped.
+async fn start_webhook(
+    args: &Args,
+    addr: std::net::SocketAddr,
+    ca: Arc<CertificateAuthority>,
+) -> anyhow::Result<(std::net::SocketAddr, [AbortOnDropHandle<()>; 2])> {
+    let names = webhook::tls::dns_names(&args.namespace, &args.cluster_domain);
+    let (config, renewal) = webhook::tls::serving_config(ca, names, args.cert_ttl)
+        .context("cannot issue the webhook's certificate")?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (--webhook-listen)"))?;
+    let bound = listener.local_addr()?;
+    let server = tokio::spawn(webhook::server::serve(
+        listener,
+        config,
+        Arc::new(args.injection()),
+    ));
+    Ok((
+        bound,
+        [
+            AbortOnDropHandle::new(renewal),
+            AbortOnDropHandle::new(server),
+        ],
+    ))
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -25,7 +25,8 @@ pub struct Args {
     /// or `$KUBECONFIG` (as kubectl finds it).
     #[arg(long, env = "SEAM_KUBECONFIG", value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
-    /// The control plane's own Kubernetes namespace.
+    /// The control plane's own Kubernetes namespace (its Secret; its Service's DNS names
+    /// go on the webhook's certificate).
     #[arg(long, env = "SEAM_NAMESPACE", default_value = "seam-system")]
     pub namespace: String,
     /// With `--source kubernetes`: the Secret (in `--namespace`) holding the mesh CA,
@@ -62,6 +63,39 @@ pub struct Args {
     /// their TTL is shorter, never more often than every 500ms).
     #[arg(long, env = "SEAM_DNS_REFRESH", default_value = "2s", value_parser = parse_refresh)]
     pub dns_refresh: Duration,
+
+    // ---- the injection webhook --------------------------------------------------------
+    /// The injection webhook's HTTPS listener (`/inject`, `/inject-annotated`); off unless
+    /// given (`seamctl install`'s Deployment gives 0.0.0.0:8444).
+    #[arg(long, env = "SEAM_WEBHOOK_LISTEN", value_name = "ADDR")]
+    pub webhook_listen: Option<SocketAddr>,
+    /// The image injected pods run seam-proxy (and seamctl) from.
+    #[arg(long, env = "SEAM_PROXY_IMAGE", value_name = "IMAGE", default_value = crate::injector::DEFAULT_IMAGE)]
+    pub proxy_image: String,
+    /// Where injected proxies reach this control plane (default:
+    /// `seam-control-plane.<namespace>.svc:8443`).
+    #[arg(long, env = "SEAM_PROXY_CONTROL_PLANE", value_name = "HOST:PORT")]
+    pub proxy_control_plane: Option<String>,
+    /// `false` for clusters older than 1.29: injected proxies run as classic sidecars
+    /// (a pod's annotation `seam.io/native-sidecar` overrides it).
+    #[arg(long, env = "SEAM_NATIVE_SIDECAR", value_name = "BOOL", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub native_sidecar: bool,
+}
+
+impl Args {
+    /// How the webhook injects pods.
+    pub fn injection(&self) -> crate::injector::Settings {
+        crate::injector::Settings {
+            image: self.proxy_image.clone(),
+            control_plane: self
+                .proxy_control_plane
+                .clone()
+                .unwrap_or_else(|| format!("seam-control-plane.{}.svc:8443", self.namespace)),
+            native_sidecar: self.native_sidecar,
+            ..crate::injector::Settings::default()
+        }
+    }
 }
 
 /// Where the mesh model comes from (`--source`).

@@ -13,6 +13,8 @@ mod children;
 pub mod demo;
 pub(crate) mod fleet;
 pub mod inject;
+pub mod install;
+pub mod kube_inject;
 pub mod pod;
 pub mod ready;
 pub mod sample_app;
@@ -22,6 +24,7 @@ pub mod status;
 mod summary;
 pub mod tap;
 mod traffic;
+pub mod uninject;
 pub mod verify;
 
 use std::io::Write as _;
@@ -61,7 +64,14 @@ pub enum Command {
     Tap(tap::TapArgs),
     /// Mesh an existing docker-compose project: writes a meshed copy of its compose file
     /// (a sidecar per service, a control plane), a mesh file and the join tokens.
+    /// Kubernetes: `-f FILE|DIR|-` prints the YAML with Seam's sidecar injected into every
+    /// workload's pod template.
     Inject(inject::InjectArgs),
+    /// Takes out of Kubernetes YAML what `inject -f` (or the webhook) put in.
+    Uninject(uninject::UninjectArgs),
+    /// Prints the manifests that install Seam in a cluster
+    /// (`seamctl install | kubectl apply -f -`).
+    Install(install::InstallArgs),
     /// The sample service `seamctl demo` runs behind each proxy.
     #[command(hide = true)]
     SampleApp(sample_app::SampleAppArgs),
@@ -85,6 +95,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => verify::run(args).await,
         Command::Tap(args) => tap::run(args).await,
         Command::Inject(args) => inject::run(args),
+        Command::Uninject(args) => uninject::run(args),
+        Command::Install(args) => install::run(args),
         Command::Pod(args) => pod::run(args).await,
         Command::Ready(args) => ready::run(args).await,
     }

@@ -11,7 +11,7 @@ mod output;
 mod plan;
 mod ports;
 mod sidecar;
-mod yaml;
+pub(crate) mod yaml;
 
 use std::path::PathBuf;
 
@@ -29,22 +29,52 @@ pub enum Profile {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["compose", "filename"])))]
 pub struct InjectArgs {
     /// The compose file to mesh.
     #[arg(long, value_name = "FILE")]
-    pub compose: PathBuf,
-    /// A service to leave out of the mesh, copied as it is; repeat for more.
-    #[arg(long, value_name = "SERVICE")]
+    pub compose: Option<PathBuf>,
+    /// Kubernetes YAML to inject: a file, a directory of them, or `-` for stdin; the
+    /// result goes to stdout (`seamctl inject -f app.yaml | kubectl apply -f -`).
+    #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
+    pub filename: Option<String>,
+    /// A service to leave out of the mesh, copied as it is; repeat for more (--compose only).
+    #[arg(long, value_name = "SERVICE", conflicts_with = "filename")]
     pub skip: Vec<String>,
-    /// How the apps' traffic reaches their proxies.
+    /// How the apps' traffic reaches their proxies (--compose).
     #[arg(long, value_enum, default_value_t = Profile::Transparent)]
     pub profile: Profile,
-    /// Where to write the meshed compose file (`seam/` goes beside it).
-    #[arg(long, value_name = "PATH", default_value = None)]
+    /// Where to write the meshed compose file (`seam/` goes beside it) (--compose).
+    #[arg(long, value_name = "PATH", default_value = None, conflicts_with = "filename")]
     pub output: Option<PathBuf>,
+    /// The image holding seam-proxy and seamctl (-f).
+    #[arg(long, value_name = "IMAGE", default_value = crate::injector::DEFAULT_IMAGE)]
+    pub image: String,
+    /// Where the injected proxies reach the control plane (-f).
+    #[arg(long, value_name = "HOST:PORT", default_value = crate::injector::DEFAULT_CONTROL_PLANE)]
+    pub control_plane: String,
+    /// `false` for clusters older than 1.29: the proxy becomes the first container and
+    /// holds the app's start until it is ready, instead of a native sidecar (-f).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub native_sidecar: bool,
+}
+
+impl InjectArgs {
+    /// The injector's settings these flags give.
+    pub fn settings(&self) -> crate::injector::Settings {
+        crate::injector::Settings {
+            image: self.image.clone(),
+            control_plane: self.control_plane.clone(),
+            native_sidecar: self.native_sidecar,
+            ..crate::injector::Settings::default()
+        }
+    }
 }
 
 pub fn run(args: InjectArgs) -> anyhow::Result<()> {
+    if let Some(filename) = &args.filename {
+        return crate::ctl::kube_inject::run(filename, &args.settings());
+    }
     let written = inject(&args)?;
     println!(
         "wrote {}, {} and the join tokens in {}\nstart it with: docker-compose -f {} up -d",
@@ -58,7 +88,11 @@ pub fn run(args: InjectArgs) -> anyhow::Result<()> {
 
 /// Writes the meshed project; returns where.
 fn inject(args: &InjectArgs) -> anyhow::Result<output::Layout> {
-    let file = compose::read(&args.compose)?;
+    let compose_path = args
+        .compose
+        .as_deref()
+        .context("--compose or -f is required")?;
+    let file = compose::read(compose_path)?;
     let planned = plan::plan(
         &file.document,
         &plan::Options {
@@ -76,7 +110,7 @@ fn inject(args: &InjectArgs) -> anyhow::Result<output::Layout> {
             );
         }
     }
-    let layout = output::Layout::new(&args.compose, args.output.as_deref());
+    let layout = output::Layout::new(compose_path, args.output.as_deref());
     let tokens = layout.tokens(planned.meshed.iter().map(|service| service.name.as_str()))?;
     let compose_text = render(&planned.compose)?;
     layout.write(&compose_text, &mesh::render(&planned.meshed, &tokens))?;

@@ -21,10 +21,14 @@ services:
 
 fn args(compose: &Path, output: Option<&Path>) -> InjectArgs {
     InjectArgs {
-        compose: compose.to_owned(),
+        compose: Some(compose.to_owned()),
+        filename: None,
         skip: Vec::new(),
         profile: Profile::Transparent,
         output: output.map(Path::to_owned),
+        image: crate::injector::DEFAULT_IMAGE.to_owned(),
+        control_plane: crate::injector::DEFAULT_CONTROL_PLANE.to_owned(),
+        native_sidecar: true,
     }
 }
 
@@ -101,5 +105,35 @@ fn errors_name_the_file() {
             input.display()
         )),
         "{message}"
+    );
+}
+
+#[test]
+fn inject_takes_a_compose_file_or_kubernetes_yaml_but_not_both() {
+    use clap::Parser as _;
+    let parse = |args: &[&str]| {
+        crate::ctl::Cli::try_parse_from([&["seamctl", "inject"], args].concat()).map(
+            |cli| match cli.command {
+                crate::ctl::Command::Inject(args) => args,
+                other => panic!("{other:?}"),
+            },
+        )
+    };
+    let kube = parse(&["-f", "-", "--native-sidecar=false", "--image", "r/seam:1"]).unwrap();
+    assert_eq!(kube.filename.as_deref(), Some("-"));
+    let settings = kube.settings();
+    assert!(!settings.native_sidecar);
+    assert_eq!(settings.image, "r/seam:1");
+    assert!(
+        parse(&["--compose", "docker-compose.yml"])
+            .unwrap()
+            .compose
+            .is_some()
+    );
+    assert!(parse(&[]).is_err(), "one input is required");
+    assert!(parse(&["--compose", "c.yml", "-f", "k.yaml"]).is_err());
+    assert!(
+        parse(&["-f", "k.yaml", "--skip", "db"]).is_err(),
+        "--skip is for compose"
     );
 }
