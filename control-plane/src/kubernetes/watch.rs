@@ -26,7 +26,6 @@ use kube::core::DynamicObject;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
-use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
@@ -64,7 +63,7 @@ pub struct ClusterSource {
     trust_domain: String,
     cluster_domain: String,
     model: watch::Sender<Arc<MeshModel>>,
-    problems: Mutex<Arc<Vec<Problem>>>,
+    problems: watch::Sender<Arc<Vec<Problem>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -75,7 +74,7 @@ impl ClusterSource {
             trust_domain: trust_domain.to_owned(),
             cluster_domain: cluster_domain.to_owned(),
             model: watch::Sender::new(Arc::new(MeshModel::empty(trust_domain))),
-            problems: Mutex::new(Arc::new(Vec::new())),
+            problems: watch::Sender::new(Arc::new(Vec::new())),
             metrics,
         })
     }
@@ -90,7 +89,12 @@ impl ClusterSource {
 
     /// Every current problem (not only the new ones).
     pub fn problems(&self) -> Arc<Vec<Problem>> {
-        self.problems.lock().clone()
+        self.problems.borrow().clone()
+    }
+
+    /// The problems, changing with every rebuild that changes them.
+    pub fn watch_problems(&self) -> watch::Receiver<Arc<Vec<Problem>>> {
+        self.problems.subscribe()
     }
 
     /// Watches the cluster through `client` and keeps the model current, until the task
@@ -171,7 +175,13 @@ impl ClusterSource {
             last_good = mapped.last_good;
             self.publish(mapped.model);
             let problems = Arc::new(mapped.problems);
-            *self.problems.lock() = problems.clone();
+            self.problems.send_if_modified(|current| {
+                let changed = **current != *problems;
+                if changed {
+                    *current = problems.clone();
+                }
+                changed
+            });
             if let Some(events) = &mut events {
                 events.report(&problems, &services).await;
             }
@@ -297,3 +307,6 @@ fn prune_pod(pod: &mut Pod) {
         spec.volumes = None;
     }
 }
+
+#[cfg(test)]
+mod tests;
