@@ -94,3 +94,91 @@ fn truncate(text: &str, max: usize) -> String {
     }
     text[..end].to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use serde_json::json;
+
+    use super::*;
+    use crate::kubernetes::api_mock;
+
+    fn problem(name: &str, message: &str) -> Problem {
+        Problem {
+            kind: "Service",
+            namespace: "shop".into(),
+            name: name.into(),
+            bad_policy: true,
+            message: message.into(),
+        }
+    }
+
+    fn service(name: &str) -> Arc<Service> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": { "name": name, "namespace": "shop", "uid": format!("uid-{name}") }
+            }))
+            .unwrap(),
+        )
+    }
+
+    /// The mock stands in for the API server (none can run here): it takes the Events
+    /// the recorder creates.
+    #[tokio::test]
+    async fn each_new_policy_problem_is_one_warning_event_on_its_service() {
+        let (client, mut api) = api_mock::client();
+        let services = [service("web"), service("api")];
+        let mut events = PolicyEvents::new(client);
+        let first = vec![problem(
+            "web",
+            "seam.io/policy is refused at line 2, column 13",
+        )];
+
+        let reporting = async {
+            events.report(&first, &services).await;
+            // The same problem again: nothing new to say.
+            events.report(&first, &services).await;
+            let not_policy = Problem {
+                bad_policy: false,
+                ..problem("api", "the Service has no TCP port")
+            };
+            let second = vec![
+                first[0].clone(),
+                not_policy,
+                problem("api", "seam.io/policy is refused: colour"),
+            ];
+            events.report(&second, &services).await;
+        };
+        let answering = async {
+            for (name, note) in [
+                ("web", "seam.io/policy is refused at line 2, column 13"),
+                ("api", "seam.io/policy is refused: colour"),
+            ] {
+                let call = api.next().await;
+                assert_eq!(call.method, Method::POST);
+                assert_eq!(
+                    call.path.split('?').next(),
+                    Some("/apis/events.k8s.io/v1/namespaces/shop/events")
+                );
+                assert_eq!(call.body["type"], "Warning");
+                assert_eq!(call.body["reason"], REASON);
+                assert_eq!(call.body["note"], note);
+                assert_eq!(call.body["regarding"]["kind"], "Service");
+                assert_eq!(call.body["regarding"]["name"], name);
+                assert_eq!(call.body["regarding"]["uid"], format!("uid-{name}"));
+                call.echo(201, "1");
+            }
+        };
+        tokio::join!(reporting, answering);
+    }
+
+    #[test]
+    fn a_problem_that_goes_and_comes_back_is_new_again() {
+        let web = problem("web", "bad");
+        let none = BTreeSet::new();
+        let some: BTreeSet<Problem> = [web.clone()].into();
+        assert_eq!(new_problems(&none, &some), [&web]);
+        assert!(new_problems(&some, &some).is_empty());
+        assert!(new_problems(&some, &none).is_empty());
+    }
+}
