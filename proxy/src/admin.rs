@@ -58,7 +58,7 @@ impl AdminState {
             Some("no certificate yet")
         } else if !*self.discovery_ever_connected.borrow() {
             Some("discovery stream not up yet")
-        } else if !self.directory.is_answered(&self.service) {
+        } else if !self.directory.is_answered(self.inbound.policy_authority()) {
             // Until then the inbound side cannot authorize callers.
             Some("own authorization policy not received yet")
         } else {

@@ -106,6 +106,11 @@ impl Inbound {
         }
     }
 
+    /// The authority whose policy applies here (`--inbound-policy`, else `--service`).
+    pub fn policy_authority(&self) -> &str {
+        &self.policy_authority
+    }
+
     /// Who called this proxy's service and how, for `/callers`.
     pub fn callers(&self) -> &CallerCounts {
         &self.callers
