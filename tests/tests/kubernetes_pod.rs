@@ -20,8 +20,8 @@ fn namespace(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 }
 
-/// Starts the control plane with `--source kubernetes` against `api` (the mesh file
-/// still names the services until the Kubernetes source serves the model).
+/// Starts the control plane with `--source kubernetes` against `api` (the kit writes a
+/// mesh file naming `services`, which the Kubernetes source ignores).
 async fn control_plane(api: &KubeApi, services: &[&str]) -> TestMesh {
     let kubeconfig = api.kubeconfig().display().to_string();
     TestMesh::start_with_args(
@@ -91,7 +91,7 @@ async fn a_sidecar_proves_its_service_account_with_a_projected_token() {
     api.apply(namespace("shop")).expect("namespace");
     api.accept_token("token-of-web", "shop", "web", &["seam"]);
     api.accept_token("token-for-another-audience", "shop", "web", &["vault"]);
-    let mesh = control_plane(&api, &["web"]).await;
+    let mesh = control_plane(&api, &[]).await;
 
     // The CA lives in a Secret of the control plane's namespace, not on its disk.
     let secret = api
@@ -145,4 +145,147 @@ async fn a_sidecar_proves_its_service_account_with_a_projected_token() {
     .await
     .expect("the refused proxy logs why");
     assert_eq!(refused.ready_status().await.expect("/ready"), 503);
+}
+
+/// A Service `name` in `shop`: port 80 to `target_port`, one ready pod at `pod_ip` (with
+/// the Seam sidecar or without), as the API server lists Service, EndpointSlice and Pod.
+fn workload(
+    api: &KubeApi,
+    name: &str,
+    pod_ip: &str,
+    target_port: u16,
+    cluster_ip: &str,
+    meshed: bool,
+) {
+    let pod = format!("{name}-7d9f8-x2v4q");
+    let sidecar = json!([{"name": "seam-proxy", "image": "seam:dev", "restartPolicy": "Always"}]);
+    let objects = [
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {
+                "clusterIP": cluster_ip,
+                "selector": {"app": name},
+                "ports": [{"name": "http", "port": 80, "targetPort": target_port, "protocol": "TCP"}],
+            },
+        }),
+        json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {
+                "name": format!("{name}-abcde"), "namespace": "shop",
+                "labels": {"kubernetes.io/service-name": name},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{
+                "addresses": [pod_ip],
+                "conditions": {"ready": true, "serving": true, "terminating": false},
+                "targetRef": {"kind": "Pod", "name": pod, "namespace": "shop"},
+            }],
+            "ports": [{"name": "http", "port": target_port, "protocol": "TCP"}],
+        }),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": "shop", "labels": {"app": name}},
+            "spec": {
+                "serviceAccountName": name,
+                "initContainers": if meshed { sidecar } else { json!([]) },
+                "containers": [{"name": "app", "image": format!("{name}:1")}],
+            },
+            "status": {"phase": "Running", "podIP": pod_ip, "podIPs": [{"ip": pod_ip}]},
+        }),
+    ];
+    for object in objects {
+        api.apply(object).expect("object");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_without_a_sidecar_is_reached_in_plaintext_by_its_kubernetes_names() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let api = KubeApi::start(dir.path())
+        .await
+        .expect("stand-in API server");
+    api.apply(namespace("seam-system")).expect("namespace");
+    api.apply(namespace("shop")).expect("namespace");
+    api.accept_token("token-of-front", "shop", "front", &["seam"]);
+    let legacy = EchoServer::start("legacy").await.expect("legacy app");
+    workload(&api, "front", "127.0.0.2", 8080, "10.96.0.10", true);
+    workload(
+        &api,
+        "legacy",
+        "127.0.0.1",
+        legacy.addr().port(),
+        "10.96.0.11",
+        false,
+    );
+    let mesh = control_plane(&api, &[]).await;
+
+    let app = EchoServer::start("front").await.expect("front app");
+    let volumes = pod_volumes(&api, dir.path(), "shop", "token-of-front").await;
+    let mut front = mesh
+        .spawn_proxy(
+            ProxyOptions::new("front.shop", app.addr())
+                .settings_via_env()
+                .args(&[
+                    "--namespace",
+                    "shop",
+                    "--service-account",
+                    "front",
+                    "--service-account-token-file",
+                    &volumes.1,
+                    "--trust-anchors",
+                    &volumes.0,
+                    // As the injector sets it: the pod's IP, which names its Service.
+                    "--inbound-policy",
+                    "127.0.0.2",
+                ]),
+        )
+        .await
+        .expect("front's proxy starts");
+    front
+        .wait_ready(WAIT)
+        .await
+        .expect("front's proxy is ready");
+
+    for host in ["legacy", "legacy.shop", "legacy.shop.svc.cluster.local:80"] {
+        let reply = seam_tests::client::http1_get(front.outbound(), host, "/", &[])
+            .await
+            .expect("a request through front's proxy");
+        assert_eq!(reply.status, 200, "{host}: {}", reply.text());
+        let seen = reply.json().expect("echo JSON");
+        assert_eq!(seen["name"], "legacy", "{host}");
+        assert_eq!(
+            seen["client_id"],
+            Value::Null,
+            "plaintext carries no identity"
+        );
+    }
+    let reply = seam_tests::client::h2c_get(front.outbound(), "legacy.shop.svc", "/", &[])
+        .await
+        .expect("HTTP/2 through front's proxy");
+    assert_eq!(reply.json().expect("echo JSON")["version"], "HTTP/2.0");
+
+    let callers = front.admin_json("/callers").await.expect("/callers");
+    assert_eq!(
+        callers["plaintext_callees"][0]["service"], "legacy.shop",
+        "{callers}"
+    );
+    assert_eq!(callers["plaintext_callees"][0]["requests"], 4, "{callers}");
+    let output = seam_tests::mesh::seam_command("seamctl")
+        .expect("seamctl")
+        .args(["verify", "--admin", &mesh.admin_addr().to_string()])
+        .output()
+        .await
+        .expect("seamctl verify runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let edge = text
+        .lines()
+        .find(|line| line.contains("legacy.shop"))
+        .unwrap_or_else(|| panic!("no legacy edge in:\n{text}"));
+    assert!(
+        edge.contains("spiffe://seam.local/ns/shop/sa/front")
+            && edge.contains("PLAINTEXT")
+            && edge.contains("(no proxy)"),
+        "{text}"
+    );
 }
