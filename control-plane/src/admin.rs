@@ -74,6 +74,10 @@ fn route(
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
     }
     match request.uri().path() {
+        "/ready" if !state.source.is_ready() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the cluster has not been read yet\n",
+        ),
         "/ready" | "/live" => text(StatusCode::OK, "ok\n"),
         "/metrics" => {
             let accept = request

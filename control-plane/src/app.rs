@@ -152,14 +152,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let incoming = ReceiverStream::new(tls::accept_tls(grpc_listener, tls_config, metrics.clone()));
     let grpc_shutdown = shutdown.clone();
-    let grpc = tokio::spawn(
+    // Proxies are served once the source has a model: an empty one would tell them every
+    // service is gone.
+    let model_ready = source.ready();
+    let grpc = tokio::spawn(async move {
+        tokio::select! {
+            () = model_ready => {}
+            () = grpc_shutdown.cancelled() => return Ok(()),
+        }
         tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(5)))
             .add_service(IdentityServer::new(identity))
             .add_service(DiscoveryServer::new(discovery))
-            .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned()),
-    );
+            .serve_with_incoming_shutdown(incoming, grpc_shutdown.cancelled_owned())
+            .await
+    });
     // The dashboard's scraper runs as long as the admin listener it serves.
     let (dashboard, _dashboard_scraper) = Dashboard::start(registry.clone());
     let admin = tokio::spawn(admin::serve(

@@ -275,6 +275,22 @@ impl ModelSource {
         }
     }
 
+    /// Resolves once the source has a model to serve: at once for the mesh file (read at
+    /// start), once every kind has been listed for a cluster. Until then the control plane
+    /// serves no proxy (an empty model would tell them every service is gone) and its
+    /// `/ready` says so.
+    pub fn ready(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut model = self.subscribe();
+        async move {
+            let _ = model.wait_for(|model| model.version > 0).await;
+        }
+    }
+
+    /// Whether the source has a model to serve (see [`ready`](Self::ready)).
+    pub fn is_ready(&self) -> bool {
+        self.current().version > 0
+    }
+
     /// `file` or `kubernetes` (as `--source` says).
     pub fn kind(&self) -> &'static str {
         match self {

@@ -232,20 +232,22 @@ where
         .boxed()
 }
 
-/// Records a change: which kinds have been listed, and why a watch failed. The
-/// HTTPRoute CRD may not be installed: that is logged once and means no routes (the
-/// watcher keeps trying, so routes appear once it is installed).
+/// Records a change: which kinds have been listed, and why a watch failed. HTTPRoutes
+/// are optional: when their CRD is not installed (404) or the control plane may not list
+/// them (403), that is logged once and means no routes (the watcher keeps trying, so
+/// routes appear once it can read them).
 fn note((kind, change): Change, listed: &mut BTreeSet<Kind>) {
     match change {
         Ok(true) => {
             listed.insert(kind);
         }
         Ok(false) => {}
-        Err(err) if kind == Kind::HttpRoutes && is_not_found(&err) => {
+        Err(err) if kind == Kind::HttpRoutes && matches!(status_code(&err), Some(403 | 404)) => {
             if listed.insert(kind) {
                 tracing::info!(
-                    "the HTTPRoute CRD (gateway.networking.k8s.io/v1) is not installed: no \
-                     routes come from HTTPRoutes until it is"
+                    error = %err,
+                    "HTTPRoutes (gateway.networking.k8s.io/v1) cannot be listed (CRD not \
+                     installed, or not allowed): no routes come from HTTPRoutes until they can"
                 );
             }
         }
@@ -255,12 +257,14 @@ fn note((kind, change): Change, listed: &mut BTreeSet<Kind>) {
     }
 }
 
-fn is_not_found(err: &watcher::Error) -> bool {
+/// The HTTP status of an API server's refusal.
+fn status_code(err: &watcher::Error) -> Option<u16> {
     match err {
         watcher::Error::InitialListFailed(kube::Error::Api(status))
         | watcher::Error::WatchStartFailed(kube::Error::Api(status))
-        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 404,
-        _ => false,
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => Some(status.code),
+        watcher::Error::WatchError(status) => Some(status.code),
+        _ => None,
     }
 }
 

@@ -37,6 +37,7 @@ use crate::ca::CertificateAuthority;
 use crate::discovery::DiscoveryService;
 use crate::metrics::Metrics;
 use crate::registry::ProxyRegistry;
+use crate::source::ModelSource;
 use crate::tls;
 
 /// How long any one expected change may take (backoff after a watch error included).
@@ -481,6 +482,8 @@ async fn a_bad_policy_is_a_problem_and_the_service_keeps_serving() {
         .expect("the cluster is read")
         .unwrap();
 
+    assert!(ModelSource::Cluster(source.clone()).is_ready());
+
     let mut bad = service("web", "10.96.0.10");
     bad["metadata"]["annotations"] =
         json!({ "seam.io/policy": "timeout: 3s\nretries: {attempts: lots}\n" });
@@ -509,4 +512,12 @@ async fn a_bad_policy_is_a_problem_and_the_service_keeps_serving() {
     let web = &current.services()["web.shop"];
     assert_eq!(web.endpoints.len(), 1);
     assert_eq!(web.policy, crate::model::Policy::default());
+}
+
+#[test]
+fn the_source_is_not_ready_before_the_cluster_is_read() {
+    let source = ClusterSource::new("seam.local", "cluster.local", Arc::new(Metrics::new()));
+    let source = ModelSource::Cluster(source);
+    assert!(!source.is_ready());
+    assert_eq!(source.current().version, 0);
 }
