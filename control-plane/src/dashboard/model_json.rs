@@ -12,8 +12,9 @@ use crate::model::{
     RateLimit, RetryOn, RouteModel, ServiceModel,
 };
 
-/// A service's endpoints as `/mesh` lists them: resolved addresses, and the `dns:`
-/// entries as written.
+/// A service's endpoints as `/mesh` lists them: resolved addresses, the `dns:` entries
+/// as written, and the endpoints reached in plaintext (Kubernetes pods without a Seam
+/// sidecar).
 pub fn endpoints(service: &ServiceModel) -> Value {
     let endpoints: Vec<String> = service
         .endpoints
@@ -25,7 +26,17 @@ pub fn endpoints(service: &ServiceModel) -> Value {
         .iter()
         .map(ToString::to_string)
         .collect();
-    json!({ "endpoints": endpoints, "dns_endpoints": by_name })
+    let plaintext: Vec<String> = service
+        .endpoints
+        .iter()
+        .filter(|endpoint| endpoint.identity.is_none())
+        .map(|endpoint| endpoint.address.to_string())
+        .collect();
+    json!({
+        "endpoints": endpoints,
+        "dns_endpoints": by_name,
+        "plaintext_endpoints": plaintext,
+    })
 }
 
 /// A service as `/mesh` lists it: its endpoints, its rate limits (the service's and each

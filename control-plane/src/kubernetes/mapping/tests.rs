@@ -539,3 +539,17 @@ fn services_sharing_pods_share_them_and_the_first_by_name_owns_their_addresses()
         Resolution::NotFound => panic!("the pod address names nothing"),
     }
 }
+
+#[test]
+fn mesh_lists_the_endpoints_reached_in_plaintext() {
+    let mapped = mapped(&fixture());
+    let db = crate::dashboard::model_json::mesh_entry(service(&mapped, "db.shop"));
+    assert_eq!(
+        db["endpoints"],
+        serde_json::json!(["10.0.1.1:5432", "10.0.1.2:5432"])
+    );
+    assert_eq!(
+        db["plaintext_endpoints"],
+        serde_json::json!(["10.0.1.2:5432"])
+    );
+}
