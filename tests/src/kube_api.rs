@@ -113,9 +113,14 @@ impl Drop for KubeApi {
 impl KubeApi {
     /// Starts on `127.0.0.1:0` and writes `dir/kubeconfig`.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
-        let tls = certs::serving_tls()?;
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve(TcpListener::bind("127.0.0.1:0").await?, dir)
+    }
+
+    /// Serves on `listener` (bound to one IP, say in a pod's network namespace) and
+    /// writes `dir/kubeconfig` for that address.
+    pub fn serve(listener: TcpListener, dir: &Path) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
+        let tls = certs::serving_tls(addr.ip())?;
         let kubeconfig = dir.join("kubeconfig");
         certs::write_kubeconfig(&kubeconfig, addr, &tls.ca_pem, API_TOKEN)?;
         let shared = Arc::new(Shared {

@@ -21,6 +21,7 @@ pub mod fresh_binaries;
 pub mod intercepted_pods;
 pub mod interception;
 pub mod kube_api;
+pub mod kube_pods;
 pub mod load;
 pub mod logs;
 pub mod mesh;

@@ -289,3 +289,116 @@ async fn a_pod_without_a_sidecar_is_reached_in_plaintext_by_its_kubernetes_names
         "{text}"
     );
 }
+
+/// System test (root, network namespaces): the sidecar with the injector's environment
+/// in a pod whose traffic `seam-proxy init` intercepts, calling another pod's Service by
+/// its Kubernetes names over mTLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn pods_run_as_injected_call_each_other_over_mtls_by_kubernetes_names() {
+    use seam_tests::kube_pods::{KubePods, PodSpec, workload_objects};
+    use seam_tests::meshed_pods::get;
+
+    let mut pods = KubePods::start().await.expect("control-plane pod");
+    let front_pod = pods.add_pod("front").expect("front pod");
+    let back_pod = pods.add_pod("back").expect("back pod");
+    let front_ip = front_pod.ipv4().into();
+    let back_ip = back_pod.ipv4().into();
+    let back_cluster_ip: std::net::IpAddr = "10.96.0.20".parse().unwrap();
+    for objects in [
+        workload_objects(
+            ("shop", "front", "front-5c6d7-abcde"),
+            front_ip,
+            8080,
+            "10.96.0.10",
+            true,
+        ),
+        workload_objects(
+            ("shop", "back", "back-6f7a8-fghij"),
+            back_ip,
+            8080,
+            "10.96.0.20",
+            true,
+        ),
+    ] {
+        for object in objects {
+            pods.api.apply(object).expect("object");
+        }
+    }
+    pods.api
+        .accept_token("token-of-front", "shop", "front", &["seam"]);
+    pods.api
+        .accept_token("token-of-back", "shop", "back", &["seam"]);
+    let hosts = [(
+        back_cluster_ip,
+        "back.shop.svc.cluster.local back.shop.svc back.shop back",
+    )];
+    let back = pods
+        .start_sidecar(
+            back_pod,
+            &PodSpec {
+                name: "back",
+                namespace: "shop",
+                service_account: "back",
+                service: "back.shop",
+                token: "token-of-back",
+                hosts: &hosts,
+            },
+        )
+        .await
+        .expect("back's sidecar is ready");
+    // The app starts once its proxy is ready, as a native sidecar's startup probe holds it.
+    let back_app = EchoServer::serve(
+        back.pod
+            .netns()
+            .bind_tcp("0.0.0.0:8080".parse().unwrap())
+            .await
+            .expect("bind back's app"),
+        "back",
+    )
+    .expect("back's app");
+    let front = pods
+        .start_sidecar(
+            front_pod,
+            &PodSpec {
+                name: "front",
+                namespace: "shop",
+                service_account: "front",
+                service: "front.shop",
+                token: "token-of-front",
+                hosts: &hosts,
+            },
+        )
+        .await
+        .expect("front's sidecar is ready");
+
+    // The app resolves the name from its /etc/hosts (cluster DNS) and connects to the
+    // ClusterIP; the pod's iptables hand the connection to its proxy.
+    for host in ["back.shop.svc.cluster.local", "back"] {
+        let (status, body) = get(
+            front.pod.netns(),
+            std::net::SocketAddr::new(back_cluster_ip, 80),
+            "/hello",
+            Some(host),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("GET http://{host}/hello: {err:#}\n{}", front.log().tail()));
+        assert_eq!(status, 200, "{host}: {body}");
+        let seen: Value = serde_json::from_str(&body).expect("echo JSON");
+        assert_eq!(seen["name"], "back", "{host}");
+        assert_eq!(
+            seen["client_id"], "spiffe://seam.local/ns/shop/sa/front",
+            "{host}: the caller's identity came over mTLS"
+        );
+    }
+    assert_eq!(back_app.requests_seen(), 2);
+    let (_, identity) = back.admin_get("/identity").await.expect("/identity");
+    let identity: Value = serde_json::from_str(&identity).expect("JSON");
+    assert_eq!(identity["spiffe_id"], "spiffe://seam.local/ns/shop/sa/back");
+    let (_, callers) = back.admin_get("/callers").await.expect("/callers");
+    let callers: Value = serde_json::from_str(&callers).expect("JSON");
+    assert_eq!(
+        callers["callers"][0]["caller"], "spiffe://seam.local/ns/shop/sa/front",
+        "{callers}"
+    );
+    assert_eq!(callers["callers"][0]["transport"], "mtls", "{callers}");
+}

@@ -1,5 +1,5 @@
 //! The stand-in API server's TLS and the kubeconfig that reaches it: a CA made for the
-//! test and a serving certificate for `127.0.0.1` it signs (rcgen), and a kubeconfig with
+//! test and a serving certificate for the server's IP it signs (rcgen), and a kubeconfig with
 //! the server URL, the CA as `certificate-authority-data` and a bearer token, as a cluster
 //! admin hands out.
 
@@ -18,7 +18,8 @@ pub struct ServingTls {
     pub ca_pem: String,
 }
 
-pub fn serving_tls() -> anyhow::Result<ServingTls> {
+/// A CA and a serving certificate for `ip` (and `localhost`) it signs.
+pub fn serving_tls(ip: std::net::IpAddr) -> anyhow::Result<ServingTls> {
     crate::tls::install_crypto_provider();
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
@@ -33,9 +34,7 @@ pub fn serving_tls() -> anyhow::Result<ServingTls> {
     params
         .distinguished_name
         .push(DnType::CommonName, "kube-apiserver");
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress([127, 0, 0, 1].into()));
+    params.subject_alt_names.push(SanType::IpAddress(ip));
     let cert = params.signed_by(&key, &issuer)?;
     let chain = vec![CertificateDer::from(cert.der().to_vec())];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
