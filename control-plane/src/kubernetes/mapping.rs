@@ -20,6 +20,8 @@
 mod endpoints;
 mod routes;
 
+pub use endpoints::OPAQUE_PORTS_ANNOTATION;
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
@@ -105,6 +107,13 @@ pub fn map(
         };
         policies.insert(key.clone(), block.clone());
         let instances = index.instances(service);
+        for refusal in &instances.refused_opaque_ports {
+            problems.push(problem(false, refusal.clone()));
+        }
+        let mut opaque_ports = block.opaque_ports.clone();
+        opaque_ports.extend(&instances.opaque_ports);
+        opaque_ports.sort_unstable();
+        opaque_ports.dedup();
         for ip in &instances.listed_ips {
             pod_ips.entry(*ip).or_insert_with(|| key.clone());
         }
@@ -135,7 +144,7 @@ pub fn map(
                 named_endpoints: Vec::new(),
                 ports: instances.ports,
                 addresses,
-                opaque_ports: block.opaque_ports,
+                opaque_ports,
                 policy: block.policy,
                 routes: Vec::new(),
                 authorization: Authorization {

@@ -28,11 +28,11 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
 #[cfg(test)]
 pub(crate) mod api_mock;
 pub mod ca_secret;
-pub mod token_review;
-pub mod trust_configmaps;
-pub mod webhook_ca;
+pub mod events;
 pub mod mapping;
 pub mod naming;
 pub mod objects;
-pub mod events;
+pub mod token_review;
+pub mod trust_configmaps;
 pub mod watch;
+pub mod webhook_ca;

@@ -291,11 +291,14 @@ fn http_routes(store: &Store<DynamicObject>) -> Vec<HttpRoute> {
         .collect()
 }
 
-/// Keeps only what the mapping reads of a pod (its name, namespace, containers' names
-/// and ServiceAccount): a cluster's pods are most of what the control plane holds.
+/// Keeps only what the mapping reads of a pod (its name, namespace, containers' names,
+/// ServiceAccount and `seam.io/opaque-ports`): a cluster's pods are most of what the
+/// control plane holds.
 fn prune_pod(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
+    if let Some(annotations) = &mut pod.metadata.annotations {
+        annotations.retain(|key, _| key == super::mapping::OPAQUE_PORTS_ANNOTATION);
+    }
     pod.status = None;
     if let Some(spec) = &mut pod.spec {
         for container in spec

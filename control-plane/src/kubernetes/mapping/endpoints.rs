@@ -2,7 +2,7 @@
 //! else serving-and-terminating), each with its pod's identity or none, and how the
 //! Service's TCP ports map to the pods' ports.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
@@ -34,6 +34,10 @@ pub struct Instances {
     pub ports: Vec<PortMapping>,
     /// Every pod IP its slices list, ready or not.
     pub listed_ips: Vec<IpAddr>,
+    /// The ports its pods' `seam.io/opaque-ports` annotations name, and why any
+    /// annotation was refused.
+    pub opaque_ports: BTreeSet<u16>,
+    pub refused_opaque_ports: Vec<String>,
 }
 
 impl<'a> Index<'a> {
@@ -131,6 +135,10 @@ impl<'a> Index<'a> {
                     let pod = self
                         .pods
                         .get(&(pod_namespace, target_ref.name.as_deref()?))?;
+                    match opaque_ports_of(pod) {
+                        Ok(ports) => instances.opaque_ports.extend(ports),
+                        Err(refusal) => instances.refused_opaque_ports.push(refusal),
+                    }
                     self.identity(pod)
                 });
                 for ip in ips {
@@ -147,6 +155,8 @@ impl<'a> Index<'a> {
         instances.endpoints = endpoints;
         instances.listed_ips.sort();
         instances.listed_ips.dedup();
+        instances.refused_opaque_ports.sort();
+        instances.refused_opaque_ports.dedup();
         instances
     }
 
@@ -213,3 +223,32 @@ fn slice_port(slice: &EndpointSlice, name: Option<&str>) -> Option<u16> {
         .and_then(|port| u16::try_from(port).ok())
         .filter(|port| *port != 0)
 }
+
+/// The pod's `seam.io/opaque-ports` (comma-separated ports whose connections carry opaque
+/// TCP, as the Service annotation's `opaque_ports`), or why the value is refused.
+fn opaque_ports_of(pod: &Pod) -> Result<Vec<u16>, String> {
+    let Some(value) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|annotations| annotations.get(OPAQUE_PORTS_ANNOTATION))
+    else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(|entry| match entry.parse::<u16>() {
+            Ok(port) if port != 0 => Ok(port),
+            _ => Err(format!(
+                "pod {}/{}: annotation {OPAQUE_PORTS_ANNOTATION}: {value:?} is not a comma-separated list of ports ({entry:?})",
+                objects::namespace(&pod.metadata),
+                objects::name(&pod.metadata),
+            )),
+        })
+        .collect()
+}
+
+/// The pod annotation naming ports whose connections carry opaque TCP.
+pub const OPAQUE_PORTS_ANNOTATION: &str = "seam.io/opaque-ports";

@@ -553,3 +553,52 @@ fn mesh_lists_the_endpoints_reached_in_plaintext() {
         serde_json::json!(["10.0.1.2:5432"])
     );
 }
+
+#[test]
+fn a_pods_opaque_ports_annotation_makes_those_ports_opaque_for_its_services() {
+    let annotate = |snapshot: &mut Snapshot, pod_name: &str, value: &str| {
+        let pod = snapshot
+            .pods
+            .iter_mut()
+            .find(|pod| pod.metadata.name.as_deref() == Some(pod_name))
+            .unwrap();
+        std::sync::Arc::make_mut(pod)
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(OPAQUE_PORTS_ANNOTATION.to_owned(), value.to_owned());
+    };
+    let mut snapshot = fixture();
+    annotate(&mut snapshot, "web-5d8f7c9b4-abcde", "6379, 7000");
+    let good = mapped(&snapshot);
+    // The Service's own `opaque_ports` (3306) and the pod's, each once.
+    assert_eq!(
+        service(&good, "web.shop").opaque_ports,
+        vec![3306, 6379, 7000]
+    );
+    assert!(
+        good.problems
+            .iter()
+            .all(|p| !p.message.contains("opaque-ports"))
+    );
+
+    annotate(&mut snapshot, "web-5d8f7c9b4-pqrst", "6379,redis");
+    let bad = mapped(&snapshot);
+    let problem = bad
+        .problems
+        .iter()
+        .find(|p| p.message.contains("seam.io/opaque-ports"))
+        .expect("a refused annotation is a problem");
+    assert_eq!((problem.kind, problem.name.as_str()), ("Service", "web"));
+    assert!(
+        problem.message.contains("pod shop/web-5d8f7c9b4-pqrst")
+            && problem.message.contains("\"redis\""),
+        "{}",
+        problem.message
+    );
+    // The other pod's ports still count, and the Service keeps serving.
+    assert_eq!(
+        service(&bad, "web.shop").opaque_ports,
+        vec![3306, 6379, 7000]
+    );
+}
