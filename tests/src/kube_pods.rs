@@ -19,9 +19,7 @@ use tempfile::TempDir;
 use crate::kube_api::KubeApi;
 use crate::logs::ChildLog;
 use crate::mesh::{self, READY_TIMEOUT};
-use crate::meshed_pods::{
-    ADMIN_PORT, CONTROL_PLANE_ADMIN_PORT, CONTROL_PLANE_PORT, PROXY_UID, get,
-};
+use crate::meshed_pods::{ADMIN_PORT, CONTROL_PLANE_ADMIN_PORT, CONTROL_PLANE_PORT, get};
 use crate::netns_files::NetnsFiles;
 use crate::pod_network::{Pod, PodNetwork};
 use crate::{proxy_init, wait};
@@ -49,13 +47,11 @@ pub struct SidecarPod {
     log: ChildLog,
 }
 
-/// What the injector gives a pod's sidecar, as the kubelet resolves it.
-pub struct PodSpec<'a> {
-    pub name: &'a str,
-    pub namespace: &'a str,
-    pub service_account: &'a str,
-    /// `SEAM_SERVICE`: `<workload>.<namespace>`.
-    pub service: &'a str,
+/// What the kubelet knows of a pod besides its spec: its place and its projected token.
+pub struct PodRun<'a> {
+    /// The pod object as the API server holds it after injection (`spec.initContainers`
+    /// with `seam-init` and `seam-proxy`, `spec.volumes`, `spec.serviceAccountName`).
+    pub object: &'a Value,
     /// The projected ServiceAccount token the kubelet writes.
     pub token: &'a str,
     /// `/etc/hosts` lines besides the control plane's (cluster DNS for the app).
@@ -143,102 +139,236 @@ impl KubePods {
         self.network.add_pod(label)
     }
 
-    /// Runs `pod` as the kubelet runs an injected pod: `seam-proxy init` (the init
-    /// container), then the sidecar with its environment, and waits for its `/ready`
-    /// (the startup probe) before returning, so the test starts the app after it.
-    pub async fn start_sidecar(
+    /// Runs the injected containers of `run.object` in `pod` as the kubelet would:
+    /// `seam-init` (its command and args) to completion, then the `seam-proxy` native
+    /// sidecar as its `runAsUser`, with its env resolved (fieldRefs of the downward API,
+    /// `$(VAR)` references) and its volumes filled (the projected token, the ConfigMap the
+    /// control plane wrote); waits for its startup probe (`/ready`) before returning, so
+    /// the test starts the app after it. Volumes cannot be mounted in a network
+    /// namespace alone, so each lives in a directory of the test and the paths under its
+    /// mountPath in the env are pointed there.
+    pub async fn start_injected(
         &mut self,
         pod: Pod,
-        spec: &PodSpec<'_>,
+        run: &PodRun<'_>,
     ) -> anyhow::Result<SidecarPod> {
+        let metadata = &run.object["metadata"];
+        let name = metadata["name"]
+            .as_str()
+            .context("the pod has no name")?
+            .to_owned();
+        let namespace = metadata["namespace"]
+            .as_str()
+            .unwrap_or("default")
+            .to_owned();
+        let spec = &run.object["spec"];
+        let init = container(spec, "seam-init")?;
+        let sidecar = container(spec, "seam-proxy")?;
+        anyhow::ensure!(
+            sidecar["restartPolicy"] == "Always",
+            "seam-proxy is not a native sidecar: {sidecar}"
+        );
+
         let files = NetnsFiles::create(pod.netns())?;
         let mut hosts = format!(
             "127.0.0.1 localhost\n{} {CONTROL_PLANE_HOST}\n",
             self.control_plane_pod.ipv4()
         );
-        for (ip, name) in spec.hosts {
-            hosts.push_str(&format!("{ip} {name}\n"));
+        for (ip, host) in run.hosts {
+            hosts.push_str(&format!("{ip} {host}\n"));
         }
         files.write("hosts", &hosts)?;
-        // The volumes: the trust bundle ConfigMap the control plane wrote into the pod's
-        // namespace, and the projected token.
-        let ca_pem = self
-            .api
-            .wait_object(
-                "ConfigMap",
-                spec.namespace,
-                "seam-trust-bundle",
-                READY_TIMEOUT,
-                |map| {
-                    map.and_then(|map| map["data"]["ca.pem"].as_str())
-                        .map(str::to_owned)
-                        .context("no trust bundle yet")
-                },
-            )
+        let mounts = self
+            .fill_volumes(&name, &namespace, spec, sidecar, run.token)
             .await?;
-        let volumes = self.dir.path().join(spec.name);
-        std::fs::create_dir(&volumes)?;
-        std::fs::set_permissions(&volumes, std::fs::Permissions::from_mode(0o755))?;
-        let trust = volumes.join("ca.pem");
-        let token = volumes.join("token");
-        for (path, contents) in [(&trust, ca_pem.as_str()), (&token, spec.token)] {
-            std::fs::write(path, contents)?;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
-        }
 
-        proxy_init::run_init(pod.netns(), &[])
+        let binary = |command: &Value| -> anyhow::Result<()> {
+            anyhow::ensure!(
+                command[0] == "seam-proxy",
+                "the container runs {command}, not seam-proxy"
+            );
+            Ok(())
+        };
+        binary(&init["command"])?;
+        let init_args = strings(&init["args"]);
+        anyhow::ensure!(
+            init_args.first().map(String::as_str) == Some("init"),
+            "seam-init's args: {init_args:?}"
+        );
+        let init_args: Vec<&str> = init_args[1..].iter().map(String::as_str).collect();
+        proxy_init::run_init(pod.netns(), &init_args)
             .await?
             .expect_success()?;
 
+        binary(&sidecar["command"])?;
+        let uid = sidecar["securityContext"]["runAsUser"]
+            .as_u64()
+            .unwrap_or(0) as u32;
+        let gid = sidecar["securityContext"]["runAsGroup"]
+            .as_u64()
+            .map_or(uid, |g| g as u32);
         let (log, stderr) = ChildLog::create(
-            format!("seam-proxy {}", spec.name),
-            self.dir.path().join(format!("proxy-{}.log", spec.name)),
+            format!("seam-proxy {name}"),
+            self.dir.path().join(format!("proxy-{name}.log")),
         )?;
-        let pod_ip = pod.ipv4().to_string();
-        let mut command = pod
-            .netns()
-            .command_as(PROXY_UID, PROXY_UID, &self.proxy_binary);
+        let mut command = pod.netns().command_as(uid, gid, &self.proxy_binary);
         mesh::remove_seam_variables(command.as_std_mut());
-        // The sidecar's environment as the injector writes it, with the downward API's
-        // fieldRefs (namespace, ServiceAccount, pod IP) resolved as the kubelet does.
+        command.args(strings(&sidecar["args"]));
+        let field = |path: &str| -> Option<String> {
+            match path {
+                "metadata.namespace" => Some(namespace.clone()),
+                "metadata.name" => Some(name.clone()),
+                "spec.serviceAccountName" => spec["serviceAccountName"].as_str().map(str::to_owned),
+                "status.podIP" => Some(pod.ipv4().to_string()),
+                _ => None,
+            }
+        };
+        let mut env: Vec<(String, String)> = Vec::new();
+        for variable in sidecar["env"].as_array().into_iter().flatten() {
+            let key = variable["name"]
+                .as_str()
+                .context("an env entry without a name")?;
+            let value = match variable["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some(path) => {
+                    field(path).with_context(|| format!("{key}: unknown fieldRef {path}"))?
+                }
+                None => expand(variable["value"].as_str().unwrap_or_default(), &env),
+            };
+            env.push((key.to_owned(), on_host(&value, &mounts)));
+        }
         command
-            .env("SEAM_NAMESPACE", spec.namespace)
-            .env("SEAM_SERVICE_ACCOUNT", spec.service_account)
-            .env("SEAM_POD_IP", &pod_ip)
-            .env("SEAM_SERVICE", spec.service)
-            .env("SEAM_INBOUND_POLICY", &pod_ip)
-            .env("SEAM_SERVICE_ACCOUNT_TOKEN_FILE", &token)
-            .env("SEAM_TRUST_ANCHORS", &trust)
-            .env(
-                "SEAM_CONTROL_PLANE",
-                format!("{CONTROL_PLANE_HOST}:{CONTROL_PLANE_PORT}"),
-            )
-            .env("SEAM_ADMIN", format!("0.0.0.0:{ADMIN_PORT}"))
+            .envs(env)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1");
-        let proxy = SeamProcess::spawn(format!("seam-proxy {}", spec.name), command, stderr)
+        let proxy = SeamProcess::spawn(format!("seam-proxy {name}"), command, stderr)
             .await
             .with_context(|| format!("proxy log:\n{}", log.tail()))?;
         self.proxy_logs.push(log.clone());
-        let sidecar = SidecarPod {
+        let started = SidecarPod {
             pod,
             _files: files,
             proxy,
             log,
         };
+        let probe = &sidecar["startupProbe"]["httpGet"];
+        let probe_path = probe["path"].as_str().unwrap_or("/ready").to_owned();
         wait::until(
-            &format!("{}'s startup probe (/ready)", spec.name),
+            &format!("{name}'s startup probe ({probe_path})"),
             READY_TIMEOUT,
             || async {
-                let (status, body) = sidecar.admin_get("/ready").await?;
+                let (status, body) = started.admin_get(&probe_path).await?;
                 anyhow::ensure!(status == 200, "{status} {body}");
                 Ok(())
             },
         )
         .await
-        .with_context(|| format!("proxy log:\n{}", sidecar.log.tail()))?;
-        Ok(sidecar)
+        .with_context(|| format!("proxy log:\n{}", started.log.tail()))?;
+        Ok(started)
     }
+
+    /// Fills the sidecar's volumes in `dir/<pod>/<volume>/` as the kubelet would: a
+    /// projected ServiceAccount token, a ConfigMap's keys (waiting for the control plane
+    /// to have written it). Returns each mountPath with its directory.
+    async fn fill_volumes(
+        &self,
+        pod: &str,
+        namespace: &str,
+        spec: &Value,
+        sidecar: &Value,
+        token: &str,
+    ) -> anyhow::Result<Vec<(String, PathBuf)>> {
+        let root = self.dir.path().join(pod);
+        std::fs::create_dir(&root)?;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755))?;
+        let mut mounts = Vec::new();
+        for mount in sidecar["volumeMounts"].as_array().into_iter().flatten() {
+            let volume_name = mount["name"]
+                .as_str()
+                .context("a volumeMount without a name")?;
+            let mount_path = mount["mountPath"]
+                .as_str()
+                .context("a volumeMount without a mountPath")?;
+            let volume = spec["volumes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|volume| volume["name"] == volume_name)
+                .with_context(|| {
+                    format!("no volume {volume_name} for the mount at {mount_path}")
+                })?;
+            let dir = root.join(volume_name);
+            std::fs::create_dir(&dir)?;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+            let mut contents: Vec<(String, String)> = Vec::new();
+            for source in volume["projected"]["sources"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                if let Some(path) = source["serviceAccountToken"]["path"].as_str() {
+                    contents.push((path.to_owned(), token.to_owned()));
+                }
+            }
+            if let Some(config_map) = volume["configMap"]["name"].as_str() {
+                let data = self
+                    .api
+                    .wait_object("ConfigMap", namespace, config_map, READY_TIMEOUT, |map| {
+                        map.and_then(|map| map["data"].as_object().cloned())
+                            .context("not written yet")
+                    })
+                    .await?;
+                for (key, value) in data {
+                    contents.push((key, value.as_str().unwrap_or_default().to_owned()));
+                }
+            }
+            for (file, text) in contents {
+                let path = dir.join(file);
+                std::fs::write(&path, text)?;
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+            }
+            mounts.push((mount_path.trim_end_matches('/').to_owned(), dir));
+        }
+        Ok(mounts)
+    }
+}
+
+/// The init container or container named `name`.
+fn container<'a>(spec: &'a Value, name: &str) -> anyhow::Result<&'a Value> {
+    ["initContainers", "containers"]
+        .iter()
+        .flat_map(|list| spec[*list].as_array().into_iter().flatten())
+        .find(|container| container["name"] == name)
+        .with_context(|| format!("the pod has no container {name}"))
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `$(VAR)` replaced by the value of an env entry defined before, as the kubelet does.
+fn expand(value: &str, env: &[(String, String)]) -> String {
+    let mut out = value.to_owned();
+    for (key, defined) in env {
+        out = out.replace(&format!("$({key})"), defined);
+    }
+    out
+}
+
+/// A path under a volume's mountPath, pointed at the volume's directory in the test.
+fn on_host(value: &str, mounts: &[(String, PathBuf)]) -> String {
+    for (mount_path, dir) in mounts {
+        if let Some(rest) = value.strip_prefix(mount_path.as_str())
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            return format!("{}{rest}", dir.display());
+        }
+    }
+    value.to_owned()
 }
 
 impl Drop for KubePods {
@@ -312,4 +442,29 @@ pub fn workload_objects(
             "status": {"phase": "Running", "podIP": pod_ip.to_string(), "podIPs": [{"ip": pod_ip.to_string()}]},
         }),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_references_expand_and_mounted_paths_point_at_the_volume_directories() {
+        let env = [("SEAM_NAMESPACE".to_owned(), "shop".to_owned())];
+        assert_eq!(expand("web.$(SEAM_NAMESPACE)", &env), "web.shop");
+        assert_eq!(expand("$(UNSET)", &env), "$(UNSET)");
+        let mounts = [(
+            "/var/run/seam/trust".to_owned(),
+            PathBuf::from("/tmp/x/seam-trust-bundle"),
+        )];
+        assert_eq!(
+            on_host("/var/run/seam/trust/ca.pem", &mounts),
+            "/tmp/x/seam-trust-bundle/ca.pem"
+        );
+        assert_eq!(
+            on_host("/var/run/seam/trustee", &mounts),
+            "/var/run/seam/trustee"
+        );
+        assert_eq!(on_host("0.0.0.0:4191", &mounts), "0.0.0.0:4191");
+    }
 }

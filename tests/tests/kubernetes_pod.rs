@@ -290,12 +290,68 @@ async fn a_pod_without_a_sidecar_is_reached_in_plaintext_by_its_kubernetes_names
     );
 }
 
-/// System test (root, network namespaces): the sidecar with the injector's environment
-/// in a pod whose traffic `seam-proxy init` intercepts, calling another pod's Service by
-/// its Kubernetes names over mTLS.
+/// A Deployment's pod `name` of `service_account` in `shop`, after injection: the init
+/// container and the native sidecar as the injector writes them (its golden output, on the
+/// injector's branch), with the pod's IP in its status as the API server reports it.
+/// Once `seamctl inject -f` is on this branch, the spec comes from it instead.
+fn injected_pod(name: &str, app: &str, service_account: &str, pod_ip: std::net::IpAddr) -> Value {
+    let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "shop", "labels": {"app": app}},
+        "spec": {
+            "serviceAccountName": service_account,
+            "containers": [{"name": "app", "image": format!("{app}:1")}],
+            "initContainers": [
+                {
+                    "name": "seam-init",
+                    "image": "seam:dev",
+                    "command": ["seam-proxy"],
+                    "args": ["init", "--inbound-port", "4143", "--outbound-port", "4140",
+                             "--admin-port", "4191", "--proxy-uid", "2102"],
+                    "securityContext": {"runAsUser": 0, "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}},
+                },
+                {
+                    "name": "seam-proxy",
+                    "image": "seam:dev",
+                    "command": ["seam-proxy"],
+                    "restartPolicy": "Always",
+                    "env": [
+                        {"name": "SEAM_NAMESPACE", "valueFrom": field("metadata.namespace")},
+                        {"name": "SEAM_SERVICE_ACCOUNT", "valueFrom": field("spec.serviceAccountName")},
+                        {"name": "SEAM_POD_IP", "valueFrom": field("status.podIP")},
+                        {"name": "SEAM_SERVICE", "value": format!("{app}.$(SEAM_NAMESPACE)")},
+                        {"name": "SEAM_INBOUND_POLICY", "value": "$(SEAM_POD_IP)"},
+                        {"name": "SEAM_SERVICE_ACCOUNT_TOKEN_FILE", "value": "/var/run/secrets/seam/token/token"},
+                        {"name": "SEAM_TRUST_ANCHORS", "value": "/var/run/seam/trust/ca.pem"},
+                        {"name": "SEAM_CONTROL_PLANE", "value": "seam-control-plane.seam-system.svc:8443"},
+                        {"name": "SEAM_ADMIN", "value": "0.0.0.0:4191"},
+                    ],
+                    "startupProbe": {"httpGet": {"path": "/ready", "port": 4191}, "periodSeconds": 1, "failureThreshold": 120},
+                    "securityContext": {"runAsUser": 2102, "runAsGroup": 2102, "runAsNonRoot": true},
+                    "volumeMounts": [
+                        {"name": "seam-token", "mountPath": "/var/run/secrets/seam/token", "readOnly": true},
+                        {"name": "seam-trust-bundle", "mountPath": "/var/run/seam/trust", "readOnly": true},
+                    ],
+                },
+            ],
+            "volumes": [
+                {"name": "seam-token", "projected": {"sources": [
+                    {"serviceAccountToken": {"audience": "seam", "expirationSeconds": 3600, "path": "token"}},
+                ]}},
+                {"name": "seam-trust-bundle", "configMap": {"name": "seam-trust-bundle"}},
+            ],
+        },
+        "status": {"phase": "Running", "podIP": pod_ip.to_string(), "podIPs": [{"ip": pod_ip.to_string()}]},
+    })
+}
+
+/// System test (root, network namespaces): injected pods run as the kubelet runs them
+/// (`seam-init`, then the `seam-proxy` sidecar with its env and volumes, the app only after
+/// the startup probe), one calling the other's Service by its Kubernetes names over mTLS.
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_run_as_injected_call_each_other_over_mtls_by_kubernetes_names() {
-    use seam_tests::kube_pods::{KubePods, PodSpec, workload_objects};
+    use seam_tests::kube_pods::{KubePods, PodRun, workload_objects};
     use seam_tests::meshed_pods::get;
 
     let mut pods = KubePods::start().await.expect("control-plane pod");
@@ -304,25 +360,34 @@ async fn pods_run_as_injected_call_each_other_over_mtls_by_kubernetes_names() {
     let front_ip = front_pod.ipv4().into();
     let back_ip = back_pod.ipv4().into();
     let back_cluster_ip: std::net::IpAddr = "10.96.0.20".parse().unwrap();
-    for objects in [
-        workload_objects(
-            ("shop", "front", "front-5c6d7-abcde"),
-            front_ip,
-            8080,
-            "10.96.0.10",
-            true,
+    let front = injected_pod("front-5c6d7-abcde", "front", "front", front_ip);
+    let back = injected_pod("back-6f7a8-fghij", "back", "back", back_ip);
+    for (workload, pod) in [
+        (
+            workload_objects(
+                ("shop", "front", "front-5c6d7-abcde"),
+                front_ip,
+                8080,
+                "10.96.0.10",
+                true,
+            ),
+            &front,
         ),
-        workload_objects(
-            ("shop", "back", "back-6f7a8-fghij"),
-            back_ip,
-            8080,
-            "10.96.0.20",
-            true,
+        (
+            workload_objects(
+                ("shop", "back", "back-6f7a8-fghij"),
+                back_ip,
+                8080,
+                "10.96.0.20",
+                true,
+            ),
+            &back,
         ),
     ] {
-        for object in objects {
+        for object in workload {
             pods.api.apply(object).expect("object");
         }
+        pods.api.apply(pod.clone()).expect("the injected pod");
     }
     pods.api
         .accept_token("token-of-front", "shop", "front", &["seam"]);
@@ -333,20 +398,17 @@ async fn pods_run_as_injected_call_each_other_over_mtls_by_kubernetes_names() {
         "back.shop.svc.cluster.local back.shop.svc back.shop back",
     )];
     let back = pods
-        .start_sidecar(
+        .start_injected(
             back_pod,
-            &PodSpec {
-                name: "back",
-                namespace: "shop",
-                service_account: "back",
-                service: "back.shop",
+            &PodRun {
+                object: &back,
                 token: "token-of-back",
                 hosts: &hosts,
             },
         )
         .await
-        .expect("back's sidecar is ready");
-    // The app starts once its proxy is ready, as a native sidecar's startup probe holds it.
+        .expect("back's sidecar passes its startup probe");
+    // The app starts once its proxy is ready, as the native sidecar's startup probe holds it.
     let back_app = EchoServer::serve(
         back.pod
             .netns()
@@ -357,19 +419,16 @@ async fn pods_run_as_injected_call_each_other_over_mtls_by_kubernetes_names() {
     )
     .expect("back's app");
     let front = pods
-        .start_sidecar(
+        .start_injected(
             front_pod,
-            &PodSpec {
-                name: "front",
-                namespace: "shop",
-                service_account: "front",
-                service: "front.shop",
+            &PodRun {
+                object: &front,
                 token: "token-of-front",
                 hosts: &hosts,
             },
         )
         .await
-        .expect("front's sidecar is ready");
+        .expect("front's sidecar passes its startup probe");
 
     // The app resolves the name from its /etc/hosts (cluster DNS) and connects to the
     // ClusterIP; the pod's iptables hand the connection to its proxy.
@@ -401,4 +460,8 @@ async fn pods_run_as_injected_call_each_other_over_mtls_by_kubernetes_names() {
         "{callers}"
     );
     assert_eq!(callers["callers"][0]["transport"], "mtls", "{callers}");
+    assert_eq!(
+        callers["service"], "back.shop",
+        "SEAM_SERVICE from $(SEAM_NAMESPACE)"
+    );
 }
