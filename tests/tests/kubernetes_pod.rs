@@ -147,6 +147,76 @@ async fn a_sidecar_proves_its_service_account_with_a_projected_token() {
     assert_eq!(refused.ready_status().await.expect("/ready"), 503);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_token_is_retried_and_a_rotated_one_is_read_at_renewal() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let api = KubeApi::start(dir.path())
+        .await
+        .expect("stand-in API server");
+    api.apply(namespace("seam-system")).expect("namespace");
+    api.apply(namespace("shop")).expect("namespace");
+    api.accept_token("first-token", "shop", "web", &["seam"]);
+    api.accept_token("rotated-token", "shop", "web", &["seam"]);
+    let kubeconfig = api.kubeconfig().display().to_string();
+    // Short certificates, so the proxy renews within the test.
+    let mesh = TestMesh::start_with_args(
+        &[],
+        &[
+            "--source",
+            "kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+            "--cert-ttl",
+            "6s",
+        ],
+    )
+    .await
+    .expect("control plane in kubernetes mode");
+    let app = EchoServer::start("web").await.expect("app");
+    let (trust, token_file) = pod_volumes(&api, dir.path(), "shop", "").await;
+    std::fs::remove_file(&token_file).expect("no token yet");
+
+    // The kubelet has not written the token yet: the proxy says which file it lacks, and
+    // keeps trying.
+    let web = sidecar(
+        &mesh,
+        &app,
+        "web",
+        ("shop", "web"),
+        &(trust, token_file.clone()),
+    )
+    .await;
+    seam_tests::wait::until("the missing token is logged", WAIT, || async {
+        let log = web.log().tail();
+        anyhow::ensure!(
+            log.contains("cannot read the ServiceAccount token") && log.contains(&token_file),
+            "{log}"
+        );
+        Ok(())
+    })
+    .await
+    .expect("the proxy names the missing token file");
+    std::fs::write(&token_file, "first-token").expect("the kubelet writes the token");
+    seam_tests::wait::until("the proxy is ready", WAIT, || async {
+        anyhow::ensure!(web.ready_status().await? == 200, "not ready");
+        Ok(())
+    })
+    .await
+    .expect("certified once the token is there");
+
+    // The kubelet rotates the token; the next renewal sends the new one.
+    std::fs::write(&token_file, "rotated-token").expect("the kubelet rotates the token");
+    api.wait_request("a TokenReview of the rotated token", WAIT, |request| {
+        request.path.ends_with("/tokenreviews")
+            && request
+                .body
+                .as_ref()
+                .is_some_and(|body| body["spec"]["token"] == "rotated-token")
+    })
+    .await
+    .expect("the renewal read the token file again");
+}
+
 /// A Service `name` in `shop`: port 80 to `target_port`, one ready pod at `pod_ip` (with
 /// the Seam sidecar or without), as the API server lists Service, EndpointSlice and Pod.
 fn workload(
