@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use seam_tests::mesh::{TestMesh, metric_value};
 use seam_tests::proxy::ProxyOptions;
-use seam_tests::{EchoServer, TestProxy, client, wait};
+use seam_tests::{EchoServer, GrpcHealthServer, TestProxy, client, wait};
+use tonic_health::ServingStatus as Status;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
 /// `a` calls `b`; `b`'s app has a probe path on its own port and another on a port it
 /// does not serve.
@@ -152,4 +155,51 @@ async fn a_probe_port_without_a_matching_path_is_refused_at_the_door() {
     assert!(outcome.is_err(), "refused: {:?}", outcome.map(|r| r.status));
     assert_eq!(plaintext_refusals(&b).await, 1.0);
     assert_eq!(app_b.requests_seen(), 0);
+}
+
+/// The kubelet's `grpc` probe: a plaintext HTTP/2 POST of `grpc.health.v1.Health/Check`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plaintext_grpc_health_check_reaches_the_app_and_other_methods_do_not() {
+    let mesh = TestMesh::start(&["a", "g"]).await.expect("mesh starts");
+    let app_a = EchoServer::start("a").await.expect("app a");
+    let app_g = GrpcHealthServer::start().await.expect("app g");
+    app_g
+        .reporter()
+        .set_service_status("", Status::Serving)
+        .await;
+    let probe_paths = format!("{}:/grpc.health.v1.Health/Check", app_g.addr().port());
+    let (a, g) = tokio::try_join!(
+        mesh.start_proxy("a", app_a.addr()),
+        mesh.start_proxy_with(
+            ProxyOptions::new("g", app_g.addr()).args(&["--probe-paths", &probe_paths])
+        ),
+    )
+    .expect("proxies start");
+    mesh.set_endpoints(&[("g", &[g.inbound()])])
+        .await
+        .expect("mesh lists g");
+    let check = || HealthCheckRequest {
+        service: String::new(),
+    };
+    // g's policy (mTLS only) is known once a mesh caller gets through.
+    wait::until("a → g answers", Duration::from_secs(10), || async {
+        let channel = client::grpc_channel(a.outbound(), "g").await?;
+        HealthClient::new(channel).check(check()).await?;
+        Ok(())
+    })
+    .await
+    .expect("g's policy known");
+
+    let plaintext = client::grpc_channel(g.inbound(), "g")
+        .await
+        .expect("plaintext h2c to g's inbound");
+    let probe = HealthClient::new(plaintext.clone())
+        .check(check())
+        .await
+        .expect("the gRPC probe is answered");
+    assert_eq!(probe.into_inner().status(), ServingStatus::Serving);
+
+    let watch = HealthClient::new(plaintext).watch(check()).await;
+    assert!(watch.is_err(), "Watch is no probe: {watch:?}");
+    assert_eq!(plaintext_refusals(&g).await, 1.0);
 }
