@@ -1,5 +1,6 @@
 //! The inbound listener: mTLS from other proxies (a client certificate from the mesh CA is
-//! required at the handshake; plaintext only when the service's policy allows it), then
+//! required at the handshake; plaintext only when the service's policy allows it, or for
+//! the app's probe paths, `probes`), then
 //! the service's allow list decides (403 with the reason if the caller is not on it), and
 //! the request goes to the local app in the HTTP version it arrived in, carrying
 //! `x-seam-client-id: <the caller's SPIFFE id>` (any such header that came from outside is

@@ -6,7 +6,9 @@
 //! caller's identity before its bytes are copied to the app. Plaintext is let in only
 //! where the service allows it: HTTP as requests, anything else on a redirected
 //! connection (a protocol that is not HTTP, a port the service declares opaque, a client
-//! that waits for its server to speak first) as an opaque stream.
+//! that waits for its server to speak first) as an opaque stream. Where it does not,
+//! plaintext HTTP to a port with probe paths (`--probe-paths`) is read request by
+//! request, and only the app's probes get through.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
