@@ -105,6 +105,21 @@ async fn a_plaintext_probe_reaches_the_app_and_nothing_else_does() {
             client::http1_post(mesh.b.inbound(), "b", "/healthz", "x".into()).await,
         ),
         (
+            "GET the probe path asking for a WebSocket",
+            client::http1_get(
+                mesh.b.inbound(),
+                "b",
+                "/healthz",
+                &[
+                    ("connection", "upgrade"),
+                    ("upgrade", "websocket"),
+                    ("sec-websocket-version", "13"),
+                    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ],
+            )
+            .await,
+        ),
+        (
             "HTTP/2 GET another path",
             client::h2c_get(mesh.b.inbound(), "b", "/admin", &[]).await,
         ),

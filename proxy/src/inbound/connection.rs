@@ -290,12 +290,14 @@ async fn serve_http<I>(
     let caller = Arc::new(CountedCaller::new(caller, &inbound));
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         // Only plaintext callers of a service that accepts only mTLS have a port here;
-        // what is not one of the app's probes is refused as their connection would have
-        // been: closed unanswered (HTTP/2: the stream reset), counted and logged.
+        // what is not one of the app's probes (a probe never asks for an upgrade) is
+        // refused as their connection would have been: closed unanswered (HTTP/2: the
+        // stream reset), counted and logged.
         if let Some(port) = caller.caller.probes_only_on
-            && !inbound
-                .probe_paths
-                .admits(port, request.method(), request.uri().path())
+            && (request.headers().contains_key(http::header::UPGRADE)
+                || !inbound
+                    .probe_paths
+                    .admits(port, request.method(), request.uri().path()))
         {
             refuse_plaintext(&inbound, peer);
             return Either::Left(std::future::ready(Err(NotAProbe)));
