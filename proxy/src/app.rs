@@ -134,6 +134,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             app: args.app,
             limits,
             detect_timeout: args.detect_timeout,
+            probe_paths: inbound::ProbePaths::new(args.probe_paths.clone()),
         },
         tls.clone(),
         metrics.clone(),

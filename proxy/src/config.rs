@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 
+use crate::inbound::ProbePath;
 use crate::telemetry::AccessLogFormat;
 use crate::telemetry::trace_context::Propagation;
 
@@ -118,6 +119,12 @@ pub struct Args {
     /// is carried as opaque TCP.
     #[arg(long, env = "SEAM_DETECT_TIMEOUT", default_value = "1s", value_parser = humantime::parse_duration)]
     pub detect_timeout: Duration,
+    /// The app's health-check paths that plaintext callers (the kubelet's probes) may
+    /// reach although the service accepts only mTLS: comma-separated `PORT:PATH`
+    /// (`8080:/healthz,8081:/ready`), matched on the request's destination port and exact
+    /// path (query ignored), for GET and HEAD (and POST to the gRPC health check).
+    #[arg(long, env = "SEAM_PROBE_PATHS", value_delimiter = ',')]
+    pub probe_paths: Vec<ProbePath>,
 }
 
 impl Args {
@@ -213,5 +220,30 @@ mod tests {
         for bad in ["127.0.0.1:15432", "nowhere=db", "127.0.0.1:1="] {
             assert!(bad.parse::<TcpUpstream>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn probe_paths_are_a_list_and_a_bad_entry_is_named() {
+        let base = [
+            "seam-proxy",
+            "--service=b",
+            "--control-plane=127.0.0.1:1",
+            "--trust-anchors=ca.pem",
+        ];
+        let args = Args::try_parse_from(
+            base.iter()
+                .chain(&["--probe-paths=8080:/healthz,8081:/ready"]),
+        )
+        .expect("two probe paths");
+        let listed: Vec<_> = args
+            .probe_paths
+            .iter()
+            .map(|p| (p.port, p.path.as_str()))
+            .collect();
+        assert_eq!(listed, [(8080, "/healthz"), (8081, "/ready")]);
+        let error = Args::try_parse_from(base.iter().chain(&["--probe-paths=8080:/healthz,ready"]))
+            .expect_err("a bad entry")
+            .to_string();
+        assert!(error.contains("\"ready\" is not PORT:PATH"), "{error}");
     }
 }

@@ -1,5 +1,6 @@
 //! The inbound listener: mTLS from other proxies (a client certificate from the mesh CA is
-//! required at the handshake; plaintext only when the service's policy allows it), then
+//! required at the handshake; plaintext only when the service's policy allows it, or for
+//! the app's probe paths, `probes`), then
 //! the service's allow list decides (403 with the reason if the caller is not on it), and
 //! the request goes to the local app in the HTTP version it arrived in, carrying
 //! `x-seam-client-id: <the caller's SPIFFE id>` (any such header that came from outside is
@@ -38,12 +39,14 @@ use crate::upgrade::{self, Upgrade};
 mod app_pools;
 mod callers;
 mod connection;
+mod probes;
 mod rate_limit;
 
 use app_pools::AppPools;
 pub use callers::CallerCounts;
 use callers::CallerTally;
 pub use connection::serve;
+pub use probes::{ProbePath, ProbePaths};
 use rate_limit::RateLimits;
 
 /// A peer has this long to complete its TLS handshake.
@@ -70,6 +73,8 @@ pub struct Inbound {
     detect_timeout: Duration,
     callers: CallerCounts,
     rate_limits: RateLimits,
+    /// What plaintext may reach although the service accepts only mTLS.
+    probe_paths: ProbePaths,
 }
 
 /// What the inbound side is given.
@@ -81,6 +86,8 @@ pub struct InboundSettings {
     pub app: SocketAddr,
     pub limits: ServerLimits,
     pub detect_timeout: Duration,
+    /// The app's probe paths (`--probe-paths`).
+    pub probe_paths: ProbePaths,
 }
 
 impl Inbound {
@@ -103,6 +110,7 @@ impl Inbound {
             detect_timeout: settings.detect_timeout,
             callers: CallerCounts::default(),
             rate_limits: RateLimits::default(),
+            probe_paths: settings.probe_paths,
         }
     }
 
@@ -204,12 +212,18 @@ impl Inbound {
         let service = self.policy().await?;
         let route = service.route_for(request);
         let route_allow = route.allow.as_deref();
-        let decision = authz::authorize(
-            caller.as_caller(),
-            &self.service,
-            &service.authorization,
-            route_allow,
-        );
+        // A probe-only caller's requests were let in by `--probe-paths` before they got
+        // here (the service itself refuses plaintext); each is one of the app's probes.
+        let decision = if caller.probes_only_on.is_some() {
+            Ok(())
+        } else {
+            authz::authorize(
+                caller.as_caller(),
+                &self.service,
+                &service.authorization,
+                route_allow,
+            )
+        };
         let label = caller.label();
         counted.requests.inc();
         counted.tally.record(decision.is_ok());
@@ -311,6 +325,9 @@ struct InboundCaller {
     identity: Option<SpiffeId>,
     /// `x-seam-client-id` for the app, when there is an identity.
     header: Option<HeaderValue>,
+    /// A plaintext caller let in only for the app's probe paths on this port, as the
+    /// service accepts only mTLS (`--probe-paths`).
+    probes_only_on: Option<u16>,
 }
 
 /// A connection's caller with the counters its requests add to, looked up once for the
@@ -348,6 +365,16 @@ impl InboundCaller {
         Self {
             identity: None,
             header: None,
+            probes_only_on: None,
+        }
+    }
+
+    /// A plaintext caller of a service that accepts only mTLS, let in for the app's
+    /// probe paths on `port` and for nothing else.
+    fn probes_only(port: u16) -> Self {
+        Self {
+            probes_only_on: Some(port),
+            ..Self::plaintext()
         }
     }
 

@@ -2,10 +2,12 @@
 //! that look at a pod (or a workload's pod template) and either leave it alone, with the
 //! reason, or say what to add to it, as JSON-patch `add` operations relative to the pod.
 //! [`annotations`] reads the `seam.io/*` annotations, [`pod`] builds the containers and
-//! volumes, [`workloads`] finds the pod templates inside every workload kind.
+//! volumes, [`probes`] lists the app's probe paths the proxy must let through,
+//! [`workloads`] finds the pod templates inside every workload kind.
 
 pub mod annotations;
 pub mod pod;
+pub mod probes;
 pub mod workloads;
 
 use std::collections::BTreeMap;
@@ -176,7 +178,14 @@ pub fn decide(pod: &PodInput<'_>, settings: &Settings) -> Result<Decision, BadAn
             .as_deref(),
     );
     let service = annotations.service().unwrap_or(pod.workload);
-    let proxy = pod::proxy_container(settings, service, &resources, native);
+    let probe_paths = probes::probe_paths(spec);
+    let proxy = pod::proxy_container(
+        settings,
+        service,
+        &resources,
+        native,
+        probe_paths.as_deref(),
+    );
 
     let mut additions = Vec::new();
     let has_inits = spec.init_containers.is_some();

@@ -109,12 +109,14 @@ pub fn init_container(
 
 /// `seam-proxy`: the sidecar. `native` makes it an init container that keeps running
 /// (`restartPolicy: Always`): the kubelet starts the app only once its startup probe
-/// passes, and a Job's pod completes when its main containers exit.
+/// passes, and a Job's pod completes when its main containers exit. `probe_paths`: the
+/// app's probes the proxy lets through in plaintext (`SEAM_PROBE_PATHS`, see `probes`).
 pub fn proxy_container(
     settings: &Settings,
     service: &str,
     resources: &Resources,
     native: bool,
+    probe_paths: Option<&str>,
 ) -> Container {
     let probe = |path: &str, failures: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -144,7 +146,7 @@ pub fn proxy_container(
         ..EnvVar::default()
     };
     // Order matters: `$(SEAM_...)` expands only variables defined earlier in the list.
-    let env = vec![
+    let mut env = vec![
         from_field("SEAM_NAMESPACE", "metadata.namespace"),
         from_field("SEAM_SERVICE_ACCOUNT", "spec.serviceAccountName"),
         from_field("SEAM_POD_IP", "status.podIP"),
@@ -159,6 +161,9 @@ pub fn proxy_container(
         // On all addresses so that the kubelet's probes reach /ready and /live.
         value("SEAM_ADMIN", &format!("0.0.0.0:{ADMIN_PORT}")),
     ];
+    if let Some(paths) = probe_paths {
+        env.push(value("SEAM_PROBE_PATHS", paths));
+    }
     let (restart_policy, lifecycle) = if native {
         (Some("Always".to_owned()), None)
     } else {

@@ -281,3 +281,32 @@ fn the_typed_check_catches_a_misspelt_field() {
     let bad = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [], "hostNetwrok": true}});
     assert!(typed::check(&bad).unwrap_err().contains("fields lost"));
 }
+
+#[test]
+fn the_apps_probes_reach_the_proxy_as_seam_probe_paths() {
+    let probe_paths = |pod: &Pod| {
+        let spec = pod.spec.as_ref().unwrap();
+        let proxy = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .find(|c| c.name == pod::PROXY_CONTAINER)
+            .unwrap();
+        proxy
+            .env
+            .iter()
+            .flatten()
+            .find(|var| var.name == "SEAM_PROBE_PATHS")
+            .and_then(|var| var.value.clone())
+    };
+    assert_eq!(probe_paths(&injected(&pod(app()))), None, "no probes");
+    let mut value = app();
+    value["spec"]["containers"][0]["ports"] = json!([{"name": "http", "containerPort": 8080}]);
+    value["spec"]["containers"][0]["readinessProbe"] =
+        json!({"httpGet": {"port": "http", "path": "/ready"}});
+    value["spec"]["containers"][0]["livenessProbe"] = json!({"grpc": {"port": 9090}});
+    assert_eq!(
+        probe_paths(&injected(&pod(value))).as_deref(),
+        Some("8080:/ready,9090:/grpc.health.v1.Health/Check")
+    );
+}

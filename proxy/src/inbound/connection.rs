@@ -6,14 +6,18 @@
 //! caller's identity before its bytes are copied to the app. Plaintext is let in only
 //! where the service allows it: HTTP as requests, anything else on a redirected
 //! connection (a protocol that is not HTTP, a port the service declares opaque, a client
-//! that waits for its server to speak first) as an opaque stream.
+//! that waits for its server to speak first) as an opaque stream. Where it does not,
+//! plaintext HTTP to a port with probe paths (`--probe-paths`) is read request by
+//! request, and only the app's probes get through.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use http::{HeaderValue, Response};
+use futures_util::future::Either;
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use seam_proto::SpiffeId;
@@ -120,21 +124,18 @@ async fn serve_connection(
             .await;
         }
         Opening::Http(protocol) => {
-            if !inbound.plaintext_allowed().await {
+            // The port on the app the requests go to: the original destination of a
+            // redirected connection, `--app`'s port of an addressed one.
+            let caller = if inbound.plaintext_allowed().await {
+                InboundCaller::plaintext()
+            } else if inbound.probe_paths.on_port(app.port()) {
+                InboundCaller::probes_only(app.port())
+            } else {
                 refuse_plaintext(&inbound, peer);
                 return;
-            }
+            };
             let io = TokioIo::new(CountedIo::new(tcp, metrics));
-            serve_http(
-                inbound,
-                io,
-                protocol,
-                InboundCaller::plaintext(),
-                app,
-                watcher,
-                peer,
-            )
-            .await;
+            serve_http(inbound, io, protocol, caller, app, watcher, peer).await;
         }
         Opening::Opaque => {
             if !inbound.plaintext_allowed().await {
@@ -287,17 +288,38 @@ async fn serve_http<I>(
     };
     let server = speaking(server, protocol);
     let caller = Arc::new(CountedCaller::new(caller, &inbound));
-    let service = hyper::service::service_fn(move |request| {
-        inbound
-            .clone()
-            .handle(request, caller.clone(), app)
-            .map(Ok::<Response<ProxyBody>, std::convert::Infallible>)
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        // Only plaintext callers of a service that accepts only mTLS have a port here;
+        // what is not one of the app's probes (a probe never asks for an upgrade) is
+        // refused as their connection would have been: closed unanswered (HTTP/2: the
+        // stream reset), counted and logged.
+        if let Some(port) = caller.caller.probes_only_on
+            && (request.headers().contains_key(http::header::UPGRADE)
+                || !inbound
+                    .probe_paths
+                    .admits(port, request.method(), request.uri().path()))
+        {
+            refuse_plaintext(&inbound, peer);
+            return Either::Left(std::future::ready(Err(NotAProbe)));
+        }
+        Either::Right(
+            inbound
+                .clone()
+                .handle(request, caller.clone(), app)
+                .map(Ok::<Response<ProxyBody>, NotAProbe>),
+        )
     });
     let connection = server.serve_connection_with_upgrades(io, service);
     if let Err(err) = watcher.watch(connection).await {
         tracing::debug!(%peer, error = %err, "inbound connection ended with an error");
     }
 }
+
+/// Why a probe-only connection was closed: a request that is not one of the app's
+/// probes (hyper then ends the connection without answering).
+#[derive(Debug, thiserror::Error)]
+#[error("a plaintext request that is not one of the app's probes")]
+struct NotAProbe;
 
 /// Completes the mTLS handshake and reads the caller's SPIFFE id; refusals are counted
 /// by reason and logged (a few per window, see `RefusalLog`).
@@ -357,6 +379,7 @@ async fn handshake(
         InboundCaller {
             identity: Some(caller),
             header: Some(header),
+            probes_only_on: None,
         },
     ))
 }

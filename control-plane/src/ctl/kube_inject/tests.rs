@@ -8,7 +8,7 @@ use super::*;
 use crate::ctl::uninject;
 use crate::injector::typed;
 
-const INPUTS: [&str; 3] = ["workloads", "list", "annotations"];
+const INPUTS: [&str; 4] = ["workloads", "list", "annotations", "probes"];
 
 fn testdata(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
