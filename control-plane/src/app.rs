@@ -125,7 +125,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let grpc_addr = grpc_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
     let mut listening = vec![("grpc", grpc_addr), ("admin", admin_addr)];
-    let _webhook = match args.webhook_listen {
+    let _webhook = match args.webhook_listener() {
         Some(addr) => {
             let (webhook_addr, tasks) = start_webhook(&args, addr, ca.clone()).await?;
             listening.push(("webhook", webhook_addr));

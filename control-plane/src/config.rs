@@ -65,8 +65,9 @@ pub struct Args {
     pub dns_refresh: Duration,
 
     // ---- the injection webhook --------------------------------------------------------
-    /// The injection webhook's HTTPS listener (`/inject`, `/inject-annotated`); off unless
-    /// given (`seamctl install`'s Deployment gives 0.0.0.0:8444).
+    /// The injection webhook's HTTPS listener (`/inject`, `/inject-annotated`). Default:
+    /// 0.0.0.0:8444 with `--source kubernetes`; off with a mesh file unless given (it
+    /// works there too, to try injection without a cluster).
     #[arg(long, env = "SEAM_WEBHOOK_LISTEN", value_name = "ADDR")]
     pub webhook_listen: Option<SocketAddr>,
     /// The image injected pods run seam-proxy (and seamctl) from.
@@ -83,7 +84,21 @@ pub struct Args {
     pub native_sidecar: bool,
 }
 
+/// Where the webhook listens with `--source kubernetes` when `--webhook-listen` is not given.
+pub const DEFAULT_WEBHOOK_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 8444);
+
 impl Args {
+    /// The webhook's listener, if it runs: `--webhook-listen`, else 0.0.0.0:8444 in a
+    /// cluster. Off by default with a mesh file, where many control planes (tests, demos)
+    /// share one machine.
+    pub fn webhook_listener(&self) -> Option<SocketAddr> {
+        self.webhook_listen.or(match self.source {
+            SourceKind::Kubernetes => Some(DEFAULT_WEBHOOK_LISTEN),
+            SourceKind::File => None,
+        })
+    }
+
     /// How the webhook injects pods.
     pub fn injection(&self) -> crate::injector::Settings {
         crate::injector::Settings {
@@ -161,5 +176,22 @@ mod tests {
         assert_eq!(kubernetes.source, SourceKind::Kubernetes);
         assert_eq!(kubernetes.mesh_file, None);
         assert_eq!(kubernetes.namespace, "seam-system");
+        // The webhook runs by default in a cluster only; an address given wins.
+        assert_eq!(file.webhook_listener(), None);
+        assert_eq!(
+            kubernetes.webhook_listener(),
+            Some("0.0.0.0:8444".parse().unwrap())
+        );
+        let given = args(&[
+            "seam-control-plane",
+            "--mesh-file",
+            "m.yaml",
+            "--webhook-listen",
+            "127.0.0.1:0",
+        ]);
+        assert_eq!(
+            given.unwrap().webhook_listener(),
+            Some("127.0.0.1:0".parse().unwrap())
+        );
     }
 }

@@ -26,7 +26,15 @@ async fn control_plane(api: &KubeApi, services: &[&str]) -> TestMesh {
     let kubeconfig = api.kubeconfig().display().to_string();
     TestMesh::start_with_args(
         services,
-        &["--source", "kubernetes", "--kubeconfig", &kubeconfig],
+        &[
+            "--source",
+            "kubernetes",
+            "--kubeconfig",
+            &kubeconfig,
+            // The webhook's default, 0.0.0.0:8444, is one port for the whole machine.
+            "--webhook-listen",
+            "127.0.0.1:0",
+        ],
     )
     .await
     .expect("control plane in kubernetes mode")
@@ -168,6 +176,8 @@ async fn a_missing_token_is_retried_and_a_rotated_one_is_read_at_renewal() {
             &kubeconfig,
             "--cert-ttl",
             "6s",
+            "--webhook-listen",
+            "127.0.0.1:0",
         ],
     )
     .await
