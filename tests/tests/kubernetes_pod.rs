@@ -1,5 +1,6 @@
 //! A proxy the way an injected pod runs it, against a control plane in `--source
-//! kubernetes` mode. No Kubernetes API server can run on this machine (none is packaged
+//! kubernetes` mode; the last test takes the pods from `seamctl inject -f -` and runs them
+//! in network namespaces as the kubelet would (root). No Kubernetes API server can run on this machine (none is packaged
 //! for it), so the control plane's kubeconfig points at the kit's stand-in
 //! (`seam_tests::kube_api`): real HTTPS, the objects this test sets, a TokenReview that
 //! accepts the tokens this test names. Everything else is real: the control plane and the
@@ -370,65 +371,56 @@ async fn a_pod_without_a_sidecar_is_reached_in_plaintext_by_its_kubernetes_names
     );
 }
 
-/// A Deployment's pod `name` of `service_account` in `shop`, after injection: the init
-/// container and the native sidecar as the injector writes them (its golden output, on the
-/// injector's branch), with the pod's IP in its status as the API server reports it.
-/// Once `seamctl inject -f` is on this branch, the spec comes from it instead.
-fn injected_pod(name: &str, app: &str, service_account: &str, pod_ip: std::net::IpAddr) -> Value {
-    let field = |path: &str| json!({"fieldRef": {"fieldPath": path}});
-    json!({
+/// The app pod `name` of `app` (ServiceAccount `app`) in `shop`, injected by a real
+/// `seamctl inject -f -` child process, with the pod's IP in its status as the API server
+/// reports it once the pod runs.
+async fn injected_pod(name: &str, app: &str, pod_ip: std::net::IpAddr) -> Value {
+    use tokio::io::AsyncWriteExt;
+
+    let pod = json!({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "shop", "labels": {"app": app}},
-        "spec": {
-            "serviceAccountName": service_account,
-            "containers": [{"name": "app", "image": format!("{app}:1")}],
-            "initContainers": [
-                {
-                    "name": "seam-init",
-                    "image": "seam:dev",
-                    "command": ["seam-proxy"],
-                    "args": ["init", "--inbound-port", "4143", "--outbound-port", "4140",
-                             "--admin-port", "4191", "--proxy-uid", "2102"],
-                    "securityContext": {"runAsUser": 0, "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}},
-                },
-                {
-                    "name": "seam-proxy",
-                    "image": "seam:dev",
-                    "command": ["seam-proxy"],
-                    "restartPolicy": "Always",
-                    "env": [
-                        {"name": "SEAM_NAMESPACE", "valueFrom": field("metadata.namespace")},
-                        {"name": "SEAM_SERVICE_ACCOUNT", "valueFrom": field("spec.serviceAccountName")},
-                        {"name": "SEAM_POD_IP", "valueFrom": field("status.podIP")},
-                        {"name": "SEAM_SERVICE", "value": format!("{app}.$(SEAM_NAMESPACE)")},
-                        {"name": "SEAM_INBOUND_POLICY", "value": "$(SEAM_POD_IP)"},
-                        {"name": "SEAM_SERVICE_ACCOUNT_TOKEN_FILE", "value": "/var/run/secrets/seam/token/token"},
-                        {"name": "SEAM_TRUST_ANCHORS", "value": "/var/run/seam/trust/ca.pem"},
-                        {"name": "SEAM_CONTROL_PLANE", "value": "seam-control-plane.seam-system.svc:8443"},
-                        {"name": "SEAM_ADMIN", "value": "0.0.0.0:4191"},
-                    ],
-                    "startupProbe": {"httpGet": {"path": "/ready", "port": 4191}, "periodSeconds": 1, "failureThreshold": 120},
-                    "securityContext": {"runAsUser": 2102, "runAsGroup": 2102, "runAsNonRoot": true},
-                    "volumeMounts": [
-                        {"name": "seam-token", "mountPath": "/var/run/secrets/seam/token", "readOnly": true},
-                        {"name": "seam-trust-bundle", "mountPath": "/var/run/seam/trust", "readOnly": true},
-                    ],
-                },
-            ],
-            "volumes": [
-                {"name": "seam-token", "projected": {"sources": [
-                    {"serviceAccountToken": {"audience": "seam", "expirationSeconds": 3600, "path": "token"}},
-                ]}},
-                {"name": "seam-trust-bundle", "configMap": {"name": "seam-trust-bundle"}},
-            ],
+        "metadata": {
+            "name": name, "namespace": "shop", "labels": {"app": app},
+            "annotations": {"seam.io/service": app},
         },
-        "status": {"phase": "Running", "podIP": pod_ip.to_string(), "podIPs": [{"ip": pod_ip.to_string()}]},
-    })
+        "spec": {
+            "serviceAccountName": app,
+            "containers": [{"name": "app", "image": format!("{app}:1"), "ports": [{"containerPort": 8080}]}],
+        },
+    });
+    let mut child = seam_tests::mesh::seam_command("seamctl")
+        .expect("seamctl")
+        .args(["inject", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("seamctl inject starts");
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin
+        .write_all(pod.to_string().as_bytes())
+        .await
+        .expect("write the pod");
+    drop(stdin);
+    let output = child.wait_with_output().await.expect("seamctl inject runs");
+    let yaml = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(
+        output.status.success(),
+        "seamctl inject -f -: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut injected: Value = serde_saphyr::from_str(&yaml)
+        .unwrap_or_else(|err| panic!("the injected pod is not YAML ({err}):\n{yaml}"));
+    injected["status"] = json!({
+        "phase": "Running", "podIP": pod_ip.to_string(), "podIPs": [{"ip": pod_ip.to_string()}],
+    });
+    injected
 }
 
-/// System test (root, network namespaces): injected pods run as the kubelet runs them
-/// (`seam-init`, then the `seam-proxy` sidecar with its env and volumes, the app only after
-/// the startup probe), one calling the other's Service by its Kubernetes names over mTLS.
+/// System test (root, network namespaces): pods injected by `seamctl inject -f -` run as
+/// the kubelet runs them (`seam-init`, then the `seam-proxy` sidecar with its env and
+/// volumes, the app only after the startup probe), one calling the other's Service by its
+/// Kubernetes names over mTLS.
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_run_as_injected_call_each_other_over_mtls_by_kubernetes_names() {
     use seam_tests::kube_pods::{KubePods, PodRun, workload_objects};
@@ -440,8 +432,8 @@ async fn pods_run_as_injected_call_each_other_over_mtls_by_kubernetes_names() {
     let front_ip = front_pod.ipv4().into();
     let back_ip = back_pod.ipv4().into();
     let back_cluster_ip: std::net::IpAddr = "10.96.0.20".parse().unwrap();
-    let front = injected_pod("front-5c6d7-abcde", "front", "front", front_ip);
-    let back = injected_pod("back-6f7a8-fghij", "back", "back", back_ip);
+    let front = injected_pod("front-5c6d7-abcde", "front", front_ip).await;
+    let back = injected_pod("back-6f7a8-fghij", "back", back_ip).await;
     for (workload, pod) in [
         (
             workload_objects(
