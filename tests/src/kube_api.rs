@@ -625,9 +625,8 @@ fn answer(shared: &Arc<Shared>, request: &RecordedRequest, target: &Target) -> R
                     if let (true, Some(patch)) = (merges, &request.body) {
                         merge_patch(&mut object, patch);
                     }
-                    if let Some(metadata) = object["metadata"].as_object_mut() {
-                        metadata.remove("resourceVersion");
-                    }
+                    // A resourceVersion in the patch guards it (409 when stale), as the
+                    // API server does; without one the stored version is kept and matches.
                     store.replace(key, object)
                 }
             }

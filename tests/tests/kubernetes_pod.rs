@@ -8,6 +8,8 @@
 //! from the ConfigMap the control plane wrote, as the injector's volumes give them.
 
 use std::path::Path;
+
+use base64::Engine;
 use std::time::Duration;
 
 use seam_tests::kube_api::KubeApi;
@@ -100,6 +102,21 @@ async fn a_sidecar_proves_its_service_account_with_a_projected_token() {
     api.apply(namespace("shop")).expect("namespace");
     api.accept_token("token-of-web", "shop", "web", &["seam"]);
     api.accept_token("token-for-another-audience", "shop", "web", &["vault"]);
+    let webhook = |name: &str| {
+        json!({
+            "name": name,
+            "clientConfig": {"service": {"name": "seam-control-plane", "namespace": "seam-system", "path": "/inject"}},
+            "admissionReviewVersions": ["v1"],
+            "sideEffects": "None",
+        })
+    };
+    api.apply(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": "seam-injector"},
+        "webhooks": [webhook("namespaces.inject.seam.io"), webhook("pods.inject.seam.io")],
+    }))
+    .expect("webhook configuration");
     let mesh = control_plane(&api, &[]).await;
 
     // The CA lives in a Secret of the control plane's namespace, not on its disk.
@@ -119,6 +136,32 @@ async fn a_sidecar_proves_its_service_account_with_a_projected_token() {
 
     let app = EchoServer::start("web").await.expect("app");
     let volumes = pod_volumes(&api, dir.path(), "shop", "token-of-web").await;
+    // The API server trusts the injector webhook's certificate: every webhook's caBundle
+    // is the trust bundle the pods get.
+    let ca_pem = std::fs::read_to_string(&volumes.0).expect("trust bundle");
+    let expected = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
+    api.wait_object(
+        "MutatingWebhookConfiguration",
+        "",
+        "seam-injector",
+        WAIT,
+        |config| {
+            let webhooks = config
+                .and_then(|c| c["webhooks"].as_array())
+                .cloned()
+                .unwrap_or_default();
+            anyhow::ensure!(
+                webhooks.len() == 2
+                    && webhooks
+                        .iter()
+                        .all(|w| w["clientConfig"]["caBundle"] == expected.as_str()),
+                "{webhooks:?}"
+            );
+            Ok(())
+        },
+    )
+    .await
+    .expect("the webhooks' caBundle is the trust bundle");
     let mut web = sidecar(&mesh, &app, "web", ("shop", "web"), &volumes).await;
     web.wait_ready(WAIT)
         .await
