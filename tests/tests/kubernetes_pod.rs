@@ -463,7 +463,7 @@ async fn injected_pod(name: &str, app: &str, pod_ip: std::net::IpAddr) -> Value 
 /// System test (root, network namespaces): pods injected by `seamctl inject -f -` run as
 /// the kubelet runs them (`seam-init`, then the `seam-proxy` sidecar with its env and
 /// volumes, the app only after the startup probe), one calling the other's Service by its
-/// Kubernetes names over mTLS.
+/// Kubernetes names over mTLS, and a pod nobody injected in plaintext.
 #[tokio::test(flavor = "multi_thread")]
 async fn pods_run_as_injected_call_each_other_over_mtls_by_kubernetes_names() {
     use seam_tests::kube_pods::{KubePods, PodRun, workload_objects};
@@ -472,6 +472,27 @@ async fn pods_run_as_injected_call_each_other_over_mtls_by_kubernetes_names() {
     let mut pods = KubePods::start().await.expect("control-plane pod");
     let front_pod = pods.add_pod("front").expect("front pod");
     let back_pod = pods.add_pod("back").expect("back pod");
+    // A pod nobody injected: no sidecar, reached in plaintext.
+    let legacy_pod = pods.add_pod("legacy").expect("legacy pod");
+    let legacy_cluster_ip: std::net::IpAddr = "10.96.0.30".parse().unwrap();
+    for object in workload_objects(
+        ("shop", "legacy", "legacy-1a2b3-klmno"),
+        legacy_pod.ipv4().into(),
+        8080,
+        "10.96.0.30",
+        false,
+    ) {
+        pods.api.apply(object).expect("object");
+    }
+    let legacy_app = EchoServer::serve(
+        legacy_pod
+            .netns()
+            .bind_tcp("0.0.0.0:8080".parse().unwrap())
+            .await
+            .expect("bind legacy's app"),
+        "legacy",
+    )
+    .expect("legacy's app");
     let front_ip = front_pod.ipv4().into();
     let back_ip = back_pod.ipv4().into();
     let back_cluster_ip: std::net::IpAddr = "10.96.0.20".parse().unwrap();
@@ -508,10 +529,13 @@ async fn pods_run_as_injected_call_each_other_over_mtls_by_kubernetes_names() {
         .accept_token("token-of-front", "shop", "front", &["seam"]);
     pods.api
         .accept_token("token-of-back", "shop", "back", &["seam"]);
-    let hosts = [(
-        back_cluster_ip,
-        "back.shop.svc.cluster.local back.shop.svc back.shop back",
-    )];
+    let hosts = [
+        (
+            back_cluster_ip,
+            "back.shop.svc.cluster.local back.shop.svc back.shop back",
+        ),
+        (legacy_cluster_ip, "legacy.shop.svc.cluster.local legacy"),
+    ];
     let back = pods
         .start_injected(
             back_pod,
@@ -565,6 +589,26 @@ async fn pods_run_as_injected_call_each_other_over_mtls_by_kubernetes_names() {
         );
     }
     assert_eq!(back_app.requests_seen(), 2);
+
+    let (status, body) = get(
+        front.pod.netns(),
+        std::net::SocketAddr::new(legacy_cluster_ip, 80),
+        "/old",
+        Some("legacy"),
+    )
+    .await
+    .expect("GET http://legacy/old");
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).expect("echo JSON");
+    assert_eq!(seen["name"], "legacy");
+    assert_eq!(seen["client_id"], Value::Null, "plaintext: no identity");
+    assert_eq!(legacy_app.requests_seen(), 1);
+    let (_, callers) = front.admin_get("/callers").await.expect("/callers");
+    let callers: Value = serde_json::from_str(&callers).expect("JSON");
+    assert_eq!(
+        callers["plaintext_callees"][0]["service"], "legacy.shop",
+        "{callers}"
+    );
     let (_, identity) = back.admin_get("/identity").await.expect("/identity");
     let identity: Value = serde_json::from_str(&identity).expect("JSON");
     assert_eq!(identity["spiffe_id"], "spiffe://seam.local/ns/shop/sa/back");
