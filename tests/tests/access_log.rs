@@ -72,11 +72,16 @@ async fn each_hop_logs_one_json_line_per_request() {
     assert_eq!(inbound["direction"], "inbound", "{inbound}");
     assert_eq!(inbound["peer_identity"], mesh::spiffe_id("a"), "{inbound}");
     assert_eq!(inbound["upstream"], Value::Null, "{inbound}");
+    assert_eq!(
+        (&out["tls"], &inbound["tls"]),
+        (&Value::Bool(true), &Value::Bool(true))
+    );
 
     let refused = &a[1];
     assert_eq!(refused["status"], 503, "{refused}");
     assert_eq!(refused["authority"], "nowhere", "{refused}");
     assert_eq!(refused["upstream"], Value::Null, "{refused}");
+    assert_eq!(refused["tls"], false, "never left: {refused}");
     assert_eq!(
         refused["trace_id"].as_str().map(str::len),
         Some(32),

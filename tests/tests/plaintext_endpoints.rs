@@ -201,6 +201,8 @@ async fn a_plaintext_endpoint_is_reached_over_http1_http2_and_tcp_without_tls() 
                     &front.to_string(),
                     "--tcp-upstream",
                     "127.0.0.1:0=db",
+                    "--access-log",
+                    "json",
                 ]),
         )
         .await
@@ -261,6 +263,23 @@ async fn a_plaintext_endpoint_is_reached_over_http1_http2_and_tcp_without_tls() 
         ],
     );
     assert_eq!(streams, Some(1.0), "{metrics}");
+
+    let logged = wait::until("two access log lines", WAIT, || async {
+        let lines: Vec<serde_json::Value> = web
+            .stdout_lines()
+            .iter()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect();
+        anyhow::ensure!(lines.len() >= 2, "{lines:?}");
+        Ok(lines)
+    })
+    .await
+    .expect("access log");
+    for line in &logged[..2] {
+        assert_eq!(line["upstream"], legacy.addr().to_string(), "{line}");
+        assert_eq!(line["peer_identity"], serde_json::Value::Null, "{line}");
+        assert_eq!(line["tls"], false, "{line}");
+    }
 
     let callers = web.admin_json("/callers").await.expect("/callers");
     assert_eq!(
