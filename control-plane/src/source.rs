@@ -230,26 +230,36 @@ impl MeshSource {
     }
 
     /// Publishes `model` as the next version, unless it serves what the current one does.
-    fn publish(&self, mut model: MeshModel, why: &str) {
-        let current = self.current();
-        if model.services() == current.services() {
-            return;
+    fn publish(&self, model: MeshModel, why: &str) {
+        if model.services() != self.current().services() {
+            publish_next(&self.model, &self.metrics, model, why);
         }
-        model.version = current.version + 1;
-        self.metrics
-            .mesh_version
-            .set(i64::try_from(model.version).unwrap_or(i64::MAX));
-        tracing::info!(
-            version = model.version,
-            services = model.services().len(),
-            "{why}"
-        );
-        self.model.send_replace(Arc::new(model));
     }
 
     fn lock_state(&self) -> parking_lot::MutexGuard<'_, ReloadState> {
         self.state.lock()
     }
+}
+
+/// Publishes `model` through `sender` as the version after the current one, and says so
+/// (the `seam_mesh_version` gauge, a log line). Both sources call it once they have decided
+/// the model serves something new.
+pub(crate) fn publish_next(
+    sender: &watch::Sender<Arc<MeshModel>>,
+    metrics: &Metrics,
+    mut model: MeshModel,
+    why: &str,
+) {
+    model.version = sender.borrow().version + 1;
+    metrics
+        .mesh_version
+        .set(i64::try_from(model.version).unwrap_or(i64::MAX));
+    tracing::info!(
+        version = model.version,
+        services = model.services().len(),
+        "{why}"
+    );
+    sender.send_replace(Arc::new(model));
 }
 
 /// Where the model in force comes from: the mesh file, or a Kubernetes cluster. Both

@@ -23,24 +23,23 @@ fn namespace(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 }
 
-/// Starts the control plane with `--source kubernetes` against `api` (the kit writes a
-/// mesh file naming `services`, which the Kubernetes source ignores).
-async fn control_plane(api: &KubeApi, services: &[&str]) -> TestMesh {
+/// Starts the control plane with `--source kubernetes` against `api` and `extra` flags
+/// (the kit writes a mesh file naming `services`, which the Kubernetes source ignores).
+async fn control_plane(api: &KubeApi, services: &[&str], extra: &[&str]) -> TestMesh {
     let kubeconfig = api.kubeconfig().display().to_string();
-    TestMesh::start_with_args(
-        services,
-        &[
-            "--source",
-            "kubernetes",
-            "--kubeconfig",
-            &kubeconfig,
-            // The webhook's default, 0.0.0.0:8444, is one port for the whole machine.
-            "--webhook-listen",
-            "127.0.0.1:0",
-        ],
-    )
-    .await
-    .expect("control plane in kubernetes mode")
+    let mut args = vec![
+        "--source",
+        "kubernetes",
+        "--kubeconfig",
+        &kubeconfig,
+        // The webhook's default, 0.0.0.0:8444, is one port for the whole machine.
+        "--webhook-listen",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    TestMesh::start_with_args(services, &args)
+        .await
+        .expect("control plane in kubernetes mode")
 }
 
 /// What the kubelet mounts for the sidecar: the trust bundle ConfigMap's `ca.pem` (once
@@ -117,7 +116,7 @@ async fn a_sidecar_proves_its_service_account_with_a_projected_token() {
         "webhooks": [webhook("namespaces.inject.seam.io"), webhook("pods.inject.seam.io")],
     }))
     .expect("webhook configuration");
-    let mesh = control_plane(&api, &[]).await;
+    let mesh = control_plane(&api, &[], &[]).await;
 
     // The CA lives in a Secret of the control plane's namespace, not on its disk.
     let secret = api
@@ -209,23 +208,8 @@ async fn a_missing_token_is_retried_and_a_rotated_one_is_read_at_renewal() {
     api.apply(namespace("shop")).expect("namespace");
     api.accept_token("first-token", "shop", "web", &["seam"]);
     api.accept_token("rotated-token", "shop", "web", &["seam"]);
-    let kubeconfig = api.kubeconfig().display().to_string();
     // Short certificates, so the proxy renews within the test.
-    let mesh = TestMesh::start_with_args(
-        &[],
-        &[
-            "--source",
-            "kubernetes",
-            "--kubeconfig",
-            &kubeconfig,
-            "--cert-ttl",
-            "6s",
-            "--webhook-listen",
-            "127.0.0.1:0",
-        ],
-    )
-    .await
-    .expect("control plane in kubernetes mode");
+    let mesh = control_plane(&api, &[], &["--cert-ttl", "6s"]).await;
     let app = EchoServer::start("web").await.expect("app");
     let (trust, token_file) = pod_volumes(&api, dir.path(), "shop", "").await;
     std::fs::remove_file(&token_file).expect("no token yet");
@@ -342,7 +326,7 @@ async fn a_pod_without_a_sidecar_is_reached_in_plaintext_by_its_kubernetes_names
         "10.96.0.11",
         false,
     );
-    let mesh = control_plane(&api, &[]).await;
+    let mesh = control_plane(&api, &[], &[]).await;
 
     let app = EchoServer::start("front").await.expect("front app");
     let volumes = pod_volumes(&api, dir.path(), "shop", "token-of-front").await;

@@ -189,21 +189,11 @@ impl ClusterSource {
     }
 
     /// Publishes `model` as the next version, unless it serves what the current one does.
-    fn publish(&self, mut model: MeshModel) {
+    fn publish(&self, model: MeshModel) {
         let current = self.current();
-        if current.version > 0 && model.serves_as(&current) {
-            return;
+        if current.version == 0 || !model.serves_as(&current) {
+            crate::source::publish_next(&self.model, &self.metrics, model, "the cluster changed");
         }
-        model.version = current.version + 1;
-        self.metrics
-            .mesh_version
-            .set(i64::try_from(model.version).unwrap_or(i64::MAX));
-        tracing::info!(
-            version = model.version,
-            services = model.services().len(),
-            "the cluster changed"
-        );
-        self.model.send_replace(Arc::new(model));
     }
 }
 
