@@ -1,15 +1,23 @@
 //! Keep-alive HTTP/1.1 connections to one place (the local app, or one endpoint's proxy),
 //! reused request after request. A connection goes back to the pool as soon as its
 //! response headers arrive and is taken again once hyper says it is ready, that is once
-//! that response's body has been read. A request that a pooled connection could not even
+//! that response's body has been read. The pool is a queue: a request takes the
+//! connection that went back first (the one whose body is likeliest to be done), looks at
+//! no more than a few that are still busy (those go to the back), and otherwise opens a
+//! new connection, so finding one costs the same however many there are. It holds at
+//! most [`MAX_POOLED`] connections; one more going back is closed once its response is
+//! done. A request that a pooled connection could not even
 //! start to send (the peer had just closed it) goes out on another connection; a request
 //! any byte of which went out is never sent twice. Connections idle longer than the idle
 //! timeout are closed: a sweep every half timeout drops them even when no request comes.
+//! A response that came on a new connection carries [`FreshConnection`] in its
+//! extensions, so a caller timing it can leave the connection's set-up out.
 //!
 //! hyper-util's pool does the same but spawns a task per request to wait for the
 //! connection to become idle, and rebuilds its pool key from the URI each time; the
 //! benchmark showed that at ~7 % of a hop's CPU.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +29,21 @@ use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
 use parking_lot::Mutex;
 use tokio::time::Instant;
+
+/// The most connections one pool keeps, busy or idle. Each is a file descriptor here and
+/// on the peer, per endpoint: 128 covers the benchmark's 64 concurrent connections into
+/// one endpoint twice over, while a burst against one of a thousand endpoints cannot
+/// leave more than this many open behind it.
+pub const MAX_POOLED: usize = 128;
+/// How many busy connections a request looks past before it opens a new one.
+const BUSY_LOOKS: usize = 4;
+
+/// In the extensions of a response that came on a connection opened for its request:
+/// when that connection was ready (its TCP and TLS set-up done).
+#[derive(Debug, Clone, Copy)]
+pub struct FreshConnection {
+    pub ready_at: Instant,
+}
 
 /// Opens one new connection to the pool's destination.
 pub trait Dial: Send + Sync + 'static {
@@ -60,8 +83,9 @@ impl<D, B> Clone for Http1Pool<D, B> {
 
 struct Shared<D, B> {
     dial: D,
-    /// Every pooled connection, busy (its response body still being read) or idle.
-    connections: Mutex<Vec<Pooled<B>>>,
+    /// Every pooled connection, busy (its response body still being read) or idle, in
+    /// the order they went back.
+    connections: Mutex<VecDeque<Pooled<B>>>,
     idle_timeout: Duration,
     /// Whether the sweep of idle connections runs (from the first connection on).
     sweeping: AtomicBool,
@@ -107,15 +131,23 @@ where
         // An `async` block, not an `async fn`, which would keep the request twice.
         async move {
             loop {
-                let (mut sender, reused) = match pool.take_ready() {
-                    Some(sender) => (sender, true),
+                let (mut sender, fresh) = match pool.take_ready() {
+                    Some(sender) => (sender, None),
                     // Boxed: dialing and the TLS handshake would otherwise make every
                     // request's future (moved and allocated per request) over a KiB larger.
-                    None => (Box::pin(pool.connect()).await?, false),
+                    None => {
+                        let sender = Box::pin(pool.connect()).await?;
+                        let ready_at = Instant::now();
+                        (sender, Some(FreshConnection { ready_at }))
+                    }
                 };
+                let reused = fresh.is_none();
                 match sender.try_send_request(request).await {
-                    Ok(response) => {
+                    Ok(mut response) => {
                         pool.put_back(sender);
+                        if let Some(fresh) = fresh {
+                            response.extensions_mut().insert(fresh);
+                        }
                         return Ok(response);
                     }
                     Err(mut failed) => match failed.take_message() {
@@ -133,35 +165,41 @@ where
         self.shared.connections.lock().len()
     }
 
-    /// A connection ready for a request; closed ones and ones idle too long are dropped
-    /// on the way.
+    /// A connection ready for a request, from the front of the queue: closed ones and
+    /// ones idle too long are dropped on the way, up to [`BUSY_LOOKS`] busy ones go to
+    /// the back.
     fn take_ready(&self) -> Option<SendRequest<B>> {
         let now = Instant::now();
         let mut pooled = self.shared.connections.lock();
-        // One pass from the newest: the first ready one is taken, closed and stale ones
-        // met on the way are dropped.
-        let mut index = pooled.len();
-        while index > 0 {
-            index -= 1;
-            let entry = &pooled[index];
+        let mut busy_seen = 0;
+        while busy_seen < BUSY_LOOKS {
+            let entry = pooled.pop_front()?;
             let ready = entry.sender.is_ready();
             if entry.expired(ready, now, self.shared.idle_timeout) {
-                pooled.swap_remove(index);
-            } else if ready {
-                return Some(pooled.swap_remove(index).sender);
+                continue;
             }
+            if ready {
+                return Some(entry.sender);
+            }
+            busy_seen += 1;
+            pooled.push_back(entry);
         }
         None
     }
 
+    /// Back in the queue, unless closed or the pool is full: dropping the sender then
+    /// closes the connection once its response is done.
     fn put_back(&self, sender: SendRequest<B>) {
         if sender.is_closed() {
             return;
         }
-        self.shared.connections.lock().push(Pooled {
-            sender,
-            since: Instant::now(),
-        });
+        let mut pooled = self.shared.connections.lock();
+        if pooled.len() < MAX_POOLED {
+            pooled.push_back(Pooled {
+                sender,
+                since: Instant::now(),
+            });
+        }
     }
 
     async fn connect(&self) -> Result<SendRequest<B>, PoolError> {

@@ -167,3 +167,46 @@ async fn a_connection_left_idle_is_closed_without_another_request() {
         .unwrap();
     assert_eq!(pool.len(), 0);
 }
+
+#[tokio::test]
+async fn the_pool_keeps_at_most_max_pooled_and_closes_the_rest_once_done() {
+    let server = Server::start(true).await;
+    let pool = pool(&server);
+    let extra = 3;
+    // Responses held unread, too big for the socket buffers, keep their connections
+    // busy: each request opens its own.
+    let mut held = Vec::new();
+    for _ in 0..MAX_POOLED + extra {
+        held.push(pool.send(get("/big")).await.unwrap());
+    }
+    assert_eq!(server.connections(), MAX_POOLED + extra);
+    assert_eq!(pool.len(), MAX_POOLED, "the pool is bounded");
+    for response in held {
+        assert_eq!(body(response).await.len(), BIG);
+    }
+    let mut ended = server.ended.clone();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        ended.wait_for(|ended| *ended == extra),
+    )
+    .await
+    .expect("the connections beyond the bound close once their responses are done")
+    .unwrap();
+    send_in_turn(&pool, 2 * MAX_POOLED).await;
+    assert_eq!(
+        server.connections(),
+        MAX_POOLED + extra,
+        "the kept ones are reused"
+    );
+}
+
+#[tokio::test]
+async fn only_a_response_on_a_new_connection_is_marked_fresh() {
+    let server = Server::start(true).await;
+    let pool = pool(&server);
+    let first = pool.send(get("/")).await.unwrap();
+    assert!(first.extensions().get::<FreshConnection>().is_some());
+    body(first).await;
+    let second = pool.send(get("/")).await.unwrap();
+    assert!(second.extensions().get::<FreshConnection>().is_none());
+}
