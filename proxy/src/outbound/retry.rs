@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use foldhash::HashMap;
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode};
+use hyper::body::Body;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -34,7 +35,7 @@ use crate::backoff::Backoff;
 use crate::body::ProxyBody;
 use crate::metrics::Metrics;
 use crate::proxy_error::ProxyError;
-use crate::state::policy::{Policy, RetryOn};
+use crate::state::policy::{Policy, RetryOn, RetryPolicy};
 use crate::telemetry::grpc_status;
 
 const BACKOFF_BASE: Duration = Duration::from_millis(25);
@@ -69,24 +70,35 @@ impl Reason {
 }
 
 /// Each service's retry budget, kept across config updates (made anew only when its
-/// `budget_percent` changes).
+/// `budget_percent` changes). A snapshot's route looks its budget up here once (see
+/// `Route::retry_budget`), so requests never take this lock.
 #[derive(Default)]
 pub struct Budgets {
-    budgets: Mutex<HashMap<String, (u32, Arc<TpsBudget>)>>,
+    budgets: Mutex<HashMap<Arc<str>, KeptBudget>>,
+}
+
+/// A service's budget and the `budget_percent` it was made for.
+struct KeptBudget {
+    percent: u32,
+    budget: Arc<TpsBudget>,
 }
 
 impl Budgets {
-    fn for_service(&self, service: &str, percent: u32) -> Arc<TpsBudget> {
+    fn for_service(&self, service: &Arc<str>, percent: u32) -> Arc<TpsBudget> {
         let mut budgets = self.budgets.lock();
         match budgets.get(service) {
-            Some((kept, budget)) if *kept == percent => budget.clone(),
+            Some(kept) if kept.percent == percent => kept.budget.clone(),
             _ => {
                 let budget = Arc::new(TpsBudget::new(
                     BUDGET_WINDOW,
                     BUDGET_FLOOR_PER_SECOND,
                     percent as f32 / 100.0,
                 ));
-                budgets.insert(service.to_owned(), (percent, budget.clone()));
+                let kept = KeptBudget {
+                    percent,
+                    budget: budget.clone(),
+                };
+                budgets.insert(service.clone(), kept);
                 budget
             }
         }
@@ -101,12 +113,16 @@ pub fn layer(
         let budgets = budgets.clone();
         let metrics = metrics.clone();
         Stack::from_fn(move |attempt: Attempt| {
-            let policy = &attempt.choice.route.policy.retries;
-            let budget = budgets.for_service(&attempt.choice.service.name, policy.budget_percent);
+            let route = &attempt.choice.route;
+            let policy = &route.policy.retries;
+            let budget = route.retry_budget.get_or_init(|| {
+                budgets.for_service(&attempt.choice.service.name, policy.budget_percent)
+            });
             budget.deposit();
-            if policy.attempts == 0 {
+            if !may_retry(policy, &attempt.request) {
                 return inner.send(attempt);
             }
+            let budget = budget.clone();
             let Attempt {
                 request, choice, ..
             } = attempt;
@@ -132,6 +148,14 @@ pub fn layer(
             Box::pin(retrying.run(first_body))
         })
     })
+}
+
+/// Whether any outcome could lead to a retry of `request`. When none could, the request
+/// goes down as it is: no copy of its head is kept and its body is not teed.
+fn may_retry(policy: &RetryPolicy, request: &Request<ProxyBody>) -> bool {
+    policy.attempts > 0
+        && (policy.on.connect_failure || policy.non_idempotent || idempotent(request.method()))
+        && request.body().size_hint().lower() <= MAX_REPLAY_BYTES as u64
 }
 
 /// One request that may be tried more than once. The request is taken apart before its

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method, Request};
 use seam_proto::{SpiffeId, defaults};
+use tower::retry::budget::TpsBudget;
 
 use super::Endpoint;
 use super::endpoints::EndpointState;
@@ -162,6 +163,9 @@ pub struct Route {
     /// The buckets of `policy.rate_limit`, looked up (and kept across snapshots, see
     /// `rate_limit::Limiters`) on this snapshot's first limited request.
     pub rate_limiter: OnceLock<Arc<Limiter>>,
+    /// The service's retry budget (kept across snapshots, see `outbound::retry::Budgets`),
+    /// looked up on this snapshot's first request rather than on every one.
+    pub retry_budget: OnceLock<Arc<TpsBudget>>,
 }
 
 impl Route {
@@ -180,6 +184,7 @@ impl Route {
             backends,
             allow,
             rate_limiter: OnceLock::new(),
+            retry_budget: OnceLock::new(),
         }
     }
 

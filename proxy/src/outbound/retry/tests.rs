@@ -281,3 +281,33 @@ async fn a_retry_after_beyond_the_time_left_returns_the_429_as_it_came() {
     assert_eq!(response.status(), 200);
     assert_eq!(calls.lock().len(), 2);
 }
+
+#[test]
+fn a_request_no_outcome_could_retry_is_not_copied() {
+    let big = Bytes::from(vec![0u8; MAX_REPLAY_BYTES + 1]);
+    let mut no_connect_retry = Policy::default().retries;
+    no_connect_retry.on.connect_failure = false;
+    let mut non_idempotent = no_connect_retry.clone();
+    non_idempotent.non_idempotent = true;
+    let mut off = Policy::default().retries;
+    off.attempts = 0;
+    let defaults = Policy::default().retries;
+    // (policy, method, body, may retry)
+    let table = [
+        (&defaults, "GET", Bytes::new(), true),
+        (&defaults, "POST", Bytes::new(), true),
+        (&no_connect_retry, "POST", Bytes::new(), false),
+        (&no_connect_retry, "PUT", Bytes::new(), true),
+        (&non_idempotent, "POST", Bytes::new(), true),
+        (&off, "GET", Bytes::new(), false),
+        (&defaults, "PUT", big, false),
+    ];
+    for (policy, method, body, expected) in table {
+        let request = fixtures::request_with_body(method, "/", body);
+        assert_eq!(
+            may_retry(policy, &request),
+            expected,
+            "{method} with {policy:?}"
+        );
+    }
+}
