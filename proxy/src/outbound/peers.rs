@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 use futures_util::TryFutureExt;
 use futures_util::future::Either;
 use http::{Request, Response, Uri, Version};
@@ -142,7 +142,9 @@ impl PeerClients {
         if let Some(client) = current.get(endpoint) {
             return client.clone();
         }
-        let in_use = in_use();
+        // A set: with a thousand endpoints, a list's `contains` per kept pool would make
+        // each new endpoint's first request cost a million comparisons.
+        let in_use: HashSet<Endpoint> = in_use().into_iter().collect();
         let mut next: HashMap<Endpoint, Arc<PeerClient>> = current
             .iter()
             .filter(|(known, _)| in_use.contains(known))

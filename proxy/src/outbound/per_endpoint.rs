@@ -1,7 +1,8 @@
 //! The per-endpoint layer, just above the connection: it counts the attempt in flight
 //! on its endpoint until the response body is done (the balancer's load and the
 //! concurrency limit), bounds it (until response headers) by the
-//! route's `per_try_timeout`, feeds the latency to the endpoint's peak-EWMA, and tells
+//! route's `per_try_timeout`, feeds the latency to the endpoint's peak-EWMA (from when
+//! the connection was ready, when the attempt had to open one), and tells
 //! the endpoint's circuit breaker how it went. A 5xx, a gRPC UNAVAILABLE in the
 //! headers, a failed connect, a broken connection or a per-try timeout is a failure;
 //! `consecutive_failures` of them in a row eject the endpoint for `base_ejection_time`
@@ -18,6 +19,7 @@ use super::balance::Picked;
 use super::grpc;
 use super::route::RouteChoice;
 use super::stack::{Stack, ToEndpoint};
+use crate::http1_pool::FreshConnection;
 use crate::metrics::Metrics;
 use crate::proxy_error::ProxyError;
 use crate::state::endpoints::{FAILURE_PENALTY, Verdict};
@@ -36,7 +38,7 @@ pub fn layer(
             async move {
                 let policy = &choice.route.policy;
                 let started = picked.at;
-                let outcome = match policy.retries.per_try_timeout {
+                let mut outcome = match policy.retries.per_try_timeout {
                     Some(limit) => tokio::time::timeout(limit, call)
                         .await
                         .unwrap_or(Err(ProxyError::PerTryTimeout(limit))),
@@ -50,9 +52,15 @@ pub fn layer(
                     }
                     Err(_) => true,
                 };
-                let latency = match &outcome {
+                let latency = match &mut outcome {
                     Err(ProxyError::PeerConnect { .. }) => FAILURE_PENALTY,
-                    _ => now.saturating_duration_since(started),
+                    // Opening the connection is not the endpoint's latency: a new
+                    // endpoint's first answer would otherwise look slow and keep it out.
+                    Ok(response) => match response.extensions_mut().remove::<FreshConnection>() {
+                        Some(fresh) => now.saturating_duration_since(fresh.ready_at),
+                        None => now.saturating_duration_since(started),
+                    },
+                    Err(_) => now.saturating_duration_since(started),
                 };
                 picked.state.latency.lock().observe(latency, now);
                 if failed {

@@ -10,17 +10,20 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::state::policy::BreakerPolicy;
 
-/// The latency assumed for an endpoint when none of its siblings was measured either.
-pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
 /// How fast the EWMA forgets: after this long a latency weighs about 37 %.
 const DECAY: Duration = Duration::from_secs(10);
+/// How fast an endpoint without answers drifts towards the sibling it is compared with:
+/// after this long its own estimate weighs about 37 %. Short, so that a latency spike
+/// (or a failure's penalty) keeps an endpoint out for a second or two, not for the
+/// many seconds during which light traffic would all herd onto its sibling.
+const IDLE_DRIFT: Duration = Duration::from_secs(1);
 /// The least a new answer weighs, however soon it follows the last one, so under a high
 /// request rate one slow answer (a cold connection's handshake, say) fades in a few
 /// dozen answers rather than after seconds.
@@ -123,13 +126,20 @@ impl Breaker {
 }
 
 /// Peak-EWMA latency: a slower answer counts at once, faster ones pull it down over
-/// [`DECAY`] (each by at least [`MIN_SAMPLE_WEIGHT`]), and an endpoint left alone looks
-/// cheaper as time passes (so one that was slow or failed once gets tried again).
+/// [`DECAY`] (each by at least [`MIN_SAMPLE_WEIGHT`]). Compared with a sibling's, an
+/// endpoint that has had no answer for a while drifts towards that sibling's estimate
+/// over [`IDLE_DRIFT`] (so one that was slow or failed once gets tried again, and a
+/// spike does not keep it out for long), and one not measured yet counts as that
+/// sibling (a fair start: neither free nor as slow as its cold first answer).
 #[derive(Debug)]
 pub struct PeakEwma {
     nanos: f64,
     updated: Instant,
+    /// Whether the endpoint answered at least once.
     measured: bool,
+    /// Whether `nanos` holds a sibling's estimate the endpoint was given before its
+    /// first answer (its first answer then only counts half).
+    adopted: bool,
 }
 
 impl PeakEwma {
@@ -138,21 +148,59 @@ impl PeakEwma {
             nanos: 0.0,
             updated: now,
             measured: false,
+            adopted: false,
         }
     }
 
-    /// The estimate now, in nanoseconds; `None` until the first answer.
-    pub fn estimate(&self, now: Instant) -> Option<f64> {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.measured
-            .then(|| self.nanos * (-elapsed / DECAY.as_secs_f64()).exp())
+    /// The estimate as last settled, in nanoseconds; `None` before any answer or
+    /// adopted estimate.
+    pub fn last(&self) -> Option<f64> {
+        (self.measured || self.adopted).then_some(self.nanos)
+    }
+
+    /// When the estimate last changed.
+    pub fn updated(&self) -> Instant {
+        self.updated
+    }
+
+    /// The estimate now, compared with a sibling whose last estimate is `reference`:
+    /// without an estimate of its own it takes `reference`; otherwise it has drifted
+    /// towards `reference` for as long as it went without an answer. The result is
+    /// kept, so drift accumulates correctly over successive comparisons. `None` when
+    /// neither has an estimate.
+    pub fn settle(&mut self, now: Instant, reference: Option<f64>) -> Option<f64> {
+        match (self.last(), reference) {
+            (None, None) => None,
+            (None, Some(reference)) => {
+                self.nanos = reference;
+                self.adopted = true;
+                self.updated = now;
+                Some(reference)
+            }
+            (Some(own), None) => Some(own),
+            (Some(own), Some(reference)) => {
+                let idle = now.saturating_duration_since(self.updated).as_secs_f64();
+                let kept = (-idle / IDLE_DRIFT.as_secs_f64()).exp();
+                self.nanos = reference + (own - reference) * kept;
+                self.updated = now;
+                Some(self.nanos)
+            }
+        }
     }
 
     pub fn observe(&mut self, rtt: Duration, now: Instant) {
         let rtt = rtt.as_nanos() as f64;
-        // The first answer, or one slower than the estimate (a peak), is the estimate.
-        if !self.measured || rtt > self.nanos {
+        if !self.measured {
             self.measured = true;
+            // A first answer often pays for something cold (a new connection upstream,
+            // a cache): next to an adopted estimate it counts half.
+            self.nanos = if self.adopted {
+                (self.nanos + rtt) / 2.0
+            } else {
+                rtt
+            };
+        } else if rtt > self.nanos {
+            // A peak is the estimate at once.
             self.nanos = rtt;
         } else {
             let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
@@ -197,16 +245,16 @@ impl EndpointState {
         InFlight(self.clone())
     }
 
-    /// The latency estimate now; `None` until the endpoint first answered.
-    pub fn estimate(&self, now: Instant) -> Option<f64> {
-        self.latency.lock().estimate(now)
-    }
-
-    /// The balancer's cost: latency times the load it would join. An endpoint not
-    /// measured yet is taken to be as fast as `unmeasured` (the best of its siblings), so
-    /// a new endpoint gets its share at once without being flooded.
-    pub fn cost(&self, now: Instant, unmeasured: f64) -> f64 {
-        self.estimate(now).unwrap_or(unmeasured) * f64::from(self.in_flight() + 1)
+    /// What the balancer may do with the endpoint now (one look at its breaker).
+    pub fn availability(&self, now: Instant) -> Availability {
+        let breaker = self.breaker.lock();
+        if breaker.probe_due(now) {
+            Availability::ProbeDue
+        } else if breaker.available(now) {
+            Availability::Open
+        } else {
+            Availability::HeldOut
+        }
     }
 
     pub fn available(&self, now: Instant) -> bool {
@@ -216,10 +264,17 @@ impl EndpointState {
     pub fn is_ejected(&self) -> bool {
         self.breaker.lock().is_ejected()
     }
+}
 
-    pub fn probe_due(&self, now: Instant) -> bool {
-        self.breaker.lock().probe_due(now)
-    }
+/// Whether the breaker lets a request go to an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// Closed: requests go.
+    Open,
+    /// Its ejection ended: the next request is its probe.
+    ProbeDue,
+    /// Ejected, or its probe is out.
+    HeldOut,
 }
 
 pub struct InFlight(Arc<EndpointState>);
@@ -258,21 +313,46 @@ impl EndpointStates {
         if let Some(state) = self.states.load().get(&address) {
             return state.clone();
         }
+        self.get_all(&[address], in_use).remove(0)
+    }
+
+    /// The states of `addresses`, in order, those not known yet made at once: one new
+    /// map for a whole service's new endpoints, not one per endpoint.
+    pub fn get_all(
+        &self,
+        addresses: &[SocketAddr],
+        in_use: impl FnOnce() -> Vec<SocketAddr>,
+    ) -> Vec<Arc<EndpointState>> {
+        let known = |map: &HashMap<SocketAddr, Arc<EndpointState>>| {
+            addresses
+                .iter()
+                .map(|address| map.get(address).cloned())
+                .collect::<Option<Vec<_>>>()
+        };
+        if let Some(all) = known(&self.states.load()) {
+            return all;
+        }
         let _adding = self.adding.lock();
         let current = self.states.load();
-        if let Some(state) = current.get(&address) {
-            return state.clone();
+        if let Some(all) = known(&current) {
+            return all;
         }
-        let in_use = in_use();
+        let in_use: HashSet<SocketAddr> = in_use().into_iter().collect();
         let mut next: HashMap<SocketAddr, Arc<EndpointState>> = current
             .iter()
             .filter(|(known, _)| in_use.contains(known))
             .map(|(known, state)| (*known, state.clone()))
             .collect();
-        let state = Arc::new(EndpointState::new(address));
-        next.insert(address, state.clone());
+        let all = addresses
+            .iter()
+            .map(|&address| {
+                next.entry(address)
+                    .or_insert_with(|| Arc::new(EndpointState::new(address)))
+                    .clone()
+            })
+            .collect();
         self.states.store(Arc::new(next));
-        state
+        all
     }
 
     /// The endpoints the breaker holds out now.

@@ -210,3 +210,129 @@ async fn a_new_endpoint_gets_its_share_at_once() {
         "the unmeasured endpoint counts as fast as the best: {counts:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn with_many_endpoints_picks_spread_evenly() {
+    let ports: Vec<u16> = (1..=100).collect();
+    let setup = setup(Policy::default(), &ports).await;
+    let counts = setup.send(20_000).await;
+    assert_eq!(counts.len(), 100, "every endpoint was picked");
+    // 200 each on average; a binomial's standard deviation here is 14.
+    assert!(
+        counts.values().all(|&count| (120..=280).contains(&count)),
+        "{counts:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_both_draws_are_held_out_a_scan_finds_the_one_left() {
+    let ports: Vec<u16> = (1..=1000).collect();
+    let setup = setup(Policy::default(), &ports).await;
+    let breaker = Policy::default().circuit_breaker;
+    for &port in &ports[1..] {
+        for _ in 0..breaker.consecutive_failures {
+            setup
+                .state(port)
+                .breaker
+                .lock()
+                .failed(Instant::now(), &breaker, true);
+        }
+    }
+    let counts = setup.send(50).await;
+    assert_eq!(counts, BTreeMap::from([(1, 50)]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn close_latencies_share_the_traffic_and_a_clearly_slower_one_gets_none() {
+    let setup = setup(Policy::default(), &[1, 2]).await;
+    let observe = |port, millis| {
+        setup
+            .state(port)
+            .latency
+            .lock()
+            .observe(Duration::from_millis(millis), Instant::now());
+    };
+    observe(1, 10);
+    observe(2, 13);
+    let counts = setup.send(300).await;
+    // 1.3 times dearer: 35 % of the draws (a little more as the two estimates, left
+    // without answers here, drift together).
+    assert!((60..=150).contains(&counts[&2]), "{counts:?}");
+
+    observe(1, 10);
+    observe(2, 100);
+    let counts = setup.send(200).await;
+    assert_eq!(counts.get(&2), None, "ten times slower: {counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_latency_spike_keeps_an_endpoint_out_only_for_a_while() {
+    let setup = setup(Policy::default(), &[1, 2]).await;
+    let observe = |port, millis| {
+        setup
+            .state(port)
+            .latency
+            .lock()
+            .observe(Duration::from_millis(millis), Instant::now());
+    };
+    observe(1, 10);
+    observe(2, 100);
+    assert_eq!(setup.send(100).await.get(&2), None);
+    // Three seconds on, 1 still answering at 10 ms: 2 has drifted back within reach.
+    tokio::time::advance(Duration::from_secs(3)).await;
+    observe(1, 10);
+    let counts = setup.send(400).await;
+    assert!(
+        counts.get(&2).copied().unwrap_or(0) > 40 && counts[&2] < counts[&1],
+        "{counts:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_endpoint_whose_ejection_ended_gets_its_probe_when_drawn() {
+    let setup = setup(Policy::default(), &[1, 2]).await;
+    let breaker = Policy::default().circuit_breaker;
+    setup
+        .state(1)
+        .latency
+        .lock()
+        .observe(Duration::from_secs(1), Instant::now());
+    for _ in 0..breaker.consecutive_failures {
+        setup
+            .state(1)
+            .breaker
+            .lock()
+            .failed(Instant::now(), &breaker, true);
+    }
+    assert_eq!(setup.send(10).await.get(&1), None, "ejected");
+    tokio::time::advance(breaker.base_ejection_time).await;
+    let counts = setup.send(1).await;
+    assert_eq!(
+        counts.get(&1),
+        Some(&1),
+        "the probe goes however slow it was"
+    );
+}
+
+#[test]
+fn close_costs_are_a_weighted_coin_toss() {
+    // (first, second, draw, takes first)
+    let table = [
+        (1.0, 1.0, 0.49, false),
+        (1.0, 1.0, 0.51, true),
+        (1.0, 1.5, 0.24, false),
+        (1.0, 1.5, 0.26, true),
+        (1.5, 1.0, 0.24, true),
+        (1.0, 2.0, 0.0, true),
+        (3.0, 1.0, 0.0, false),
+        (0.0, 0.0, 0.9, true),
+        (0.0, 5.0, 0.0, true),
+    ];
+    for (first, second, draw, expected) in table {
+        assert_eq!(
+            prefer_first(first, second, draw),
+            expected,
+            "{first} vs {second}, draw {draw}"
+        );
+    }
+}

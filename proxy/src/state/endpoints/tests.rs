@@ -80,26 +80,59 @@ async fn no_ejection_without_room_under_the_max_percent() {
 #[tokio::test(start_paused = true)]
 async fn peak_ewma_jumps_up_and_decays_down() {
     let mut ewma = PeakEwma::new(Instant::now());
-    assert_eq!(ewma.estimate(Instant::now()), None, "not measured yet");
+    assert_eq!(ewma.settle(Instant::now(), None), None, "not measured yet");
     ewma.observe(Duration::from_millis(200), Instant::now());
-    assert_eq!(ewma.nanos(), 200e6, "a slower answer counts at once");
+    assert_eq!(
+        ewma.nanos(),
+        200e6,
+        "a first answer with nothing to compare counts whole"
+    );
     tokio::time::advance(DECAY).await;
     ewma.observe(Duration::from_millis(10), Instant::now());
     let expected = 200e6 * (-1.0f64).exp() + 10e6 * (1.0 - (-1.0f64).exp());
     assert!((ewma.nanos() - expected).abs() < 1.0, "{}", ewma.nanos());
-    tokio::time::advance(DECAY).await;
-    let idle = ewma.estimate(Instant::now()).unwrap();
-    assert!(
-        (idle - expected * (-1.0f64).exp()).abs() < 1.0,
-        "left alone it looks cheaper: {idle}"
-    );
+    ewma.observe(Duration::from_millis(300), Instant::now());
+    assert_eq!(ewma.nanos(), 300e6, "a slower answer counts at once");
 
     // Answers in quick succession still move it: each weighs at least 10 %.
     ewma.observe(Duration::from_millis(1), Instant::now());
-    let before = ewma.nanos();
-    ewma.observe(Duration::from_millis(1), Instant::now());
-    let expected = before * 0.9 + 1e6 * 0.1;
+    let expected = 300e6 * 0.9 + 1e6 * 0.1;
     assert!((ewma.nanos() - expected).abs() < 1.0, "{}", ewma.nanos());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_estimate_drifts_towards_its_sibling_and_the_drift_accumulates() {
+    let mut ewma = PeakEwma::new(Instant::now());
+    ewma.observe(Duration::from_millis(100), Instant::now());
+    assert_eq!(
+        ewma.settle(Instant::now(), None),
+        Some(100e6),
+        "nothing to drift to"
+    );
+    tokio::time::advance(IDLE_DRIFT).await;
+    let once = ewma.settle(Instant::now(), Some(10e6)).unwrap();
+    let expected = 10e6 + 90e6 * (-1.0f64).exp();
+    assert!((once - expected).abs() < 1.0, "{once}");
+    tokio::time::advance(IDLE_DRIFT).await;
+    let twice = ewma.settle(Instant::now(), Some(10e6)).unwrap();
+    let expected = 10e6 + 90e6 * (-2.0f64).exp();
+    assert!((twice - expected).abs() < 1.0, "{twice}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_endpoint_starts_from_its_sibling_and_its_first_answer_counts_half() {
+    let mut ewma = PeakEwma::new(Instant::now());
+    assert_eq!(
+        ewma.settle(Instant::now(), Some(4e6)),
+        Some(4e6),
+        "unmeasured: as fast as the sibling"
+    );
+    ewma.observe(Duration::from_millis(20), Instant::now());
+    assert_eq!(
+        ewma.nanos(),
+        12e6,
+        "a cold first answer is not the estimate"
+    );
 }
 
 #[test]
@@ -109,11 +142,8 @@ fn state_is_shared_per_address_and_dropped_when_no_service_lists_it() {
     let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
     let first = states.get(a, Vec::new);
     assert!(Arc::ptr_eq(&first, &states.get(a, Vec::new)));
-    let now = Instant::now();
-    assert_eq!(first.cost(now, 7.0), 7.0, "unmeasured: as fast as told");
     let guard = first.start();
     assert_eq!(first.in_flight(), 1);
-    assert_eq!(first.cost(now, 7.0), 14.0, "the load it would join counts");
     drop(guard);
     assert_eq!(first.in_flight(), 0);
     states.get(b, || vec![b]);
@@ -121,4 +151,23 @@ fn state_is_shared_per_address_and_dropped_when_no_service_lists_it() {
         !Arc::ptr_eq(&first, &states.get(a, Vec::new)),
         "a's state went when no service listed it"
     );
+}
+
+#[test]
+fn a_whole_service_is_added_at_once_and_known_states_are_kept() {
+    let states = EndpointStates::default();
+    let addresses: Vec<SocketAddr> = (1..=1000)
+        .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        .collect();
+    let listed = || addresses.clone();
+    let all = states.get_all(&addresses, listed);
+    assert_eq!(all.len(), 1000);
+    assert!(
+        all.iter()
+            .zip(&addresses)
+            .all(|(state, a)| state.address == *a)
+    );
+    let again = states.get_all(&addresses[..10], listed);
+    assert!(Arc::ptr_eq(&again[3], &all[3]), "kept, not made again");
+    assert!(Arc::ptr_eq(&states.get(addresses[999], listed), &all[999]));
 }
