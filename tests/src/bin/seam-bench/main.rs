@@ -53,6 +53,10 @@ struct Args {
     /// to iterate quickly on one of them.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// How many endpoints Seam's hop 2 service lists: hop 2 listens on that many loopback
+    /// addresses (127.0.0.1, 127.0.0.2, ...), so hop 1 balances over them all.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    endpoints: u16,
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +160,7 @@ fn main() -> anyhow::Result<()> {
         durations: Durations::new(args.quick),
         rate: args.rate,
         only: args.only.clone(),
+        endpoints: args.endpoints,
     }))?;
     print!("{}", report::markdown(&results));
     if let Some(path) = &args.json {

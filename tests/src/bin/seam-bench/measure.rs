@@ -29,6 +29,8 @@ pub struct Plan {
     pub durations: Durations,
     pub rate: u32,
     pub only: Vec<String>,
+    /// How many endpoints Seam's hop 2 service lists.
+    pub endpoints: u16,
 }
 
 /// The machine and the settings of the run.
@@ -196,7 +198,9 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Results> {
                     stopper: Stopper::Nothing,
                 }),
             }),
-            "seam" => contenders::seam::start(&mesh, upstream_addrs, &setup.pinning).await,
+            "seam" => {
+                contenders::seam::start(&mesh, upstream_addrs, &setup.pinning, plan.endpoints).await
+            }
             "haproxy" => {
                 contenders::haproxy::start(&dir, &certificates, upstream_addrs, &setup.pinning)
                     .await

@@ -7,8 +7,13 @@
 //! upstream's TCP listener. It needs a service of its own because hop 2 copies an opaque
 //! stream to its one `--app`, and `server`'s must stay the HTTP upstream. Each proxy runs
 //! pinned like the peers, so its tokio runtime has one worker per CPU it may use.
+//!
+//! With `--endpoints N`, service `server` lists N endpoints, all of them hop 2: it
+//! listens on one port on N loopback addresses (127.0.0.1, 127.0.0.2, ...; Linux routes
+//! all of 127.0.0.0/8 to the loopback), so hop 1's balancer picks among N live
+//! endpoints, each with its own connections, as it would among N instances.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -52,13 +57,26 @@ pub async fn start(
     mesh: &TestMesh,
     upstream: Upstream,
     pinning: &Pinning,
+    endpoints: u16,
 ) -> anyhow::Result<Running> {
-    let mut hop2 = spawn_proxy(mesh, "hop2", SERVICE_HOST, upstream.http, &[], pinning).await?;
+    let inbound = hop2_inbound(endpoints)?;
+    let mut hop2 = spawn_proxy(
+        mesh,
+        "hop2",
+        SERVICE_HOST,
+        upstream.http,
+        &["--inbound", &inbound],
+        pinning,
+    )
+    .await?;
     let mut hop1 = spawn_proxy(mesh, "hop1", CLIENT_SERVICE, upstream.http, &[], pinning).await?;
     hop2.wait_ready(READY_TIMEOUT).await?;
     hop1.wait_ready(READY_TIMEOUT).await?;
-    mesh.set_endpoints(&[(SERVICE_HOST, &[hop2.addr("inbound")])])
-        .await?;
+    let port = hop2.addr("inbound").port();
+    let listed: Vec<SocketAddr> = (0..endpoints)
+        .map(|index| SocketAddr::V4(SocketAddrV4::new(loopback(index), port)))
+        .collect();
+    mesh.set_endpoints(&[(SERVICE_HOST, &listed)]).await?;
     let http1 = hop1.addr("outbound");
     wait_path(http1, check_path, || Ok(())).await?;
     let hop_pids = [&hop1, &hop2].iter().filter_map(|hop| hop.pid()).collect();
@@ -71,6 +89,29 @@ pub async fn start(
         }),
         tcp: TcpPath::outcome(start_tcp(mesh, upstream.tcp, pinning).await),
     })
+}
+
+/// The `n`-th loopback address: 127.0.0.1, 127.0.0.2, ... 127.0.0.250, 127.0.1.1, ...
+fn loopback(n: u16) -> Ipv4Addr {
+    let [high, low] = (n / 250).to_be_bytes();
+    Ipv4Addr::new(127, high, low, (n % 250) as u8 + 1)
+}
+
+/// Hop 2's `--inbound` for `endpoints` endpoints: one port on that many loopback
+/// addresses. With several, the port is one found free on 127.0.0.1 just before (the
+/// proxy reports only its first listener's port, so they must share one known in
+/// advance).
+fn hop2_inbound(endpoints: u16) -> anyhow::Result<String> {
+    if endpoints == 1 {
+        return Ok("127.0.0.1:0".to_owned());
+    }
+    let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port();
+    let addresses: Vec<String> = (0..endpoints)
+        .map(|index| SocketAddrV4::new(loopback(index), port).to_string())
+        .collect();
+    Ok(addresses.join(","))
 }
 
 async fn start_tcp(
@@ -106,7 +147,8 @@ async fn start_tcp(
     })
 }
 
-/// Starts `service`'s proxy in front of `app`; `hop` names its log and its process.
+/// Starts `service`'s proxy in front of `app`; `hop` names its log and its process. Its
+/// inbound listens on 127.0.0.1 on a free port unless `extra_args` has an `--inbound`.
 async fn spawn_proxy(
     mesh: &TestMesh,
     hop: &str,
@@ -126,7 +168,6 @@ async fn spawn_proxy(
         // Like the peers, which log nothing per request.
         .env("RUST_LOG", "warn")
         .args(["--service", service])
-        .args(["--inbound", "127.0.0.1:0"])
         .args(["--outbound", "127.0.0.1:0"])
         .args(["--admin", "127.0.0.1:0"])
         .arg("--app")
@@ -136,6 +177,9 @@ async fn spawn_proxy(
         .arg("--control-plane")
         .arg(mesh.grpc_addr().to_string())
         .args(extra_args);
+    if !extra_args.contains(&"--inbound") {
+        command.args(["--inbound", "127.0.0.1:0"]);
+    }
     SeamProcess::spawn(
         format!("seam-proxy {hop} ({service})"),
         command,
