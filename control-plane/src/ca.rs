@@ -5,7 +5,13 @@
 //! hold several roots: a rotation introduces a new root (trusted, not signing), promotes
 //! it (signing, the old one still trusted) and retires the old one; `rotation` decides
 //! when each step is safe, this module only performs them.
+//!
+//! Replicas sharing a state directory share the CA: the first to start creates it under
+//! the store's lock, each step is taken under that lock on the state read back (so a
+//! step another replica already took is not taken twice), and `follow` re-reads the
+//! store every few seconds so every replica signs with the current root.
 
+pub mod follow;
 pub(crate) mod store;
 
 use store::DirectoryStore;
@@ -76,7 +82,8 @@ pub struct CertificateAuthority {
     roots: ArcSwap<Roots>,
     /// Bumped whenever the trust bundle or the signing root changes.
     changes: watch::Sender<u64>,
-    /// Serialises rotation steps (each reads, writes files, then swaps).
+    /// Serialises rotation steps and pick-ups within this process (each reads, writes
+    /// files, then swaps); the store's lock does the same across replicas.
     rotating: Mutex<()>,
 }
 
@@ -117,13 +124,17 @@ impl CertificateAuthority {
         let store = DirectoryStore {
             dir: state_dir.to_owned(),
         };
+        store::create_dir(state_dir)?;
+        // Replicas starting at once on an empty directory: the first to get the lock
+        // creates the CA, the others find it.
+        let locked = store.lock()?;
         if !store::exists(state_dir)? {
-            store::create_dir(state_dir)?;
             store.save(&Self::new_state(trust_domain)?)?;
             tracing::info!(path = %state_dir.join(store::BUNDLE_FILE).display(), trust_domain, "created the mesh root CA");
         }
         let state = store::read(state_dir)?;
         let ca = Self::from_state(&state, trust_domain, Box::new(store))?;
+        drop(locked);
         tracing::info!(path = %state_dir.join(store::BUNDLE_FILE).display(), trust_domain, phase = ?ca.phase(), roots = ca.trust_bundle().len(), "loaded the mesh root CA");
         Ok(ca)
     }
@@ -144,58 +155,7 @@ impl CertificateAuthority {
         trust_domain: &str,
         store: Box<dyn CaStore>,
     ) -> Result<Self, CaError> {
-        let location = store.location();
-        let bundle_path = location.join(store::BUNDLE_FILE);
-        let invalid = |path: &Path, reason: String| CaError::Invalid {
-            path: path.to_owned(),
-            reason,
-        };
-        let stored = store::parse(state, &location)?;
-        let mut bundle = stored.bundle;
-        for root in &bundle {
-            let found = SpiffeId::from_certificate_der(root)
-                .map_err(|err| invalid(&bundle_path, err.to_string()))?;
-            if found.trust_domain() != trust_domain {
-                return Err(CaError::TrustDomainMismatch {
-                    dir: location.clone(),
-                    found: found.trust_domain().to_owned(),
-                    wanted: trust_domain.to_owned(),
-                });
-            }
-        }
-        let signing = store::find_certificate(&bundle, &stored.signing_key).ok_or_else(|| {
-            invalid(
-                &location.join(store::KEY_FILE),
-                "matches no certificate in ca.pem".into(),
-            )
-        })?;
-        bundle.swap(0, signing);
-        let mut finished_promotion = false;
-        let next = match stored.next_key {
-            None => None,
-            // A promotion that stopped after replacing ca.key: it is done.
-            Some(key) if store::find_certificate(&bundle[..1], &key).is_some() => {
-                finished_promotion = true;
-                None
-            }
-            Some(key) => {
-                let index = store::find_certificate(&bundle, &key).ok_or_else(|| {
-                    invalid(
-                        &location.join(store::NEXT_KEY_FILE),
-                        "matches no certificate in ca.pem; remove it to abandon the rotation"
-                            .into(),
-                    )
-                })?;
-                Some((bundle[index].clone(), key))
-            }
-        };
-        let issuer = Issuer::from_ca_cert_der(&bundle[0], stored.signing_key)
-            .map_err(|err| invalid(&bundle_path, err.to_string()))?;
-        let roots = Roots {
-            issuer,
-            bundle,
-            next,
-        };
+        let (roots, finished_promotion) = roots_of(state, trust_domain, &store.location())?;
         if finished_promotion {
             store.save(&roots.state())?;
         }
@@ -208,6 +168,33 @@ impl CertificateAuthority {
         })
     }
 
+    /// Puts in force what the store holds now, when another replica changed it; true if
+    /// it did. Errors (a half-restored directory) leave the roots in force as they are.
+    pub fn pick_up_stored(&self) -> Result<bool, CaError> {
+        let _step = self.rotating.lock();
+        let _store = self.store.lock()?;
+        self.adopt_stored()
+    }
+
+    /// Holding both locks: adopts the stored state if it differs from the one in force.
+    fn adopt_stored(&self) -> Result<bool, CaError> {
+        let Some(stored) = self.store.read_back()? else {
+            return Ok(false);
+        };
+        let (roots, finished_promotion) =
+            roots_of(&stored, &self.trust_domain, &self.store.location())?;
+        // Compared as parsed, so a bundle stored in another order is no change.
+        if roots.state() == self.state() {
+            return Ok(false);
+        }
+        if finished_promotion {
+            self.store.save(&roots.state())?;
+        }
+        self.roots.store(Arc::new(roots));
+        self.changes.send_modify(|generation| *generation += 1);
+        tracing::info!(phase = ?self.phase(), roots = self.trust_bundle().len(), "picked up the mesh CA's state as another replica changed it");
+        Ok(true)
+    }
     /// The CA's state as its store keeps it.
     pub fn state(&self) -> CaState {
         self.roots.load().state()
@@ -232,6 +219,9 @@ impl CertificateAuthority {
     /// keeps signing, so proxies learn to trust the new one at their next renewal.
     pub fn introduce_root(&self) -> Result<(), CaError> {
         let _step = self.rotating.lock();
+        let _store = self.store.lock()?;
+        // Another replica may have taken this step already.
+        self.adopt_stored()?;
         if self.phase() != RotationPhase::Idle {
             return Err(CaError::RotationInProgress(self.phase()));
         }
@@ -252,6 +242,8 @@ impl CertificateAuthority {
     /// Rotation step 2: the introduced root signs from now on; the old one stays trusted.
     pub fn promote_root(&self) -> Result<(), CaError> {
         let _step = self.rotating.lock();
+        let _store = self.store.lock()?;
+        self.adopt_stored()?;
         let current = self.roots.load();
         let Some((cert, key)) = &current.next else {
             return Err(CaError::NoRotationStep("promote", self.phase()));
@@ -271,6 +263,9 @@ impl CertificateAuthority {
     /// Rotation step 3: the old roots leave the trust bundle.
     pub fn retire_old_roots(&self) -> Result<(), CaError> {
         let _step = self.rotating.lock();
+        let _store = self.store.lock()?;
+        // Another replica may have taken this step already.
+        self.adopt_stored()?;
         if self.phase() != RotationPhase::Promoted {
             return Err(CaError::NoRotationStep("retire", self.phase()));
         }
@@ -371,6 +366,67 @@ impl CertificateAuthority {
             not_after,
         })
     }
+}
+
+/// The roots `state` describes (stored at `location`), and whether loading it finished a
+/// promotion cut short (the state must then be saved again).
+fn roots_of(
+    state: &CaState,
+    trust_domain: &str,
+    location: &Path,
+) -> Result<(Roots, bool), CaError> {
+    let location = location.to_owned();
+    let bundle_path = location.join(store::BUNDLE_FILE);
+    let invalid = |path: &Path, reason: String| CaError::Invalid {
+        path: path.to_owned(),
+        reason,
+    };
+    let stored = store::parse(state, &location)?;
+    let mut bundle = stored.bundle;
+    for root in &bundle {
+        let found = SpiffeId::from_certificate_der(root)
+            .map_err(|err| invalid(&bundle_path, err.to_string()))?;
+        if found.trust_domain() != trust_domain {
+            return Err(CaError::TrustDomainMismatch {
+                dir: location.clone(),
+                found: found.trust_domain().to_owned(),
+                wanted: trust_domain.to_owned(),
+            });
+        }
+    }
+    let signing = store::find_certificate(&bundle, &stored.signing_key).ok_or_else(|| {
+        invalid(
+            &location.join(store::KEY_FILE),
+            "matches no certificate in ca.pem".into(),
+        )
+    })?;
+    bundle.swap(0, signing);
+    let mut finished_promotion = false;
+    let next = match stored.next_key {
+        None => None,
+        // A promotion that stopped after replacing ca.key: it is done.
+        Some(key) if store::find_certificate(&bundle[..1], &key).is_some() => {
+            finished_promotion = true;
+            None
+        }
+        Some(key) => {
+            let index = store::find_certificate(&bundle, &key).ok_or_else(|| {
+                invalid(
+                    &location.join(store::NEXT_KEY_FILE),
+                    "matches no certificate in ca.pem; remove it to abandon the rotation".into(),
+                )
+            })?;
+            Some((bundle[index].clone(), key))
+        }
+    };
+    let issuer = Issuer::from_ca_cert_der(&bundle[0], stored.signing_key)
+        .map_err(|err| invalid(&bundle_path, err.to_string()))?;
+    let roots = Roots {
+        issuer,
+        bundle,
+        next,
+    };
+    Ok((roots, finished_promotion))
 }
 
 /// Makes a new self-signed root for `trust_domain`.

@@ -47,6 +47,8 @@ pub struct Args {
     #[arg(long, env = "SEAM_ADMIN", default_value = "127.0.0.1:9990")]
     pub admin: SocketAddr,
     /// Holds the mesh CA (ca.pem, the trust anchor for proxies; ca.key, mode 0600).
+    /// Replicas of one mesh share it (a shared volume): they make one root, and each
+    /// follows the others' rotation steps within seconds.
     #[arg(long, env = "SEAM_STATE_DIR", default_value = "./seam-state")]
     pub state_dir: PathBuf,
     /// Also keep a copy of the trust bundle (certificates only, mode 0644) at this path,

@@ -4,7 +4,8 @@
 //! and the new root is promoted to signing; after one more lifetime every leaf of the old
 //! root has expired, and the old root is retired. A restarted control plane resumes a
 //! rotation in progress and waits a full lifetime again before the next step, which is
-//! never too early.
+//! never too early. Replicas sharing the CA's store each run this schedule; the store's
+//! lock makes the first replica due take a step and the others pick it up.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -69,30 +70,51 @@ impl Rotation {
         *self.lock() = Some(Instant::now() + self.step_after);
     }
 
-    /// Takes the steps as they fall due, for as long as the task runs.
+    /// Takes the steps as they fall due, for as long as the task runs. A step another
+    /// replica took (picked up from the shared store) restarts the wait, so each step is
+    /// one lifetime after the previous one wherever it was taken, never sooner.
     pub async fn run(self: Arc<Self>) {
         let mut changes = self.ca.subscribe();
+        let mut phase = self.ca.phase();
         loop {
             let due = *self.lock();
-            let Some(due) = due else {
-                if changes.changed().await.is_err() {
-                    return;
+            let step_due = async {
+                match due {
+                    Some(due) => tokio::time::sleep_until(due).await,
+                    None => std::future::pending().await,
                 }
-                continue;
             };
-            tokio::time::sleep_until(due).await;
-            let step = match self.ca.phase() {
-                RotationPhase::Introduced => self.ca.promote_root(),
-                RotationPhase::Promoted => self.ca.retire_old_roots(),
-                RotationPhase::Idle => Ok(()),
-            };
-            match step {
-                Ok(()) if self.ca.phase() == RotationPhase::Idle => *self.lock() = None,
-                Ok(()) => self.schedule_next(),
-                Err(err) => {
-                    tracing::error!(error = %err, "a root rotation step failed; retrying in a minute");
-                    *self.lock() = Some(Instant::now() + RETRY_AFTER);
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if self.ca.phase() != phase {
+                        phase = self.ca.phase();
+                        *self.lock() = (phase != RotationPhase::Idle).then(|| Instant::now() + self.step_after);
+                    }
                 }
+                () = step_due => self.take_due_step(),
+            }
+        }
+    }
+
+    fn take_due_step(&self) {
+        let step = match self.ca.phase() {
+            RotationPhase::Introduced => self.ca.promote_root(),
+            RotationPhase::Promoted => self.ca.retire_old_roots(),
+            RotationPhase::Idle => Ok(()),
+        };
+        match step {
+            Ok(()) if self.ca.phase() == RotationPhase::Idle => *self.lock() = None,
+            Ok(()) => self.schedule_next(),
+            // Another replica took it first; its change reschedules the next one.
+            Err(CaError::NoRotationStep(..)) => {
+                tracing::info!(phase = ?self.ca.phase(), "another control plane replica took this rotation step");
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "a root rotation step failed; retrying in a minute");
+                *self.lock() = Some(Instant::now() + RETRY_AFTER);
             }
         }
     }

@@ -7,6 +7,10 @@
 //! - `ca-next.key`: during a rotation's first phase only, the key of the root that was
 //!   introduced but does not sign yet, mode 0600.
 //!
+//! - `ca.lock`: empty; replicas sharing the directory hold an exclusive `flock` on it
+//!   while they create the CA, take a rotation step or read the files back, so two
+//!   replicas starting at once make one root, and no one reads a half-written change.
+//!
 //! Which certificate signs is decided by matching keys, not by order, and every file is
 //! replaced by writing a temporary file and renaming it over the old one. `CaStore` is
 //! the seam between the CA and where its state lives: this directory, or in Kubernetes
@@ -26,6 +30,7 @@ use super::CaError;
 pub const BUNDLE_FILE: &str = "ca.pem";
 pub const KEY_FILE: &str = "ca.key";
 pub const NEXT_KEY_FILE: &str = "ca-next.key";
+pub const LOCK_FILE: &str = "ca.lock";
 
 /// The mode of every file in the state directory.
 const PRIVATE: u32 = 0o600;
@@ -63,6 +68,22 @@ pub trait CaStore: Send + Sync {
     fn save(&self, state: &CaState) -> Result<(), CaError>;
     /// Names the store in errors, e.g. the directory's path.
     fn location(&self) -> PathBuf;
+    /// Keeps other replicas sharing the store from changing or reading it until the
+    /// guard is dropped; a store no other process writes needs none.
+    fn lock(&self) -> Result<StoreLock, CaError> {
+        Ok(StoreLock { _locked: None })
+    }
+    /// The state as the store holds it now, when other replicas may have changed it
+    /// (`None`: the store cannot be read back). Call it holding [`CaStore::lock`].
+    fn read_back(&self) -> Result<Option<CaState>, CaError> {
+        Ok(None)
+    }
+}
+
+/// Held while the store is being changed or read back; dropping it (closing the locked
+/// file) lets others in.
+pub struct StoreLock {
+    _locked: Option<fs::File>,
 }
 
 /// The state directory of `--source file`.
@@ -88,6 +109,27 @@ impl CaStore for DirectoryStore {
 
     fn location(&self) -> PathBuf {
         self.dir.clone()
+    }
+
+    /// An exclusive `flock` on `ca.lock`: advisory, released by the kernel when the
+    /// process dies, so a replica killed mid-step does not wedge the others.
+    fn lock(&self) -> Result<StoreLock, CaError> {
+        let path = self.dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(PRIVATE)
+            .open(&path)
+            .map_err(io("open", &path))?;
+        file.lock().map_err(io("lock", &path))?;
+        Ok(StoreLock {
+            _locked: Some(file),
+        })
+    }
+
+    fn read_back(&self) -> Result<Option<CaState>, CaError> {
+        read(&self.dir).map(Some)
     }
 }
 
@@ -234,10 +276,10 @@ fn pem_of(cert: &CertificateDer<'_>) -> String {
 }
 
 /// Writes `contents` to a new file of `mode` (whatever the umask) beside `path` and
-/// renames it over `path`.
+/// renames it over `path`. The temporary name is random: replicas sharing the directory
+/// (in containers, often all pid 1) may publish the same file at the same moment.
 fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
-    let temporary: PathBuf = path.with_extension("tmp");
-    let _ = fs::remove_file(&temporary);
+    let temporary: PathBuf = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -248,5 +290,8 @@ fn replace(path: &Path, contents: &[u8], mode: u32) -> Result<(), CaError> {
         .map_err(io("set the mode of", &temporary))?;
     file.write_all(contents).map_err(io("write", &temporary))?;
     file.sync_all().map_err(io("sync", &temporary))?;
-    fs::rename(&temporary, path).map_err(io("rename into place", path))
+    fs::rename(&temporary, path).map_err(|err| {
+        let _ = fs::remove_file(&temporary);
+        io("rename into place", path)(err)
+    })
 }
