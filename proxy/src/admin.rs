@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::control_plane::ControlPlane;
 use crate::inbound::Inbound;
 use crate::metrics::Metrics;
 use crate::server::next_connection;
@@ -33,7 +34,8 @@ use seam_proto::exposition;
 
 pub struct AdminState {
     pub service: String,
-    pub control_plane: String,
+    /// The replicas configured and the one the discovery stream is on.
+    pub control_plane: ControlPlane,
     pub tls: Arc<TlsState>,
     pub directory: Arc<Directory>,
     /// Circuit breaker state, for the ejected endpoints `/config` lists.
@@ -132,8 +134,9 @@ fn route(
         "/config" => json_response(&json!({
             "service": state.service,
             "discovery": {
-                "control_plane": state.control_plane,
+                "control_plane": state.control_plane.addresses(),
                 "connected": state.discovery_connected.load(Ordering::Relaxed),
+                "connected_to": state.control_plane.discovery_replica().map(|replica| replica.to_string()),
             },
             "subscriptions": state.directory.describe(),
             "ejected_endpoints": state.endpoint_states.ejected(),

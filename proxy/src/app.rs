@@ -110,7 +110,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (ever_connected, discovery_ever_connected) = watch::channel(false);
     let discovery = tokio::spawn(
         DiscoveryClientTask {
-            control_plane,
+            control_plane: control_plane.clone(),
             directory: directory.clone(),
             new_authorities,
             admin_addr,
@@ -185,7 +185,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         admin_listener,
         Arc::new(AdminState {
             service: args.service.clone(),
-            control_plane: args.control_plane.clone(),
+            control_plane: control_plane.clone(),
             tls: tls.clone(),
             directory,
             endpoint_states,

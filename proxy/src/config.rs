@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 
+use crate::control_plane::ControlPlaneAddress;
 use crate::inbound::ProbePath;
 use crate::telemetry::AccessLogFormat;
 use crate::telemetry::trace_context::Propagation;
@@ -21,9 +22,16 @@ pub struct Args {
     pub service: String,
     #[arg(long, env = "SEAM_NAMESPACE", default_value = "default")]
     pub namespace: String,
-    /// The control plane's gRPC address (HOST:PORT).
-    #[arg(long, env = "SEAM_CONTROL_PLANE")]
-    pub control_plane: String,
+    /// The control plane's gRPC address (HOST:PORT). With replicas: several, comma-separated
+    /// or as a repeated flag, or a DNS name that resolves to several; names are resolved
+    /// at every connection attempt, and when the replica in use fails the others are tried.
+    #[arg(
+        long,
+        env = "SEAM_CONTROL_PLANE",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub control_plane: Vec<ControlPlaneAddress>,
     /// PEM file of the mesh's trust anchors (the control plane's `ca.pem`).
     #[arg(long, env = "SEAM_TRUST_ANCHORS")]
     pub trust_anchors: PathBuf,
@@ -220,6 +228,32 @@ mod tests {
         for bad in ["127.0.0.1:15432", "nowhere=db", "127.0.0.1:1="] {
             assert!(bad.parse::<TcpUpstream>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn control_planes_are_a_comma_separated_list_or_a_repeated_flag() {
+        let parse = |args: &[&str]| {
+            Args::try_parse_from(
+                ["seam-proxy", "--service=b", "--trust-anchors=ca.pem"]
+                    .iter()
+                    .chain(args),
+            )
+        };
+        let shown = |args: Args| -> Vec<String> {
+            args.control_plane.iter().map(ToString::to_string).collect()
+        };
+        let listed = parse(&[
+            "--control-plane=cp-0:8443,cp-1:8443",
+            "--control-plane",
+            "[::1]:9",
+        ])
+        .expect("three addresses");
+        assert_eq!(shown(listed), ["cp-0:8443", "cp-1:8443", "[::1]:9"]);
+        let error = parse(&["--control-plane=cp-0:8443,cp-1"])
+            .expect_err("a bad entry")
+            .to_string();
+        assert!(error.contains("\"cp-1\" is not HOST:PORT"), "{error}");
+        assert!(parse(&[]).is_err(), "--control-plane is required");
     }
 
     #[test]

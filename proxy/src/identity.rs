@@ -2,7 +2,8 @@
 //! asks the control plane to certify it with the service's join token (or, in Kubernetes,
 //! the pod's projected ServiceAccount token, read anew each time), installs the
 //! certificate and trust bundle, and renews at ~70% of the lifetime (with jitter), retrying
-//! with backoff and keeping the current certificate until it expires.
+//! with decorrelated-jitter backoff (another control plane replica first, when there are
+//! several) and keeping the current certificate until it expires.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use seam_proto::v1::identity_client::IdentityClient;
 use seam_proto::v1::{CertifyRequest, certify_request};
 use tokio::sync::watch;
 
-use crate::backoff::Backoff;
+use crate::backoff::DecorrelatedBackoff;
 use crate::control_plane::ControlPlane;
 use crate::tls::{TlsState, WorkloadCertificate};
 
@@ -82,7 +83,8 @@ pub struct IdentityManager {
 impl IdentityManager {
     /// Certifies, then renews forever.
     pub async fn run(self) {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+        let mut backoff =
+            DecorrelatedBackoff::new(Duration::from_millis(200), Duration::from_secs(30));
         loop {
             match self.certify().await {
                 Ok(certificate) => {
@@ -122,10 +124,10 @@ impl IdentityManager {
             .serialize_request(&key)
             .context("cannot make a certificate signing request")?;
 
-        let channel = self.control_plane.connect().await.with_context(|| {
+        let (channel, replica) = self.control_plane.connect().await.with_context(|| {
             format!(
                 "cannot connect to the control plane at {}",
-                self.control_plane.address()
+                self.control_plane.addresses().join(", ")
             )
         })?;
         let request = CertifyRequest {
@@ -134,20 +136,30 @@ impl IdentityManager {
             csr_der: csr.der().to_vec(),
             proof: Some(proof),
         };
-        let response = tokio::time::timeout(
+        let answer = tokio::time::timeout(
             CERTIFY_TIMEOUT,
             IdentityClient::new(channel).certify(request),
         )
-        .await
-        .context("the control plane did not answer in time")?
-        .map_err(|status| {
-            anyhow::anyhow!(
-                "control plane refused: {} ({:?})",
-                status.message(),
-                status.code()
-            )
-        })?
-        .into_inner();
+        .await;
+        let response = match answer {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => {
+                // A replica that went away mid-call answers `Unavailable`: the retry
+                // goes to another one first. A refusal is the same on every replica.
+                if status.code() == tonic::Code::Unavailable {
+                    self.control_plane.failed(replica);
+                }
+                bail!(
+                    "control plane refused: {} ({:?}; replica {replica})",
+                    status.message(),
+                    status.code()
+                );
+            }
+            Err(_) => {
+                self.control_plane.failed(replica);
+                bail!("the control plane {replica} did not answer in time");
+            }
+        };
 
         let chain: Vec<CertificateDer<'static>> = response
             .certificate_chain_der

@@ -2,7 +2,8 @@
 //! the app has used (again after each reconnect), applies each update to the
 //! [`Directory`] and answers ACK, or NACK with the reason when the update is invalid.
 //! When the control plane is away the proxy keeps serving its last good state and
-//! reconnects with backoff.
+//! reconnects with decorrelated-jitter backoff, to another replica first when there are
+//! several (the one that failed is tried last).
 
 mod convert;
 mod policy;
@@ -19,7 +20,7 @@ use seam_proto::v1::{Ack, Hello, Nack, Subscribe, WatchRequest, watch_request};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::backoff::Backoff;
+use crate::backoff::DecorrelatedBackoff;
 use crate::control_plane::ControlPlane;
 use crate::metrics::Metrics;
 use crate::state::Directory;
@@ -49,7 +50,8 @@ pub struct DiscoveryClientTask {
 
 impl DiscoveryClientTask {
     pub async fn run(mut self) {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut backoff =
+            DecorrelatedBackoff::new(Duration::from_millis(100), Duration::from_secs(10));
         if self
             .certified
             .wait_for(|certified| *certified)
@@ -62,6 +64,7 @@ impl DiscoveryClientTask {
             let started = tokio::time::Instant::now();
             let ended = self.stream().await;
             self.connected.store(false, Ordering::Relaxed);
+            self.control_plane.discovery_ended();
             if started.elapsed() >= HEALTHY_STREAM {
                 backoff.reset();
             }
@@ -89,7 +92,8 @@ impl DiscoveryClientTask {
     }
 
     async fn stream(&mut self) -> anyhow::Result<()> {
-        let channel = self.control_plane.connect().await?;
+        let (channel, replica) = self.control_plane.connect().await?;
+        self.control_plane.discovery_opened(replica);
         let (requests, outgoing) = mpsc::channel(256);
         let send = |kind| WatchRequest { kind: Some(kind) };
         requests
@@ -113,10 +117,7 @@ impl DiscoveryClientTask {
             .into_inner();
         self.connected.store(true, Ordering::Relaxed);
         self.ever_connected.send_replace(true);
-        tracing::info!(
-            control_plane = self.control_plane.address(),
-            "discovery stream up"
-        );
+        tracing::info!(control_plane = %replica, "discovery stream up");
         loop {
             tokio::select! {
                 authority = self.new_authorities.recv() => {
