@@ -6,7 +6,8 @@
 //! transparent mode it also builds pods out of Linux network namespaces (`netns`,
 //! `pod_network`; `netns_files` gives one its own `/etc/hosts`), runs `seam-proxy init`
 //! in them (`proxy_init`) and tells where an intercepted connection went (`interception`,
-//! `intercepted_pods`); those system tests need root. `compose` runs the demo compose project
+//! `intercepted_pods`); those system tests need root. `replicas` runs several control planes
+//! over one mesh. `compose` runs the demo compose project
 //! of deploy/compose on the real Docker engine. `kube_api` stands in for a Kubernetes API
 //! server (none can run here) for the control plane's `--source kubernetes`. The tests themselves live in `tests/`.
 
@@ -36,6 +37,7 @@ pub mod prometheus;
 pub mod proxy;
 pub mod proxy_init;
 pub mod recording;
+pub mod replicas;
 pub mod streams;
 pub mod tls;
 pub mod two_hop;
