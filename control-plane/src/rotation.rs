@@ -190,6 +190,86 @@ mod tests {
         assert_eq!(reloaded.trust_bundle(), ca.trust_bundle());
     }
 
+    /// A replica: its CA on the shared directory, its schedule and its store follower.
+    fn replica(
+        dir: &std::path::Path,
+        lifetime: Duration,
+    ) -> (
+        Arc<CertificateAuthority>,
+        Arc<Rotation>,
+        [tokio::task::JoinHandle<()>; 2],
+    ) {
+        let ca = Arc::new(CertificateAuthority::load_or_create(dir, "seam.local").unwrap());
+        let rotation = Rotation::new(ca.clone(), lifetime);
+        let tasks = [
+            tokio::spawn(rotation.clone().run()),
+            tokio::spawn(crate::ca::follow::follow_store(
+                ca.clone(),
+                crate::ca::follow::FOLLOW_EVERY,
+            )),
+        ];
+        (ca, rotation, tasks)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replicas_take_each_step_once_and_never_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let lifetime = Duration::from_secs(60);
+        let (first, rotation, _first_tasks) = replica(dir.path(), lifetime);
+        let (second, _, _second_tasks) = replica(dir.path(), lifetime);
+        rotation.start().unwrap();
+        let introduced = first.trust_bundle()[1].clone();
+
+        tokio::time::sleep(crate::ca::follow::FOLLOW_EVERY * 2).await;
+        assert_eq!(second.trust_bundle(), first.trust_bundle(), "picked up");
+        tokio::time::sleep(lifetime - crate::ca::follow::FOLLOW_EVERY * 3).await;
+        assert_eq!(
+            first.phase(),
+            RotationPhase::Introduced,
+            "promoted too early"
+        );
+        assert_eq!(
+            second.phase(),
+            RotationPhase::Introduced,
+            "promoted too early"
+        );
+        tokio::time::sleep(lifetime * 2).await;
+        for ca in [&first, &second] {
+            assert_eq!(ca.phase(), RotationPhase::Idle);
+            assert_eq!(
+                ca.trust_bundle(),
+                vec![introduced.clone()],
+                "one new root, kept"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rotation_goes_on_when_the_replica_that_started_it_dies() {
+        let dir = tempfile::tempdir().unwrap();
+        let lifetime = Duration::from_secs(60);
+        let (first, rotation, first_tasks) = replica(dir.path(), lifetime);
+        let (second, _, _second_tasks) = replica(dir.path(), lifetime);
+        rotation.start().unwrap();
+        let introduced = first.trust_bundle()[1].clone();
+        for task in first_tasks {
+            task.abort();
+        }
+
+        tokio::time::sleep(lifetime - Duration::from_secs(1)).await;
+        assert_eq!(
+            second.phase(),
+            RotationPhase::Introduced,
+            "promoted too early"
+        );
+        tokio::time::sleep(crate::ca::follow::FOLLOW_EVERY * 2).await;
+        assert_eq!(second.phase(), RotationPhase::Promoted);
+        assert_eq!(second.trust_bundle()[0], introduced, "the new root signs");
+        tokio::time::sleep(lifetime).await;
+        assert_eq!(second.phase(), RotationPhase::Idle);
+        assert_eq!(second.trust_bundle(), vec![introduced]);
+    }
+
     #[test]
     fn a_restart_mid_rotation_resumes_in_the_same_phase() {
         let dir = tempfile::tempdir().unwrap();
