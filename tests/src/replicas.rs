@@ -146,6 +146,11 @@ impl ReplicatedMesh {
         serde_json::from_str(&body).with_context(|| format!("GET {path} is not JSON: {body}"))
     }
 
+    /// `POST path` on replica `index`'s admin listener: the status and the body.
+    pub async fn admin_post(&self, index: usize, path: &str) -> anyhow::Result<(u16, String)> {
+        launch::http_post(self.replicas[index].admin, path).await
+    }
+
     /// The admin addresses of the proxies replica `index` has a discovery stream with.
     pub async fn connected_proxies(&self, index: usize) -> anyhow::Result<Vec<String>> {
         let proxies = self.admin_json(index, "/proxies").await?;

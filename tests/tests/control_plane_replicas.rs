@@ -1,7 +1,8 @@
 //! Two control-plane replicas serve one mesh (same mesh file, same state directory, their
 //! own ports), and every proxy is given both addresses. Killing one replica (SIGKILL) under
 //! steady load fails no request; the proxies it served move to the survivor, renew their
-//! certificates there, and an endpoint change made afterwards reaches every proxy.
+//! certificates there, and an endpoint change made afterwards reaches every proxy. A root
+//! rotation started on one replica is in force on the other within seconds.
 
 use std::time::Duration;
 
@@ -171,4 +172,44 @@ async fn proxies_fail_over_to_the_surviving_replica_without_failing_a_request() 
         failures.len(),
         replies.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_started_on_one_replica_is_in_force_on_the_other() {
+    let mesh = ReplicatedMesh::start(&["a"], 2, &[])
+        .await
+        .expect("two replicas start");
+    let (status, body) = mesh
+        .admin_post(0, "/ca/rotate")
+        .await
+        .expect("POST /ca/rotate");
+    assert_eq!(status, 200, "{body}");
+    // The second replica reads the directory under the lock before it rotates: it sees
+    // the rotation in progress rather than starting another.
+    let (status, body) = mesh
+        .admin_post(1, "/ca/rotate")
+        .await
+        .expect("POST /ca/rotate");
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("already in progress"), "{body}");
+    let started = mesh.admin_json(0, "/ca").await.expect("/ca");
+    assert_eq!(
+        started["roots"].as_array().map(Vec::len),
+        Some(2),
+        "{started}"
+    );
+    wait::until(
+        "the other replica trusts the new root",
+        Duration::from_secs(10),
+        || async {
+            let other = mesh.admin_json(1, "/ca").await?;
+            anyhow::ensure!(
+                other["roots"] == started["roots"] && other["rotation"]["phase"] == "introduced",
+                "{other}"
+            );
+            Ok(())
+        },
+    )
+    .await
+    .expect("picked up");
 }
