@@ -2,7 +2,8 @@
 //! on its endpoint until the response body is done (the balancer's load and the
 //! concurrency limit), bounds it (until response headers) by the
 //! route's `per_try_timeout`, feeds the latency to the endpoint's peak-EWMA (from when
-//! the connection was ready, when the attempt had to open one), and tells
+//! the connection was ready, when the attempt had to open one; not at all for a new
+//! endpoint's very first answer, which is cold on both sides), and tells
 //! the endpoint's circuit breaker how it went. A 5xx, a gRPC UNAVAILABLE in the
 //! headers, a failed connect, a broken connection or a per-try timeout is a failure;
 //! `consecutive_failures` of them in a row eject the endpoint for `base_ejection_time`
@@ -52,17 +53,27 @@ pub fn layer(
                     }
                     Err(_) => true,
                 };
-                let latency = match &mut outcome {
-                    Err(ProxyError::PeerConnect { .. }) => FAILURE_PENALTY,
-                    // Opening the connection is not the endpoint's latency: a new
-                    // endpoint's first answer would otherwise look slow and keep it out.
-                    Ok(response) => match response.extensions_mut().remove::<FreshConnection>() {
-                        Some(fresh) => now.saturating_duration_since(fresh.ready_at),
-                        None => now.saturating_duration_since(started),
-                    },
-                    Err(_) => now.saturating_duration_since(started),
+                let fresh = match &mut outcome {
+                    Ok(response) => response.extensions_mut().remove::<FreshConnection>(),
+                    Err(_) => None,
                 };
-                picked.state.latency.lock().observe(latency, now);
+                let latency = match (&outcome, fresh) {
+                    (Err(ProxyError::PeerConnect { .. }), _) => FAILURE_PENALTY,
+                    // Opening the connection is not the endpoint's latency.
+                    (_, Some(fresh)) => now.saturating_duration_since(fresh.ready_at),
+                    _ => now.saturating_duration_since(started),
+                };
+                {
+                    let mut estimate = picked.state.latency.lock();
+                    // A new endpoint's first answer, on its first connection, is cold on
+                    // the peer's side too (its TLS handshake ends with the request, its
+                    // own connection to the app is new): it would keep it out for a
+                    // while, so it is left out.
+                    let cold = fresh.is_some() && !estimate.measured() && outcome.is_ok();
+                    if !cold {
+                        estimate.observe(latency, now);
+                    }
+                }
                 if failed {
                     record_failure(&picked, &choice, &metrics, now);
                 } else {

@@ -21,13 +21,16 @@ use crate::state::policy::BreakerPolicy;
 const DECAY: Duration = Duration::from_secs(10);
 /// How fast an endpoint without answers drifts towards the sibling it is compared with:
 /// after this long its own estimate weighs about 37 %. Short, so that a latency spike
-/// (or a failure's penalty) keeps an endpoint out for a second or two, not for the
-/// many seconds during which light traffic would all herd onto its sibling.
-const IDLE_DRIFT: Duration = Duration::from_secs(1);
+/// (or a failure's penalty) keeps an endpoint out for about a second, not for the many
+/// seconds during which light traffic would all herd onto its sibling; a clearly slower
+/// endpoint still gets only the odd request that finds it slow again.
+pub const IDLE_DRIFT: Duration = Duration::from_millis(500);
 /// The least a new answer weighs, however soon it follows the last one, so under a high
 /// request rate one slow answer (a cold connection's handshake, say) fades in a few
 /// dozen answers rather than after seconds.
 const MIN_SAMPLE_WEIGHT: f64 = 0.1;
+/// How much of the way to an answer slower than the estimate the estimate moves at once.
+const PEAK_WEIGHT: f64 = 0.5;
 /// What a failed connect counts as in the EWMA, so the balancer avoids it at once.
 pub const FAILURE_PENALTY: Duration = Duration::from_secs(1);
 /// The longest a single ejection lasts, however often the endpoint was ejected.
@@ -125,7 +128,8 @@ impl Breaker {
     }
 }
 
-/// Peak-EWMA latency: a slower answer counts at once, faster ones pull it down over
+/// Peak-EWMA latency: a slower answer counts at once (half of it), faster ones pull it
+/// down over
 /// [`DECAY`] (each by at least [`MIN_SAMPLE_WEIGHT`]). Compared with a sibling's, an
 /// endpoint that has had no answer for a while drifts towards that sibling's estimate
 /// over [`IDLE_DRIFT`] (so one that was slow or failed once gets tried again, and a
@@ -188,6 +192,11 @@ impl PeakEwma {
         }
     }
 
+    /// Whether the endpoint answered at least once.
+    pub fn measured(&self) -> bool {
+        self.measured
+    }
+
     pub fn observe(&mut self, rtt: Duration, now: Instant) {
         let rtt = rtt.as_nanos() as f64;
         if !self.measured {
@@ -200,8 +209,10 @@ impl PeakEwma {
                 rtt
             };
         } else if rtt > self.nanos {
-            // A peak is the estimate at once.
-            self.nanos = rtt;
+            // A peak counts at once, with half its weight: a truly slower endpoint is
+            // found out within two or three answers, while one stall of the machine
+            // does not make an endpoint look as slow as that stall for a while.
+            self.nanos += (rtt - self.nanos) * PEAK_WEIGHT;
         } else {
             let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
             let weight = (1.0 - (-elapsed / DECAY.as_secs_f64()).exp()).max(MIN_SAMPLE_WEIGHT);
