@@ -65,11 +65,11 @@ pub fn layer(
                 };
                 {
                     let mut estimate = picked.state.latency.lock();
-                    // A new endpoint's first answer, on its first connection, is cold on
-                    // the peer's side too (its TLS handshake ends with the request, its
-                    // own connection to the app is new): it would keep it out for a
-                    // while, so it is left out.
-                    let cold = fresh.is_some() && !estimate.measured() && outcome.is_ok();
+                    // A new endpoint's first answer is cold on both sides (an HTTP/2
+                    // connection's set-up is in it too; the peer's TLS handshake ends
+                    // with the request, its own connection to the app is new): it would
+                    // keep the endpoint out for a while, so it is left out.
+                    let cold = !estimate.measured() && outcome.is_ok();
                     if !cold {
                         estimate.observe(latency, now);
                     }
