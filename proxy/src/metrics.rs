@@ -190,6 +190,9 @@ pub struct Metrics {
     pub discovery_connected: Gauge,
     pub discovery_acks: Counter,
     pub discovery_nacks: Counter,
+    /// Requests and connections for a new authority refused because the proxy already
+    /// tracked its most.
+    pub authorities_refused: Counter,
     pub certificate_expiry: Gauge,
     retries: Family<RetryLabels, Counter>,
     retry_budget_exhausted: Family<ServiceLabel, Counter>,
@@ -282,6 +285,14 @@ impl Metrics {
             "discovery_nacks",
             "Service updates from the control plane this proxy refused",
             discovery_nacks.clone(),
+        );
+        let authorities_refused = Counter::default();
+        registry.register(
+            "authorities_refused",
+            "Requests and connections for a new authority refused with 503 because the proxy \
+             already tracks its limit of authorities (unused ones are forgotten after \
+             --idle-unsubscribe-after)",
+            authorities_refused.clone(),
         );
         let certificate_expiry = Gauge::default();
         registry.register(
@@ -409,6 +420,7 @@ impl Metrics {
             discovery_connected,
             discovery_acks,
             discovery_nacks,
+            authorities_refused,
             certificate_expiry,
             retries,
             retry_budget_exhausted,
