@@ -46,10 +46,14 @@ async fn unused_authorities_are_unsubscribed_and_come_back_on_use() {
     let control_plane = mesh.mesh.admin_addr();
     let outbound = mesh.a.outbound();
 
-    let reply = client::http1_get(outbound, "b", "/", &[])
-        .await
-        .expect("a calls b");
-    assert_eq!(reply.status, 200, "{}", reply.text());
+    // The first answer for b may predate its endpoint by a moment: poll until it has it.
+    wait::until("a reaches b", Duration::from_secs(10), || async {
+        let reply = client::http1_get(outbound, "b", "/", &[]).await?;
+        anyhow::ensure!(reply.status == 200, "{}: {}", reply.status, reply.text());
+        Ok(())
+    })
+    .await
+    .expect("a calls b");
     let unknown: Vec<String> = (0..UNKNOWN_NAMES)
         .map(|n| format!("unknown-{n}.example"))
         .collect();
