@@ -265,4 +265,23 @@ mod tests {
             .to_string();
         assert!(error.contains("\"ready\" is not PORT:PATH"), "{error}");
     }
+
+    #[test]
+    fn idle_unsubscribe_defaults_to_ten_minutes_and_refuses_zero() {
+        let base = [
+            "seam-proxy",
+            "--service=b",
+            "--control-plane=127.0.0.1:1",
+            "--trust-anchors=ca.pem",
+        ];
+        let args = Args::try_parse_from(base).expect("defaults");
+        assert_eq!(args.idle_unsubscribe_after, Duration::from_secs(600));
+        let args = Args::try_parse_from(base.iter().chain(&["--idle-unsubscribe-after=2s"]))
+            .expect("two seconds");
+        assert_eq!(args.idle_unsubscribe_after, Duration::from_secs(2));
+        let error = Args::try_parse_from(base.iter().chain(&["--idle-unsubscribe-after=0s"]))
+            .expect_err("zero")
+            .to_string();
+        assert!(error.contains("must be above zero"), "{error}");
+    }
 }
