@@ -39,12 +39,10 @@ pub struct Watch {
 pub type Watcher = (u64, Arc<Outbox>);
 
 pub struct Hub {
-    state: Mutex<State>,
-}
-
-struct State {
-    model: Arc<MeshModel>,
-    watched: HashMap<Watch, Watched>,
+    /// The model in force: a subscription is answered from it, even before the hub has
+    /// applied it (the debounce), as the admin API already shows it.
+    latest: watch::Receiver<Arc<MeshModel>>,
+    state: Mutex<HashMap<Watch, Watched>>,
 }
 
 struct Watched {
@@ -74,60 +72,87 @@ impl Change {
     }
 }
 
+/// An update to mark and the outboxes to mark it in.
+type Marks = (Arc<ServiceUpdate>, Vec<Arc<Outbox>>);
+
 impl Watched {
+    fn new(model: &MeshModel, watch: &Watch) -> Self {
+        let resolution = model.resolve_for(&watch.authority, watch.namespace.as_deref());
+        Self {
+            update: Arc::new(to_proto(&watch.authority, model.version, &resolution)),
+            resolution: Arc::new(resolution),
+            resolved_in: model.version,
+            watchers: HashMap::new(),
+        }
+    }
+
+    /// Brings the resolution up to `model` unless it is there already; returns the new
+    /// update and its watchers if it changed.
+    fn catch_up(&mut self, model: &MeshModel, watch: &Watch) -> Option<Marks> {
+        if self.resolved_in >= model.version {
+            return None;
+        }
+        self.resolved_in = model.version;
+        let change = Change::between(model, watch, &self.resolution)?;
+        Some(self.take(change))
+    }
+
     /// Takes `change` in; returns the update to mark and who to mark it for.
-    fn take(&mut self, change: Change) -> (Arc<ServiceUpdate>, Vec<Arc<Outbox>>) {
+    fn take(&mut self, change: Change) -> Marks {
         self.resolution = change.resolution;
         self.update = change.update.clone();
         (change.update, self.watchers.values().cloned().collect())
     }
 }
 
+fn mark_all(marks: Vec<Marks>) {
+    for (update, watchers) in marks {
+        for outbox in watchers {
+            outbox.mark(update.clone());
+        }
+    }
+}
+
 impl Hub {
-    pub fn new(model: Arc<MeshModel>) -> Self {
+    pub fn new(latest: watch::Receiver<Arc<MeshModel>>) -> Self {
         Self {
-            state: Mutex::new(State {
-                model,
-                watched: HashMap::new(),
-            }),
+            latest,
+            state: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Adds a watcher of `watch` and marks the current update in its outbox, so the
-    /// stream answers the subscription at once.
+    /// Adds a watcher of `watch` and marks the update for the model in force in its
+    /// outbox, so the stream answers the subscription at once.
     pub fn subscribe(&self, watch: &Watch, (id, outbox): Watcher) {
+        let latest = self.latest.borrow().clone();
         let mut state = self.state.lock();
-        let model = state.model.clone();
-        let watched = state.watched.entry(watch.clone()).or_insert_with(|| {
-            let resolution = model.resolve_for(&watch.authority, watch.namespace.as_deref());
-            let update = Arc::new(to_proto(&watch.authority, model.version, &resolution));
-            Watched {
-                resolution: Arc::new(resolution),
-                resolved_in: model.version,
-                update,
-                watchers: HashMap::new(),
-            }
-        });
+        let watched = state
+            .entry(watch.clone())
+            .or_insert_with(|| Watched::new(&latest, watch));
+        // Watched already, but the hub has not applied the model in force yet: its other
+        // watchers get the change now too.
+        let changed = watched.catch_up(&latest, watch);
         // A subscription is answered with the version in force, as an update after a
         // change would be.
-        if watched.update.version != model.version {
+        if watched.update.version != latest.version {
             let mut restamped = (*watched.update).clone();
-            restamped.version = model.version;
+            restamped.version = latest.version;
             watched.update = Arc::new(restamped);
         }
         watched.watchers.insert(id, outbox.clone());
         let update = watched.update.clone();
         drop(state);
+        mark_all(changed.into_iter().collect());
         outbox.mark(update);
     }
 
     /// Removes a watcher; an authority nobody watches is forgotten.
     pub fn unsubscribe(&self, watch: &Watch, id: u64) {
         let mut state = self.state.lock();
-        if let Some(watched) = state.watched.get_mut(watch) {
+        if let Some(watched) = state.get_mut(watch) {
             watched.watchers.remove(&id);
             if watched.watchers.is_empty() {
-                state.watched.remove(watch);
+                state.remove(watch);
             }
         }
     }
@@ -136,16 +161,13 @@ impl Hub {
     #[cfg(test)]
     pub fn current(&self, watch: &Watch) -> Option<Arc<ServiceUpdate>> {
         let state = self.state.lock();
-        state
-            .watched
-            .get(watch)
-            .map(|watched| watched.update.clone())
+        state.get(watch).map(|watched| watched.update.clone())
     }
 
     /// How many distinct authorities are watched.
     #[cfg(test)]
     pub fn watched(&self) -> usize {
-        self.state.lock().watched.len()
+        self.state.lock().len()
     }
 
     /// Takes `model` as the one in force: resolves every watched authority against it once
@@ -156,8 +178,8 @@ impl Hub {
         let before: Vec<(Watch, Arc<Resolution>)> = {
             let state = self.state.lock();
             state
-                .watched
                 .iter()
+                .filter(|(_, watched)| watched.resolved_in < model.version)
                 .map(|(watch, watched)| (watch.clone(), watched.resolution.clone()))
                 .collect()
         };
@@ -171,31 +193,25 @@ impl Hub {
         let mut marks = Vec::new();
         let mut state = self.state.lock();
         for (watch, change) in resolved {
-            if let Some(watched) = state.watched.get_mut(&watch) {
-                watched.resolved_in = model.version;
-                if let Some(change) = change {
-                    marks.push(watched.take(change));
-                }
+            // Gone, or brought up to this model (or a later one) by a subscription.
+            let Some(watched) = state
+                .get_mut(&watch)
+                .filter(|watched| watched.resolved_in < model.version)
+            else {
+                continue;
+            };
+            watched.resolved_in = model.version;
+            if let Some(change) = change {
+                marks.push(watched.take(change));
             }
         }
-        // Subscribed while this model was being resolved: answered from the model before
-        // it, so resolved again now (few, if any).
-        for (watch, watched) in &mut state.watched {
-            if watched.resolved_in != model.version {
-                watched.resolved_in = model.version;
-                if let Some(change) = Change::between(&model, watch, &watched.resolution) {
-                    marks.push(watched.take(change));
-                }
-            }
+        // Subscribed while this model was being resolved, from an older one: few, if any.
+        for (watch, watched) in state.iter_mut() {
+            marks.extend(watched.catch_up(&model, watch));
         }
-        state.model = model;
         drop(state);
         let count = marks.len();
-        for (update, watchers) in marks {
-            for outbox in watchers {
-                outbox.mark(update.clone());
-            }
-        }
+        mark_all(marks);
         count
     }
 

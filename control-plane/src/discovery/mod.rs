@@ -63,7 +63,7 @@ impl DiscoveryService {
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
-        let hub = Arc::new(Hub::new(model.borrow().clone()));
+        let hub = Arc::new(Hub::new(model.clone()));
         tokio::spawn(
             hub.clone()
                 .follow(model.clone(), metrics.clone(), shutdown.clone()),

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use tokio::sync::watch;
+
 use super::{Hub, Watch};
 use crate::discovery::outbox::{Next, Outbox};
 use crate::mesh_file;
@@ -39,7 +41,8 @@ fn marked(outbox: &Outbox) -> Vec<String> {
 
 #[test]
 fn a_change_marks_only_the_watchers_of_what_changed_and_they_share_one_update() {
-    let hub = Hub::new(model("10.0.0.1:8080", 1));
+    let (models, latest) = watch::channel(model("10.0.0.1:8080", 1));
+    let hub = Hub::new(latest);
     let (first, second, web_only) = (
         Arc::new(Outbox::new()),
         Arc::new(Outbox::new()),
@@ -55,7 +58,11 @@ fn a_change_marks_only_the_watchers_of_what_changed_and_they_share_one_update() 
     assert_eq!(hub.watched(), 2);
 
     let before = hub.current(&watch("api")).expect("watched");
-    assert_eq!(hub.apply(model("10.0.0.2:8080", 2)), 1, "only api changed");
+    assert_eq!(
+        hub.apply(publish(&models, model("10.0.0.2:8080", 2))),
+        1,
+        "only api changed"
+    );
     assert_eq!(marked(&first), ["api"]);
     assert_eq!(marked(&second), ["api"]);
     assert!(marked(&web_only).is_empty(), "web's watcher is not woken");
@@ -68,16 +75,17 @@ fn a_change_marks_only_the_watchers_of_what_changed_and_they_share_one_update() 
     );
 
     // The same services in a new version change nothing.
-    assert_eq!(hub.apply(model("10.0.0.2:8080", 3)), 0);
+    assert_eq!(hub.apply(publish(&models, model("10.0.0.2:8080", 3))), 0);
     assert!(marked(&first).is_empty());
 }
 
 #[test]
 fn a_new_subscription_gets_the_version_in_force_and_the_last_watcher_leaving_forgets_it() {
-    let hub = Hub::new(model("10.0.0.1:8080", 1));
+    let (models, latest) = watch::channel(model("10.0.0.1:8080", 1));
+    let hub = Hub::new(latest);
     let outbox = Arc::new(Outbox::new());
     hub.subscribe(&watch("api"), (1, outbox.clone()));
-    hub.apply(model("10.0.0.1:8080", 5));
+    hub.apply(publish(&models, model("10.0.0.1:8080", 5)));
     hub.subscribe(&watch("api"), (2, Arc::new(Outbox::new())));
     assert_eq!(hub.current(&watch("api")).unwrap().version, 5);
     hub.unsubscribe(&watch("api"), 1);
@@ -85,4 +93,31 @@ fn a_new_subscription_gets_the_version_in_force_and_the_last_watcher_leaving_for
     hub.unsubscribe(&watch("api"), 2);
     assert_eq!(hub.watched(), 0, "nobody watches api: forgotten");
     assert!(hub.current(&watch("api")).is_none());
+}
+
+/// Makes `model` the one in force and returns it, for the hub to apply.
+fn publish(models: &watch::Sender<Arc<MeshModel>>, model: Arc<MeshModel>) -> Arc<MeshModel> {
+    models.send_replace(model.clone());
+    model
+}
+
+#[test]
+fn a_subscription_before_the_hub_applied_a_change_is_answered_from_the_model_in_force() {
+    let (models, latest) = watch::channel(model("10.0.0.1:8080", 1));
+    let hub = Hub::new(latest);
+    let early = Arc::new(Outbox::new());
+    hub.subscribe(&watch("api"), (1, early.clone()));
+    assert_eq!(marked(&early), ["api"]);
+    // Published, not applied yet (the debounce): a new watcher gets the new state, and
+    // the earlier watcher is told at the same time.
+    models.send_replace(model("10.0.0.2:8080", 2));
+    let late = Arc::new(Outbox::new());
+    hub.subscribe(&watch("api"), (2, late.clone()));
+    let update = hub.current(&watch("api")).unwrap();
+    assert_eq!(update.version, 2);
+    assert_eq!(marked(&late), ["api"]);
+    assert_eq!(marked(&early), ["api"]);
+    // Applying it afterwards changes nothing more.
+    assert_eq!(hub.apply(models.borrow().clone()), 0);
+    assert!(marked(&early).is_empty());
 }
