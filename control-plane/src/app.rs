@@ -151,12 +151,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Some(client) => Proofs::ServiceAccountTokens(TokenReviewer::new(client.clone())),
         },
     };
-    let discovery = DiscoveryService {
-        model: source.subscribe(),
-        registry: registry.clone(),
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
-    };
+    let discovery = DiscoveryService::new(
+        source.subscribe(),
+        registry.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    );
     let incoming = ReceiverStream::new(tls::accept_tls(grpc_listener, tls_config, metrics.clone()));
     let grpc_shutdown = shutdown.clone();
     // Proxies are served once the source has a model: an empty one would tell them every

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub connected_proxies: Gauge,
     pub discovery_updates: Counter,
     pub discovery_nacks: Counter,
+    pub discovery_acks: Counter,
+    pub discovery_stalled: Counter,
     pub discovery_push_duration: Histogram,
     pub handshakes_refused: Counter,
     pub dns_resolutions: Family<ResultLabel, Counter>,
@@ -65,11 +67,24 @@ impl Metrics {
             "Service updates proxies refused",
             discovery_nacks.clone(),
         );
-        // 0.1 ms to ~3 s: a push is a channel send per changed service.
+        let discovery_acks = Counter::default();
+        registry.register(
+            "discovery_acks",
+            "Service updates proxies acknowledged",
+            discovery_acks.clone(),
+        );
+        let discovery_stalled = Counter::default();
+        registry.register(
+            "discovery_stalled_streams",
+            "Discovery streams ended because the proxy read no update for 30 s",
+            discovery_stalled.clone(),
+        );
+        // 0.1 ms to ~3 s: resolving every watched authority once and marking its watchers.
         let discovery_push_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register_with_unit(
             "discovery_push_duration",
-            "Time to push one model change to one proxy (every changed service it watches)",
+            "Time to resolve one model change for every proxy (each watched authority once) \
+             and mark the proxies whose subscriptions changed",
             Unit::Seconds,
             discovery_push_duration.clone(),
         );
@@ -94,6 +109,8 @@ impl Metrics {
             connected_proxies,
             discovery_updates,
             discovery_nacks,
+            discovery_acks,
+            discovery_stalled,
             discovery_push_duration,
             handshakes_refused,
             dns_resolutions,

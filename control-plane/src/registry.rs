@@ -1,12 +1,17 @@
 //! The proxies connected right now, as operators see them (`/proxies`, `seamctl status`):
 //! who each is, what it subscribed to, what it was sent and what it acknowledged or refused.
+//!
+//! Each connected proxy's record has its own lock, so sends, ACKs and NACKs of different
+//! proxies never wait on each other; the registry's map is only locked to add or remove a
+//! proxy, and read-locked briefly to list them (the listing copies each record under its
+//! own lock, and is serialised with no lock held).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
 use crate::metrics::Metrics;
@@ -49,12 +54,13 @@ pub struct NackRecord {
 #[derive(Default)]
 pub struct ProxyRegistry {
     next_id: AtomicU64,
-    proxies: Mutex<BTreeMap<u64, ProxyRecord>>,
+    proxies: RwLock<BTreeMap<u64, Arc<Mutex<ProxyRecord>>>>,
 }
 
 /// A connected proxy's entry; removed from the registry when dropped.
 pub struct ProxyEntry {
     id: u64,
+    record: Arc<Mutex<ProxyRecord>>,
     registry: Arc<ProxyRegistry>,
     metrics: Arc<Metrics>,
 }
@@ -70,22 +76,21 @@ impl ProxyRegistry {
         let connected_at_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        self.lock().insert(
+        let record = Arc::new(Mutex::new(ProxyRecord {
             id,
-            ProxyRecord {
-                id,
-                service: service.to_owned(),
-                spiffe_id: spiffe_id.to_owned(),
-                admin_addr: None,
-                proxy_version: None,
-                connected_at_unix,
-                subscriptions: BTreeMap::new(),
-                nacks_total: 0,
-            },
-        );
+            service: service.to_owned(),
+            spiffe_id: spiffe_id.to_owned(),
+            admin_addr: None,
+            proxy_version: None,
+            connected_at_unix,
+            subscriptions: BTreeMap::new(),
+            nacks_total: 0,
+        }));
+        self.proxies.write().insert(id, record.clone());
         metrics.connected_proxies.inc();
         ProxyEntry {
             id,
+            record,
             registry: self.clone(),
             metrics,
         }
@@ -93,11 +98,8 @@ impl ProxyRegistry {
 
     /// Every connected proxy, in connection order.
     pub fn snapshot(&self) -> Vec<ProxyRecord> {
-        self.lock().values().cloned().collect()
-    }
-
-    fn lock(&self) -> parking_lot::MutexGuard<'_, BTreeMap<u64, ProxyRecord>> {
-        self.proxies.lock()
+        let records: Vec<_> = self.proxies.read().values().cloned().collect();
+        records.iter().map(|record| record.lock().clone()).collect()
     }
 }
 
@@ -107,9 +109,7 @@ impl ProxyEntry {
     }
 
     fn update(&self, change: impl FnOnce(&mut ProxyRecord)) {
-        if let Some(record) = self.registry.lock().get_mut(&self.id) {
-            change(record);
-        }
+        change(&mut self.record.lock());
     }
 
     fn update_subscription(&self, authority: &str, change: impl FnOnce(&mut SubscriptionRecord)) {
@@ -170,7 +170,7 @@ impl ProxyEntry {
 
 impl Drop for ProxyEntry {
     fn drop(&mut self) {
-        self.registry.lock().remove(&self.id);
+        self.registry.proxies.write().remove(&self.id);
         self.metrics.connected_proxies.dec();
     }
 }

@@ -23,7 +23,8 @@ use crate::metrics::{Metrics, ResultLabel};
 use crate::model::{DnsName, MeshModel, Resolutions};
 
 /// Changes often come as a burst of events (truncate, write, rename): wait this long for
-/// the burst to end before reading the file.
+/// the burst to end before reading the file. Changes during a reload are read together by
+/// the next one.
 const SETTLE_TIME: Duration = Duration::from_millis(20);
 
 pub struct MeshSource {
@@ -140,7 +141,17 @@ impl MeshSource {
             while rx.recv().await.is_some() {
                 tokio::time::sleep(SETTLE_TIME).await;
                 while rx.try_recv().is_ok() {}
-                source.reload();
+                // Reading and parsing a large file would hold up a runtime worker that
+                // serves discovery streams.
+                let source = source.clone();
+                if tokio::task::spawn_blocking(move || source.reload())
+                    .await
+                    .is_err()
+                {
+                    tracing::error!(
+                        "reloading the mesh file panicked; the last good model stays in force"
+                    );
+                }
             }
         }))
     }

@@ -28,8 +28,10 @@ use crate::tap::serve::TapEndpoint;
 use crate::telemetry::{Telemetry, TelemetryConfig};
 use crate::tls::TlsState;
 
-/// The most distinct services one proxy tracks (a bound on what an app can make it hold).
-const MAX_SERVICES: usize = 10_000;
+/// The most authorities one proxy tracks at once (a bound on what an app can make it
+/// hold), half the control plane's limit per proxy so an app sending any number of Host
+/// values cannot get its proxy's discovery stream closed; the idle sweep frees room.
+const MAX_AUTHORITIES: usize = 5_000;
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let provider = CryptoProvider::get_default()
@@ -99,20 +101,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     });
 
-    let (subscribe, new_authorities) = mpsc::unbounded_channel();
-    let directory = Arc::new(Directory::new(subscribe, MAX_SERVICES));
+    let (changes, subscription_changes) = mpsc::unbounded_channel();
+    let directory = Arc::new(
+        Directory::new(changes, MAX_AUTHORITIES)
+            .with_refusal_counter(metrics.authorities_refused.clone()),
+    );
     // Our own service's entry carries the authorization policy the inbound side enforces:
-    // subscribe at once so it is known before the first caller arrives.
-    let _ = directory
-        .resolve(args.inbound_policy(), std::time::Duration::ZERO)
-        .await;
+    // subscribe at once so it is known before the first caller arrives, and keep it.
+    directory.pin(args.inbound_policy())?;
+    let idle_sweep = tokio::spawn(crate::discovery::idle::sweep_forever(
+        directory.clone(),
+        args.idle_unsubscribe_after,
+    ));
     let discovery_connected = Arc::new(AtomicBool::new(false));
     let (ever_connected, discovery_ever_connected) = watch::channel(false);
     let discovery = tokio::spawn(
         DiscoveryClientTask {
             control_plane: control_plane.clone(),
             directory: directory.clone(),
-            new_authorities,
+            subscription_changes,
             admin_addr,
             connected: discovery_connected.clone(),
             ever_connected,
@@ -170,8 +177,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut tcp_upstream_addrs = Vec::new();
     for (listener, service) in tcp_upstreams {
         tcp_upstream_addrs.push((service.clone(), listener.local_addr()?));
-        // Subscribed at once, so the first connection does not wait for the answer.
-        let _ = directory.resolve(&service, std::time::Duration::ZERO).await;
+        // Subscribed at once and kept, so no connection waits for the answer.
+        directory.pin(&service)?;
         accepting.push(tokio::spawn(outbound::serve_tcp_upstream(
             listener,
             outbound.clone(),
@@ -227,7 +234,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!(grace = ?args.shutdown_grace, "in-flight requests did not finish within the grace period");
     }
     telemetry.shutdown().await;
-    for task in [identity, discovery, admin_task, expiry, refusal_summaries] {
+    for task in [
+        identity,
+        discovery,
+        idle_sweep,
+        admin_task,
+        expiry,
+        refusal_summaries,
+    ] {
         task.abort();
     }
     tracing::info!("stopped");

@@ -133,6 +133,25 @@ pub struct Args {
     /// path (query ignored), for GET and HEAD (and POST to the gRPC health check).
     #[arg(long, env = "SEAM_PROBE_PATHS", value_delimiter = ',')]
     pub probe_paths: Vec<ProbePath>,
+    /// An authority no request or connection has used for this long is forgotten and
+    /// unsubscribed from (the next use subscribes again and waits for the answer, as the
+    /// first did); the inbound policy and --tcp-upstream services are kept.
+    // Ten minutes: a service called every few minutes (a cron-like job, a periodic
+    // refresh) never pays the re-subscription round trip, while names used once (or an
+    // app spraying Host values) free their slot and the control plane's state for this
+    // proxy within minutes: filling the 5,000 slots would take over 8 new names a second
+    // held for ten minutes.
+    #[arg(long, env = "SEAM_IDLE_UNSUBSCRIBE_AFTER", default_value = "10m", value_parser = positive_duration)]
+    pub idle_unsubscribe_after: Duration,
+}
+
+/// A duration above zero, such as `10m` or `500ms`.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be above zero".to_owned()),
+        Ok(duration) => Ok(duration),
+        Err(err) => Err(err.to_string()),
+    }
 }
 
 impl Args {
@@ -279,5 +298,24 @@ mod tests {
             .expect_err("a bad entry")
             .to_string();
         assert!(error.contains("\"ready\" is not PORT:PATH"), "{error}");
+    }
+
+    #[test]
+    fn idle_unsubscribe_defaults_to_ten_minutes_and_refuses_zero() {
+        let base = [
+            "seam-proxy",
+            "--service=b",
+            "--control-plane=127.0.0.1:1",
+            "--trust-anchors=ca.pem",
+        ];
+        let args = Args::try_parse_from(base).expect("defaults");
+        assert_eq!(args.idle_unsubscribe_after, Duration::from_secs(600));
+        let args = Args::try_parse_from(base.iter().chain(&["--idle-unsubscribe-after=2s"]))
+            .expect("two seconds");
+        assert_eq!(args.idle_unsubscribe_after, Duration::from_secs(2));
+        let error = Args::try_parse_from(base.iter().chain(&["--idle-unsubscribe-after=0s"]))
+            .expect_err("zero")
+            .to_string();
+        assert!(error.contains("must be above zero"), "{error}");
     }
 }

@@ -1,8 +1,10 @@
 //! The proxy's Prometheus metrics: one registry, every name prefixed `seam_`, units in
-//! the name (seconds, bytes) and counters ending in `_total`. Labels are bounded: the
-//! direction, status codes and gRPC codes are fixed sets, services and peer identities
-//! are the mesh's own, routes are named routes (never raw paths), and no label carries
-//! an endpoint's port.
+//! the name (seconds, bytes) and counters ending in `_total`. Labels are bounded whatever
+//! the app or its peers send: the direction, status codes and gRPC codes are fixed sets
+//! ([`bounded`]); services, routes and peer identities are the mesh's own (a name the mesh
+//! does not know is `unknown`, never the app's Host header; routes are named routes,
+//! never raw paths; a peer is a certified SPIFFE id or `plaintext`); no label carries an
+//! endpoint's port, and none the request's method or path.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +16,12 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+mod bounded;
 mod series;
 
 use crate::refusal_log::RefusalLog;
 
+use bounded::{GrpcStatusLabel, StatusLabel};
 use series::{Series, SeriesIndex};
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -44,9 +48,9 @@ pub struct RequestLabels {
     pub direction: &'static str,
     pub service: Arc<str>,
     pub route: Arc<str>,
-    pub status: u16,
+    pub status: StatusLabel,
     /// The gRPC status code, or empty for a response that is not gRPC.
-    pub grpc_status: Option<u32>,
+    pub grpc_status: Option<GrpcStatusLabel>,
     pub tls: &'static str,
     pub peer: Option<Arc<str>>,
 }
@@ -122,10 +126,23 @@ pub struct RequestRecord<'a> {
     pub service: &'a Arc<str>,
     pub route: &'a Arc<str>,
     pub status: u16,
+    /// Whether the response is gRPC; its status is then `grpc_status`, as read from its
+    /// headers or trailers (`None`: missing or not a number).
+    pub grpc: bool,
     pub grpc_status: Option<u32>,
     pub tls: bool,
     pub peer: Option<&'a Arc<str>>,
     pub elapsed: Duration,
+}
+
+impl RequestRecord<'_> {
+    /// The status and gRPC status labels: fixed sets, whatever the upstream sent.
+    fn bounded_codes(&self) -> (StatusLabel, Option<GrpcStatusLabel>) {
+        (
+            StatusLabel::of(self.status),
+            self.grpc.then(|| GrpcStatusLabel::of(self.grpc_status)),
+        )
+    }
 }
 
 /// Why the proxy turned a connection away before any HTTP exchange.
@@ -173,6 +190,9 @@ pub struct Metrics {
     pub discovery_connected: Gauge,
     pub discovery_acks: Counter,
     pub discovery_nacks: Counter,
+    /// Requests and connections for a new authority refused because the proxy already
+    /// tracked its most.
+    pub authorities_refused: Counter,
     pub certificate_expiry: Gauge,
     retries: Family<RetryLabels, Counter>,
     retry_budget_exhausted: Family<ServiceLabel, Counter>,
@@ -265,6 +285,14 @@ impl Metrics {
             "discovery_nacks",
             "Service updates from the control plane this proxy refused",
             discovery_nacks.clone(),
+        );
+        let authorities_refused = Counter::default();
+        registry.register(
+            "authorities_refused",
+            "Requests and connections for a new authority refused with 503 because the proxy \
+             already tracks its limit of authorities (unused ones are forgotten after \
+             --idle-unsubscribe-after)",
+            authorities_refused.clone(),
         );
         let certificate_expiry = Gauge::default();
         registry.register(
@@ -392,6 +420,7 @@ impl Metrics {
             discovery_connected,
             discovery_acks,
             discovery_nacks,
+            authorities_refused,
             certificate_expiry,
             retries,
             retry_budget_exhausted,
@@ -458,6 +487,7 @@ impl Metrics {
     }
 
     pub fn record_request(&self, record: &RequestRecord<'_>) {
+        let (status, grpc_status) = record.bounded_codes();
         self.series.count(record, || Series {
             requests: self
                 .requests
@@ -465,8 +495,8 @@ impl Metrics {
                     direction: record.direction.as_str(),
                     service: record.service.clone(),
                     route: record.route.clone(),
-                    status: record.status,
-                    grpc_status: record.grpc_status,
+                    status,
+                    grpc_status,
                     tls: if record.tls { "true" } else { "false" },
                     peer: record.peer.cloned(),
                 })

@@ -1,7 +1,9 @@
 //! The proxy's view of the services it talks to: for each authority the app has used, what
 //! the control plane last said about it, published as immutable snapshots (arc-swap for
 //! the request path, a watch channel per authority for the first request that waits),
-//! with each service's routes and policies ([`policy`]). No sockets here.
+//! with each service's routes and policies ([`policy`]). The directory is bounded: it
+//! tracks at most a fixed number of authorities and forgets the ones unused for a while
+//! ([`Directory::sweep`]). No sockets here.
 
 pub mod endpoints;
 pub mod policy;
@@ -10,12 +12,14 @@ pub mod traffic;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use foldhash::HashMap;
 use parking_lot::Mutex;
+use prometheus_client::metrics::counter::Counter;
 use seam_proto::SpiffeId;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -227,31 +231,114 @@ struct Versioned {
 /// Why a new authority could not be looked up.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
-    #[error("this proxy already tracks {0} services, its limit")]
+    #[error(
+        "this proxy already tracks {0} authorities, its limit: a new one is refused until unused ones are forgotten (--idle-unsubscribe-after)"
+    )]
     TooManyServices(usize),
 }
 
-pub struct Directory {
-    entries: ArcSwap<HashMap<String, watch::Sender<Versioned>>>,
-    /// Serialises adding entries, so two first requests for one authority subscribe once.
-    adding: Mutex<()>,
-    subscribe: mpsc::UnboundedSender<String>,
-    max_entries: usize,
+/// What the discovery stream is asked to tell the control plane, in the order the
+/// directory decided it (one channel, so a forget and a new first use of one authority
+/// cannot swap places).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscriptionChange {
+    Subscribe(String),
+    Unsubscribe(String),
 }
 
-impl Directory {
-    /// A directory that asks for new authorities on `subscribe`.
-    pub fn new(subscribe: mpsc::UnboundedSender<String>, max_entries: usize) -> Self {
+/// One authority the directory tracks.
+#[derive(Debug)]
+struct Entry {
+    answers: watch::Sender<Versioned>,
+    /// The directory's idle clock when a request or connection last resolved through it.
+    last_used: AtomicU64,
+    /// Never forgotten for idleness (the inbound policy, `--tcp-upstream` services).
+    pinned: AtomicBool,
+    /// Earlier snapshots of the service that requests may still hold; an entry is in use
+    /// while any of them (or the current one) is held outside the directory.
+    replaced: Mutex<Vec<Weak<Service>>>,
+}
+
+impl Entry {
+    fn new(last_used: u64) -> Self {
+        let (answers, _) = watch::channel(Versioned {
+            version: None,
+            resolution: Resolution::Pending,
+        });
         Self {
-            entries: ArcSwap::from_pointee(HashMap::default()),
-            adding: Mutex::new(()),
-            subscribe,
-            max_entries,
+            answers,
+            last_used: AtomicU64::new(last_used),
+            pinned: AtomicBool::new(false),
+            replaced: Mutex::new(Vec::new()),
         }
     }
 
-    /// Resolves `authority`, subscribing on first use and then waiting up to `wait` for
-    /// the control plane's first answer.
+    /// Whether a request waits for its first answer or holds one of its snapshots.
+    fn in_use(&self) -> bool {
+        if self.answers.receiver_count() > 0 {
+            return true;
+        }
+        // The watch channel holds the current snapshot once; anyone else is a user.
+        let current_held = match &self.answers.borrow().resolution {
+            Resolution::Found(service) => Arc::strong_count(service) > 1,
+            Resolution::Pending | Resolution::NotFound => false,
+        };
+        current_held
+            || self
+                .replaced
+                .lock()
+                .iter()
+                .any(|old| old.strong_count() > 0)
+    }
+
+    /// Keeps a weak handle on the snapshot being replaced while a request still holds it.
+    fn retire_current(&self) {
+        let mut replaced = self.replaced.lock();
+        replaced.retain(|old| old.strong_count() > 0);
+        if let Resolution::Found(service) = &self.answers.borrow().resolution
+            && Arc::strong_count(service) > 1
+        {
+            replaced.push(Arc::downgrade(service));
+        }
+    }
+}
+
+pub struct Directory {
+    entries: ArcSwap<HashMap<Arc<str>, Arc<Entry>>>,
+    /// Serialises adding and forgetting entries, so two first requests for one authority
+    /// subscribe once and the change messages leave in the order of the changes.
+    changing: Mutex<()>,
+    changes: mpsc::UnboundedSender<SubscriptionChange>,
+    max_entries: usize,
+    /// A coarse clock in sweep ticks, advanced by [`Directory::sweep`]: touching an entry
+    /// on the request path is a few relaxed atomic operations, no clock read.
+    idle_clock: AtomicU64,
+    /// New authorities refused because the directory was full.
+    refused: Counter,
+}
+
+impl Directory {
+    /// A directory of at most `max_entries` authorities that asks for new ones (and
+    /// gives forgotten ones up) on `changes`.
+    pub fn new(changes: mpsc::UnboundedSender<SubscriptionChange>, max_entries: usize) -> Self {
+        Self {
+            entries: ArcSwap::from_pointee(HashMap::default()),
+            changing: Mutex::new(()),
+            changes,
+            max_entries,
+            idle_clock: AtomicU64::new(0),
+            refused: Counter::default(),
+        }
+    }
+
+    /// The same directory counting refused new authorities in `refused`.
+    pub fn with_refusal_counter(mut self, refused: Counter) -> Self {
+        self.refused = refused;
+        self
+    }
+
+    /// Resolves `authority` and marks it used (see [`Directory::sweep`]), subscribing on
+    /// first use and then waiting up to `wait` for the control plane's first answer.
     pub async fn resolve(
         &self,
         authority: &str,
@@ -259,13 +346,18 @@ impl Directory {
     ) -> Result<Resolution, LookupError> {
         let mut answers = match self.entries.load().get(authority) {
             Some(entry) => {
-                let resolution = entry.borrow().resolution.clone();
+                // Written only once a tick, so a busy authority's line stays shared.
+                let now = self.idle_clock.load(Ordering::Relaxed);
+                if entry.last_used.load(Ordering::Relaxed) != now {
+                    entry.last_used.store(now, Ordering::Relaxed);
+                }
+                let resolution = entry.answers.borrow().resolution.clone();
                 if !matches!(resolution, Resolution::Pending) {
                     return Ok(resolution);
                 }
-                entry.subscribe()
+                entry.answers.subscribe()
             }
-            None => self.add(authority)?,
+            None => self.add(authority)?.answers.subscribe(),
         };
         let answered = tokio::time::timeout(
             wait,
@@ -278,31 +370,77 @@ impl Directory {
         })
     }
 
-    fn add(&self, authority: &str) -> Result<watch::Receiver<Versioned>, LookupError> {
-        let _adding = self.adding.lock();
+    /// Subscribes to `authority` now and keeps it however long it goes unused (what the
+    /// proxy needs whatever the app does: its inbound policy, its `--tcp-upstream`s).
+    pub fn pin(&self, authority: &str) -> Result<(), LookupError> {
+        let entry = match self.entries.load().get(authority) {
+            Some(entry) => entry.clone(),
+            None => self.add(authority)?,
+        };
+        entry.pinned.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The entry of `authority`, added (and subscribed to) if new.
+    fn add(&self, authority: &str) -> Result<Arc<Entry>, LookupError> {
+        let _changing = self.changing.lock();
         let current = self.entries.load();
         if let Some(entry) = current.get(authority) {
-            return Ok(entry.subscribe());
+            return Ok(entry.clone());
         }
         if current.len() >= self.max_entries {
+            self.refused.inc();
             return Err(LookupError::TooManyServices(self.max_entries));
         }
-        let (sender, receiver) = watch::channel(Versioned {
-            version: None,
-            resolution: Resolution::Pending,
-        });
+        let entry = Arc::new(Entry::new(self.idle_clock.load(Ordering::Relaxed)));
         let mut next = HashMap::clone(&current);
-        next.insert(authority.to_owned(), sender);
+        next.insert(authority.into(), entry.clone());
         self.entries.store(Arc::new(next));
         // The discovery task is gone only when the proxy is stopping.
-        let _ = self.subscribe.send(authority.to_owned());
-        Ok(receiver)
+        let _ = self
+            .changes
+            .send(SubscriptionChange::Subscribe(authority.to_owned()));
+        Ok(entry)
+    }
+
+    /// Advances the idle clock one tick, then forgets and unsubscribes every authority
+    /// not used for more than `idle_ticks` ticks, unless it is pinned or in use (a request
+    /// waits for its answer or holds its service). A later use subscribes again and waits
+    /// for the answer as a first use does. Returns the authorities forgotten.
+    pub fn sweep(&self, idle_ticks: u64) -> Vec<String> {
+        let now = self.idle_clock.fetch_add(1, Ordering::Relaxed) + 1;
+        let is_idle = |entry: &Entry| {
+            now.saturating_sub(entry.last_used.load(Ordering::Relaxed)) > idle_ticks
+                && !entry.pinned.load(Ordering::Relaxed)
+                && !entry.in_use()
+        };
+        // Most sweeps find nothing: look before copying the map under the lock.
+        if !self.entries.load().values().any(|entry| is_idle(entry)) {
+            return Vec::new();
+        }
+        let _changing = self.changing.lock();
+        let current = self.entries.load();
+        let (idle, kept): (Vec<_>, Vec<_>) = current
+            .iter()
+            .map(|(authority, entry)| (authority.clone(), entry.clone()))
+            .partition(|(_, entry)| is_idle(entry));
+        self.entries.store(Arc::new(kept.into_iter().collect()));
+        idle.into_iter()
+            .map(|(authority, _)| {
+                let authority = authority.to_string();
+                let _ = self
+                    .changes
+                    .send(SubscriptionChange::Unsubscribe(authority.clone()));
+                authority
+            })
+            .collect()
     }
 
     /// Records the control plane's answer for `authority` (ignored if never subscribed).
     pub fn apply(&self, authority: &str, version: u64, resolution: Resolution) {
         if let Some(entry) = self.entries.load().get(authority) {
-            entry.send_replace(Versioned {
+            entry.retire_current();
+            entry.answers.send_replace(Versioned {
                 version: Some(version),
                 resolution,
             });
@@ -314,19 +452,23 @@ impl Directory {
         self.entries
             .load()
             .get(authority)
-            .is_some_and(|entry| !matches!(entry.borrow().resolution, Resolution::Pending))
+            .is_some_and(|entry| !matches!(entry.answers.borrow().resolution, Resolution::Pending))
     }
 
     /// Every authority subscribed so far, to subscribe again after a reconnect.
     pub fn authorities(&self) -> Vec<String> {
-        self.entries.load().keys().cloned().collect()
+        self.entries
+            .load()
+            .keys()
+            .map(|authority| authority.to_string())
+            .collect()
     }
 
     /// Every endpoint of every known service.
     pub fn endpoints(&self) -> Vec<Endpoint> {
         let mut endpoints = Vec::new();
         for entry in self.entries.load().values() {
-            if let Resolution::Found(service) = &entry.borrow().resolution {
+            if let Resolution::Found(service) = &entry.answers.borrow().resolution {
                 endpoints.extend(service.reachable_endpoints().cloned());
             }
         }
@@ -339,7 +481,7 @@ impl Directory {
             .load()
             .iter()
             .map(|(authority, entry)| {
-                let versioned = entry.borrow();
+                let versioned = entry.answers.borrow();
                 let (state, endpoints) = match &versioned.resolution {
                     Resolution::Pending => ("pending", Vec::new()),
                     Resolution::NotFound => ("not_found", Vec::new()),
@@ -350,7 +492,7 @@ impl Directory {
                     "state": state,
                     "endpoints": endpoints,
                 });
-                (authority.clone(), value)
+                (authority.to_string(), value)
             })
             .collect()
     }

@@ -6,6 +6,7 @@
 //! several (the one that failed is tried last).
 
 mod convert;
+pub mod idle;
 mod policy;
 mod traffic;
 
@@ -16,14 +17,14 @@ use std::time::Duration;
 
 use seam_proto::report::error_chain;
 use seam_proto::v1::discovery_client::DiscoveryClient;
-use seam_proto::v1::{Ack, Hello, Nack, Subscribe, WatchRequest, watch_request};
+use seam_proto::v1::{Ack, Hello, Nack, Subscribe, Unsubscribe, WatchRequest, watch_request};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::backoff::DecorrelatedBackoff;
 use crate::control_plane::ControlPlane;
 use crate::metrics::Metrics;
-use crate::state::Directory;
+use crate::state::{Directory, SubscriptionChange};
 
 pub use convert::update_from_proto;
 
@@ -34,7 +35,8 @@ const HEALTHY_STREAM: Duration = Duration::from_secs(30);
 pub struct DiscoveryClientTask {
     pub control_plane: ControlPlane,
     pub directory: Arc<Directory>,
-    pub new_authorities: mpsc::UnboundedReceiver<String>,
+    /// Authorities the directory added or forgot, in order.
+    pub subscription_changes: mpsc::UnboundedReceiver<SubscriptionChange>,
     /// The admin listener's address; an unspecified IP (`0.0.0.0`) is told as the
     /// proxy's own address towards the control plane, which operators' tools can reach.
     pub admin_addr: SocketAddr,
@@ -102,7 +104,7 @@ impl DiscoveryClientTask {
                 proxy_version: env!("CARGO_PKG_VERSION").to_owned(),
             })))
             .await?;
-        // Authorities added from here on arrive on `new_authorities`; a few may be sent
+        // Authorities added from here on arrive on `subscription_changes`; a few may be sent
         // twice, which the control plane answers harmlessly.
         for authority in self.directory.authorities() {
             requests
@@ -120,9 +122,13 @@ impl DiscoveryClientTask {
         tracing::info!(control_plane = %replica, "discovery stream up");
         loop {
             tokio::select! {
-                authority = self.new_authorities.recv() => {
-                    let Some(authority) = authority else { return Ok(()) };
-                    requests.send(send(watch_request::Kind::Subscribe(Subscribe { authority }))).await?;
+                change = self.subscription_changes.recv() => {
+                    let kind = match change {
+                        Some(SubscriptionChange::Subscribe(authority)) => watch_request::Kind::Subscribe(Subscribe { authority }),
+                        Some(SubscriptionChange::Unsubscribe(authority)) => watch_request::Kind::Unsubscribe(Unsubscribe { authority }),
+                        None => return Ok(()),
+                    };
+                    requests.send(send(kind)).await?;
                 }
                 update = updates.message() => {
                     let Some(update) = update? else { return Ok(()) };

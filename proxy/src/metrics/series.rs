@@ -13,6 +13,7 @@ use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
+use super::bounded::{GrpcStatusLabel, StatusLabel};
 use super::{Direction, RequestRecord};
 
 /// Entries kept before the index starts over: every config update brings new strings
@@ -33,8 +34,8 @@ struct Key {
     direction: Direction,
     service: usize,
     route: usize,
-    status: u16,
-    grpc_status: Option<u32>,
+    status: StatusLabel,
+    grpc_status: Option<GrpcStatusLabel>,
     tls: bool,
     peer: Option<usize>,
 }
@@ -42,12 +43,13 @@ struct Key {
 impl Key {
     fn of(record: &RequestRecord<'_>) -> Self {
         let address = |text: &Arc<str>| Arc::as_ptr(text).cast::<u8>() as usize;
+        let (status, grpc_status) = record.bounded_codes();
         Self {
             direction: record.direction,
             service: address(record.service),
             route: address(record.route),
-            status: record.status,
-            grpc_status: record.grpc_status,
+            status,
+            grpc_status,
             tls: record.tls,
             peer: record.peer.map(address),
         }
@@ -112,6 +114,7 @@ mod tests {
             service,
             route,
             status: 200,
+            grpc: false,
             grpc_status: None,
             tls: true,
             peer: None,

@@ -137,6 +137,8 @@ pub struct Handled {
 struct Done {
     handled: Handled,
     status: u16,
+    /// Whether the response is gRPC (whose status is then `grpc_status`, or unknown).
+    grpc: bool,
     grpc_status: Option<u32>,
 }
 
@@ -266,6 +268,7 @@ impl Telemetry {
         let done = Done {
             handled,
             status: response.status().as_u16(),
+            grpc,
             // A trailers-only gRPC response has its status in the headers.
             grpc_status: grpc
                 .then(|| grpc_status::from_headers(response.headers()))
@@ -325,6 +328,7 @@ impl Telemetry {
             service: &done.handled.service,
             route: &done.handled.route,
             status: done.status,
+            grpc: done.grpc,
             grpc_status: done.grpc_status,
             // The peer's identity came from mTLS; plaintext callers and requests that
             // never left have none.

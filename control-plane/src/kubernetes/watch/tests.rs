@@ -418,12 +418,12 @@ async fn a_proxy_sees_every_change_of_the_cluster_through_the_watchers() {
     let address = listener.local_addr().unwrap();
     let (tls_config, _renewal) =
         tls::serving_config(ca.clone(), Duration::from_secs(3600)).unwrap();
-    let discovery = DiscoveryService {
-        model: source.subscribe(),
-        registry: Arc::new(ProxyRegistry::default()),
-        metrics: metrics.clone(),
-        shutdown: CancellationToken::new(),
-    };
+    let discovery = DiscoveryService::new(
+        source.subscribe(),
+        Arc::new(ProxyRegistry::default()),
+        metrics.clone(),
+        CancellationToken::new(),
+    );
     let incoming = ReceiverStream::new(tls::accept_tls(listener, tls_config, metrics));
     let _server = AbortOnDropHandle::new(tokio::spawn(
         tonic::transport::Server::builder()

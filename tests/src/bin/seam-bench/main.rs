@@ -19,6 +19,7 @@
 
 mod certs;
 mod contenders;
+mod cp_load;
 mod load;
 mod measure;
 mod procstat;
@@ -71,6 +72,9 @@ enum Command {
     /// Drive the opaque TCP scenario's load (the bench starts this itself, pinned).
     #[command(hide = true, subcommand)]
     TcpLoad(tcp_load::Run),
+    /// The control plane under many proxies: convergence, memory and CPU (see
+    /// control-plane/docs/scale.md).
+    ControlPlane(cp_load::Args),
 }
 
 /// How long each kind of run lasts, and into how many rounds it is split.
@@ -147,7 +151,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Upstream) => return upstream::run(),
         Some(Command::Build) => return seam_tests::fresh_binaries::ensure(),
         Some(Command::TcpLoad(run)) => return tcp_load::run(&run),
-        None => {}
+        Some(Command::ControlPlane(_)) | None => {}
     }
     rustls::crypto::ring::default_provider()
         .install_default()
@@ -155,6 +159,9 @@ fn main() -> anyhow::Result<()> {
     // Under `cargo run`, the Seam binaries are built in the bench's profile first: cargo
     // builds only the bench itself, and measuring stale proxies would mislead.
     seam_tests::fresh_binaries::ensure()?;
+    if let Some(Command::ControlPlane(cp_args)) = &args.command {
+        return cp_load::run(cp_args);
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     let results = runtime.block_on(measure::run_all(&measure::Plan {
         durations: Durations::new(args.quick),
