@@ -69,9 +69,12 @@ impl Snapshot {
             match sample.name.as_str() {
                 "seam_requests_total" => {
                     counts.requests += sample.value;
-                    let status: u16 = label("status").and_then(|s| s.parse().ok()).unwrap_or(0);
+                    // The proxy labels a registered code as itself, another 5xx as
+                    // `5xx` and a code outside 100-599 as `other`: all three can fail.
+                    let status = label("status").unwrap_or_default();
+                    let server_failed = status.starts_with('5') || status == "other";
                     let grpc_ok = matches!(label("grpc_status"), None | Some("" | "0"));
-                    if status < 500 && grpc_ok {
+                    if !server_failed && grpc_ok {
                         counts.successes += sample.value;
                     }
                 }

@@ -151,3 +151,29 @@ fn a_restarted_proxy_counts_from_zero_and_grpc_errors_fail() {
     assert_eq!(rows[0].success_rate, Some(0.75));
     assert!(render(&[]).contains("(no traffic yet)"));
 }
+
+#[test]
+fn a_status_class_or_an_unregistered_code_counts_as_it_should() {
+    let request = |status: &str, count: u32| {
+        format!(
+            "seam_requests_total{{direction=\"inbound\",service=\"b\",status=\"{status}\",grpc_status=\"\"}} {count}\n"
+        )
+    };
+    let mut before = Snapshot::default();
+    before.add_proxy("b", &exposition("inbound", "b", &[], [0.0; 4]));
+    let mut after = Snapshot::default();
+    after.add_proxy(
+        "b",
+        &format!(
+            "{}{}{}{}",
+            exposition("inbound", "b", &[(200, 5.0)], [10.0; 4]),
+            request("4xx", 2),
+            request("5xx", 2),
+            request("other", 1)
+        ),
+    );
+    let rows = compare(&before, &after, Duration::from_secs(1));
+    assert_eq!(rows[0].requests_per_second, 10.0);
+    // 200s and a 4xx class succeed (as 404 does); a 5xx class and `other` fail.
+    assert_eq!(rows[0].success_rate, Some(0.7));
+}
