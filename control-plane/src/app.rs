@@ -58,13 +58,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("cannot set up the mesh CA (--ca-secret)")?,
     });
-    // File mode: replicas sharing --state-dir follow each other's rotation steps.
-    let _following_store = kube_client.is_none().then(|| {
-        AbortOnDropHandle::new(tokio::spawn(ca::follow::follow_store(
-            ca.clone(),
-            ca::follow::FOLLOW_EVERY,
-        )))
-    });
+    // Replicas sharing --state-dir, or in Kubernetes the CA Secret, follow each other's
+    // rotation steps.
+    let _following_store = AbortOnDropHandle::new(tokio::spawn(ca::follow::follow_store(
+        ca.clone(),
+        ca::follow::FOLLOW_EVERY,
+    )));
     // Kubernetes: the trust bundle in every namespace, and in the injector's webhooks.
     let _bundle_publishers = kube_client.as_ref().map(|client| {
         [

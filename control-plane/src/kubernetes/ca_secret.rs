@@ -4,16 +4,21 @@
 //! bytes under the same names as the directory (`ca.pem`, `ca.key`, `ca-next.key`). The
 //! first start creates it; when two replicas race, the one whose create fails with 409
 //! reads and uses the winner's. Rotation steps are written back in the background (read,
-//! replace with that resourceVersion, again on conflict), latest state first. No key
-//! material is ever logged.
+//! replace with that resourceVersion, again on conflict), latest state first, and the
+//! Secret is read back every few seconds (`read_back`) so that replicas follow each
+//! other's rotation steps. No key material is ever logged.
+
+mod read_back;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio_util::task::AbortOnDropHandle;
 
@@ -83,23 +88,36 @@ pub async fn load_or_create(
             }
         }
     };
-    let (changes, latest) = watch::channel(state.clone());
-    let writer = tokio::spawn(write_changes(api, name.to_owned(), latest));
+    let progress = Arc::new(Mutex::new(read_back::Progress::default()));
+    let (changes, latest) = watch::channel((0, state.clone()));
+    let writer = tokio::spawn(write_changes(
+        api.clone(),
+        name.to_owned(),
+        latest,
+        progress.clone(),
+    ));
+    let reader = tokio::spawn(read_back::run(api, name.to_owned(), progress.clone()));
     let store = SecretStore {
         location: PathBuf::from(format!("Secret {secret}")),
         changes,
+        progress,
         _writer: AbortOnDropHandle::new(writer),
+        _reader: AbortOnDropHandle::new(reader),
     };
     let ca = CertificateAuthority::from_state(&state, trust_domain, Box::new(store))?;
     tracing::info!(%secret, trust_domain, phase = ?ca.phase(), roots = ca.trust_bundle().len(), "loaded the mesh root CA");
     Ok(ca)
 }
 
-/// Hands each new state to the task that writes the Secret.
+/// Hands each new state to the task that writes the Secret, and answers `read_back`
+/// from the task that reads it.
 struct SecretStore {
     location: PathBuf,
-    changes: watch::Sender<CaState>,
+    /// The latest state saved, with its generation.
+    changes: watch::Sender<(u64, CaState)>,
+    progress: Arc<Mutex<read_back::Progress>>,
     _writer: AbortOnDropHandle<()>,
+    _reader: AbortOnDropHandle<()>,
 }
 
 impl CaStore for SecretStore {
@@ -107,24 +125,40 @@ impl CaStore for SecretStore {
     /// every rotation step only adds trust the previous state already allowed for
     /// (after a restart the previous step is simply taken again).
     fn save(&self, state: &CaState) -> Result<(), CaError> {
-        self.changes.send_replace(state.clone());
+        // Under the lock, so generations reach the writer in the order they were taken.
+        let mut progress = self.progress.lock();
+        let generation = progress.saved();
+        self.changes.send_replace((generation, state.clone()));
         Ok(())
     }
 
     fn location(&self) -> PathBuf {
         self.location.clone()
     }
+
+    /// The state the reader task last read, never older than our own latest save (see
+    /// `read_back`'s module for why no lock across replicas is needed); `None` while that
+    /// save is not written yet. Never waits for the API server.
+    fn read_back(&self) -> Result<Option<CaState>, CaError> {
+        Ok(self.progress.lock().latest())
+    }
 }
 
 /// Writes every new state to the Secret, retrying with backoff until it is written or
 /// a newer state replaces it.
-async fn write_changes(api: Api<Secret>, name: String, mut latest: watch::Receiver<CaState>) {
+async fn write_changes(
+    api: Api<Secret>,
+    name: String,
+    mut latest: watch::Receiver<(u64, CaState)>,
+    progress: Arc<Mutex<read_back::Progress>>,
+) {
     while latest.changed().await.is_ok() {
         let mut retry_in = RETRY_FIRST;
         loop {
-            let state = latest.borrow_and_update().clone();
+            let (generation, state) = latest.borrow_and_update().clone();
             match replace(&api, &name, &state).await {
                 Ok(()) => {
+                    progress.lock().written(generation);
                     tracing::info!(secret = name, "saved the mesh CA's new state to its Secret");
                     break;
                 }
