@@ -176,3 +176,22 @@ async fn seamctl_install_prints_deploy_kubernetes() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn seamctl_install_runs_the_replicas_asked_for_and_refuses_none() -> anyhow::Result<()> {
+    let three = seamctl(&["install", "--replicas", "3"], "").await?;
+    assert!(three.contains("\n  replicas: 3\n"), "{three}");
+    assert!(three.contains("kind: PodDisruptionBudget"));
+    let one = seamctl(&["install", "--replicas", "1"], "").await?;
+    assert!(one.contains("\n  replicas: 1\n"), "{one}");
+    assert!(
+        !one.contains("kind: PodDisruptionBudget"),
+        "a budget of one blocks drains"
+    );
+    let refused = seamctl(&["install", "--replicas", "0"], "")
+        .await
+        .expect_err("zero replicas refused")
+        .to_string();
+    assert!(refused.contains("--replicas"), "{refused}");
+    Ok(())
+}

@@ -6,6 +6,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -50,6 +51,7 @@ pub fn check(document: &Value) -> Result<(), String> {
         "Role" => round_trip::<Role>(document),
         "RoleBinding" => round_trip::<RoleBinding>(document),
         "MutatingWebhookConfiguration" => round_trip::<MutatingWebhookConfiguration>(document),
+        "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(document),
         _ => Ok(()),
     };
     result.map_err(|err| format!("{kind} {name}: {err}"))
