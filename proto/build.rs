@@ -5,6 +5,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "seam/v1/seam.proto";
     println!("cargo:rerun-if-changed={proto}");
     let descriptors = protox::compile([proto], ["."])?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // prost's codec with smaller per-stream buffers (see src/codec.rs).
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::SeamCodec")
+        .compile_fds(descriptors)?;
     Ok(())
 }

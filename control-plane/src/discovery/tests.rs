@@ -1,6 +1,7 @@
 //! Discovery end to end over a real TLS gRPC stream: a proxy that subscribes and then
 //! stops reading is let go once its unread updates have waited the stall bound, while a
-//! proxy that reads the same updates stays connected.
+//! proxy that reads the same updates stays connected; an update far larger than a
+//! stream's codec buffers arrives whole.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,11 @@ use crate::tls;
 /// `api` with 200 endpoints at port `1000 + generation`: each update is several KiB, so a
 /// few fill a 64 KiB HTTP/2 window.
 fn model(generation: u64) -> Arc<MeshModel> {
-    let endpoints: Vec<String> = (0..200)
+    model_with_endpoints(generation, 200)
+}
+
+fn model_with_endpoints(generation: u64, count: usize) -> Arc<MeshModel> {
+    let endpoints: Vec<String> = (0..count)
         .map(|n| format!("\"10.0.{}.{}:{}\"", n / 250, n % 250 + 1, 1000 + generation))
         .collect();
     let text = format!(
@@ -82,6 +87,64 @@ async fn subscriber(
     (updates, requests)
 }
 
+/// Serves `discovery` over real TLS on a port of its own, until the handle is dropped.
+async fn serve(
+    ca: &Arc<CertificateAuthority>,
+    discovery: DiscoveryService,
+    metrics: &Arc<Metrics>,
+) -> (std::net::SocketAddr, [AbortOnDropHandle<()>; 2]) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (tls_config, renewal) = tls::serving_config(ca.clone(), Duration::from_secs(3600)).unwrap();
+    let incoming = ReceiverStream::new(tls::accept_tls(listener, tls_config, metrics.clone()));
+    let server = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(DiscoveryServer::new(discovery))
+            .serve_with_incoming(incoming)
+            .await;
+    });
+    (
+        address,
+        [
+            AbortOnDropHandle::new(server),
+            AbortOnDropHandle::new(renewal),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn a_service_with_ten_thousand_endpoints_arrives_whole() {
+    let state = tempfile::tempdir().unwrap();
+    let ca = Arc::new(CertificateAuthority::load_or_create(state.path(), "seam.local").unwrap());
+    let metrics = Arc::new(Metrics::new());
+    let (_models, receiver) = watch::channel(model_with_endpoints(0, 10_000));
+    let discovery = DiscoveryService::new(
+        receiver,
+        Arc::new(ProxyRegistry::default()),
+        metrics.clone(),
+        CancellationToken::new(),
+    );
+    let (address, _server) = serve(&ca, discovery, &metrics).await;
+
+    let (mut updates, _requests) = subscriber(&ca, address).await;
+    let update = tokio::time::timeout(Duration::from_secs(30), updates.message())
+        .await
+        .expect("the update arrives")
+        .expect("the stream carries it")
+        .expect("the stream is open");
+    let Some(seam_proto::v1::service_update::State::Service(service)) = update.state else {
+        panic!("api resolves to a service: {update:?}");
+    };
+    assert_eq!(service.endpoints.len(), 10_000);
+    assert!(
+        service
+            .endpoints
+            .iter()
+            .all(|e| e.address.ends_with(":1000")),
+        "every endpoint as the model has it"
+    );
+}
+
 #[tokio::test]
 async fn a_proxy_that_stops_reading_is_let_go_and_one_that_reads_stays() {
     let state = tempfile::tempdir().unwrap();
@@ -97,16 +160,7 @@ async fn a_proxy_that_stops_reading_is_let_go_and_one_that_reads_stays() {
         CancellationToken::new(),
     )
     .with_stall_bound(bound);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let (tls_config, _renewal) =
-        tls::serving_config(ca.clone(), Duration::from_secs(3600)).unwrap();
-    let incoming = ReceiverStream::new(tls::accept_tls(listener, tls_config, metrics.clone()));
-    let _server = AbortOnDropHandle::new(tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(DiscoveryServer::new(discovery))
-            .serve_with_incoming(incoming),
-    ));
+    let (address, _server) = serve(&ca, discovery, &metrics).await;
 
     let (mut stalled, _stalled_requests) = subscriber(&ca, address).await;
     let (mut reader, _reader_requests) = subscriber(&ca, address).await;
