@@ -284,12 +284,19 @@ impl TestMesh {
         changes: &[(&str, &[SocketAddr])],
     ) -> anyhow::Result<Instant> {
         let before = self.mesh_state().await?["version"].clone();
+        let mut changed = Vec::new();
         let contents = {
             let mut services = self.services.lock();
             for (name, endpoints) in changes {
                 let service = services
                     .get_mut(*name)
                     .with_context(|| format!("service {name} is not in the test mesh"))?;
+                let (mut was, mut now) = (service.endpoints.clone(), endpoints.to_vec());
+                was.sort();
+                now.sort();
+                if was != now {
+                    changed.push(*name);
+                }
                 service.endpoints = endpoints.to_vec();
             }
             render_mesh_file_with(&services, &self.extra_lines())
@@ -315,7 +322,54 @@ impl TestMesh {
             },
         )
         .await?;
+        self.wait_until_proxies_have(&changed).await?;
         Ok(written_at)
+    }
+
+    /// Waits until every proxy subscribed to one of `services` by name (`name`,
+    /// `name:port`) has acknowledged (or refused) the model `/mesh` shows now: the control
+    /// plane pushes a change a moment after it publishes it, and a test's next request
+    /// must not race that push.
+    async fn wait_until_proxies_have(&self, services: &[&str]) -> anyhow::Result<()> {
+        if services.is_empty() {
+            return Ok(());
+        }
+        let version = self.mesh_state().await?["version"]
+            .as_u64()
+            .context("/mesh has no version")?;
+        let names_one = |authority: &str| {
+            services.iter().any(|name| {
+                authority == *name
+                    || authority
+                        .strip_prefix(*name)
+                        .is_some_and(|rest| rest.starts_with(':'))
+            })
+        };
+        wait::until(
+            "every subscribed proxy acknowledges the new endpoints",
+            RELOAD_TIMEOUT,
+            || async {
+                let (status, body) = launch::http_get(self.admin_addr(), "/proxies").await?;
+                if status != 200 {
+                    bail!("GET /proxies answered {status}: {body}");
+                }
+                let proxies: Value = serde_json::from_str(&body)
+                    .with_context(|| format!("GET /proxies is not JSON: {body}"))?;
+                for proxy in proxies.as_array().into_iter().flatten() {
+                    for subscription in proxy["subscriptions"].as_array().into_iter().flatten() {
+                        let authority = subscription["authority"].as_str().unwrap_or_default();
+                        let at = |key: &str| subscription[key].as_u64().unwrap_or(0);
+                        let answered =
+                            at("acked_version").max(subscription["nack"]["version"].as_u64().unwrap_or(0));
+                        if names_one(authority) && answered < version {
+                            bail!("proxy {} has {authority} at version {answered}, want {version}: {subscription}", proxy["id"]);
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await
     }
 
     fn extra_lines(&self) -> BTreeMap<String, Vec<String>> {

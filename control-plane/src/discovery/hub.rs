@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use seam_proto::v1::ServiceUpdate;
@@ -20,12 +19,6 @@ use super::encode::to_proto;
 use super::outbox::Outbox;
 use crate::metrics::Metrics;
 use crate::model::{MeshModel, Resolution};
-
-/// Model changes closer together than this are pushed as one: a mesh file rewritten
-/// several times in a row, or a burst of endpoint changes, costs one resolution pass and
-/// one update per proxy instead of one per change. Short against the one-second
-/// convergence goal; the file source already waits for a burst of file events to settle.
-pub const DEBOUNCE: Duration = Duration::from_millis(10);
 
 /// An authority as one namespace's proxies see it (Kubernetes names are relative to the
 /// caller's namespace).
@@ -40,7 +33,7 @@ pub type Watcher = (u64, Arc<Outbox>);
 
 pub struct Hub {
     /// The model in force: a subscription is answered from it, even before the hub has
-    /// applied it (the debounce), as the admin API already shows it.
+    /// applied it (while a pass runs), as the admin API already shows it.
     latest: watch::Receiver<Arc<MeshModel>>,
     state: Mutex<HashMap<Watch, Watched>>,
 }
@@ -215,8 +208,11 @@ impl Hub {
         count
     }
 
-    /// Follows the model until it ends or `shutdown`: each change (bursts debounced)
-    /// applied once for every session.
+    /// Follows the model until it ends or `shutdown`: each change applied once for every
+    /// session, at once. No timer of its own: the sources already wait for a burst to
+    /// settle (the mesh file 20 ms, Kubernetes 100 ms), and the changes published while a
+    /// pass runs are taken together by the next one (the `watch` keeps only the latest),
+    /// so a burst costs one pass per pass-time, while a lone change pays no delay.
     pub async fn follow(
         self: Arc<Self>,
         mut model: watch::Receiver<Arc<MeshModel>>,
@@ -228,7 +224,6 @@ impl Hub {
                 () = shutdown.cancelled() => return,
                 changed = model.changed() => if changed.is_err() { return },
             }
-            tokio::time::sleep(DEBOUNCE).await;
             let latest = model.borrow_and_update().clone();
             let started = std::time::Instant::now();
             let hub = self.clone();

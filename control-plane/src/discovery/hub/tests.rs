@@ -108,7 +108,7 @@ fn a_subscription_before_the_hub_applied_a_change_is_answered_from_the_model_in_
     let early = Arc::new(Outbox::new());
     hub.subscribe(&watch("api"), (1, early.clone()));
     assert_eq!(marked(&early), ["api"]);
-    // Published, not applied yet (the debounce): a new watcher gets the new state, and
+    // Published, not applied yet (a pass is running): a new watcher gets the new state, and
     // the earlier watcher is told at the same time.
     models.send_replace(model("10.0.0.2:8080", 2));
     let late = Arc::new(Outbox::new());
