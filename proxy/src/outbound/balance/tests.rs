@@ -279,15 +279,14 @@ async fn a_latency_spike_keeps_an_endpoint_out_only_for_a_while() {
     observe(1, 10);
     observe(2, 100);
     assert_eq!(setup.send(100).await.get(&2), None);
-    // A while on, 1 still answering at 10 ms: 2 has drifted back within reach
-    // (to about 14.5 ms).
+    // A while on, 1 still answering at 10 ms: 2 has drifted back within reach (to about
+    // 14.5 ms, and on towards 1 while the requests go out), so it takes a share again.
+    // How large a share depends on how far the drift got: only its return is asserted.
     tokio::time::advance(IDLE_DRIFT * 3).await;
     observe(1, 10);
     let counts = setup.send(400).await;
-    assert!(
-        counts.get(&2).copied().unwrap_or(0) > 40 && counts[&2] < counts[&1],
-        "{counts:?}"
-    );
+    assert!(counts.get(&2).copied().unwrap_or(0) > 40, "{counts:?}");
+    assert!(counts.get(&1).copied().unwrap_or(0) > 40, "{counts:?}");
 }
 
 #[tokio::test(start_paused = true)]
