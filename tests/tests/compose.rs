@@ -60,10 +60,9 @@ async fn requests(project: &ComposeProject, count: usize) -> Vec<client::Reply> 
 }
 
 /// Sends requests through loadgen, four at a time, until every instance in `expected`
-/// has served some; the instances that did. Four at a time, because the balancer
-/// weighs latency by requests in flight: one request at a time would go to the two
-/// fastest of three only, until the slowest one's estimate has decayed (10 s per e-fold;
-/// a cold instance's first answer is the slowest).
+/// has served some; the instances that did. Four at a time, so that requests in flight
+/// spread the balancer's picks over all three at once, rather than waiting for a clearly
+/// slower instance's estimate to drift back (0.5 s per e-fold).
 async fn serve_all(
     project: &ComposeProject,
     service: &str,
