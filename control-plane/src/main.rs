@@ -3,6 +3,14 @@
 use clap::Parser;
 use seam_control_plane::{app, config::Args};
 
+// mimalloc rather than glibc's malloc, as in the proxy (it replaces `malloc` itself, the
+// crate's `override` feature). The mesh file is parsed and every watched service resolved
+// on the runtime's blocking threads; glibc keeps an arena per thread, each holding on to
+// the largest pass it served, while mimalloc hands freed pages back within milliseconds:
+// at 10,000 proxies under 100 mesh changes a second the control plane's resident memory
+// stayed at 545-588 MiB instead of 602-716 (`docs/scale.md`).
+extern crate mimalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     rustls::crypto::ring::default_provider()
