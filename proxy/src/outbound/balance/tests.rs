@@ -53,6 +53,14 @@ impl Setup {
         self.states.get(fixtures::endpoint(port).address, listed)
     }
 
+    /// Records an answer of `millis` from the endpoint on `port`, as if it came now.
+    fn observe(&self, port: u16, millis: u64) {
+        self.state(port)
+            .latency
+            .lock()
+            .observe(Duration::from_millis(millis), Instant::now());
+    }
+
     async fn error(&self) -> ProxyError {
         let request = fixtures::to_backend(fixtures::request("GET", "/"), self.service.clone());
         self.stack.send(request).await.unwrap_err()
@@ -63,11 +71,7 @@ impl Setup {
 async fn p2c_never_picks_the_slowest_of_three_and_counts_load() {
     let setup = setup(Policy::default(), &[1, 2, 3]).await;
     for (port, millis) in [(1, 10), (2, 10), (3, 500)] {
-        setup
-            .state(port)
-            .latency
-            .lock()
-            .observe(Duration::from_millis(millis), Instant::now());
+        setup.observe(port, millis);
     }
     let counts = setup.send(300).await;
     assert_eq!(
@@ -200,11 +204,7 @@ async fn endpoint_state_outlives_a_config_update() {
 #[tokio::test(start_paused = true)]
 async fn a_new_endpoint_gets_its_share_at_once() {
     let setup = setup(Policy::default(), &[1, 2]).await;
-    setup
-        .state(1)
-        .latency
-        .lock()
-        .observe(Duration::from_millis(1), Instant::now());
+    setup.observe(1, 1);
     let counts = setup.send(200).await;
     assert!(
         counts.get(&2).copied().unwrap_or(0) > 0,
@@ -246,22 +246,15 @@ async fn when_both_draws_are_held_out_a_scan_finds_the_one_left() {
 #[tokio::test(start_paused = true)]
 async fn close_latencies_share_the_traffic_and_a_clearly_slower_one_gets_none() {
     let setup = setup(Policy::default(), &[1, 2]).await;
-    let observe = |port, millis| {
-        setup
-            .state(port)
-            .latency
-            .lock()
-            .observe(Duration::from_millis(millis), Instant::now());
-    };
-    observe(1, 10);
-    observe(2, 13);
+    setup.observe(1, 10);
+    setup.observe(2, 13);
     let counts = setup.send(200).await;
     // 1.3 times dearer: 35 % of the draws (a little more as the two estimates, left
     // without answers here, drift together).
     assert!((40..=105).contains(&counts[&2]), "{counts:?}");
 
-    observe(1, 10);
-    observe(2, 100);
+    setup.observe(1, 10);
+    setup.observe(2, 100);
     let counts = setup.send(100).await;
     assert_eq!(counts.get(&2), None, "ten times slower: {counts:?}");
 }
@@ -269,21 +262,14 @@ async fn close_latencies_share_the_traffic_and_a_clearly_slower_one_gets_none() 
 #[tokio::test(start_paused = true)]
 async fn a_latency_spike_keeps_an_endpoint_out_only_for_a_while() {
     let setup = setup(Policy::default(), &[1, 2]).await;
-    let observe = |port, millis| {
-        setup
-            .state(port)
-            .latency
-            .lock()
-            .observe(Duration::from_millis(millis), Instant::now());
-    };
-    observe(1, 10);
-    observe(2, 100);
+    setup.observe(1, 10);
+    setup.observe(2, 100);
     assert_eq!(setup.send(100).await.get(&2), None);
     // A while on, 1 still answering at 10 ms: 2 has drifted back within reach (to about
     // 14.5 ms, and on towards 1 while the requests go out), so it takes a share again.
     // How large a share depends on how far the drift got: only its return is asserted.
     tokio::time::advance(IDLE_DRIFT * 3).await;
-    observe(1, 10);
+    setup.observe(1, 10);
     let counts = setup.send(400).await;
     assert!(counts.get(&2).copied().unwrap_or(0) > 40, "{counts:?}");
     assert!(counts.get(&1).copied().unwrap_or(0) > 40, "{counts:?}");
