@@ -48,6 +48,20 @@ pub struct MeshService {
     pub endpoints: Vec<SocketAddr>,
 }
 
+/// `names` as services of the test mesh, each with its join token and no endpoints yet.
+pub fn services_without_endpoints(names: &[&str]) -> BTreeMap<String, MeshService> {
+    names
+        .iter()
+        .map(|name| {
+            let service = MeshService {
+                join_token: join_token(name),
+                endpoints: Vec::new(),
+            };
+            (name.to_string(), service)
+        })
+        .collect()
+}
+
 /// Renders the mesh file (v1) for `services`. Strings are written as JSON strings, which
 /// are valid double-quoted YAML scalars.
 pub fn render_mesh_file(services: &BTreeMap<String, MeshService>) -> String {
@@ -153,16 +167,7 @@ impl TestMesh {
         let dir = tempfile::Builder::new().prefix("seam-test-").tempdir()?;
         let mesh_path = dir.path().join("mesh.yaml");
         let state_dir = dir.path().join("state");
-        let services: BTreeMap<String, MeshService> = services
-            .iter()
-            .map(|name| {
-                let service = MeshService {
-                    join_token: join_token(name),
-                    endpoints: Vec::new(),
-                };
-                (name.to_string(), service)
-            })
-            .collect();
+        let services = services_without_endpoints(services);
         write_atomically(&mesh_path, &render_mesh_file(&services))?;
 
         let (control_plane, log) = spawn_control_plane(

@@ -57,16 +57,7 @@ impl ReplicatedMesh {
             .tempdir()?;
         let mesh_path = dir.path().join("mesh.yaml");
         let state_dir = dir.path().join("state");
-        let services: BTreeMap<String, MeshService> = services
-            .iter()
-            .map(|name| {
-                let service = MeshService {
-                    join_token: mesh::join_token(name),
-                    endpoints: Vec::new(),
-                };
-                (name.to_string(), service)
-            })
-            .collect();
+        let services = mesh::services_without_endpoints(services);
         write_atomically(&mesh_path, &render_mesh_file(&services))?;
         let starts = (0..count).map(|index| {
             let (log, stderr) = ChildLog::create(

@@ -145,7 +145,7 @@ async fn run_one(args: &Args, proxies: usize) -> anyhow::Result<Run> {
         bail!("{behind} subscriptions got no first update");
     }
     let connect_seconds = connecting.elapsed().as_secs_f64();
-    let rss_connected = current_rss(pid)?;
+    let rss_connected = procstat::current_rss(pid)?;
     eprintln!("  connected and subscribed in {connect_seconds:.1} s");
 
     let cpu_before = procstat::cpu_time(pid)?;
@@ -188,16 +188,4 @@ async fn run_one(args: &Args, proxies: usize) -> anyhow::Result<Run> {
     control_plane.terminate()?;
     let _ = tokio::time::timeout(Duration::from_secs(10), control_plane.wait()).await;
     Ok(run)
-}
-
-/// The resident memory of `pid` now, in bytes (`VmRSS`).
-fn current_rss(pid: u32) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("{path} has no VmRSS line"))?;
-    Ok(kib * 1024)
 }

@@ -57,12 +57,22 @@ pub fn total_cpu_time(pids: &[u32]) -> anyhow::Result<Duration> {
 
 /// The highest resident set `pid` has had, in bytes.
 pub fn peak_rss(pid: u32) -> anyhow::Result<u64> {
+    status_bytes(pid, "VmHWM")
+}
+
+/// The resident set of `pid` now, in bytes.
+pub fn current_rss(pid: u32) -> anyhow::Result<u64> {
+    status_bytes(pid, "VmRSS")
+}
+
+/// A `kB` field of `/proc/PID/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
     let kib: u64 = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("{path} has no VmHWM line"))?;
+        .with_context(|| format!("{path} has no {field} line"))?;
     Ok(kib * 1024)
 }

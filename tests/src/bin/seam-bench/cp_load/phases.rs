@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::fleet::Fleet;
 use super::mesh::{GeneratedMesh, MAX_GENERATION};
+use crate::procstat;
 
 /// How long one change may take to reach every proxy before it counts as not converged.
 pub const CONVERGENCE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -168,7 +169,7 @@ pub async fn sustained(
         writer.change(&[service])?;
         changes += 1;
         if Instant::now() >= next_sample {
-            rss_mib.push(super::current_rss(pid)? as f64 / (1024.0 * 1024.0));
+            rss_mib.push(procstat::current_rss(pid)? as f64 / (1024.0 * 1024.0));
             next_sample += Duration::from_secs(1);
         }
     }
