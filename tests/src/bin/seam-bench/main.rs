@@ -20,6 +20,7 @@
 mod certs;
 mod contenders;
 mod cp_load;
+mod instructions;
 mod load;
 mod measure;
 mod procstat;
@@ -75,6 +76,8 @@ enum Command {
     /// The control plane under many proxies: convergence, memory and CPU (see
     /// control-plane/docs/scale.md).
     ControlPlane(cp_load::Args),
+    /// Instructions per request on each Seam hop, counted by callgrind (needs valgrind).
+    Instructions(instructions::Args),
 }
 
 /// How long each kind of run lasts, and into how many rounds it is split.
@@ -151,7 +154,7 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Upstream) => return upstream::run(),
         Some(Command::Build) => return seam_tests::fresh_binaries::ensure(),
         Some(Command::TcpLoad(run)) => return tcp_load::run(&run),
-        Some(Command::ControlPlane(_)) | None => {}
+        Some(Command::ControlPlane(_) | Command::Instructions(_)) | None => {}
     }
     rustls::crypto::ring::default_provider()
         .install_default()
@@ -161,6 +164,9 @@ fn main() -> anyhow::Result<()> {
     seam_tests::fresh_binaries::ensure()?;
     if let Some(Command::ControlPlane(cp_args)) = &args.command {
         return cp_load::run(cp_args);
+    }
+    if let Some(Command::Instructions(instruction_args)) = &args.command {
+        return instructions::run(instruction_args);
     }
     let runtime = tokio::runtime::Runtime::new()?;
     let results = runtime.block_on(measure::run_all(&measure::Plan {
