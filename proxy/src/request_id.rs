@@ -5,6 +5,11 @@
 //! hex digits, written on the stack: the header value is its only allocation. Every proxy
 //! passes the id on unchanged, and telemetry records it (`request_id` in the access log,
 //! `seam.request_id` on spans). A service with `request_id: false` is left alone.
+//!
+//! The id is marked sensitive, which HTTP/2 encodes as a literal never added to the
+//! HPACK tables: a value that differs on every request would otherwise be added to the
+//! sending and receiving proxy's header table on every request and push out the entries
+//! that do repeat (`:authority`, `user-agent`, ...), which then travel as literals again.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -17,7 +22,12 @@ const MAX_LEN: usize = 128;
 pub fn ensure(headers: &mut HeaderMap) {
     let mut values = headers.get_all(&HEADER).iter();
     let kept = match (values.next(), values.next()) {
-        (Some(value), None) if is_sane(value.as_bytes()) => return,
+        (Some(value), None) if is_sane(value.as_bytes()) => {
+            if let Some(kept) = headers.get_mut(&HEADER) {
+                kept.set_sensitive(true);
+            }
+            return;
+        }
         (None, _) => false,
         _ => true,
     };
@@ -46,7 +56,9 @@ fn generate() -> HeaderValue {
         let nibble = (bits >> (124 - 4 * index)) & 0xf;
         *digit = HEX[nibble as usize];
     }
-    HeaderValue::from_bytes(&text).expect("hex digits are a valid header value")
+    let mut value = HeaderValue::from_bytes(&text).expect("hex digits are a valid header value");
+    value.set_sensitive(true);
+    value
 }
 
 #[cfg(test)]
@@ -82,6 +94,10 @@ mod tests {
             let mut headers = with(&[id]);
             ensure(&mut headers);
             assert_eq!(ids(&headers), [id.to_vec()]);
+            assert!(
+                headers[&HEADER].is_sensitive(),
+                "kept {id:?} stays in HPACK tables"
+            );
         }
         let too_long = [b'a'; 129];
         let replaced: [&[&[u8]]; 5] = [
@@ -94,6 +110,10 @@ mod tests {
         for values in replaced {
             let mut headers = with(values);
             ensure(&mut headers);
+            assert!(
+                headers[&HEADER].is_sensitive(),
+                "a new id goes into HPACK tables"
+            );
             let ids = ids(&headers);
             assert_eq!(ids.len(), 1, "{values:?}");
             assert_eq!(ids[0].len(), 32, "{values:?}");

@@ -146,6 +146,7 @@ pub fn inject(headers: &mut HeaderMap, propagation: Propagation, context: &SpanC
 }
 
 /// `00-<trace id>-<span id>-<flags>`, hex-encoded in place (every request writes one).
+/// Marked sensitive, as every value unique to a request is: see [`unique_value`].
 pub fn traceparent(context: &SpanContext) -> HeaderValue {
     const FITS: &str = "the ids fit their hex width";
     let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
@@ -154,7 +155,17 @@ pub fn traceparent(context: &SpanContext) -> HeaderValue {
     if context.sampled.unwrap_or(false) {
         text[54] = b'1';
     }
-    HeaderValue::from_bytes(&text).expect("hex digits and dashes make a valid header value")
+    unique_value(
+        HeaderValue::from_bytes(&text).expect("hex digits and dashes make a valid header value"),
+    )
+}
+
+/// Marks a header value that is new on every request as sensitive, which HTTP/2 sends as a
+/// literal kept out of the HPACK tables: added there, it would be added on every request
+/// at both ends and push out the entries that repeat, which would then be sent in full.
+fn unique_value(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
 }
 
 /// Parses a W3C `traceparent` (version 00, or a later version read as 00 would be).
@@ -312,10 +323,13 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> 
     headers.get(name).and_then(|value| value.to_str().ok())
 }
 
-/// Takes over the text's buffer rather than copying it.
+/// Takes over the text's buffer rather than copying it; the value is unique to the request
+/// (see [`unique_value`]).
 fn header_value(text: String) -> HeaderValue {
-    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
-        .expect("hex digits and dashes make a valid header value")
+    unique_value(
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+            .expect("hex digits and dashes make a valid header value"),
+    )
 }
 
 #[cfg(test)]

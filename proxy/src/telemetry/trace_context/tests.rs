@@ -267,6 +267,10 @@ fn inject_replaces_the_enabled_formats_only() {
     );
     assert_eq!(map["tracestate"], "vendor=1");
     assert_eq!(map["x-b3-parentspanid"], "ffffffffffffffff", "b3 untouched");
+    assert!(
+        map["traceparent"].is_sensitive(),
+        "a value new on every request stays out of the HPACK tables"
+    );
 
     inject(
         &mut map,
@@ -280,6 +284,12 @@ fn inject_replaces_the_enabled_formats_only() {
     assert_eq!(map["x-b3-traceid"], TRACE);
     assert_eq!(map["x-b3-spanid"], "1122334455667788");
     assert_eq!(map["x-b3-sampled"], "0");
+    for unique in ["b3", "x-b3-traceid", "x-b3-spanid"] {
+        assert!(
+            map[unique].is_sensitive(),
+            "{unique} is new on every request"
+        );
+    }
     assert!(
         map.get("x-b3-parentspanid").is_none(),
         "stale parent removed"
