@@ -16,19 +16,16 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use seam_control_plane::launch::SeamProcess;
-use seam_tests::TestMesh;
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
-use crate::contenders::{self, Pinning, SERVICE_HOST, Upstream};
+use crate::contenders::{self, Pinning, SERVICE_HOST};
 use crate::tcp_exchange;
 use crate::upstream::BODY_SIZE;
 
@@ -101,22 +98,7 @@ struct Hop {
 
 async fn measure(args: &Args) -> anyhow::Result<()> {
     let out = std::fs::canonicalize(&args.out)?;
-    let mut upstream = {
-        let mut command = Command::new(std::env::current_exe()?);
-        command.arg("upstream").env_remove(WRAPPED);
-        SeamProcess::spawn("upstream", command, Stdio::inherit()).await?
-    };
-    let addrs = Upstream {
-        http: upstream.addr("http"),
-        tcp: upstream.addr("tcp"),
-    };
-    let mesh = TestMesh::start(&[
-        SERVICE_HOST,
-        contenders::seam::CLIENT_SERVICE,
-        contenders::seam::TCP_SERVICE,
-    ])
-    .await
-    .context("starting the control plane")?;
+    let (mut upstream, addrs, mesh) = crate::measure::start_upstream_and_mesh(None).await?;
     eprintln!("seam-bench instructions: starting four proxies under callgrind (slow)");
     let running = contenders::seam::start(
         &mesh,

@@ -131,23 +131,8 @@ pub async fn run_all(plan: &Plan) -> anyhow::Result<Results> {
         setup.pinning.load.as_deref().unwrap_or("any"),
         setup.pinning.hops.as_deref().unwrap_or("any"),
     );
-    let mut upstream = {
-        let exe = std::env::current_exe()?;
-        let mut command = pinned_command(exe, setup.pinning.hops.as_deref());
-        command.arg("upstream");
-        SeamProcess::spawn("upstream", command, std::process::Stdio::inherit()).await?
-    };
-    let upstream_addrs = Upstream {
-        http: upstream.addr("http"),
-        tcp: upstream.addr("tcp"),
-    };
-    let mesh = TestMesh::start(&[
-        SERVICE_HOST,
-        contenders::seam::CLIENT_SERVICE,
-        contenders::seam::TCP_SERVICE,
-    ])
-    .await
-    .context("starting the control plane")?;
+    let (mut upstream, upstream_addrs, mesh) =
+        start_upstream_and_mesh(setup.pinning.hops.as_deref()).await?;
     let dir = mesh.dir().to_path_buf();
     let state_dir = mesh
         .ca_path()
@@ -272,6 +257,28 @@ fn peak_rss_mib(hop_pids: &[u32]) -> Option<f64> {
         .filter_map(|pid| procstat::peak_rss(*pid).ok())
         .max()
         .map(|bytes| bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// Starts the shared upstream (a process of the bench, on `cpus`) and the control plane
+/// of Seam's services.
+pub async fn start_upstream_and_mesh(
+    cpus: Option<&str>,
+) -> anyhow::Result<(SeamProcess, Upstream, TestMesh)> {
+    let mut command = pinned_command(std::env::current_exe()?, cpus);
+    command.arg("upstream");
+    let upstream = SeamProcess::spawn("upstream", command, std::process::Stdio::inherit()).await?;
+    let addrs = Upstream {
+        http: upstream.addr("http"),
+        tcp: upstream.addr("tcp"),
+    };
+    let mesh = TestMesh::start(&[
+        SERVICE_HOST,
+        contenders::seam::CLIENT_SERVICE,
+        contenders::seam::TCP_SERVICE,
+    ])
+    .await
+    .context("starting the control plane")?;
+    Ok((upstream, addrs, mesh))
 }
 
 /// The order of one round's turns: the proxies, starting one further along each round,
