@@ -4,8 +4,9 @@
 //! run, so it can.
 //!
 //! Seam's two paths of the main bench (HTTP, and opaque TCP on processes of their own) run
-//! with every hop under `valgrind --tool=callgrind`: the bench writes a wrapper for
-//! `seam-proxy` and runs itself again with `SEAM_BIN_DIR` pointing at it. Each scenario
+//! with every hop under `valgrind --tool=callgrind`, pinned to a CPU as in the bench: the
+//! bench writes a wrapper for `seam-proxy` (the one in `SEAM_BIN_DIR` when set, to measure
+//! another build) and runs itself again with `SEAM_BIN_DIR` pointing at it. Each scenario
 //! sends sequential requests from this process: a warm-up, then the hops' counters are
 //! zeroed (`callgrind_control -z`), the measured requests sent, and the counters dumped
 //! (`callgrind_control -d`). The hops do some work with no request (timers, the control
@@ -98,18 +99,14 @@ struct Hop {
 
 async fn measure(args: &Args) -> anyhow::Result<()> {
     let out = std::fs::canonicalize(&args.out)?;
-    let (mut upstream, addrs, mesh) = crate::measure::start_upstream_and_mesh(None).await?;
+    // Pinned as in the bench: a hop with one CPU runs tokio's current-thread runtime, and
+    // its instructions are those of the runtime the bench measures.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let pinning = Pinning::for_cores(cores);
+    let (mut upstream, addrs, mesh) =
+        crate::measure::start_upstream_and_mesh(pinning.hops.as_deref()).await?;
     eprintln!("seam-bench instructions: starting four proxies under callgrind (slow)");
-    let running = contenders::seam::start(
-        &mesh,
-        addrs,
-        &Pinning {
-            load: None,
-            hops: None,
-        },
-        1,
-    )
-    .await?;
+    let running = contenders::seam::start(&mesh, addrs, &pinning, 1).await?;
     let tcp = running
         .tcp
         .as_ref()
