@@ -21,14 +21,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
-use crate::contenders::{self, Pinning, SERVICE_HOST};
+use crate::contenders::{self, Pinning, check_answer, get_request};
+use crate::load::Mode;
 use crate::tcp_exchange;
-use crate::upstream::BODY_SIZE;
 
 /// Set in the environment of the re-run bench, which then measures.
 const WRAPPED: &str = "SEAM_BENCH_UNDER_CALLGRIND";
@@ -107,64 +107,42 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
         crate::measure::start_upstream_and_mesh(pinning.hops.as_deref()).await?;
     eprintln!("seam-bench instructions: starting four proxies under callgrind (slow)");
     let running = contenders::seam::start(&mesh, addrs, &pinning, 1).await?;
-    let tcp = running
-        .tcp
-        .as_ref()
-        .map_err(|unmeasured| anyhow::anyhow!("the opaque TCP path: {unmeasured:?}"))?;
-    let tcp_addr = tcp.addr;
-    let http_hops = hops(&running.hop_pids)?;
-    let tcp_hops = hops(&tcp.hop_pids)?;
 
-    let mut rows = Vec::new();
-    let idle = count(&out, &http_hops, || async {
-        tokio::time::sleep(IDLE_WINDOW).await;
-        Ok(())
-    })
-    .await?;
     let (requests, warm_up) = (args.requests, args.warm_up);
-    let http1 = running.http1;
-    let scenarios: [(&str, Scenario); 3] = [
-        ("HTTP/1.1, keep-alive", Scenario::KeepAlive),
-        ("HTTP/2 (h2c into hop 1)", Scenario::Http2),
-        (
-            "HTTP/1.1, new connection per request",
-            Scenario::NewConnection,
-        ),
-    ];
-    for (label, scenario) in scenarios {
-        let mut client = Client::connect(scenario, http1).await?;
+    let mut rows = Vec::new();
+    let mut idle_rates = Vec::new();
+    let mut idle = Vec::new();
+    for mode in Mode::ALL {
+        let (addr, pids) = running
+            .path(mode)
+            .map_err(|why| anyhow::anyhow!("Seam has no {} path: {why:?}", mode.label()))?;
+        let hops = hops(pids)?;
+        if mode.opens_its_path() {
+            idle = count(&out, &hops, || async {
+                tokio::time::sleep(IDLE_WINDOW).await;
+                Ok(())
+            })
+            .await?;
+            let path = if mode == Mode::Tcp {
+                "TCP path"
+            } else {
+                "HTTP path"
+            };
+            idle_rates.extend(
+                idle.iter()
+                    .map(|c| format!("{path} {} {:.0}k/s", c.hop, c.per_second() / 1000.0)),
+            );
+        }
+        let mut client = Client::connect(mode, addr).await?;
         client
             .send(warm_up)
             .await
-            .with_context(|| format!("{label}: warm-up"))?;
-        let counted = count(&out, &http_hops, || client.send(requests))
+            .with_context(|| format!("{}: warm-up", mode.label()))?;
+        let counted = count(&out, &hops, || client.send(requests))
             .await
-            .with_context(|| format!("{label}: measured requests"))?;
-        rows.push(row(label, &counted, &idle, requests));
+            .with_context(|| format!("{}: measured requests", mode.label()))?;
+        rows.push(row(mode.label(), &counted, &idle, requests));
     }
-    let tcp_idle = count(&out, &tcp_hops, || async {
-        tokio::time::sleep(IDLE_WINDOW).await;
-        Ok(())
-    })
-    .await?;
-    let mut stream = TcpStream::connect(tcp_addr).await?;
-    stream.set_nodelay(true)?;
-    for sequence in 0..warm_up {
-        tcp_exchange::round_trip(&mut stream, sequence).await?;
-    }
-    let counted = count(&out, &tcp_hops, || async {
-        for sequence in 0..requests {
-            tcp_exchange::round_trip(&mut stream, warm_up + sequence).await?;
-        }
-        Ok(())
-    })
-    .await?;
-    rows.push(row(
-        "opaque TCP, persistent connection",
-        &counted,
-        &tcp_idle,
-        requests,
-    ));
 
     println!(
         "| scenario | hop 1 instructions per request | hop 2 | hop 1, idle work taken off | hop 2, idle work taken off |"
@@ -174,16 +152,10 @@ async fn measure(args: &Args) -> anyhow::Result<()> {
         println!("{line}");
     }
     println!(
-        "\n{} requests per scenario after {} to warm up; idle work: {}; callgrind files in {}",
-        requests,
-        warm_up,
-        idle.iter()
-            .map(|c| format!("{} {:.0}k/s", c.hop, c.per_second() / 1000.0))
-            .collect::<Vec<_>>()
-            .join(", "),
+        "\n{requests} requests per scenario after {warm_up} to warm up; idle work: {}; callgrind files in {}",
+        idle_rates.join(", "),
         out.display()
     );
-    drop(stream);
     running.stop().await?;
     upstream.terminate()?;
     let _ = upstream.wait().await;
@@ -301,77 +273,80 @@ fn row(label: &str, counted: &[Counted], idle: &[Counted], requests: u64) -> Str
     )
 }
 
-#[derive(Clone, Copy)]
-enum Scenario {
-    KeepAlive,
-    Http2,
-    NewConnection,
-}
-
 /// Sends sequential requests to hop 1 as one scenario does.
 enum Client {
-    Http1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
-    Http2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+    Http1(
+        SocketAddr,
+        hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    ),
+    Http2(
+        SocketAddr,
+        hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    ),
     NewConnection(SocketAddr),
+    /// The stream and the number of round trips made on it.
+    Tcp(TcpStream, u64),
 }
 
 impl Client {
-    async fn connect(scenario: Scenario, addr: SocketAddr) -> anyhow::Result<Self> {
-        Ok(match scenario {
-            Scenario::KeepAlive => {
+    async fn connect(mode: Mode, addr: SocketAddr) -> anyhow::Result<Self> {
+        Ok(match mode {
+            Mode::Http1 => {
                 let (sender, connection) =
                     hyper::client::conn::http1::handshake(TokioIo::new(connect(addr).await?))
                         .await?;
                 tokio::spawn(connection);
-                Self::Http1(sender)
+                Self::Http1(addr, sender)
             }
-            Scenario::Http2 => {
+            Mode::Http2 => {
                 let (sender, connection) = hyper::client::conn::http2::handshake(
                     TokioExecutor::new(),
                     TokioIo::new(connect(addr).await?),
                 )
                 .await?;
                 tokio::spawn(connection);
-                Self::Http2(sender)
+                Self::Http2(addr, sender)
             }
-            Scenario::NewConnection => Self::NewConnection(addr),
+            Mode::NewConnection => Self::NewConnection(addr),
+            Mode::Tcp => Self::Tcp(connect(addr).await?, 0),
         })
     }
 
     async fn send(&mut self, requests: u64) -> anyhow::Result<()> {
         for _ in 0..requests {
-            let request = http::Request::get("/")
-                .header(http::header::HOST, SERVICE_HOST)
-                .body(Empty::<Bytes>::new())?;
-            let response = match self {
-                Self::Http1(sender) => {
+            match self {
+                Self::Http1(addr, sender) => {
                     sender.ready().await?;
-                    sender.send_request(request).await?
+                    let response = sender.send_request(get_request()?).await?;
+                    check_answer(*addr, response).await?;
                 }
-                Self::Http2(sender) => {
+                Self::Http2(addr, sender) => {
                     sender.ready().await?;
-                    sender.send_request(request).await?
+                    let response = sender.send_request(get_request()?).await?;
+                    check_answer(*addr, response).await?;
                 }
                 Self::NewConnection(addr) => {
                     let (mut sender, connection) =
                         hyper::client::conn::http1::handshake(TokioIo::new(connect(*addr).await?))
                             .await?;
                     let driven = tokio::spawn(connection);
-                    let (mut parts, body) = request.into_parts();
-                    parts.headers.insert(
+                    let mut request = get_request()?;
+                    request.headers_mut().insert(
                         http::header::CONNECTION,
                         http::HeaderValue::from_static("close"),
                     );
-                    let response = sender
-                        .send_request(http::Request::from_parts(parts, body))
-                        .await?;
-                    let response = check(response).await;
+                    let answered = match sender.send_request(request).await {
+                        Ok(response) => check_answer(*addr, response).await,
+                        Err(err) => Err(err.into()),
+                    };
                     driven.await??;
-                    response?;
-                    continue;
+                    answered?;
                 }
-            };
-            check(response).await?;
+                Self::Tcp(stream, sent) => {
+                    tcp_exchange::round_trip(stream, *sent).await?;
+                    *sent += 1;
+                }
+            }
         }
         Ok(())
     }
@@ -381,14 +356,4 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<TcpStream> {
     let stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     Ok(stream)
-}
-
-/// Reads the whole answer and checks it is the upstream's.
-async fn check(response: http::Response<hyper::body::Incoming>) -> anyhow::Result<()> {
-    let status = response.status();
-    let body = response.into_body().collect().await?.to_bytes();
-    if status != http::StatusCode::OK || body.len() != BODY_SIZE {
-        bail!("the path answered {status} with {} bytes", body.len());
-    }
-    Ok(())
 }

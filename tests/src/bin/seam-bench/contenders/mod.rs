@@ -246,10 +246,23 @@ pub async fn check_path(addr: SocketAddr) -> anyhow::Result<()> {
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
-    let request = http::Request::get("/")
+    let response = sender.send_request(get_request()?).await?;
+    check_answer(addr, response).await
+}
+
+/// The GET every HTTP scenario sends: `/` of the service hop 2 stands for.
+pub fn get_request() -> anyhow::Result<http::Request<Empty<Bytes>>> {
+    Ok(http::Request::get("/")
         .header(http::header::HOST, SERVICE_HOST)
-        .body(Empty::<Bytes>::new())?;
-    let response = sender.send_request(request).await?;
+        .body(Empty::new())?)
+}
+
+/// Reads the whole answer to a GET through `addr`: it must be 200 with the upstream's
+/// 1 KiB body.
+pub async fn check_answer(
+    addr: SocketAddr,
+    response: http::Response<hyper::body::Incoming>,
+) -> anyhow::Result<()> {
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();
     if status != http::StatusCode::OK || body.len() != BODY_SIZE {
