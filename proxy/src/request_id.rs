@@ -11,6 +11,7 @@
 //! sending and receiving proxy's header table on every request and push out the entries
 //! that do repeat (`:authority`, `user-agent`, ...), which then travel as literals again.
 
+use http::header::Entry;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -20,23 +21,26 @@ const MAX_LEN: usize = 128;
 
 /// Makes sure `headers` carry one sane id, keeping the app's when it is sane.
 pub fn ensure(headers: &mut HeaderMap) {
-    let mut values = headers.get_all(&HEADER).iter();
-    let kept = match (values.next(), values.next()) {
-        (Some(value), None) if is_sane(value.as_bytes()) => {
-            if let Some(kept) = headers.get_mut(&HEADER) {
-                kept.set_sensitive(true);
+    match headers.entry(&HEADER) {
+        Entry::Occupied(mut sent) => {
+            let mut values = sent.iter();
+            let sane = matches!(
+                (values.next(), values.next()),
+                (Some(value), None) if is_sane(value.as_bytes())
+            );
+            if sane {
+                sent.get_mut().set_sensitive(true);
+            } else {
+                tracing::debug!(
+                    "replacing an x-request-id that is not 1 to 128 safe characters, or not one"
+                );
+                sent.insert(generate());
             }
-            return;
         }
-        (None, _) => false,
-        _ => true,
-    };
-    if kept {
-        tracing::debug!(
-            "replacing an x-request-id that is not 1 to 128 safe characters, or not one"
-        );
+        Entry::Vacant(none) => {
+            none.insert(generate());
+        }
     }
-    headers.insert(&HEADER, generate());
 }
 
 /// 1 to 128 bytes of letters, digits and `._~:+/=-`.
