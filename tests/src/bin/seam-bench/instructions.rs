@@ -11,8 +11,9 @@
 //! zeroed (`callgrind_control -z`), the measured requests sent, and the counters dumped
 //! (`callgrind_control -d`). The hops do some work with no request (timers, the control
 //! plane's discovery stream, the dashboard's scrape of their admin endpoints every 2 s),
-//! so an idle window is counted the same way first, and its rate per second is taken off
-//! each scenario in proportion to its duration; both figures are printed.
+//! so an idle window is counted the same way on each path before its first scenario, and
+//! its rate per second is taken off each scenario in proportion to its duration; both
+//! figures are printed.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
