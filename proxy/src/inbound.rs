@@ -276,7 +276,7 @@ impl Inbound {
             upgrade.ask_next_hop(request.headers_mut());
         }
         let sent = if request.version() == Version::HTTP_2 {
-            Either::Left(pool.http2.request(request).map_err(|err| error_chain(&err)))
+            Either::Left(pool.http2.send(request).map_err(|err| error_chain(&err)))
         } else {
             Either::Right(pool.http1.send(request).map_err(|err| error_chain(&err)))
         };

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::HeaderMap;
 use http::header::{self, HeaderName};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backoff::Backoff;
 use crate::detect::{self, Detection, Protocol};
 use crate::refusal_log::RefusalLog;
+use crate::spawn_boxed::SpawnBoxed;
 
 /// A client must send its request headers within this long.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,15 +74,15 @@ pub const CLIENT_ID_HEADER: HeaderName = HeaderName::from_static("x-seam-client-
 /// next request: it would close the callers' pooled connections after 10 s of quiet,
 /// racing their next request, and make them handshake again. The peers are mesh members
 /// that proved who they are; the handshake has its own timeout.
-pub fn peer_http_server(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
+pub fn peer_http_server(limits: &ServerLimits) -> auto::Builder<SpawnBoxed> {
     let mut builder = http_server(limits);
     builder.http1().header_read_timeout(None);
     builder
 }
 
 /// A server for HTTP/1.1 and HTTP/2 (told apart by the HTTP/2 preface).
-pub fn http_server(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+pub fn http_server(limits: &ServerLimits) -> auto::Builder<SpawnBoxed> {
+    let mut builder = auto::Builder::new(SpawnBoxed);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -183,9 +184,9 @@ pub async fn detect_protocol(tcp: &TcpStream, limit: Duration) -> FirstBytes {
 /// connection again to find out: that probe cost every new connection a partial read
 /// and parse of its first request. With `None` hyper-util tells them apart itself.
 pub fn speaking(
-    server: auto::Builder<TokioExecutor>,
+    server: auto::Builder<SpawnBoxed>,
     protocol: Option<Protocol>,
-) -> auto::Builder<TokioExecutor> {
+) -> auto::Builder<SpawnBoxed> {
     match protocol {
         Some(Protocol::Http1) => server.http1_only(),
         Some(Protocol::Http2) => server.http2_only(),
@@ -245,7 +246,7 @@ mod tests {
     use http_body_util::{BodyExt, Empty};
     use hyper::body::Bytes;
     use hyper::{Request, Response};
-    use hyper_util::rt::TokioIo;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
     /// Serves one connection, held to what `opening` (the bytes a peek saw first) tells.

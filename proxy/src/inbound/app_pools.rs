@@ -2,25 +2,23 @@
 //! addressed to the inbound listener goes to `--app`; one iptables redirected goes to the
 //! port it was meant for on the app (`127.0.0.1:<port>`), so an app that serves several
 //! ports gets each request on the port its caller dialed. HTTP/1.1 connections are kept
-//! alive in `http1_pool`; HTTP/2 shares one connection through hyper-util's pool.
+//! alive in `http1_pool`; HTTP/2 requests share one connection (`http2_conn`).
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use foldhash::HashMap;
-use http::Uri;
 use http::uri::Authority;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
 use crate::http1_pool::{Dial, Http1Pool};
+use crate::http2_conn::Http2Conn;
 
 /// How long a connection to the app may sit idle in a pool.
 const APP_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -31,18 +29,13 @@ pub struct AppPool {
     /// `address` as a URI authority, made once rather than per request.
     pub authority: Authority,
     pub http1: Http1Pool<AppConnector, Incoming>,
-    /// HTTP/2 to the app (one multiplexed connection); hyper-util's pool is fine there.
-    pub http2: Client<AppConnector, Incoming>,
+    /// HTTP/2 to the app: one connection, every request a stream on it.
+    pub http2: Http2Conn<AppConnector, Incoming>,
 }
 
 impl AppPool {
     fn new(address: SocketAddr) -> Self {
-        let http2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(APP_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(true)
-            .build(AppConnector(address));
+        let http2 = Http2Conn::new(AppConnector(address), APP_IDLE_TIMEOUT, None);
         Self {
             address,
             authority: Authority::try_from(address.to_string())
@@ -95,8 +88,7 @@ impl AppPools {
     }
 }
 
-/// Dials one address of the app (both pools; hyper-util's asks with the request's URI,
-/// which names the app anyway).
+/// Dials one address of the app.
 #[derive(Clone, Copy)]
 pub struct AppConnector(SocketAddr);
 
@@ -113,23 +105,6 @@ impl Dial for AppConnector {
 
     fn dial(&self) -> impl Future<Output = std::io::Result<Self::Io>> + Send {
         self.connect()
-    }
-}
-
-impl tower::Service<Uri> for AppConnector {
-    type Response = TokioIo<TcpStream>;
-    type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(
-        &mut self,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        Box::pin(self.connect())
     }
 }
 

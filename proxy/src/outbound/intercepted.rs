@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper_util::rt::TokioExecutor;
+use crate::spawn_boxed::SpawnBoxed;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpStream;
@@ -28,7 +28,7 @@ use crate::telemetry::CountedIo;
 /// Serves one redirected connection that was going to `destination`.
 pub async fn serve(
     outbound: Arc<Outbound>,
-    server: auto::Builder<TokioExecutor>,
+    server: auto::Builder<SpawnBoxed>,
     tcp: TcpStream,
     destination: SocketAddr,
     watcher: Watcher,

@@ -55,7 +55,7 @@ use futures_util::future::Either;
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, Uri, header};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
@@ -73,6 +73,7 @@ use crate::server::{
     CLIENT_ID_HEADER, ConnectionLimit, ServerLimits, first_bytes, http_server, next_connection,
     speaking, strip_hop_by_hop,
 };
+use crate::spawn_boxed::SpawnBoxed;
 use crate::state::endpoints::EndpointStates;
 use crate::state::policy::DEFAULT_ROUTE_LABEL;
 use crate::state::{Directory, Resolution, Service};
@@ -449,7 +450,7 @@ pub async fn serve_tcp_upstream(
 /// names for it.
 async fn serve_http(
     outbound: Arc<Outbound>,
-    server: auto::Builder<TokioExecutor>,
+    server: auto::Builder<SpawnBoxed>,
     tcp: TcpStream,
     protocol: Option<Protocol>,
     target: ConnectionTarget,

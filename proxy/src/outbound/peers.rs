@@ -15,13 +15,10 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use foldhash::{HashMap, HashSet};
-use futures_util::TryFutureExt;
 use futures_util::future::Either;
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -31,38 +28,22 @@ use tokio_rustls::client::TlsStream;
 
 use crate::body::ProxyBody;
 use crate::http1_pool::{Dial, Http1Pool, PoolError};
+use crate::http2_conn::Http2Conn;
 use crate::state::Endpoint;
 use crate::tls::{ALPN_H2, ALPN_HTTP11, ALPN_OPAQUE, TlsState};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often an HTTP/2 connection with requests open PINGs the peer.
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 
-/// The two pools for one endpoint: HTTP/1.1 connections kept alive (`http1_pool`), and
-/// hyper-util's pool for HTTP/2, which shares one connection among all requests; and the
-/// connector for opaque streams, each on its own connection.
+/// The connections to one endpoint: HTTP/1.1 ones kept alive (`http1_pool`), one
+/// HTTP/2 connection shared by all HTTP/2 requests (`http2_conn`), and the connector for
+/// opaque streams, each on its own connection.
 pub struct PeerClient {
     http1: Http1Pool<PeerConnector, ProxyBody>,
-    http2: Client<PeerConnector, ProxyBody>,
+    http2: Http2Conn<PeerConnector, ProxyBody>,
     opaque: PeerConnector,
-}
-
-/// Why a request did not get a response from the peer.
-#[derive(Debug, thiserror::Error)]
-pub enum PeerError {
-    #[error(transparent)]
-    Http1(#[from] PoolError),
-    #[error(transparent)]
-    Http2(#[from] hyper_util::client::legacy::Error),
-}
-
-impl PeerError {
-    /// Whether the connection could not be made (the peer never saw the request).
-    pub fn is_connect(&self) -> bool {
-        match self {
-            Self::Http1(err) => err.is_connect(),
-            Self::Http2(err) => err.is_connect(),
-        }
-    }
 }
 
 impl PeerClient {
@@ -75,13 +56,11 @@ impl PeerClient {
                 .map(|identity| TlsConnector::from(tls.client_config(identity.clone(), alpn))),
         };
         let http1 = Http1Pool::new(connector(ALPN_HTTP11), POOL_IDLE_TIMEOUT);
-        let http2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .build(connector(ALPN_H2));
+        let http2 = Http2Conn::new(
+            connector(ALPN_H2),
+            POOL_IDLE_TIMEOUT,
+            Some(HTTP2_KEEP_ALIVE),
+        );
         Self {
             http1,
             http2,
@@ -102,11 +81,11 @@ impl PeerClient {
     pub fn send(
         &self,
         request: Request<ProxyBody>,
-    ) -> impl Future<Output = Result<Response<Incoming>, PeerError>> + Send + use<> {
+    ) -> impl Future<Output = Result<Response<Incoming>, PoolError>> + Send + use<> {
         if request.version() == Version::HTTP_2 {
-            Either::Left(self.http2.request(request).err_into())
+            Either::Left(self.http2.send(request))
         } else {
-            Either::Right(self.http1.send(request).err_into())
+            Either::Right(self.http1.send(request))
         }
     }
 }
@@ -165,20 +144,6 @@ pub struct PeerConnector {
     tls: Option<TlsConnector>,
 }
 
-impl tower::Service<Uri> for PeerConnector {
-    type Response = TokioIo<PeerStream>;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        Box::pin(self.connect())
-    }
-}
-
 impl Dial for PeerConnector {
     type Io = TokioIo<PeerStream>;
 
@@ -219,20 +184,6 @@ impl PeerConnector {
 pub enum PeerStream {
     Tls(TlsStream<TcpStream>),
     Plain(TcpStream),
-}
-
-impl Connection for PeerStream {
-    /// Tells hyper whether HTTP/2 was negotiated. A plain connection negotiates nothing:
-    /// the HTTP/2 pool speaks HTTP/2 on it with prior knowledge.
-    fn connected(&self) -> Connected {
-        let connected = Connected::new();
-        match self {
-            Self::Tls(stream) if stream.get_ref().1.alpn_protocol() == Some(ALPN_H2) => {
-                connected.negotiated_h2()
-            }
-            _ => connected,
-        }
-    }
 }
 
 /// Calls the same method on whichever stream `$stream` is.
