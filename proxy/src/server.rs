@@ -335,6 +335,24 @@ mod tests {
     }
 
     #[test]
+    fn names_the_connection_header_lists_are_matched_without_case_or_spaces() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONNECTION, "Close , X-Private".parse().unwrap());
+        headers.append(header::CONNECTION, "X-Other".parse().unwrap());
+        headers.insert("x-private", "1".parse().unwrap());
+        headers.insert("x-other", "2".parse().unwrap());
+        headers.insert(
+            "x-privat",
+            "kept: only a whole name matches".parse().unwrap(),
+        );
+        headers.insert(header::HOST, "api".parse().unwrap());
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["host", "x-privat"]);
+    }
+
+    #[test]
     fn each_hop_by_hop_header_alone_is_stripped() {
         for name in HOP_BY_HOP {
             let mut headers = HeaderMap::new();
