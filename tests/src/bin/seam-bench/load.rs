@@ -187,6 +187,18 @@ pub struct ThroughputRun {
     pub rps: f64,
     pub failures: u64,
     pub rounds: Vec<f64>,
+    /// What the hop processes did meanwhile, where it was read.
+    pub saturation: Option<Saturation>,
+}
+
+/// The hop processes at saturation: how their work and their rhythm on the shared core
+/// looked per request while the closed loop ran.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Saturation {
+    /// CPU time (user + system) per 1,000 requests.
+    pub cpu_ms_per_1k: f64,
+    /// Context switches (voluntary and involuntary, every thread) per request.
+    pub switches_per_request: f64,
 }
 
 impl ThroughputRun {
@@ -195,17 +207,28 @@ impl ThroughputRun {
             rps,
             failures,
             rounds: vec![rps],
+            saturation: None,
         }
     }
 
-    /// The rounds as one result: the median throughput, every failure. `None` for no
-    /// rounds.
+    /// The rounds as one result: the median throughput, every failure, the median of
+    /// each saturation figure. `None` for no rounds.
     pub fn combine(runs: &[Self]) -> Option<Self> {
         let rounds: Vec<f64> = runs.iter().map(|run| run.rps).collect();
+        let read: Vec<Saturation> = runs.iter().filter_map(|run| run.saturation).collect();
+        let figure =
+            |pick: fn(&Saturation) -> f64| median(&read.iter().map(pick).collect::<Vec<f64>>());
+        let saturation = figure(|s| s.cpu_ms_per_1k)
+            .zip(figure(|s| s.switches_per_request))
+            .map(|(cpu_ms_per_1k, switches_per_request)| Saturation {
+                cpu_ms_per_1k,
+                switches_per_request,
+            });
         Some(Self {
             rps: median(&rounds)?,
             failures: runs.iter().map(|run| run.failures).sum(),
             rounds,
+            saturation,
         })
     }
 }
@@ -494,6 +517,33 @@ mod tests {
         assert!(parse_oha_csv(csv, 1).is_err(), "more answers than requests");
         assert!(parse_oha_csv("Error: connection refused\n", 3).is_err());
         assert!(parse_oha_csv(&csv.replace("1024,200", "1024"), 3).is_err());
+    }
+
+    #[test]
+    fn saturation_figures_combine_into_their_medians_over_the_rounds_that_read_them() {
+        let round = |rps: f64, saturation: Option<(f64, f64)>| ThroughputRun {
+            saturation: saturation.map(|(cpu_ms_per_1k, switches_per_request)| Saturation {
+                cpu_ms_per_1k,
+                switches_per_request,
+            }),
+            ..ThroughputRun::once(rps, 0)
+        };
+        let combined = ThroughputRun::combine(&[
+            round(100.0, Some((60.0, 0.5))),
+            round(110.0, None),
+            round(120.0, Some((40.0, 0.1))),
+            round(130.0, Some((50.0, 0.3))),
+        ])
+        .unwrap();
+        assert_eq!(
+            combined.saturation,
+            Some(Saturation {
+                cpu_ms_per_1k: 50.0,
+                switches_per_request: 0.3
+            })
+        );
+        let unread = ThroughputRun::combine(&[round(100.0, None)]).unwrap();
+        assert_eq!(unread.saturation, None);
     }
 
     #[test]

@@ -19,7 +19,9 @@ use crate::contenders::haproxy::Certificates;
 use crate::contenders::{
     self, Pinning, Running, SERVICE_HOST, Stopper, TcpPath, Upstream, pinned_command,
 };
-use crate::load::{self, H2LOAD, LatencyRun, LatencySamples, Mode, OHA, ThroughputRun, Tool, WRK};
+use crate::load::{
+    self, H2LOAD, LatencyRun, LatencySamples, Mode, OHA, Saturation, ThroughputRun, Tool, WRK,
+};
 use crate::{procstat, tcp_load};
 
 /// The contenders, in the order they run.
@@ -396,14 +398,20 @@ async fn throughput_rounds(
                 mode.label(),
                 round + 1
             );
-            let (target, _) = running.path(mode)?;
-            closed_loop(
-                target,
-                mode,
-                setup.durations.max(mode),
-                setup.pinning.load.as_deref(),
-            )
-            .await
+            let (target, hop_pids) = running.path(mode)?;
+            let pids = procstat::with_children(hop_pids);
+            let before = hop_usage(&pids);
+            let duration = setup.durations.max(mode);
+            let mut run =
+                closed_loop(target, mode, duration, setup.pinning.load.as_deref()).await?;
+            let requests = run.rps * duration.as_secs_f64();
+            run.saturation = before.zip(hop_usage(&pids)).filter(|_| requests > 0.0).map(
+                |((cpu_before, switches_before), (cpu_after, switches_after))| Saturation {
+                    cpu_ms_per_1k: (cpu_after - cpu_before).as_secs_f64() * 1e6 / requests,
+                    switches_per_request: (switches_after - switches_before) as f64 / requests,
+                },
+            );
+            Ok(run)
         },
     )
     .await;
@@ -415,6 +423,13 @@ async fn throughput_rounds(
             })
         })
         .collect()
+}
+
+/// The CPU time and context switches of `pids` so far; None if a process is gone.
+fn hop_usage(pids: &[u32]) -> Option<(Duration, u64)> {
+    let cpu = procstat::total_cpu_time(pids).ok()?;
+    let switches = procstat::total_context_switches(pids).ok()?;
+    Some((cpu, switches))
 }
 
 async fn fixed_rate(

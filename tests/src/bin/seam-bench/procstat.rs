@@ -1,7 +1,7 @@
 //! What the hop processes cost: CPU time (user + system, every thread, in nanoseconds,
-//! from each process's CPU-time clock) and peak resident memory (`VmHWM` in /proc). A
-//! hop may be several processes (nginx's master and its worker), so a hop is a root pid
-//! plus its children.
+//! from each process's CPU-time clock), context switches (every thread's, from /proc),
+//! and peak resident memory (`VmHWM` in /proc). A hop may be several processes (nginx's
+//! master and its worker), so a hop is a root pid plus its children.
 
 use std::time::Duration;
 
@@ -53,6 +53,27 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
 /// Total CPU time of `pids`.
 pub fn total_cpu_time(pids: &[u32]) -> anyhow::Result<Duration> {
     pids.iter().map(|pid| cpu_time(*pid)).sum()
+}
+
+/// Context switches of `pids` so far, voluntary (it slept) and involuntary (it was
+/// preempted), summed over every thread: `/proc/PID/status` counts the main thread only.
+pub fn total_context_switches(pids: &[u32]) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for pid in pids {
+        let tasks = format!("/proc/{pid}/task");
+        for task in std::fs::read_dir(&tasks).with_context(|| format!("cannot read {tasks}"))? {
+            let status = std::fs::read_to_string(task?.path().join("status"))?;
+            total += status
+                .lines()
+                .filter_map(|line| {
+                    line.strip_prefix("voluntary_ctxt_switches:")
+                        .or(line.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|value| value.trim().parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    Ok(total)
 }
 
 /// The highest resident set `pid` has had, in bytes.
