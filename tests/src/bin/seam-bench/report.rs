@@ -1,7 +1,8 @@
-//! The results as a markdown table (stdout) and as JSON (`--json FILE`). Ratios compare
-//! Seam with each peer (below 1 is better for Seam everywhere except maximum throughput;
-//! "–" where a side is not positive); "added" latency is the contender's percentile minus
-//! `direct`'s.
+//! The results as markdown (stdout) and as JSON (`--json FILE`): first Seam against the
+//! best peer on each figure of each scenario, held to the data path's goal, then a table
+//! per scenario. Ratios compare Seam with each peer (below 1 is better for Seam everywhere
+//! except maximum throughput; "–" where a side is not positive); "added" latency is the
+//! contender's percentile minus `direct`'s.
 
 use std::fmt::Write;
 
@@ -118,6 +119,7 @@ pub fn markdown(results: &Results) -> String {
     for (tool, version) in &setup.versions {
         let _ = writeln!(out, "- {tool}: {version}");
     }
+    out.push_str(&against_the_best_peer(results));
     let direct = measured(results, "direct");
     for (title, mode) in [
         ("HTTP/1.1, keep-alive (headline)", Mode::Http1),
@@ -175,7 +177,179 @@ pub fn markdown(results: &Results) -> String {
             }
         }
     }
+    out.push_str(&at_saturation(results));
     out
+}
+
+/// The hops' CPU per request and context switches per request in the throughput rounds:
+/// at saturation the three processes on the shared core take turns, and how often they
+/// switch decides the figure as much as their work does (compare the fixed-rate CPU).
+fn at_saturation(results: &Results) -> String {
+    let proxies: Vec<(&str, &Measured)> = results
+        .contenders
+        .iter()
+        .filter(|(name, _)| *name != "direct")
+        .filter_map(|(name, outcome)| match outcome {
+            Outcome::Measured(measured) => Some((*name, measured.as_ref())),
+            _ => None,
+        })
+        .collect();
+    if proxies.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from(
+        "\n### At saturation\n\n\
+         The hop processes during the maximum-throughput rounds (medians): CPU ms per \
+         1,000 requests / context switches per request.\n\n| scenario |",
+    );
+    for (name, _) in &proxies {
+        let _ = write!(out, " {name} |");
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---:|".repeat(proxies.len()));
+    out.push('\n');
+    for goal in &GOALS {
+        let _ = write!(out, "| {} |", goal.title);
+        for (_, measured) in &proxies {
+            let cell = runs(measured, goal.mode)
+                .1
+                .and_then(|run| run.saturation)
+                .map_or_else(
+                    || "–".to_string(),
+                    |s| format!("{:.1} / {:.2}", s.cpu_ms_per_1k, s.switches_per_request),
+                );
+            let _ = write!(out, " {cell} |");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// The peers Seam is held against.
+const PEERS: [&str; 2] = ["haproxy", "nginx"];
+/// Maximum throughput at least this many times the best peer's.
+const RPS_GOAL: f64 = 1.1;
+/// Where CPU per request has a goal: at most this many times the best peer's.
+const CPU_GOAL: f64 = 0.8;
+/// Where memory has a goal: the largest hop's peak RSS at most this.
+const RSS_GOAL_MIB: f64 = 16.0;
+
+/// One scenario's goal: added p99 at or below the best peer's and throughput at least
+/// [`RPS_GOAL`] times the best peer's everywhere; CPU and memory where `resources` is set
+/// (the HTTP/1.1 headline and opaque TCP, where the bench measures each path's own RSS).
+struct Goal {
+    mode: Mode,
+    title: &'static str,
+    resources: bool,
+}
+
+const GOALS: [Goal; 4] = [
+    Goal {
+        mode: Mode::Http1,
+        title: "HTTP/1.1, keep-alive",
+        resources: true,
+    },
+    Goal {
+        mode: Mode::Http2,
+        title: "HTTP/2 (h2c into hop 1)",
+        resources: false,
+    },
+    Goal {
+        mode: Mode::NewConnection,
+        title: "HTTP/1.1, new connection per request",
+        resources: false,
+    },
+    Goal {
+        mode: Mode::Tcp,
+        title: "opaque TCP",
+        resources: true,
+    },
+];
+
+/// Seam against the best peer on each figure (the lowest added p99, the highest
+/// throughput, the lowest CPU per request, each peer's own), with the goal and whether
+/// it was met.
+fn against_the_best_peer(results: &Results) -> String {
+    let Some(seam) = measured(results, "seam") else {
+        return String::new();
+    };
+    let direct = measured(results, "direct");
+    let mut out = format!(
+        "\n### Seam against the best peer\n\n\
+         Goal: added p99 at or below the best peer's, max rps at least {RPS_GOAL}× the best \
+         peer's; for HTTP/1.1 keep-alive and opaque TCP also CPU per request at most \
+         {CPU_GOAL}× the best peer's and peak RSS at most {RSS_GOAL_MIB} MiB.\n\n\
+         | scenario | added p99 ms: Seam / best peer | max rps: Seam / best peer | CPU ms per 1k: Seam / best peer | peak RSS MiB: Seam | goal |\n\
+         |---|---|---|---|---|---|\n"
+    );
+    for goal in &GOALS {
+        let ours = row(seam, direct, goal.mode);
+        let peers: Vec<(&str, Row)> = PEERS
+            .iter()
+            .filter_map(|&name| Some((name, row(measured(results, name)?, direct, goal.mode))))
+            .collect();
+        let best = |pick: fn(&Row) -> Option<f64>, lower_is_better: bool| {
+            peers
+                .iter()
+                .filter_map(|(name, row)| Some((*name, pick(row)?)))
+                .reduce(|a, b| if (b.1 < a.1) == lower_is_better { b } else { a })
+        };
+        let mut missed = Vec::new();
+        let mut judge = |figure: &'static str, met: Option<bool>| {
+            if met != Some(true) {
+                missed.push(figure);
+            }
+        };
+        let p99 = compare(ours.added_p99, best(|r| r.added_p99, true), 3);
+        judge("p99", p99.pair.map(|(ours, best)| ours <= best));
+        let rps = compare(ours.max_rps, best(|r| r.max_rps, false), 0);
+        judge("rps", rps.pair.map(|(ours, best)| ours >= RPS_GOAL * best));
+        let cpu = compare(ours.cpu, best(|r| r.cpu, true), 1);
+        let rss = ours
+            .rss
+            .map_or_else(|| "–".to_string(), |rss| format!("{rss:.1}"));
+        if goal.resources {
+            judge("CPU", cpu.pair.map(|(ours, best)| ours <= CPU_GOAL * best));
+            judge("RSS", ours.rss.map(|rss| rss <= RSS_GOAL_MIB));
+        }
+        let verdict = if missed.is_empty() {
+            "met".to_string()
+        } else {
+            format!("missed: {}", missed.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {rss} | {verdict} |",
+            goal.title, p99.cell, rps.cell, cpu.cell
+        );
+    }
+    out
+}
+
+/// Seam's figure beside the best peer's, as a table cell and as numbers (None when
+/// either is missing).
+struct Compared {
+    cell: String,
+    pair: Option<(f64, f64)>,
+}
+
+fn compare(ours: Option<f64>, best: Option<(&str, f64)>, digits: usize) -> Compared {
+    let (Some(ours), Some((peer, theirs))) = (ours, best) else {
+        return Compared {
+            cell: "–".to_string(),
+            pair: None,
+        };
+    };
+    // An added latency can be at or below zero: no ratio then, only the numbers.
+    let ratio = if ours > 0.0 && theirs > 0.0 {
+        format!(", {:.2}×", ours / theirs)
+    } else {
+        String::new()
+    };
+    Compared {
+        cell: format!("{ours:.digits$} / {theirs:.digits$} ({peer}{ratio})"),
+        pair: Some((ours, theirs)),
+    }
 }
 
 fn one_line(text: &str) -> String {
@@ -282,6 +456,10 @@ fn contender_json(name: &str, measured: &Measured, direct: Option<&Measured>) ->
             "latency_ms_rounds": latency.map(|run| json!(run.rounds)),
             "max_rps": max.map(|run| run.rps),
             "max_rps_rounds": max.map(|run| run.rounds.clone()),
+            "max_cpu_ms_per_1k": max.and_then(|run| run.saturation).map(|s| s.cpu_ms_per_1k),
+            "max_switches_per_request": max
+                .and_then(|run| run.saturation)
+                .map(|s| s.switches_per_request),
             "requests": latency.map(|run| run.requests),
             "failures": latency.map(|run| run.failures) .unwrap_or(0)
                 + max.map_or(0, |run| run.failures),
@@ -358,6 +536,17 @@ mod tests {
         assert_eq!(ratio.added_p99, None);
         assert_eq!(ratio.cpu, None);
         assert_eq!(ratio.p50, None);
+    }
+
+    #[test]
+    fn seam_is_compared_with_the_best_peer_on_each_figure() {
+        let p99 = compare(Some(0.2), Some(("nginx", 0.1)), 3);
+        assert_eq!(p99.cell, "0.200 / 0.100 (nginx, 2.00×)");
+        assert_eq!(p99.pair, Some((0.2, 0.1)));
+        let below_zero = compare(Some(0.2), Some(("haproxy", -0.1)), 3);
+        assert_eq!(below_zero.cell, "0.200 / -0.100 (haproxy)");
+        let missing = compare(None, Some(("nginx", 1.0)), 1);
+        assert_eq!((missing.cell.as_str(), missing.pair), ("–", None));
     }
 
     #[test]
