@@ -305,8 +305,9 @@ fn to_app_request(
         Some(header) => parts.headers.insert(CLIENT_ID_HEADER, header.clone()),
         None => parts.headers.remove(CLIENT_ID_HEADER),
     };
-    // HTTP/1 requests go as they came (origin form, their Host header); hyper-util's
-    // HTTP/2 pool needs an absolute URI, and keeps the :authority the caller used.
+    // HTTP/1 requests go as they came (origin form, their Host header); HTTP/2 needs an
+    // absolute URI (hyper sends it as :scheme and :authority), and keeps the :authority
+    // the caller used.
     if parts.version == Version::HTTP_2 && parts.uri.authority().is_none() {
         let mut uri = parts.uri.into_parts();
         uri.scheme = Some(Scheme::HTTP);

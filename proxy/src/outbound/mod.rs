@@ -313,8 +313,8 @@ struct Labels {
 
 /// The request as it goes to the peer: the authority the app asked for (in the Host
 /// header for HTTP/1, whose request line then has the origin form even if the app used an
-/// absolute URI; in the URI for HTTP/2, as hyper-util's pool needs), no hop-by-hop
-/// headers, and no `x-seam-client-id` of the app's own making.
+/// absolute URI; in the URI for HTTP/2, which hyper sends as `:scheme` and `:authority`),
+/// no hop-by-hop headers, and no `x-seam-client-id` of the app's own making.
 fn to_peer_request<B>(request: Request<B>, authority: Authority) -> Request<B> {
     let (mut parts, body) = request.into_parts();
     strip_hop_by_hop(&mut parts.headers);
