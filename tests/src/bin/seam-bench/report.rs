@@ -185,14 +185,9 @@ pub fn markdown(results: &Results) -> String {
 /// at saturation the three processes on the shared core take turns, and how often they
 /// switch decides the figure as much as their work does (compare the fixed-rate CPU).
 fn at_saturation(results: &Results) -> String {
-    let proxies: Vec<(&str, &Measured)> = results
-        .contenders
-        .iter()
-        .filter(|(name, _)| *name != "direct")
-        .filter_map(|(name, outcome)| match outcome {
-            Outcome::Measured(measured) => Some((*name, measured.as_ref())),
-            _ => None,
-        })
+    let proxies: Vec<(&str, &Measured)> = std::iter::once("seam")
+        .chain(PEERS)
+        .filter_map(|name| Some((name, measured(results, name)?)))
         .collect();
     if proxies.is_empty() {
         return String::new();
