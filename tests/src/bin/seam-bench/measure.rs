@@ -70,9 +70,35 @@ pub struct Scenario {
     pub max: Result<ThroughputRun, Unmeasured>,
     /// CPU time of the hop processes per 1,000 requests in the fixed-rate runs.
     pub cpu_ms_per_1k: Option<f64>,
+    /// The hop processes' context switches per request in the fixed-rate runs.
+    pub switches: Option<SwitchRate>,
     /// Peak RSS of the largest hop process, on the scenario that reports it for its
     /// processes (the HTTP scenarios share one set, reported on HTTP/1.1).
     pub peak_rss_mib: Option<f64>,
+}
+
+/// Context switches per request, split by cause: each is a wake-up the request cost
+/// (slept) or a turn the scheduler took away (preempted), so the two say how much of the
+/// CPU per request is the shared core's doing rather than the proxy's own work.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SwitchRate {
+    pub slept: f64,
+    pub preempted: f64,
+}
+
+impl SwitchRate {
+    fn per_request(switches: procstat::Switches, requests: u64) -> Option<Self> {
+        (requests > 0).then(|| Self {
+            slept: switches.slept as f64 / requests as f64,
+            preempted: switches.preempted as f64 / requests as f64,
+        })
+    }
+}
+
+/// What the hops spent in one contender's fixed-rate runs.
+struct FixedRateCost {
+    cpu: Option<Duration>,
+    switches: Option<procstat::Switches>,
 }
 
 /// What one contender measured.
@@ -82,12 +108,14 @@ pub struct Measured {
 }
 
 impl Measured {
-    fn new() -> Self {
+    /// A contender with nothing measured yet.
+    pub fn new() -> Self {
         Self {
             scenarios: Mode::ALL.map(|_| Scenario {
                 latency: Err(Unmeasured::Failed("not measured".into())),
                 max: Err(Unmeasured::Failed("not measured".into())),
                 cpu_ms_per_1k: None,
+                switches: None,
                 peak_rss_mib: None,
             }),
         }
@@ -95,6 +123,10 @@ impl Measured {
 
     pub fn scenario(&self, mode: Mode) -> &Scenario {
         &self.scenarios[mode as usize]
+    }
+
+    pub fn scenario_mut(&mut self, mode: Mode) -> &mut Scenario {
+        &mut self.scenarios[mode as usize]
     }
 }
 
@@ -232,14 +264,15 @@ async fn measure_all(contenders: &[(&'static str, Running)], setup: &Setup) -> V
     let mut measured: Vec<Measured> = contenders.iter().map(|_| Measured::new()).collect();
     for mode in Mode::ALL {
         let latency = latency_rounds(contenders, mode, setup).await;
-        for (measured, (latency, cpu_ms_per_1k)) in measured.iter_mut().zip(latency) {
-            let scenario = &mut measured.scenarios[mode as usize];
+        for (measured, (latency, cpu_ms_per_1k, switches)) in measured.iter_mut().zip(latency) {
+            let scenario = measured.scenario_mut(mode);
             scenario.latency = latency;
             scenario.cpu_ms_per_1k = cpu_ms_per_1k;
+            scenario.switches = switches;
         }
         let max = throughput_rounds(contenders, mode, setup).await;
         for (measured, max) in measured.iter_mut().zip(max) {
-            measured.scenarios[mode as usize].max = max;
+            measured.scenario_mut(mode).max = max;
         }
     }
     for ((_, running), measured) in contenders.iter().zip(&mut measured) {
@@ -332,7 +365,11 @@ async fn latency_rounds(
     contenders: &[(&'static str, Running)],
     mode: Mode,
     setup: &Setup,
-) -> Vec<(Result<LatencyRun, Unmeasured>, Option<f64>)> {
+) -> Vec<(
+    Result<LatencyRun, Unmeasured>,
+    Option<f64>,
+    Option<SwitchRate>,
+)> {
     let cpus = setup.pinning.load.as_deref();
     let durations = setup.durations;
     let duration = durations.fixed_rate(mode);
@@ -351,13 +388,26 @@ async fn latency_rounds(
             round + 1
         );
         let pids = procstat::with_children(hop_pids);
-        let before = procstat::total_cpu_time(&pids);
+        let before = (
+            procstat::total_cpu_time(&pids),
+            procstat::context_switches(&pids),
+        );
         let samples = fixed_rate(target, mode, setup.rate, per_round, cpus).await?;
-        let cpu = match (before, procstat::total_cpu_time(&pids)) {
-            (Ok(before), Ok(after)) if !pids.is_empty() => Some(after - before),
-            _ => None,
+        let after = (
+            procstat::total_cpu_time(&pids),
+            procstat::context_switches(&pids),
+        );
+        let cost = FixedRateCost {
+            cpu: match (before.0, after.0) {
+                (Ok(before), Ok(after)) if !pids.is_empty() => Some(after - before),
+                _ => None,
+            },
+            switches: match (before.1, after.1) {
+                (Ok(before), Ok(after)) if !pids.is_empty() => Some(before.until(after)),
+                _ => None,
+            },
         };
-        Ok((samples, cpu))
+        Ok((samples, cost))
     })
     .await;
     results
@@ -365,19 +415,27 @@ async fn latency_rounds(
         .map(|turns| {
             let turns = match turns {
                 Ok(turns) => turns,
-                Err(err) => return (Err(err), None),
+                Err(err) => return (Err(err), None, None),
             };
-            let cpu: Option<Duration> = turns.iter().map(|(_, cpu)| *cpu).sum();
+            let cpu: Option<Duration> = turns.iter().map(|(_, cost)| cost.cpu).sum();
+            let switches = turns
+                .iter()
+                .map(|(_, cost)| cost.switches)
+                .try_fold(procstat::Switches::default(), |sum, switches| {
+                    Some(sum + switches?)
+                });
             let samples = turns.into_iter().map(|(samples, _)| samples).collect();
             let run = LatencyRun::combine(samples)
                 .ok_or_else(|| Unmeasured::Failed("no request was answered".into()));
-            let cpu_ms_per_1k = match (&run, cpu) {
-                (Ok(run), Some(cpu)) => {
-                    Some(cpu.as_secs_f64() * 1000.0 / run.requests as f64 * 1000.0)
-                }
-                _ => None,
+            let Ok(answered) = &run else {
+                return (run, None, None);
             };
-            (run, cpu_ms_per_1k)
+            let requests = answered.requests;
+            let cpu_ms_per_1k =
+                cpu.map(|cpu| cpu.as_secs_f64() * 1000.0 / requests as f64 * 1000.0);
+            let switches =
+                switches.and_then(|switches| SwitchRate::per_request(switches, requests));
+            (run, cpu_ms_per_1k, switches)
         })
         .collect()
 }
@@ -428,7 +486,7 @@ async fn throughput_rounds(
 /// The CPU time and context switches of `pids` so far; None if a process is gone.
 fn hop_usage(pids: &[u32]) -> Option<(Duration, u64)> {
     let cpu = procstat::total_cpu_time(pids).ok()?;
-    let switches = procstat::total_context_switches(pids).ok()?;
+    let switches = procstat::context_switches(pids).ok()?.total();
     Some((cpu, switches))
 }
 

@@ -1,7 +1,8 @@
 //! What the hop processes cost: CPU time (user + system, every thread, in nanoseconds,
-//! from each process's CPU-time clock), context switches (every thread's, from /proc),
-//! and peak resident memory (`VmHWM` in /proc). A hop may be several processes (nginx's
-//! master and its worker), so a hop is a root pid plus its children.
+//! from each process's CPU-time clock), context switches (every thread's, slept and
+//! preempted, from /proc), and peak resident memory (`VmHWM` in /proc). A hop may be
+//! several processes (nginx's master and its worker), so a hop is a root pid plus its
+//! children.
 
 use std::time::Duration;
 
@@ -55,25 +56,65 @@ pub fn total_cpu_time(pids: &[u32]) -> anyhow::Result<Duration> {
     pids.iter().map(|pid| cpu_time(*pid)).sum()
 }
 
-/// Context switches of `pids` so far, voluntary (it slept) and involuntary (it was
-/// preempted), summed over every thread: `/proc/PID/status` counts the main thread only.
-pub fn total_context_switches(pids: &[u32]) -> anyhow::Result<u64> {
-    let mut total = 0;
+/// Context switches of a set of processes, summed over every thread: `/proc/PID/status`
+/// counts the main thread only, so each task's own is read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Switches {
+    /// Voluntary: the thread went to sleep (here, nearly always in `epoll_wait`).
+    pub slept: u64,
+    /// Involuntary: the scheduler took the core away while the thread could still run.
+    pub preempted: u64,
+}
+
+impl Switches {
+    pub fn total(self) -> u64 {
+        self.slept + self.preempted
+    }
+
+    /// The switches between `self` and a later reading.
+    pub fn until(self, later: Self) -> Self {
+        Self {
+            slept: later.slept.saturating_sub(self.slept),
+            preempted: later.preempted.saturating_sub(self.preempted),
+        }
+    }
+}
+
+impl std::ops::Add for Switches {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            slept: self.slept + other.slept,
+            preempted: self.preempted + other.preempted,
+        }
+    }
+}
+
+/// Context switches of `pids` so far, every thread of each.
+pub fn context_switches(pids: &[u32]) -> anyhow::Result<Switches> {
+    let mut switches = Switches::default();
     for pid in pids {
         let tasks = format!("/proc/{pid}/task");
         for task in std::fs::read_dir(&tasks).with_context(|| format!("cannot read {tasks}"))? {
             let status = std::fs::read_to_string(task?.path().join("status"))?;
-            total += status
-                .lines()
-                .filter_map(|line| {
-                    line.strip_prefix("voluntary_ctxt_switches:")
-                        .or(line.strip_prefix("nonvoluntary_ctxt_switches:"))
-                })
-                .filter_map(|value| value.trim().parse::<u64>().ok())
-                .sum::<u64>();
+            for line in status.lines() {
+                let (count, value) =
+                    if let Some(value) = line.strip_prefix("voluntary_ctxt_switches:") {
+                        (&mut switches.slept, value)
+                    } else if let Some(value) = line.strip_prefix("nonvoluntary_ctxt_switches:") {
+                        (&mut switches.preempted, value)
+                    } else {
+                        continue;
+                    };
+                *count += value
+                    .trim()
+                    .parse::<u64>()
+                    .with_context(|| format!("a context switch count in {tasks}: {line}"))?;
+            }
         }
     }
-    Ok(total)
+    Ok(switches)
 }
 
 /// The highest resident set `pid` has had, in bytes.

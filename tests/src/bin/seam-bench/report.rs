@@ -177,27 +177,27 @@ pub fn markdown(results: &Results) -> String {
             }
         }
     }
+    out.push_str(&at_fixed_rate(results));
     out.push_str(&at_saturation(results));
     out
 }
 
-/// The hops' CPU per request and context switches per request in the throughput rounds:
-/// at saturation the three processes on the shared core take turns, and how often they
-/// switch decides the figure as much as their work does (compare the fixed-rate CPU).
-fn at_saturation(results: &Results) -> String {
-    let proxies: Vec<(&str, &Measured)> = std::iter::once("seam")
+/// Seam and the peers that ran, in the order of the goal table.
+fn proxies(results: &Results) -> Vec<(&'static str, &Measured)> {
+    std::iter::once("seam")
         .chain(PEERS)
         .filter_map(|name| Some((name, measured(results, name)?)))
-        .collect();
-    if proxies.is_empty() {
-        return String::new();
-    }
-    let mut out = String::from(
-        "\n### At saturation\n\n\
-         The hop processes during the maximum-throughput rounds (medians): CPU ms per \
-         1,000 requests / context switches per request.\n\n| scenario |",
-    );
-    for (name, _) in &proxies {
+        .collect()
+}
+
+/// One row per scenario and one column per proxy, each cell from `cell` (or a dash).
+fn per_scenario_table(
+    heading: &str,
+    proxies: &[(&str, &Measured)],
+    cell: impl Fn(&Measured, Mode) -> Option<String>,
+) -> String {
+    let mut out = format!("{heading}\n\n| scenario |");
+    for (name, _) in proxies {
         let _ = write!(out, " {name} |");
     }
     out.push_str("\n|---|");
@@ -205,19 +205,59 @@ fn at_saturation(results: &Results) -> String {
     out.push('\n');
     for goal in &GOALS {
         let _ = write!(out, "| {} |", goal.title);
-        for (_, measured) in &proxies {
-            let cell = runs(measured, goal.mode)
-                .1
-                .and_then(|run| run.saturation)
-                .map_or_else(
-                    || "–".to_string(),
-                    |s| format!("{:.1} / {:.2}", s.cpu_ms_per_1k, s.switches_per_request),
-                );
+        for (_, measured) in proxies {
+            let cell = cell(measured, goal.mode).unwrap_or_else(|| "–".to_string());
             let _ = write!(out, " {cell} |");
         }
         out.push('\n');
     }
     out
+}
+
+/// The hops' context switches per request in the fixed-rate runs: each request wakes
+/// every hop at least once on the way in and once on the way back, and each wake-up and
+/// preemption is kernel work inside the fixed-rate CPU per request.
+fn at_fixed_rate(results: &Results) -> String {
+    let proxies = proxies(results);
+    if proxies.is_empty() {
+        return String::new();
+    }
+    per_scenario_table(
+        "\n### At the fixed rate\n\n\
+         The hop processes' context switches per request during the fixed-rate runs: slept \
+         (woken by the next event) + preempted (the shared core taken away).",
+        &proxies,
+        switches_cell,
+    )
+}
+
+/// A fixed-rate switches cell: slept + preempted, per request.
+fn switches_cell(measured: &Measured, mode: Mode) -> Option<String> {
+    let switches = measured.scenario(mode).switches?;
+    Some(format!("{:.2} + {:.2}", switches.slept, switches.preempted))
+}
+
+/// The hops' CPU per request and context switches per request in the throughput rounds:
+/// at saturation the three processes on the shared core take turns, and how often they
+/// switch decides the figure as much as their work does (compare the fixed-rate CPU).
+fn at_saturation(results: &Results) -> String {
+    let proxies = proxies(results);
+    if proxies.is_empty() {
+        return String::new();
+    }
+    per_scenario_table(
+        "\n### At saturation\n\n\
+         The hop processes during the maximum-throughput rounds (medians): CPU ms per \
+         1,000 requests / context switches per request.",
+        &proxies,
+        |measured, mode| {
+            let saturation = runs(measured, mode).1?.saturation?;
+            Some(format!(
+                "{:.1} / {:.2}",
+                saturation.cpu_ms_per_1k, saturation.switches_per_request
+            ))
+        },
+    )
 }
 
 /// The peers Seam is held against.
@@ -468,6 +508,10 @@ fn contender_json(name: &str, measured: &Measured, direct: Option<&Measured>) ->
         if name != "direct" {
             let scenario = measured.scenario(mode);
             value["cpu_ms_per_1k_requests"] = json!(scenario.cpu_ms_per_1k);
+            value["switches_per_request"] = json!(scenario.switches.map(|switches| json!({
+                "slept": switches.slept,
+                "preempted": switches.preempted,
+            })));
             if mode.opens_its_path() {
                 value["peak_rss_mib"] = json!(scenario.peak_rss_mib);
             }
@@ -511,6 +555,7 @@ fn add_unmeasured(value: &mut Value, scenario: &Scenario) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure::SwitchRate;
 
     #[test]
     fn ratios_only_of_positive_numbers() {
@@ -545,6 +590,27 @@ mod tests {
     }
 
     #[test]
+    fn the_fixed_rate_table_gives_each_proxy_its_switches_or_a_dash() {
+        let mut seam = Measured::new();
+        seam.scenario_mut(Mode::Http1).switches = Some(SwitchRate {
+            slept: 3.444,
+            preempted: 1.65,
+        });
+        let nginx = Measured::new();
+        let table = per_scenario_table(
+            "### heading",
+            &[("seam", &seam), ("nginx", &nginx)],
+            switches_cell,
+        );
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[2], "| scenario | seam | nginx |");
+        assert_eq!(lines[3], "|---|---:|---:|");
+        assert_eq!(lines[4], "| HTTP/1.1, keep-alive | 3.44 + 1.65 | – |");
+        assert_eq!(lines[5], "| HTTP/2 (h2c into hop 1) | – | – |");
+        assert_eq!(lines.len(), 4 + GOALS.len());
+    }
+
+    #[test]
     fn a_scenario_that_did_not_run_says_missing_or_failed() {
         let scenario = Scenario {
             latency: Err(Unmeasured::Missing(
@@ -552,6 +618,7 @@ mod tests {
             )),
             max: Err(Unmeasured::Failed("wrk exited with 1".into())),
             cpu_ms_per_1k: None,
+            switches: None,
             peak_rss_mib: None,
         };
         let mut value = json!({});
