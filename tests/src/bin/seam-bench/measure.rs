@@ -95,12 +95,6 @@ impl SwitchRate {
     }
 }
 
-/// What the hops spent in one contender's fixed-rate runs.
-struct FixedRateCost {
-    cpu: Option<Duration>,
-    switches: Option<procstat::Switches>,
-}
-
 /// What one contender measured.
 pub struct Measured {
     /// In the order of `Mode::ALL`.
@@ -388,26 +382,20 @@ async fn latency_rounds(
             round + 1
         );
         let pids = procstat::with_children(hop_pids);
-        let before = (
-            procstat::total_cpu_time(&pids),
-            procstat::context_switches(&pids),
-        );
+        let before = hop_usage(&pids);
         let samples = fixed_rate(target, mode, setup.rate, per_round, cpus).await?;
-        let after = (
-            procstat::total_cpu_time(&pids),
-            procstat::context_switches(&pids),
-        );
-        let cost = FixedRateCost {
-            cpu: match (before.0, after.0) {
-                (Ok(before), Ok(after)) if !pids.is_empty() => Some(after - before),
-                _ => None,
-            },
-            switches: match (before.1, after.1) {
-                (Ok(before), Ok(after)) if !pids.is_empty() => Some(before.until(after)),
-                _ => None,
-            },
-        };
-        Ok((samples, cost))
+        let spent = before
+            .zip(hop_usage(&pids))
+            .filter(|_| !pids.is_empty())
+            .map(
+                |((cpu_before, switches_before), (cpu_after, switches_after))| {
+                    (
+                        cpu_after - cpu_before,
+                        switches_before.until(switches_after),
+                    )
+                },
+            );
+        Ok((samples, spent))
     })
     .await;
     results
@@ -417,13 +405,13 @@ async fn latency_rounds(
                 Ok(turns) => turns,
                 Err(err) => return (Err(err), None, None),
             };
-            let cpu: Option<Duration> = turns.iter().map(|(_, cost)| cost.cpu).sum();
-            let switches = turns
-                .iter()
-                .map(|(_, cost)| cost.switches)
-                .try_fold(procstat::Switches::default(), |sum, switches| {
-                    Some(sum + switches?)
-                });
+            let spent = turns.iter().try_fold(
+                (Duration::ZERO, procstat::Switches::default()),
+                |(cpu, switches), (_, spent)| {
+                    let (round_cpu, round_switches) = (*spent)?;
+                    Some((cpu + round_cpu, switches + round_switches))
+                },
+            );
             let samples = turns.into_iter().map(|(samples, _)| samples).collect();
             let run = LatencyRun::combine(samples)
                 .ok_or_else(|| Unmeasured::Failed("no request was answered".into()));
@@ -431,11 +419,12 @@ async fn latency_rounds(
                 return (run, None, None);
             };
             let requests = answered.requests;
-            let cpu_ms_per_1k =
-                cpu.map(|cpu| cpu.as_secs_f64() * 1000.0 / requests as f64 * 1000.0);
-            let switches =
-                switches.and_then(|switches| SwitchRate::per_request(switches, requests));
-            (run, cpu_ms_per_1k, switches)
+            let Some((cpu, switches)) = spent else {
+                return (run, None, None);
+            };
+            let cpu_ms_per_1k = cpu.as_secs_f64() * 1000.0 / requests as f64 * 1000.0;
+            let switches = SwitchRate::per_request(switches, requests);
+            (run, Some(cpu_ms_per_1k), switches)
         })
         .collect()
 }
@@ -466,7 +455,8 @@ async fn throughput_rounds(
             run.saturation = before.zip(hop_usage(&pids)).filter(|_| requests > 0.0).map(
                 |((cpu_before, switches_before), (cpu_after, switches_after))| Saturation {
                     cpu_ms_per_1k: (cpu_after - cpu_before).as_secs_f64() * 1e6 / requests,
-                    switches_per_request: (switches_after - switches_before) as f64 / requests,
+                    switches_per_request: switches_before.until(switches_after).total() as f64
+                        / requests,
                 },
             );
             Ok(run)
@@ -484,9 +474,9 @@ async fn throughput_rounds(
 }
 
 /// The CPU time and context switches of `pids` so far; None if a process is gone.
-fn hop_usage(pids: &[u32]) -> Option<(Duration, u64)> {
+fn hop_usage(pids: &[u32]) -> Option<(Duration, procstat::Switches)> {
     let cpu = procstat::total_cpu_time(pids).ok()?;
-    let switches = procstat::context_switches(pids).ok()?.total();
+    let switches = procstat::context_switches(pids).ok()?;
     Some((cpu, switches))
 }
 
