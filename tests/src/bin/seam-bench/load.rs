@@ -199,6 +199,9 @@ pub struct Saturation {
     pub cpu_ms_per_1k: f64,
     /// Context switches (voluntary and involuntary, every thread) per request.
     pub switches_per_request: f64,
+    /// The kernel's part of that CPU time, from 0 to 1 (from clock ticks: see
+    /// `procstat::Ticks`); None where no tick fell.
+    pub kernel_share: Option<f64>,
 }
 
 impl ThroughputRun {
@@ -218,11 +221,13 @@ impl ThroughputRun {
         let read: Vec<Saturation> = runs.iter().filter_map(|run| run.saturation).collect();
         let figure =
             |pick: fn(&Saturation) -> f64| median(&read.iter().map(pick).collect::<Vec<f64>>());
+        let kernel_shares: Vec<f64> = read.iter().filter_map(|s| s.kernel_share).collect();
         let saturation = figure(|s| s.cpu_ms_per_1k)
             .zip(figure(|s| s.switches_per_request))
             .map(|(cpu_ms_per_1k, switches_per_request)| Saturation {
                 cpu_ms_per_1k,
                 switches_per_request,
+                kernel_share: median(&kernel_shares),
             });
         Some(Self {
             rps: median(&rounds)?,
@@ -521,25 +526,30 @@ mod tests {
 
     #[test]
     fn saturation_figures_combine_into_their_medians_over_the_rounds_that_read_them() {
-        let round = |rps: f64, saturation: Option<(f64, f64)>| ThroughputRun {
-            saturation: saturation.map(|(cpu_ms_per_1k, switches_per_request)| Saturation {
-                cpu_ms_per_1k,
-                switches_per_request,
+        let round = |rps: f64, saturation: Option<(f64, f64, Option<f64>)>| ThroughputRun {
+            saturation: saturation.map(|(cpu_ms_per_1k, switches_per_request, kernel_share)| {
+                Saturation {
+                    cpu_ms_per_1k,
+                    switches_per_request,
+                    kernel_share,
+                }
             }),
             ..ThroughputRun::once(rps, 0)
         };
         let combined = ThroughputRun::combine(&[
-            round(100.0, Some((60.0, 0.5))),
+            round(100.0, Some((60.0, 0.5, Some(0.6)))),
             round(110.0, None),
-            round(120.0, Some((40.0, 0.1))),
-            round(130.0, Some((50.0, 0.3))),
+            round(120.0, Some((40.0, 0.1, None))),
+            round(130.0, Some((50.0, 0.3, Some(0.5)))),
+            round(140.0, Some((45.0, 0.2, Some(0.7)))),
         ])
         .unwrap();
         assert_eq!(
             combined.saturation,
             Some(Saturation {
-                cpu_ms_per_1k: 50.0,
-                switches_per_request: 0.3
+                cpu_ms_per_1k: 47.5,
+                switches_per_request: 0.25,
+                kernel_share: Some(0.6),
             })
         );
         let unread = ThroughputRun::combine(&[round(100.0, None)]).unwrap();

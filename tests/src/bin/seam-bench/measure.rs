@@ -387,14 +387,10 @@ async fn latency_rounds(
         let spent = before
             .zip(hop_usage(&pids))
             .filter(|_| !pids.is_empty())
-            .map(
-                |((cpu_before, switches_before), (cpu_after, switches_after))| {
-                    (
-                        cpu_after - cpu_before,
-                        switches_before.until(switches_after),
-                    )
-                },
-            );
+            .map(|(before, after)| {
+                let spent = before.until(after);
+                (spent.cpu, spent.switches)
+            });
         Ok((samples, spent))
     })
     .await;
@@ -452,13 +448,9 @@ async fn throughput_rounds(
             let mut run =
                 closed_loop(target, mode, duration, setup.pinning.load.as_deref()).await?;
             let requests = run.rps * duration.as_secs_f64();
-            run.saturation = before.zip(hop_usage(&pids)).filter(|_| requests > 0.0).map(
-                |((cpu_before, switches_before), (cpu_after, switches_after))| Saturation {
-                    cpu_ms_per_1k: (cpu_after - cpu_before).as_secs_f64() * 1e6 / requests,
-                    switches_per_request: switches_before.until(switches_after).total() as f64
-                        / requests,
-                },
-            );
+            run.saturation = before
+                .zip(hop_usage(&pids))
+                .and_then(|(before, after)| saturation(before.until(after), requests));
             Ok(run)
         },
     )
@@ -473,11 +465,19 @@ async fn throughput_rounds(
         .collect()
 }
 
-/// The CPU time and context switches of `pids` so far; None if a process is gone.
-fn hop_usage(pids: &[u32]) -> Option<(Duration, procstat::Switches)> {
-    let cpu = procstat::total_cpu_time(pids).ok()?;
-    let switches = procstat::context_switches(pids).ok()?;
-    Some((cpu, switches))
+/// What the hops `spent` during a closed-loop round that answered `requests`, per
+/// request; None for no requests.
+fn saturation(spent: procstat::Usage, requests: f64) -> Option<Saturation> {
+    (requests > 0.0).then(|| Saturation {
+        cpu_ms_per_1k: spent.cpu.as_secs_f64() * 1e6 / requests,
+        switches_per_request: spent.switches.total() as f64 / requests,
+        kernel_share: spent.ticks.kernel_share(),
+    })
+}
+
+/// What `pids` have spent so far; None if a process is gone.
+fn hop_usage(pids: &[u32]) -> Option<procstat::Usage> {
+    procstat::Usage::read(pids).ok()
 }
 
 async fn fixed_rate(

@@ -1,8 +1,8 @@
 //! What the hop processes cost: CPU time (user + system, every thread, in nanoseconds,
-//! from each process's CPU-time clock), context switches (every thread's, slept and
-//! preempted, from /proc), and peak resident memory (`VmHWM` in /proc). A hop may be
-//! several processes (nginx's master and its worker), so a hop is a root pid plus its
-//! children.
+//! from each process's CPU-time clock), how it splits between user space and the kernel
+//! (clock ticks, from /proc), context switches (every thread's, slept and preempted, from
+//! /proc), and peak resident memory (`VmHWM` in /proc). A hop may be several processes
+//! (nginx's master and its worker), so a hop is a root pid plus its children.
 
 use std::time::Duration;
 
@@ -54,6 +54,85 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
 /// Total CPU time of `pids`.
 pub fn total_cpu_time(pids: &[u32]) -> anyhow::Result<Duration> {
     pids.iter().map(|pid| cpu_time(*pid)).sum()
+}
+
+/// What a set of processes had spent at one moment; [`Usage::until`] a later reading
+/// gives what they spent in between.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub cpu: Duration,
+    pub ticks: Ticks,
+    pub switches: Switches,
+}
+
+impl Usage {
+    pub fn read(pids: &[u32]) -> anyhow::Result<Self> {
+        Ok(Self {
+            cpu: total_cpu_time(pids)?,
+            ticks: ticks(pids)?,
+            switches: context_switches(pids)?,
+        })
+    }
+
+    /// What was spent between `self` and a later reading.
+    pub fn until(self, later: Self) -> Self {
+        Self {
+            cpu: later.cpu.saturating_sub(self.cpu),
+            ticks: self.ticks.until(later.ticks),
+            switches: self.switches.until(later.switches),
+        }
+    }
+}
+
+/// CPU time in clock ticks (10 ms here), split by where it was spent. The kernel charges a
+/// whole tick to whatever runs when the tick fires, so the split is sound only over
+/// seconds of a core kept busy, as at saturation; while a core idles between requests
+/// the tick stops, and the ticks then miss most of the short bursts of work.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ticks {
+    pub user: u64,
+    pub kernel: u64,
+}
+
+impl Ticks {
+    /// The ticks between `self` and a later reading.
+    pub fn until(self, later: Self) -> Self {
+        Self {
+            user: later.user.saturating_sub(self.user),
+            kernel: later.kernel.saturating_sub(self.kernel),
+        }
+    }
+
+    /// The kernel's part of the time, from 0 to 1; None for no ticks at all.
+    pub fn kernel_share(self) -> Option<f64> {
+        let total = self.user + self.kernel;
+        (total > 0).then(|| self.kernel as f64 / total as f64)
+    }
+}
+
+/// User and kernel clock ticks `pids` have spent so far (`utime` and `stime` of
+/// `/proc/PID/stat`, which cover every thread of the process, exited ones too).
+pub fn ticks(pids: &[u32]) -> anyhow::Result<Ticks> {
+    let mut ticks = Ticks::default();
+    for pid in pids {
+        let path = format!("/proc/{pid}/stat");
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        let (user, kernel) =
+            parse_ticks(&stat).with_context(|| format!("{path} has no utime and stime"))?;
+        ticks.user += user;
+        ticks.kernel += kernel;
+    }
+    Ok(ticks)
+}
+
+/// `utime` and `stime` (fields 14 and 15) of a `/proc/PID/stat` line. The command name
+/// (field 2) may hold spaces and parentheses, so fields are counted from its last `)`.
+fn parse_ticks(stat: &str) -> Option<(u64, u64)> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user = fields.next()?.parse().ok()?;
+    let kernel = fields.next()?.parse().ok()?;
+    Some((user, kernel))
 }
 
 /// Context switches of a set of processes, summed over every thread: `/proc/PID/status`
@@ -137,4 +216,31 @@ fn status_bytes(pid: u32, field: &str) -> anyhow::Result<u64> {
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
         .with_context(|| format!("{path} has no {field} line"))?;
     Ok(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_are_read_after_a_command_name_with_spaces_and_parentheses() {
+        let stat = "4242 (nginx: worker (1)) S 4241 4241 4241 0 -1 4194624 310 0 0 0 \
+                    1234 567 0 0 20 0 1 0 8123 11534336 900 18446744073709551615";
+        assert_eq!(parse_ticks(stat), Some((1234, 567)));
+        assert_eq!(parse_ticks("4242 (cut short) S 1 2 3"), None);
+    }
+
+    #[test]
+    fn the_kernel_share_is_the_kernel_ticks_over_all_ticks_spent_in_between() {
+        let before = Ticks {
+            user: 100,
+            kernel: 50,
+        };
+        let later = Ticks {
+            user: 140,
+            kernel: 110,
+        };
+        assert_eq!(before.until(later).kernel_share(), Some(0.6));
+        assert_eq!(before.until(before).kernel_share(), None);
+    }
 }

@@ -248,12 +248,16 @@ fn at_saturation(results: &Results) -> String {
     per_scenario_table(
         "\n### At saturation\n\n\
          The hop processes during the maximum-throughput rounds (medians): CPU ms per \
-         1,000 requests / context switches per request.",
+         1,000 requests / context switches per request / the kernel's share of that CPU \
+         (from clock ticks, sound here because the core is busy throughout).",
         &proxies,
         |measured, mode| {
             let saturation = runs(measured, mode).1?.saturation?;
+            let kernel = saturation
+                .kernel_share
+                .map_or_else(|| "–".to_owned(), |share| format!("{:.0} %", share * 100.0));
             Some(format!(
-                "{:.1} / {:.2}",
+                "{:.1} / {:.2} / {kernel}",
                 saturation.cpu_ms_per_1k, saturation.switches_per_request
             ))
         },
@@ -495,6 +499,9 @@ fn contender_json(name: &str, measured: &Measured, direct: Option<&Measured>) ->
             "max_switches_per_request": max
                 .and_then(|run| run.saturation)
                 .map(|s| s.switches_per_request),
+            "max_kernel_share": max
+                .and_then(|run| run.saturation)
+                .and_then(|s| s.kernel_share),
             "requests": latency.map(|run| run.requests),
             "failures": latency.map(|run| run.failures) .unwrap_or(0)
                 + max.map_or(0, |run| run.failures),
