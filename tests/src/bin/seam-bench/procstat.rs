@@ -35,9 +35,14 @@ pub fn with_children(roots: &[u32]) -> Vec<u32> {
 
 fn parent_of(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; fields after it are plain.
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    after_name.split(' ').nth(1)?.parse().ok()
+    // Field 4.
+    fields_after_name(&stat)?.nth(1)?.parse().ok()
+}
+
+/// The fields of a `/proc/PID/stat` line from field 3 on. The command name (field 2)
+/// may hold spaces and parentheses, so they are counted from its last `)`.
+fn fields_after_name(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace())
 }
 
 /// CPU time `pid` has spent so far (user + system, all its threads, exited ones too), in
@@ -125,11 +130,9 @@ pub fn ticks(pids: &[u32]) -> anyhow::Result<Ticks> {
     Ok(ticks)
 }
 
-/// `utime` and `stime` (fields 14 and 15) of a `/proc/PID/stat` line. The command name
-/// (field 2) may hold spaces and parentheses, so fields are counted from its last `)`.
+/// `utime` and `stime` (fields 14 and 15) of a `/proc/PID/stat` line.
 fn parse_ticks(stat: &str) -> Option<(u64, u64)> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_name.split_whitespace().skip(11);
+    let mut fields = fields_after_name(stat)?.skip(11);
     let user = fields.next()?.parse().ok()?;
     let kernel = fields.next()?.parse().ok()?;
     Some((user, kernel))
@@ -227,6 +230,10 @@ mod tests {
         let stat = "4242 (nginx: worker (1)) S 4241 4241 4241 0 -1 4194624 310 0 0 0 \
                     1234 567 0 0 20 0 1 0 8123 11534336 900 18446744073709551615";
         assert_eq!(parse_ticks(stat), Some((1234, 567)));
+        assert_eq!(
+            fields_after_name(stat).and_then(|mut f| f.nth(1)),
+            Some("4241")
+        );
         assert_eq!(parse_ticks("4242 (cut short) S 1 2 3"), None);
     }
 
